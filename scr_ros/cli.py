@@ -1,0 +1,234 @@
+"""The ``scr`` command: ``scr demo``, ``scr map``, ``scr localize``.
+
+Errors the user can fix (bad paths, broken datasets, mismatched maps) print one line starting
+with ``scr: error:`` and exit with status 2; Ctrl-C cancels cleanly with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import MappingCancelled, ScrError
+
+
+class _Bar:
+    """A tqdm progress bar on stderr that follows Progress events stage by stage."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if p.stage != self.stage:
+            self.close()
+            self.stage = p.stage
+            desc = {"buffer": "filling buffer", "train": "training head", "render": "rendering", "localize": "localizing"}.get(p.stage, p.stage)
+            self.bar = tqdm(total=p.total, desc=desc, unit="img" if p.stage != "train" else "it", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        self.bar.total = p.total
+        self.bar.n = p.step
+        post = {}
+        if p.loss is not None:
+            post["loss"] = f"{p.loss:.3f}"
+        if p.message:
+            post["info"] = p.message
+        if post:
+            self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.stage = None
+
+
+def _render_progress(bar: _Bar):
+    from .mapping import Progress
+
+    t0 = time.perf_counter()
+    return lambda done, total: bar(Progress("render", done, total, time.perf_counter() - t0))
+
+
+def _open_dataset(spec: str, bar: _Bar):
+    from .datasets import open_dataset
+
+    ds = open_dataset(spec, progress=_render_progress(bar))
+    bar.close()
+    return ds
+
+
+def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, **overrides):
+    """Shared by ``scr map`` and ``scr demo``: returns the SceneMap after saving it to ``out``."""
+    from .encoders import load_encoder
+    from .mapping import MapBuilder, preset
+
+    bar = _Bar(not quiet)
+    ds = _open_dataset(dataset_spec, bar)
+    frames = ds.frames(split)
+    cfg = preset(preset_name, seed=seed, precision=precision, **overrides)
+    if head:
+        cfg.head = head
+    encoder = load_encoder(encoder_spec)
+    builder = MapBuilder(encoder, cfg, device=device, progress=bar)
+    if not quiet:
+        print(
+            f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
+            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}); training buffer: "
+            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels) / 2**30:.2f} GiB",
+            file=sys.stderr,
+        )
+    try:
+        scene_map = builder.build(frames, preset_name=preset_name)
+    finally:
+        bar.close()
+    scene_map.training["dataset"] = str(dataset_spec)
+    scene_map.training["split"] = split
+    scene_map.save(out)
+    return scene_map
+
+
+def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder_spec: str | None = None, quiet: bool = False):
+    """Shared by ``scr localize`` and ``scr demo``: returns (results, report, dataset, map)."""
+    from .encoders import load_encoder_for_map
+    from .evaluate import localize_frames, summarize
+    from .mapfile import load_map
+    from .mapping import Progress
+    from .relocalize import Relocalizer
+
+    scene_map = load_map(map_path)
+    encoder = load_encoder_for_map(scene_map.encoder, override=encoder_spec)
+    bar = _Bar(not quiet)
+    ds = _open_dataset(dataset_spec, bar)
+    frames = ds.frames(split)
+    reloc = Relocalizer(scene_map, encoder, device=device)
+    t0 = time.perf_counter()
+    try:
+        results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)))
+    finally:
+        bar.close()
+    report = summarize(
+        results,
+        map=str(map_path),
+        dataset=str(dataset_spec),
+        split=split,
+        encoder=scene_map.encoder["name"],
+        head=scene_map.head.head_type,
+        device=str(reloc.device),
+        scr_ros_version=__version__,
+    )
+    return results, report, ds, scene_map
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_map(args) -> int:
+    t0 = time.perf_counter()
+    scene_map = build_map(args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision)
+    tr = scene_map.training
+    print(
+        f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
+        f"{tr['iterations']} iterations, final loss {tr['final_loss']:.3f}); total {time.perf_counter() - t0:.1f} s"
+    )
+    print(f"map written to {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_localize(args) -> int:
+    from .evaluate import format_table, plot_results, write_csv, write_poses, write_report
+
+    results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder)
+    write_report(report, args.report)
+    if args.poses:
+        write_poses(results, args.poses)
+    if args.csv:
+        write_csv(results, args.csv)
+    if args.plot:
+        plot_results(results, args.plot, title=f"{args.dataset} ({args.split})")
+    print(format_table(report))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, device=args.device)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from .mapping import PRESETS
+
+    p = argparse.ArgumentParser(prog="scr", description="Scene coordinate regression: map a place from posed images, then localize single images in it.")
+    p.add_argument("--version", action="version", version=f"scr_ros {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="render the bundled synthetic scene, map it, relocalize its query trajectory")
+    d.add_argument("--out", type=Path, default=Path("scr_demo"), help="output folder (default: ./scr_demo)")
+    d.add_argument("--quick", action="store_true", help="a small scene and short training: a smoke test in about a minute")
+    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("map", help="build a map from a dataset's mapping (training) frames")
+    m.add_argument("dataset", metavar="DATASET", help="a dataset folder (7-Scenes, RGB-D fragments, posed folder) or synthetic:NAME")
+    m.add_argument("--out", type=Path, required=True, metavar="MAP", help="map file to write (safetensors)")
+    m.add_argument("--preset", default="cpu" if not _cuda() else "ace", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file")
+    m.add_argument("--head", default=None, metavar="NAME", help="registered head (default: ace)")
+    m.add_argument("--split", default="train", help="which frames to map (default: train)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    m.set_defaults(func=cmd_map)
+
+    lo = sub.add_parser("localize", help="relocalize a dataset's query frames and report accuracy")
+    lo.add_argument("map", type=Path, metavar="MAP")
+    lo.add_argument("dataset", metavar="DATASET")
+    lo.add_argument("--split", default="test", help="which frames to localize (default: test)")
+    lo.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
+    lo.add_argument("--poses", type=Path, default=None, metavar="POSES.txt", help="also write estimated poses (name tx ty tz qx qy qz qw inliers)")
+    lo.add_argument("--csv", type=Path, default=None, help="also write per-frame results as CSV")
+    lo.add_argument("--plot", type=Path, default=None, help="also write a PNG of trajectory and errors")
+    lo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
+    lo.set_defaults(func=cmd_localize)
+    return p
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MappingCancelled as exc:
+        print(f"scr: cancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("scr: interrupted", file=sys.stderr)
+        return 130
+    except ScrError as exc:
+        print(f"scr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

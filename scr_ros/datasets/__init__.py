@@ -1,0 +1,47 @@
+"""Dataset readers and layout detection.
+
+``open_dataset(spec)`` accepts ``synthetic:NAME`` or a folder whose layout is detected:
+7-Scenes scene folders, 3DMatch-style RGB-D fragments, and the plain posed folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..errors import DatasetError
+from .base import SPLITS, Dataset, Frame
+from .fragments import is_fragments, open_fragments
+from .posed_folder import is_posed_folder, open_posed_folder
+from .sevenscenes import is_seven_scenes, open_seven_scenes
+from .synthetic import SCENES, open_synthetic, render_to_folder
+
+# (name, detector, reader): tried in order; the first detector that says yes reads the folder.
+LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Dataset]]] = [
+    ("7scenes", is_seven_scenes, open_seven_scenes),
+    ("rgbd-fragments", is_fragments, open_fragments),
+    ("posed-folder", is_posed_folder, open_posed_folder),
+]
+
+
+def open_dataset(spec: str | Path, progress=None) -> Dataset:
+    """Open ``synthetic:NAME`` or a dataset folder, detecting its layout."""
+    spec_str = str(spec)
+    if spec_str.startswith("synthetic:"):
+        return open_synthetic(spec_str.split(":", 1)[1] or "default", progress=progress)
+    root = Path(spec)
+    if not root.exists():
+        raise DatasetError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise DatasetError(f"dataset must be a folder or synthetic:NAME, got file {root}")
+    for _, detect, read in LAYOUTS:
+        if detect(root):
+            return read(root)
+    raise DatasetError(
+        f"{root}: unrecognized dataset layout. Expected one of: a 7-Scenes scene (TrainSplit.txt, seq-XX/), "
+        f"RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
+        f"optionally under train/ and test/)"
+    )
+
+
+__all__ = ["Dataset", "Frame", "SPLITS", "SCENES", "LAYOUTS", "open_dataset", "open_synthetic", "render_to_folder"]

@@ -1,0 +1,141 @@
+"""Frames, datasets, and the small parsers every reader shares.
+
+A reader turns a folder into :class:`Frame` records: an image path, a camera-to-world pose,
+intrinsics and optionally a depth path. Poses and file existence are checked when the dataset is
+opened, so a broken folder fails at once with the offending file named; pixels are read lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DatasetError
+from ..geometry import InvalidPoseError, PinholeCamera, check_pose
+
+SPLITS = ("train", "test", "all")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One posed image.
+
+    ``pose`` is the 4x4 camera-to-world matrix (OpenCV optical axes, metres). ``depth_scale``
+    converts stored depth values to metres (16-bit PNG in millimetres: 0.001).
+    """
+
+    name: str
+    image_path: Path
+    pose: np.ndarray = field(repr=False)
+    camera: PinholeCamera
+    depth_path: Path | None = None
+    depth_scale: float = 0.001
+    depth_invalid: tuple[int, ...] = (0,)
+
+    def load_image(self) -> np.ndarray:
+        """RGB uint8 (H, W, 3); the image size must match the intrinsics."""
+        img = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"cannot decode image {self.image_path}")
+        if (img.shape[1], img.shape[0]) != (self.camera.width, self.camera.height):
+            raise DatasetError(
+                f"{self.image_path}: image is {img.shape[1]}x{img.shape[0]} but its intrinsics are for "
+                f"{self.camera.width}x{self.camera.height}"
+            )
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def load_depth(self) -> np.ndarray | None:
+        """Depth in metres, float32 (H, W), NaN where invalid; ``None`` without a depth file."""
+        if self.depth_path is None:
+            return None
+        raw = cv2.imread(str(self.depth_path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.ndim != 2:
+            raise DatasetError(f"cannot decode depth image {self.depth_path} (expected single-channel 16-bit PNG)")
+        depth = raw.astype(np.float32) * self.depth_scale
+        for value in self.depth_invalid:
+            depth[raw == value] = np.nan
+        return depth
+
+
+@dataclass
+class Dataset:
+    """Frames of one scene, by split. ``layout`` names the reader that produced it."""
+
+    root: Path
+    layout: str
+    splits: dict[str, list[Frame]]
+    description: str = ""
+
+    def frames(self, split: str = "train") -> list[Frame]:
+        if split == "all":
+            seen, out = set(), []
+            for frames in self.splits.values():
+                for f in frames:
+                    if f.name not in seen:
+                        seen.add(f.name)
+                        out.append(f)
+            return out
+        if split not in self.splits:
+            raise DatasetError(f"{self.root}: no split {split!r} in this {self.layout} dataset (has {', '.join(self.splits)})")
+        return list(self.splits[split])
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}: {len(v)}" for k, v in self.splits.items())
+        return f"Dataset({self.layout} at {self.root}, {sizes})"
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers shared by readers: each error names the file.
+
+
+def read_pose_file(path: Path) -> np.ndarray:
+    """A 4x4 camera-to-world matrix stored as 16 whitespace-separated numbers (4 rows)."""
+    try:
+        values = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
+    except FileNotFoundError:
+        raise DatasetError(f"pose file missing: {path}") from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not a 4x4 matrix of numbers ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read pose file {path}: {exc}") from None
+    if values.size != 16:
+        raise DatasetError(f"{path}: expected 16 numbers (a 4x4 matrix), found {values.size}")
+    try:
+        return check_pose(values.reshape(4, 4), what=str(path), tol=1e-3)
+    except InvalidPoseError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def read_numbers(path: Path, count: int | tuple[int, ...]) -> np.ndarray:
+    """All numbers in a small text file; ``count`` says how many are acceptable."""
+    counts = (count,) if isinstance(count, int) else count
+    try:
+        values = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
+    except FileNotFoundError:
+        raise DatasetError(f"file missing: {path}") from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: cannot parse numbers ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    if values.size not in counts:
+        raise DatasetError(f"{path}: expected {' or '.join(map(str, counts))} numbers, found {values.size}")
+    if not np.all(np.isfinite(values)):
+        raise DatasetError(f"{path}: contains NaN or infinite values")
+    return values
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, reading only what is needed to decode it."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"cannot decode image {path}")
+    return img.shape[1], img.shape[0]
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"file missing: {path}")
+    return path

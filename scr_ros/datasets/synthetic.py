@@ -1,0 +1,98 @@
+"""Named synthetic scenes (``synthetic:NAME``), rendered once into a posed folder and cached.
+
+The folder has ``train/`` (the mapping trajectory) and ``test/`` (the query trajectory) and a
+``scene.json`` with the generating config. Rendering goes to a temporary folder that is renamed
+into place when complete, so an interrupted render is never mistaken for a scene.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from ..errors import DatasetError
+from ..fileio import atomic_write_json
+from ..synthetic import SceneConfig, SyntheticScene
+from .base import Dataset
+from .posed_folder import open_posed_folder, write_frame, write_intrinsics
+
+SCENES: dict[str, SceneConfig] = {
+    # The demo scene: a 6 x 5 x 2.8 m room, 12 pieces of furniture.
+    "default": SceneConfig(),
+    "lighting": SceneConfig(seed=1, lighting_change=True),
+    "repetitive": SceneConfig(seed=2, repetitive_texture=True),
+    "large": SceneConfig(seed=3, room_size=(10.0, 8.0, 3.0), num_objects=24, mapping_frames=600, query_frames=150),
+    # Small and fast: the end-to-end tests' fixture.
+    "tiny": SceneConfig(seed=4, width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=8, texel_density=160.0),
+}
+
+
+def cache_root() -> Path:
+    env = os.environ.get("SCR_ROS_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "scr_ros"
+
+
+def config_digest(config: SceneConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
+    """Render the mapping and query trajectories of ``config`` into the posed folder ``out``."""
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"{out} already exists; remove it or choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        scene = SyntheticScene(config)
+        jobs = [("train", i, False) for i in range(config.mapping_frames)] + [("test", i, True) for i in range(config.query_frames)]
+        for split in ("train", "test"):
+            write_intrinsics(tmp / split, scene.camera)
+
+        def one(job):
+            split, i, query = job
+            rgb, depth, T = scene.render_frame(i, query)
+            write_frame(tmp / split, f"{i:06d}", rgb, T, depth)
+
+        with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            for done, _ in enumerate(pool.map(one, jobs), 1):
+                if progress:
+                    progress(done, len(jobs))
+        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.synthetic", "config": config.to_dict()})
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def resolve_scene(name: str) -> SceneConfig:
+    if name not in SCENES:
+        raise DatasetError(f"unknown synthetic scene {name!r}; available: {', '.join(SCENES)}")
+    return SCENES[name]
+
+
+def open_synthetic(name_or_config: str | SceneConfig, cache: Path | None = None, progress=None) -> Dataset:
+    """The dataset of a named scene (or a config), rendering it into the cache on first use."""
+    config = resolve_scene(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    label = name_or_config if isinstance(name_or_config, str) else "custom"
+    folder = (cache or cache_root()) / "synthetic" / f"{label}-{config_digest(config)}"
+    if not folder.is_dir():
+        try:
+            render_to_folder(config, folder, progress)
+        except DatasetError:
+            if not folder.is_dir():  # another process may have rendered it meanwhile
+                raise
+    ds = open_posed_folder(folder)
+    ds.layout, ds.description = "synthetic", f"synthetic scene {label!r} ({dataclasses.asdict(config)})"
+    return ds

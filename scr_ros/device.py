@@ -1,0 +1,67 @@
+"""Choosing the torch device and the mixed-precision mode, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import ScrError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = str(spec).lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ScrError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); use --device cpu")
+        return torch.device(spec)
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise ScrError(f"unknown device {spec!r}; use auto, cpu or cuda")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The dtype autocast should use, or ``None`` for plain fp32.
+
+    ``auto`` means fp16 on CUDA (as ACE trains) and bf16 on CPUs with native bf16 support, where
+    it is about three times faster than fp32 for the 1x1 convolutions of the head.
+    """
+    if precision not in PRECISIONS:
+        raise ScrError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for ``dtype`` on ``device`` (a no-op for ``None``)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,21 @@
+"""Exceptions scr_ros raises for bad input; each message says what is wrong and where."""
+
+
+class ScrError(Exception):
+    """Base class: an error the user can act on (bad file, bad argument, missing data)."""
+
+
+class DatasetError(ScrError):
+    """A dataset folder or one of its files is missing or malformed."""
+
+
+class MapFileError(ScrError):
+    """A map file is missing, corrupt, tampered with, or does not fit the encoder / this version."""
+
+
+class EncoderError(ScrError):
+    """An encoder name is unknown or a weights file does not fit the architecture."""
+
+
+class MappingCancelled(ScrError):
+    """Map building was cancelled through its cancel event."""

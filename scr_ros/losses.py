@@ -1,0 +1,92 @@
+"""Training losses for scene coordinate heads, and their registry.
+
+A loss is built with the total number of training iterations (schedules depend on progress) and
+called with the head's predictions and the batch that produced them.
+
+Batch tensors (all on the training device, float32):
+
+* ``coords``  (N, 3) predicted scene coordinates, world frame;
+* ``pixels``  (N, 2) the pixel each feature was taken at, in the original image;
+* ``T_cam_world`` (N, 3, 4) world-to-camera transforms of the samples' frames;
+* ``intrinsics`` (N, 4) ``fx, fy, cx, cy`` of the samples' frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+LOSSES: dict[str, type] = {}
+
+
+def register_loss(name: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered")
+        LOSSES[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_loss(name: str, total_iterations: int, **config):
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name](total_iterations=total_iterations, **config)
+
+
+def world_to_camera(coords: torch.Tensor, T_cam_world: torch.Tensor) -> torch.Tensor:
+    """(N, 3) world points -> (N, 3) camera-frame points with per-row transforms (N, 3, 4)."""
+    return torch.einsum("nij,nj->ni", T_cam_world[:, :, :3], coords) + T_cam_world[:, :, 3]
+
+
+@register_loss("ace")
+@dataclass
+class AceReprojectionLoss:
+    """ACE's reprojection loss with a shrinking, tanh-clamped inlier threshold.
+
+    Valid predictions contribute ``tau * tanh(e / tau)`` where ``e`` is the L1 reprojection error
+    in pixels and ``tau = (1 - w) * soft_clamp + soft_clamp_min`` shrinks from 51 px to 1 px with
+    ``w = 1 - sqrt(1 - progress^2)``, a quarter circle: the threshold stays wide for most of
+    training, while coordinates settle, and tightens quickly at the end. A prediction is invalid when it lies closer
+    than ``depth_min`` or farther than ``depth_max`` from the camera, or reprojects more than
+    ``hard_clamp`` pixels away; invalid predictions are pulled (L1, in metres) to the point at
+    ``depth_target`` on the pixel's ray, which gives them a gradient towards the front of the
+    camera. The sum is divided by the batch size.
+    """
+
+    total_iterations: int
+    soft_clamp: float = 50.0
+    soft_clamp_min: float = 1.0
+    depth_min: float = 0.1
+    depth_max: float = 1000.0
+    hard_clamp: float = 1000.0
+    depth_target: float = 10.0
+
+    def threshold(self, iteration: int) -> float:
+        """The soft clamp ``tau`` (pixels) at ``iteration``."""
+        progress = min(max(iteration / max(self.total_iterations, 1), 0.0), 1.0)
+        progress = 1.0 - math.sqrt(1.0 - progress**2)
+        return (1.0 - progress) * self.soft_clamp + self.soft_clamp_min
+
+    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int) -> tuple[torch.Tensor, dict]:
+        cam = world_to_camera(coords.float(), T_cam_world)
+        z = cam[:, 2]
+        fx, fy, cx, cy = intrinsics.unbind(1)
+        z_safe = z.clamp(min=self.depth_min)
+        proj = torch.stack([fx * cam[:, 0] / z_safe + cx, fy * cam[:, 1] / z_safe + cy], dim=1)
+        err = (proj - pixels).abs().sum(dim=1)
+        invalid = (z < self.depth_min) | (z > self.depth_max) | (err > self.hard_clamp)
+        valid = ~invalid
+        tau = self.threshold(iteration)
+        loss_valid = (tau * torch.tanh(err[valid] / tau)).sum()
+        ray = torch.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy, torch.ones_like(fx)], dim=1)
+        target = self.depth_target * ray
+        loss_invalid = (cam - target).abs()[invalid].sum()
+        n = coords.shape[0]
+        loss = (loss_valid + loss_invalid) / n
+        stats = {"valid_fraction": float(valid.float().mean()), "threshold_px": tau}
+        return loss, stats

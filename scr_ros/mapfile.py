@@ -1,0 +1,192 @@
+"""Maps on disk: one safetensors file holding the head weights and a JSON header.
+
+The header lives in the safetensors metadata under the key ``scr_ros`` (safetensors metadata is
+a string-to-string map; ours is one JSON document). It records the format version, the encoder
+(name, source, SHA-256 of its weights), the head type and constructor config, the mean camera
+position, the image height used, the mapping cameras, training figures, the creation time and a
+SHA-256 of every stored tensor. Loading checks all of it and refuses, with the reason, a file
+that is truncated, tampered with, from a newer format, or for a different head or encoder.
+
+No pickles: safetensors stores raw tensors only. Writes go through a temporary file and an
+atomic rename, so a crash never replaces a good map with half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as _st_save
+
+from .errors import MapFileError
+from .fileio import atomic_write_bytes
+from .heads import HEADS, SceneHead, build_head
+
+FORMAT = "scr_ros.map"
+FORMAT_VERSION = 1
+HEADER_KEY = "scr_ros"
+WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class SceneMap:
+    """A trained head plus everything needed to use it safely."""
+
+    head: SceneHead
+    encoder: dict  # Encoder.describe(): name, source, sha256, out_channels, stride
+    image_height: int
+    training: dict = field(default_factory=dict)
+    cameras: list[dict] = field(default_factory=list)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(v) for v in self.head.mean]
+
+    def header(self, weights_dtype: str, weights_sha256: str) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": self.created,
+            "encoder": self.encoder,
+            "head": {"type": self.head.head_type, "config": self.head.config},
+            "mean": self.mean,
+            "image_height": int(self.image_height),
+            "cameras": self.cameras,
+            "training": self.training,
+            "weights_dtype": weights_dtype,
+            "weights_sha256": weights_sha256,
+        }
+
+    def save(self, path: str | Path, weights_dtype: str = "float16") -> Path:
+        """Write the map atomically. fp16 weights (ACE's choice) halve the size at no measurable cost."""
+        if weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
+        tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
+        tensors["mean"] = self.head.mean.detach().cpu().float()  # the mean stays fp32: it is metres
+        for k, v in tensors.items():
+            if not torch.isfinite(v.float()).all():
+                raise ValueError(f"head tensor {k} is not finite as {weights_dtype}; save with weights_dtype='float32'")
+        header = self.header(weights_dtype, tensors_sha256(tensors))
+        data = _st_save(tensors, metadata={HEADER_KEY: json.dumps(header)})
+        return atomic_write_bytes(path, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SceneMap":
+        return load_map(path)
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON header of a map file, after format checks (tensors are not read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MapFileError(f"map file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is not a usable map
+        raise MapFileError(f"{path} is not a readable map (corrupt or truncated safetensors file: {exc})") from None
+    if HEADER_KEY not in meta:
+        raise MapFileError(f"{path} is a safetensors file but not an scr_ros map (no '{HEADER_KEY}' header)")
+    try:
+        header = json.loads(meta[HEADER_KEY])
+    except json.JSONDecodeError as exc:
+        raise MapFileError(f"{path}: map header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise MapFileError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, expected {FORMAT!r}")
+    version = header.get("format_version")
+    if not isinstance(version, int):
+        raise MapFileError(f"{path}: header has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise MapFileError(f"{path}: map format version {version} is newer than this scr_ros reads ({FORMAT_VERSION}); upgrade scr_ros")
+    if version < 1:
+        raise MapFileError(f"{path}: invalid map format version {version}")
+    _require(header, path, {"encoder": dict, "head": dict, "mean": list, "image_height": int, "weights_dtype": str, "weights_sha256": str})
+    _require(header["encoder"], path, {"name": str, "sha256": str, "out_channels": int}, prefix="encoder.")
+    _require(header["head"], path, {"type": str, "config": dict}, prefix="head.")
+    return header
+
+
+def _require(d: dict, path: Path, fields: dict, prefix: str = "") -> None:
+    for key, typ in fields.items():
+        if key not in d:
+            raise MapFileError(f"{path}: map header lacks '{prefix}{key}'")
+        if not isinstance(d[key], typ) or (typ is int and isinstance(d[key], bool)):
+            raise MapFileError(f"{path}: map header field '{prefix}{key}' should be {typ.__name__}, got {type(d[key]).__name__}")
+
+
+def load_map(path: str | Path) -> SceneMap:
+    """Load and verify a map file; raises :class:`MapFileError` saying what is wrong."""
+    path = Path(path)
+    header = read_header(path)
+    head_type, head_config = header["head"]["type"], header["head"]["config"]
+    if head_type not in HEADS:
+        raise MapFileError(f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})")
+    if head_config.get("in_channels", header["encoder"]["out_channels"]) != header["encoder"]["out_channels"]:
+        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder gives {header['encoder']['out_channels']}")
+    if header["weights_dtype"] not in WEIGHT_DTYPES:
+        raise MapFileError(f"{path}: unsupported weights dtype {header['weights_dtype']!r}")
+    # The header is not covered by the weights checksum, so the head config is untrusted input:
+    # build the head on the meta device first (no memory) and compare its shapes with the file's.
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file does not describe a usable head
+        raise MapFileError(f"{path}: head {head_type!r} with config {head_config} cannot be built: {exc}") from None
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise MapFileError(f"{path}: weights do not fit head {head_type!r} {head_config}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for k, shape in stored.items():
+        if shape != expected[k]:
+            raise MapFileError(f"{path}: tensor {k} has shape {shape}, head expects {expected[k]}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001
+        raise MapFileError(f"{path}: cannot read weights ({exc})") from None
+    if tensors_sha256(tensors) != header["weights_sha256"]:
+        raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
+    for k, v in tensors.items():
+        if not torch.isfinite(v.float()).all():
+            raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")
+    head = build_head(head_type, **head_config)
+    head.load_state_dict({k: v.float() for k, v in tensors.items()})
+    try:
+        header_mean = np.asarray(header["mean"], dtype=np.float64)
+    except (TypeError, ValueError):
+        header_mean = np.full(1, np.nan)
+    if header_mean.shape != (3,) or not np.all(np.isfinite(header_mean)):
+        raise MapFileError(f"{path}: header mean {header['mean']} is not a finite 3-vector")
+    if not np.allclose(head.mean.numpy(), header_mean, atol=1e-4):
+        raise MapFileError(f"{path}: header mean {header_mean.tolist()} disagrees with the stored mean {head.mean.tolist()}")
+    if not 8 <= header["image_height"] <= 4096:
+        raise MapFileError(f"{path}: implausible image_height {header['image_height']}")
+    head.eval()
+    return SceneMap(
+        head=head,
+        encoder=header["encoder"],
+        image_height=header["image_height"],
+        training=header.get("training", {}),
+        cameras=header.get("cameras", []),
+        created=header.get("created", ""),
+    )

@@ -1,0 +1,326 @@
+"""MapBuilder: posed mapping frames -> training buffer -> trained scene head (the ACE recipe).
+
+1. **Buffer.** Repeated passes over the mapping frames, each image randomly scaled, rotated and
+   jittered in brightness/contrast, run through the frozen encoder; up to ``samples_per_image``
+   random features whose position maps back inside the original image are stored with their
+   original pixel position and frame index. Memory: ``buffer_size * (2 C + 12)`` bytes (fp16
+   features, float32 pixel, int32 frame) plus a small per-frame pose table.
+2. **Training.** The head regresses scene coordinates from shuffled buffer rows with the
+   registered loss (ACE's reprojection loss), AdamW and a one-cycle learning rate schedule,
+   under autocast (fp16 on CUDA, bf16 on CPUs that have it).
+
+Progress goes to an optional callback; a ``threading.Event`` (or anything with ``is_set()``)
+cancels between images / iterations. With the same seed, device and precision the result is
+the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .datasets.base import Frame
+from .device import autocast, autocast_dtype, resolve_device, synchronize
+from .encoders import Encoder
+from .errors import MappingCancelled, ScrError
+from .geometry import invert_pose
+from .heads import build_head
+from .imaging import Augmentation, apply_affine, augment, feature_pixels, inside, invert_affine, to_gray
+from .losses import build_loss
+from .mapfile import SceneMap
+
+
+@dataclass
+class MappingConfig:
+    """All settings of a mapping run; presets are partial dicts of these fields."""
+
+    image_height: int = 480
+    buffer_size: int = 8_000_000
+    samples_per_image: int = 1024
+    max_buffer_passes: int = 100  # stop filling after this many passes even if not full
+    batch_size: int = 5120
+    epochs: float = 16.0
+    lr_min: float = 5e-4
+    lr_max: float = 5e-3
+    weight_decay: float = 0.01
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    head: str = "ace"
+    head_config: dict = field(default_factory=dict)
+    loss: str = "ace"
+    loss_config: dict = field(default_factory=dict)
+    precision: str = "auto"
+    seed: int = 0
+
+    def buffer_bytes(self, channels: int = 512) -> int:
+        return self.buffer_size * (2 * channels + 12)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MappingConfig":
+        d = dict(d)
+        if isinstance(d.get("augmentation"), dict):
+            d["augmentation"] = Augmentation(**d["augmentation"])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ScrError(f"unknown mapping settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict] = {
+    # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations).
+    "ace": {},
+    # Two CPU cores, ~500 frames in 10-20 minutes; see README for measured figures.
+    "cpu": {"buffer_size": 1_500_000, "samples_per_image": 1024, "max_buffer_passes": 6, "epochs": 8.0, "batch_size": 5120},
+    # Seconds, for tests and smoke runs: small images, small buffer, few iterations.
+    "test": {"image_height": 240, "buffer_size": 60_000, "samples_per_image": 512, "max_buffer_passes": 4, "epochs": 6.0, "batch_size": 1024},
+}
+
+
+def preset(name: str, **overrides) -> MappingConfig:
+    """A :class:`MappingConfig` from a preset name plus field overrides."""
+    if name not in PRESETS:
+        raise ScrError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return MappingConfig.from_dict({**PRESETS[name], **overrides})
+
+
+@dataclass
+class Progress:
+    """A progress report: ``stage`` is ``buffer`` or ``train``."""
+
+    stage: str
+    step: int
+    total: int
+    elapsed_s: float
+    loss: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.step / max(self.total, 1)
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.elapsed_s * (self.total - self.step) / self.step if self.step else None
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class TrainingBuffer:
+    """Rows of (feature, original pixel, frame index) plus per-frame pose and intrinsics tables."""
+
+    features: torch.Tensor  # (N, C) float16
+    pixels: torch.Tensor  # (N, 2) float32
+    frame_index: torch.Tensor  # (N,) int64
+    T_cam_world: torch.Tensor  # (F, 3, 4) float32
+    intrinsics: torch.Tensor  # (F, 4) float32: fx, fy, cx, cy
+    size: int = 0
+    passes: int = 0
+
+
+class MapBuilder:
+    """Builds a :class:`SceneMap` from posed frames with a frozen encoder.
+
+    Args:
+        encoder: the frozen encoder (recorded in the map by name and checksum).
+        config: a :class:`MappingConfig` (see :data:`PRESETS`).
+        device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
+        progress: called with :class:`Progress` during buffer filling and training.
+        cancel: anything with ``is_set()``; when set, :meth:`build` raises ``MappingCancelled``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        config: MappingConfig | None = None,
+        device="auto",
+        progress: Callable[[Progress], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.config = config or preset("ace")
+        self.device = resolve_device(device)
+        self.amp_dtype = autocast_dtype(self.device, self.config.precision)
+        self.progress = progress or (lambda p: None)
+        self.cancel = cancel
+        self.encoder.to(self.device).eval()
+
+    # ------------------------------------------------------------------ public
+
+    def build(self, frames: Sequence[Frame], preset_name: str | None = None) -> SceneMap:
+        if len(frames) == 0:
+            raise ScrError("no mapping frames")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        t0 = time.perf_counter()
+        buffer = self.fill_buffer(frames)
+        t_buffer = time.perf_counter() - t0
+        head = build_head(cfg.head, in_channels=self.encoder.out_channels, **cfg.head_config)
+        head.set_mean(np.mean([f.pose[:3, 3] for f in frames], axis=0))
+        t1 = time.perf_counter()
+        iterations, final_loss = self.train(head, buffer)
+        t_train = time.perf_counter() - t1
+        head.eval().cpu()
+        cameras = sorted({f.camera for f in frames}, key=lambda c: (c.width, c.height, c.fx))
+        training = {
+            "frames": len(frames),
+            "buffer_size": buffer.size,
+            "buffer_passes": buffer.passes,
+            "iterations": iterations,
+            "final_loss": final_loss,
+            "buffer_seconds": round(t_buffer, 3),
+            "train_seconds": round(t_train, 3),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "device": str(self.device),
+            "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
+            "preset": preset_name,
+            "config": cfg.to_dict(),
+            "scr_ros_version": __version__,
+        }
+        return SceneMap(
+            head=head,
+            encoder=self.encoder.describe(),
+            image_height=cfg.image_height,
+            training=training,
+            cameras=[c.as_dict() for c in cameras[:16]],
+        )
+
+    # ------------------------------------------------------------------ buffer
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise MappingCancelled("map building was cancelled")
+
+    def _check_memory(self) -> None:
+        need = self.config.buffer_bytes(self.encoder.out_channels)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+        else:
+            try:
+                free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError):
+                return
+        if need > 0.8 * free:
+            raise ScrError(
+                f"the training buffer needs {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free on "
+                f"{self.device}; choose a smaller preset or buffer_size"
+            )
+
+    def _prepare(self, frame: Frame, pass_index: int, frame_index: int):
+        """Load and augment one frame (runs in a worker thread; deterministic per pass/frame)."""
+        rng = np.random.default_rng([self.config.seed, pass_index, frame_index])
+        gray = to_gray(frame.load_image())
+        img, A = augment(gray, self.config.image_height, rng, self.config.augmentation)
+        return img, A, gray.shape, rng
+
+    def fill_buffer(self, frames: Sequence[Frame]) -> TrainingBuffer:
+        cfg, dev = self.config, self.device
+        self._check_memory()
+        C = self.encoder.out_channels
+        buf = TrainingBuffer(
+            features=torch.empty((cfg.buffer_size, C), dtype=torch.float16, device=dev),
+            pixels=torch.empty((cfg.buffer_size, 2), dtype=torch.float32, device=dev),
+            frame_index=torch.empty((cfg.buffer_size,), dtype=torch.int64, device=dev),
+            T_cam_world=torch.as_tensor(np.stack([invert_pose(f.pose)[:3] for f in frames]), dtype=torch.float32, device=dev),
+            intrinsics=torch.as_tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32, device=dev),
+        )
+        order_rng = np.random.default_rng(cfg.seed)
+        expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(cfg.buffer_size / cfg.samples_per_image))
+        t0, images_done = time.perf_counter(), 0
+        jobs = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending = []
+            for _ in range(3):  # keep a few images decoded and augmented ahead of the encoder
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
+            while pending and buf.size < cfg.buffer_size:
+                self._check_cancel()
+                (pass_index, fi), fut = pending.pop(0)
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
+                img, A, (h0, w0), rng = fut.result()
+                with torch.no_grad(), autocast(dev, self.amp_dtype):
+                    feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
+                _, _, fh, fw = feats.shape
+                px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
+                valid = np.flatnonzero(inside(px, w0, h0))
+                take = min(cfg.samples_per_image, len(valid), cfg.buffer_size - buf.size)
+                if take > 0:
+                    pick = np.sort(rng.choice(valid, size=take, replace=False))
+                    rows = feats[0].reshape(C, -1).T[torch.as_tensor(pick, device=dev)]
+                    s = slice(buf.size, buf.size + take)
+                    buf.features[s] = rows.to(torch.float16)
+                    buf.pixels[s] = torch.as_tensor(px[pick], dtype=torch.float32, device=dev)
+                    buf.frame_index[s] = fi
+                    buf.size += take
+                buf.passes = pass_index + 1
+                images_done += 1
+                self.progress(Progress("buffer", images_done, expected_images, time.perf_counter() - t0, message=f"{buf.size} samples"))
+            for _, fut in pending:
+                fut.cancel()
+        if buf.size == 0:
+            raise ScrError("the training buffer is empty: no valid features in the mapping frames")
+        return buf
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, head: torch.nn.Module, buf: TrainingBuffer) -> tuple[int, float]:
+        """Train ``head`` on the buffer; returns (iterations, mean loss over the last 5 %)."""
+        cfg, dev = self.config, self.device
+        n = buf.size
+        batch = min(cfg.batch_size, n)
+        iterations = max(1, int(round(cfg.epochs * n / batch)))
+        head.to(dev).train()
+        loss_fn = build_loss(cfg.loss, total_iterations=iterations, **cfg.loss_config)
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_min, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr_max, total_steps=iterations, div_factor=cfg.lr_max / cfg.lr_min, cycle_momentum=False
+        )
+        use_scaler = dev.type == "cuda" and self.amp_dtype == torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        perm, cursor = torch.randperm(n, generator=gen), 0
+        tail = max(1, iterations // 20)
+        recent: list[float] = []
+        t0 = time.perf_counter()
+        for it in range(iterations):
+            if it % 16 == 0:
+                self._check_cancel()
+            if cursor + batch > n:
+                perm, cursor = torch.randperm(n, generator=gen), 0
+            idx = perm[cursor : cursor + batch].to(dev)
+            cursor += batch
+            frames = buf.frame_index[idx]
+            with autocast(dev, self.amp_dtype):
+                coords = head(buf.features[idx].float())
+            loss, _ = loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], it)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise ScrError(f"training diverged at iteration {it} (loss {value}); try --precision fp32 or a lower lr_max")
+            recent.append(value)
+            if len(recent) > tail:
+                recent.pop(0)
+            if it % 10 == 0 or it == iterations - 1:
+                synchronize(dev)
+                self.progress(Progress("train", it + 1, iterations, time.perf_counter() - t0, loss=sum(recent) / len(recent)))
+        return iterations, float(np.mean(recent))

@@ -1,0 +1,72 @@
+"""PnP-RANSAC with poselib: 2D-3D correspondences -> camera pose.
+
+poselib's LO-RANSAC draws minimal P3P samples, scores with a truncated reprojection error,
+locally optimizes good hypotheses and finishes with a Levenberg-Marquardt refinement on the
+inliers (the "pose refinement" step of ACE's pipeline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import poselib
+
+from .geometry import PinholeCamera, invert_pose, make_pose
+
+
+@dataclass
+class RansacConfig:
+    """RANSAC settings.
+
+    ``max_iterations`` caps latency: at 10 % inliers a P3P sample is all-inlier with probability
+    1e-3, so 10,000 iterations still find the pose with probability 1 - e^-10; beyond that a
+    frame is better reported lost than answered late. ``min_iterations`` keeps poselib from
+    stopping on a lucky early hypothesis when the inlier ratio is high.
+    """
+
+    max_reproj_error: float = 10.0  # pixels, as ACE
+    max_iterations: int = 10_000
+    min_iterations: int = 100
+    success_prob: float = 0.9999
+    seed: int = 0
+
+    def poselib_options(self) -> dict:
+        return {
+            "max_reproj_error": float(self.max_reproj_error),
+            "max_iterations": int(self.max_iterations),
+            "min_iterations": int(self.min_iterations),
+            "success_prob": float(self.success_prob),
+            "seed": int(self.seed),
+        }
+
+
+@dataclass
+class PnPResult:
+    T_world_cam: np.ndarray  # (4, 4) camera-to-world
+    inlier_mask: np.ndarray  # (N,) bool
+    num_inliers: int
+    iterations: int
+
+
+def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera, config: RansacConfig | None = None) -> PnPResult | None:
+    """Robustly estimate the camera pose from pixels (N, 2) and world points (N, 3).
+
+    Returns ``None`` when there are fewer than 4 correspondences or RANSAC finds no model.
+    """
+    config = config or RansacConfig()
+    points2d = np.ascontiguousarray(points2d, dtype=np.float64)
+    points3d = np.ascontiguousarray(points3d, dtype=np.float64)
+    if len(points2d) != len(points3d):
+        raise ValueError(f"{len(points2d)} pixels but {len(points3d)} scene points")
+    if len(points2d) < 4:
+        return None
+    cam = {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
+    pose, info = poselib.estimate_absolute_pose(points2d, points3d, cam, config.poselib_options(), {})
+    inliers = np.asarray(info.get("inliers", []), dtype=bool)
+    if inliers.size != len(points2d) or not inliers.any():
+        return None
+    T_cam_world = make_pose(np.asarray(pose.R), np.asarray(pose.t))
+    if not np.all(np.isfinite(T_cam_world)):
+        return None
+    return PnPResult(invert_pose(T_cam_world), inliers, int(inliers.sum()), int(info.get("iterations", 0)))

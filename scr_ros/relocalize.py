@@ -1,0 +1,123 @@
+"""Relocalizer: one image -> camera pose, via encoder, head and PnP-RANSAC.
+
+    image --to_gray/resize--> encoder --features--> head --scene coordinates--> RANSAC --> pose
+
+Every feature gives one 2D-3D correspondence: its pixel in the original image and the scene
+coordinate the head predicts for it. A frame with fewer than ``min_inliers`` RANSAC inliers is
+reported *lost* with a reason and no pose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .device import autocast, autocast_dtype, resolve_device, synchronize
+from .encoders import Encoder, load_encoder_for_map
+from .geometry import PinholeCamera
+from .imaging import apply_affine, feature_pixels, invert_affine, prepare, to_gray
+from .mapfile import SceneMap
+from .ransac import RansacConfig, solve_pnp
+
+
+@dataclass
+class RelocalizerConfig:
+    ransac: RansacConfig = field(default_factory=RansacConfig)
+    min_inliers: int = 100  # a correct pose on a 640x480 frame typically has several hundred
+    precision: str = "auto"  # autocast for encoder and head, as in mapping
+
+
+@dataclass
+class Localization:
+    """Result for one frame. ``T_world_cam`` is ``None`` when the frame is lost."""
+
+    success: bool
+    reason: str
+    T_world_cam: np.ndarray | None
+    num_inliers: int
+    num_correspondences: int
+    pixels: np.ndarray  # (N, 2) in the original image
+    scene_coords: np.ndarray  # (N, 3) map frame
+    inlier_mask: np.ndarray  # (N,) bool
+    timings_ms: dict
+    ransac_iterations: int = 0
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / self.num_correspondences if self.num_correspondences else 0.0
+
+
+class Relocalizer:
+    """Localizes images against one :class:`SceneMap`.
+
+    Args:
+        scene_map: the map (its encoder entry is checked against ``encoder``).
+        encoder: the encoder; by default rebuilt from the map header and checksum-verified.
+        device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
+        config: RANSAC and acceptance settings.
+    """
+
+    def __init__(self, scene_map: SceneMap, encoder: Encoder | None = None, device="auto", config: RelocalizerConfig | None = None):
+        self.map = scene_map
+        self.config = config or RelocalizerConfig()
+        self.device = resolve_device(device)
+        if encoder is None:
+            encoder = load_encoder_for_map(scene_map.encoder)
+        elif encoder.checksum() != scene_map.encoder["sha256"]:
+            from .errors import EncoderError
+
+            raise EncoderError(f"encoder {encoder.name!r} does not match the map's encoder {scene_map.encoder['name']!r} (checksums differ)")
+        self.encoder = encoder.to(self.device).eval()
+        self.head = scene_map.head.to(self.device).eval()
+        self.amp_dtype = autocast_dtype(self.device, self.config.precision)
+
+    @torch.no_grad()
+    def scene_coordinates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Dense 2D-3D correspondences for ``image`` (RGB uint8 or grey).
+
+        Returns pixels (N, 2) in the original image, scene coordinates (N, 3) and stage timings (ms).
+        """
+        t0 = time.perf_counter()
+        gray = to_gray(image)
+        img, A = prepare(gray, self.map.image_height)
+        x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device)
+        t1 = time.perf_counter()
+        with autocast(self.device, self.amp_dtype):
+            feats = self.encoder(x)
+        synchronize(self.device)
+        t2 = time.perf_counter()
+        _, C, fh, fw = feats.shape
+        with autocast(self.device, self.amp_dtype):
+            coords = self.head(feats[0].reshape(C, -1).T)
+        coords = coords.float().cpu().numpy().astype(np.float64)
+        t3 = time.perf_counter()
+        pixels = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
+        timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "head": (t3 - t2) * 1e3}
+        return pixels, coords, timings
+
+    def localize(self, image: np.ndarray, camera: PinholeCamera) -> Localization:
+        """Estimate ``T_world_cam`` for ``image`` taken with ``camera`` (intrinsics of this image)."""
+        t_start = time.perf_counter()
+        h, w = np.asarray(image).shape[:2]
+        if (w, h) != (camera.width, camera.height):
+            raise ValueError(f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with camera.scaled()")
+        pixels, coords, timings = self.scene_coordinates(image)
+        finite = np.all(np.isfinite(coords), axis=1)
+        t0 = time.perf_counter()
+        result = solve_pnp(pixels[finite], coords[finite], camera, self.config.ransac)
+        timings["ransac"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        inliers = np.zeros(len(pixels), bool)
+        n = int(finite.sum())
+        if result is None:
+            return Localization(False, "RANSAC found no pose", None, 0, n, pixels, coords, inliers, timings)
+        inliers[np.flatnonzero(finite)[result.inlier_mask]] = True
+        if result.num_inliers < self.config.min_inliers:
+            return Localization(
+                False, f"only {result.num_inliers} inliers (< {self.config.min_inliers})", None,
+                result.num_inliers, n, pixels, coords, inliers, timings, result.iterations,
+            )
+        return Localization(True, "", result.T_world_cam, result.num_inliers, n, pixels, coords, inliers, timings, result.iterations)

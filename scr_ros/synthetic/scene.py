@@ -1,0 +1,322 @@
+"""A CPU ray caster for textured rooms with box-shaped furniture.
+
+The world frame is z-up (like a ROS ``map``): the room spans ``[0, Lx] x [0, Ly] x [0, Lz]``.
+Cameras use optical axes (x right, y down, z forward); poses are camera-to-world.
+
+Rendering is exact ray casting of axis-aligned room faces and yaw-rotated boxes, vectorized
+with numpy; each face is textured from :mod:`.textures` and lit by one point light plus
+ambient light (Lambert). Depth is the z-depth in metres and is valid at every pixel (the room
+is closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..geometry import PinholeCamera, look_at_rotation, make_pose
+from .textures import FAMILIES, LOD_SIGMAS, MARGIN, make_texture, pack_atlas, periodic_texture
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Everything that defines a synthetic scene; the same config renders the same pixels."""
+
+    seed: int = 0
+    room_size: tuple[float, float, float] = (6.0, 5.0, 2.8)  # metres along world x, y, z
+    num_objects: int = 12
+    width: int = 640
+    height: int = 480
+    focal: float = 525.0
+    mapping_frames: int = 300
+    query_frames: int = 100
+    lighting_change: bool = False  # light the query trajectory differently from the mapping one
+    repetitive_texture: bool = False  # room surfaces share one periodic pattern
+    texel_density: float = 256.0  # texture resolution, texels per metre
+    noise_std: float = 2.0  # sensor noise, in 8-bit grey levels
+
+    def camera(self) -> PinholeCamera:
+        return PinholeCamera(self.focal, self.focal, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Light:
+    position: tuple[float, float, float]
+    color: tuple[float, float, float]
+    ambient: float
+    intensity: float
+
+
+@dataclass
+class _Box:
+    center: np.ndarray  # (3,)
+    half: np.ndarray  # (3,) half extents along the box's local axes
+    yaw: float
+
+    @property
+    def R(self) -> np.ndarray:  # box-to-world rotation
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+    def corners(self) -> np.ndarray:
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
+        return (signs * self.half) @ self.R.T + self.center
+
+    def contains(self, p: np.ndarray, margin: float) -> np.ndarray:
+        local = (np.atleast_2d(p) - self.center) @ self.R
+        return np.all(np.abs(local) < self.half + margin, axis=1)
+
+
+class SyntheticScene:
+    """A room built from a :class:`SceneConfig`, with trajectories and a renderer."""
+
+    def __init__(self, config: SceneConfig = SceneConfig()):
+        self.config = config
+        self.camera = config.camera()
+        rng = np.random.default_rng(config.seed)
+        self.room = np.asarray(config.room_size, np.float64)
+        self.mapping_poses = self._trajectory(config.mapping_frames, query=False)
+        self.query_poses = self._trajectory(config.query_frames, query=True)
+        self.boxes = self._place_objects(rng)
+        self._build_faces(rng)
+        Lx, Ly, Lz = self.room
+        self.mapping_light = Light((0.4 * Lx, 0.6 * Ly, Lz - 0.2), (1.0, 0.97, 0.92), 0.45, 0.75)
+        self.query_light = (
+            Light((0.8 * Lx, 0.2 * Ly, Lz - 0.5), (1.0, 0.85, 0.65), 0.3, 0.6) if config.lighting_change else self.mapping_light
+        )
+        K_inv = np.linalg.inv(self.camera.K)
+        u, v = np.meshgrid(np.arange(config.width), np.arange(config.height))
+        pix = np.stack([u, v, np.ones_like(u)], axis=-1).astype(np.float64)
+        self._rays_cam = (pix @ K_inv.T).astype(np.float32)  # (H, W, 3) with z = 1
+
+    # ---------------------------------------------------------------- trajectories
+
+    def _trajectory(self, n: int, query: bool) -> list[np.ndarray]:
+        """Smooth loops around the room centre looking towards the walls.
+
+        The mapping trajectory makes two loops with yaw sweeps out of phase; the query loop runs
+        on a smaller radius with its own sweep, height and pitch, so no query pose repeats a
+        mapping pose but every query looks at mapped surfaces.
+        """
+        Lx, Ly, _ = self.room
+        centre = np.array([Lx / 2, Ly / 2])
+        poses = []
+        loops = 1 if query else 2
+        for k in range(n):
+            phi = 2 * np.pi * loops * k / max(n, 1)
+            loop = int(loops * k / max(n, 1))
+            if query:
+                phi += 0.37
+                radius, sweep = 0.85, 0.9 * np.sin(3 * phi + 1.0)
+                z = 1.45 + 0.15 * np.sin(2 * phi + 0.5)
+                pitch = -0.1 + 0.12 * np.sin(4 * phi + 2.0)
+            else:
+                radius, sweep = 1.0 + 0.08 * loop, 1.1 * np.sin(4 * phi + loop * np.pi / 2)
+                z = 1.35 + 0.2 * np.sin(3 * phi + loop)
+                pitch = -0.15 + 0.15 * np.sin(5 * phi + loop)
+            xy = centre + radius * 0.18 * np.array([Lx * np.cos(phi), Ly * np.sin(phi)])
+            yaw = np.arctan2(Ly * np.sin(phi), Lx * np.cos(phi)) + sweep
+            forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
+            R = look_at_rotation(forward, roll_rad=0.05 * np.sin(7 * phi))
+            poses.append(make_pose(R, [xy[0], xy[1], z]))
+        return poses
+
+    # ---------------------------------------------------------------- geometry
+
+    def _place_objects(self, rng: np.random.Generator) -> list[_Box]:
+        """Boxes on the floor and on the walls, kept clear of every camera position."""
+        Lx, Ly, Lz = self.room
+        cams = np.array([T[:3, 3] for T in self.mapping_poses + self.query_poses]).reshape(-1, 3)
+        boxes: list[_Box] = []
+        for _ in range(self.config.num_objects * 50):
+            if len(boxes) == self.config.num_objects:
+                break
+            hx, hy = rng.uniform(0.1, 0.5, size=2)
+            if rng.random() < 0.3:  # a wall cabinet / shelf, off the floor
+                hz = rng.uniform(0.1, 0.3)
+                cz = rng.uniform(0.9, Lz - 0.4)
+            else:
+                hz = rng.uniform(0.15, min(0.9, Lz / 2 - 0.2))
+                cz = hz
+            center = np.array([rng.uniform(hx, Lx - hx), rng.uniform(hy, Ly - hy), cz])
+            box = _Box(center, np.array([hx, hy, hz]), float(rng.uniform(-0.6, 0.6)))
+            corners = box.corners()
+            if np.any(corners[:, :2] < 0.02) or np.any(corners[:, 0] > Lx - 0.02) or np.any(corners[:, 1] > Ly - 0.02):
+                continue
+            if len(cams) and np.any(box.contains(cams, 0.45)):
+                continue
+            if any(np.linalg.norm(box.center[:2] - b.center[:2]) < np.linalg.norm(box.half[:2]) + np.linalg.norm(b.half[:2]) for b in boxes):
+                continue
+            boxes.append(box)
+        return boxes
+
+    def _build_faces(self, rng: np.random.Generator) -> None:
+        """Per face: a texture, a world->atlas-texel affine map and a normal."""
+        cfg, (Lx, Ly, Lz) = self.config, self.room
+        d = cfg.texel_density
+        faces = []  # (origin, u_axis, v_axis, size_u, size_v, normal)
+        # Room: face index 2*axis + (1 if the ray leaves through the max side); normals point inwards.
+        for axis in range(3):
+            for side in (0, 1):
+                normal = np.zeros(3)
+                normal[axis] = -1.0 if side else 1.0
+                a1, a2 = [a for a in range(3) if a != axis]
+                origin = np.zeros(3)
+                origin[axis] = self.room[axis] * side
+                u, v = np.eye(3)[a1], np.eye(3)[a2]
+                faces.append((origin, u, v, self.room[a1], self.room[a2], normal))
+        # Boxes: 6 faces each, same indexing in the box frame; normals point outwards.
+        for box in self.boxes:
+            R = box.R
+            for axis in range(3):
+                for side in (0, 1):
+                    sgn = 1.0 if side else -1.0
+                    a1, a2 = [a for a in range(3) if a != axis]
+                    origin_local = -box.half.copy()
+                    origin_local[axis] = sgn * box.half[axis]
+                    faces.append(
+                        (R @ origin_local + box.center, R[:, a1], R[:, a2], 2 * box.half[a1], 2 * box.half[a2], sgn * R[:, axis])
+                    )
+        textures, affines, normals = [], [], []
+        period = int(rng.integers(40, 80))
+        for i, (origin, u, v, su, sv, normal) in enumerate(faces):
+            w = int(np.ceil(su * d)) + 2 * MARGIN
+            h = int(np.ceil(sv * d)) + 2 * MARGIN
+            if cfg.repetitive_texture and i < 6:
+                tex = periodic_texture(rng, h, w, period)
+            else:
+                tex = make_texture(rng, h, w, FAMILIES[int(rng.integers(len(FAMILIES)))])
+            textures.append(tex)
+            normals.append(normal)
+            affines.append((origin, u, v))
+        self.atlas = pack_atlas(textures)
+        A = np.zeros((len(faces), 2, 4), np.float32)
+        for i, (origin, u, v) in enumerate(affines):
+            ox, oy = self.atlas.offsets[i]
+            A[i, 0, :3], A[i, 0, 3] = u * d, ox - d * (u @ origin)
+            A[i, 1, :3], A[i, 1, 3] = v * d, oy - d * (v @ origin)
+        self._tex_affine = A
+        self._normals = np.asarray(normals, np.float32)
+
+    # ---------------------------------------------------------------- rendering
+
+    def render(self, T_world_cam: np.ndarray, light: Light | None = None, noise_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Render one view.
+
+        Args:
+            T_world_cam: (4, 4) camera-to-world pose; the camera must be inside the room.
+            light: lighting (default: the mapping light).
+            noise_seed: seed of the sensor noise (``None``: no noise).
+
+        Returns:
+            rgb (H, W, 3) uint8 and depth (H, W) float32 metres (z-depth).
+        """
+        # Arrays are kept as separate x/y/z planes: numpy reduces a trailing axis of size 3 slowly.
+        cfg = self.config
+        light = light or self.mapping_light
+        R = T_world_cam[:3, :3].astype(np.float32)
+        o = T_world_cam[:3, 3].astype(np.float32)
+        if np.any(o <= 0) or np.any(o >= self.room):
+            raise ValueError(f"camera position {o.tolist()} is outside the room {self.room.tolist()}")
+        rx, ry = self._rays_cam[..., 0], self._rays_cam[..., 1]
+        d = [R[k, 0] * rx + R[k, 1] * ry + R[k, 2] for k in range(3)]  # world ray directions, t = z-depth
+        # Room: the nearest exit among the three axes is the visible face.
+        t = face = None
+        for k in range(3):
+            with np.errstate(divide="ignore"):
+                tk = np.where(d[k] > 0, (self.room[k] - o[k]) / d[k], -o[k] / d[k]).astype(np.float32)
+            tk[~np.isfinite(tk) | (tk < 0)] = np.inf
+            fk = np.where(d[k] > 0, 2 * k + 1, 2 * k).astype(np.int32)
+            if t is None:
+                t, face = tk, fk
+            else:
+                closer = tk < t
+                t = np.where(closer, tk, t)
+                face = np.where(closer, fk, face)
+        for bi, box in enumerate(self.boxes):
+            self._intersect_box(bi, box, T_world_cam, o, d, t, face)
+        p = [o[k] + d[k] * t for k in range(3)]  # hit points
+        A = self._tex_affine
+        mx = (A[:, 0, 0][face] * p[0] + A[:, 0, 1][face] * p[1] + A[:, 0, 2][face] * p[2] + A[:, 0, 3][face]).astype(np.float32)
+        my = (A[:, 1, 0][face] * p[0] + A[:, 1, 1][face] * p[1] + A[:, 1, 2][face] * p[2] + A[:, 1, 3][face]).astype(np.float32)
+        n = [self._normals[:, k][face] for k in range(3)]
+        # Level of detail from the texel footprint of one pixel.
+        d_len = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
+        cos_inc = np.abs(n[0] * d[0] + n[1] * d[1] + n[2] * d[2]) / d_len
+        footprint = t * cfg.texel_density / (cfg.focal * np.maximum(cos_inc, 0.25))
+        level = np.clip(np.log2(np.maximum(footprint, 1e-6)), 0, len(LOD_SIGMAS) - 1)
+        albedo = np.zeros((cfg.height, cfg.width, 3), np.float32)
+        for k, lvl in enumerate(self.atlas.levels):
+            w = np.clip(1.0 - np.abs(level - k), 0.0, 1.0)
+            if not w.any():
+                continue
+            sample = cv2.remap(lvl, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            albedo += sample.astype(np.float32) * w[..., None]
+        # Lambert shading with a soft distance falloff.
+        to_light = [np.float32(light.position[k]) - p[k] for k in range(3)]
+        dist = np.maximum(np.sqrt(to_light[0] ** 2 + to_light[1] ** 2 + to_light[2] ** 2), 1e-6)
+        lambert = np.maximum((n[0] * to_light[0] + n[1] * to_light[1] + n[2] * to_light[2]) / dist, 0.0)
+        falloff = 1.0 / (1.0 + (dist / (0.6 * np.linalg.norm(self.room))) ** 2)
+        shade = (light.ambient + light.intensity * lambert * falloff).astype(np.float32)
+        rgb = albedo * (shade[..., None] * (np.asarray(light.color, np.float32) * 1.15))
+        if noise_seed is not None and cfg.noise_std > 0:
+            noise = np.random.default_rng(noise_seed).standard_normal(rgb.shape, dtype=np.float32)
+            rgb += noise * np.float32(cfg.noise_std)
+        return np.clip(rgb, 0, 255).astype(np.uint8), t.astype(np.float32)
+
+    def _intersect_box(self, bi: int, box: _Box, T_world_cam, o, d, t, face) -> None:
+        """Slab test of the rays against one box, updating ``t`` and ``face`` in place."""
+        H, W = t.shape
+        corners_cam = (box.corners() - T_world_cam[:3, 3]) @ T_world_cam[:3, :3]
+        if np.all(corners_cam[:, 2] <= 0):
+            return  # entirely behind the camera
+        rows, cols = slice(0, H), slice(0, W)
+        if np.all(corners_cam[:, 2] > 0.01):  # project the box and test only its bounding rectangle
+            cam = self.camera
+            u = cam.fx * corners_cam[:, 0] / corners_cam[:, 2] + cam.cx
+            v = cam.fy * corners_cam[:, 1] / corners_cam[:, 2] + cam.cy
+            x0, x1 = int(np.clip(np.floor(u.min()) - 1, 0, W)), int(np.clip(np.ceil(u.max()) + 2, 0, W))
+            y0, y1 = int(np.clip(np.floor(v.min()) - 1, 0, H)), int(np.clip(np.ceil(v.max()) + 2, 0, H))
+            if x0 >= x1 or y0 >= y1:
+                return
+            rows, cols = slice(y0, y1), slice(x0, x1)
+        Rb = box.R.astype(np.float32)
+        o_l = (o - box.center.astype(np.float32)) @ Rb
+        d_sub = [dk[rows, cols] for dk in d]
+        t_near = t_far = entry = None
+        for k in range(3):
+            dl = Rb[0, k] * d_sub[0] + Rb[1, k] * d_sub[1] + Rb[2, k] * d_sub[2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t1 = (-box.half[k] - o_l[k]) / dl
+                t2 = (box.half[k] - o_l[k]) / dl
+            lo = np.nan_to_num(np.minimum(t1, t2), nan=-np.inf)
+            hi = np.nan_to_num(np.maximum(t1, t2), nan=np.inf)
+            # The entered face is on the max side when the ray travels towards -axis.
+            fk = (6 + 6 * bi + 2 * k + (dl < 0)).astype(np.int32)
+            if t_near is None:
+                t_near, t_far, entry = lo, hi, fk
+            else:
+                later = lo > t_near
+                t_near = np.where(later, lo, t_near)
+                entry = np.where(later, fk, entry)
+                t_far = np.minimum(t_far, hi)
+        t_sub = t[rows, cols]
+        hit = (t_near <= t_far) & (t_near > 1e-4) & (t_near < t_sub)
+        if hit.any():
+            t_sub[hit] = t_near[hit]
+            face[rows, cols][hit] = entry[hit]
+
+    def render_frame(self, index: int, query: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Render frame ``index`` of the mapping or query trajectory: rgb, depth, T_world_cam."""
+        poses = self.query_poses if query else self.mapping_poses
+        T = poses[index]
+        light = self.query_light if query else self.mapping_light
+        seed = self.config.seed * 1_000_003 + (1_000_000 if query else 0) + index
+        rgb, depth = self.render(T, light, noise_seed=seed)
+        return rgb, depth, T

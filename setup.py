@@ -1,0 +1,44 @@
+"""Installs two ways: `colcon build` on a ROS 2 machine (ament_python) and `pip install -e .`
+without ROS. Dependencies are declared here for pip and in package.xml for rosdep."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "scr_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Visual relocalization by scene coordinate regression for ROS 2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    install_requires=[
+        "numpy>=1.21",
+        "opencv-python-headless>=4.5,<5",
+        "torch>=2.0",
+        "poselib>=2.0.5,<3",
+        "safetensors>=0.4",
+        "transforms3d>=0.4",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+        "rosbags>=0.9.20",
+        "setuptools",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "scr = scr_ros.cli:main",
+        ],
+    },
+)
