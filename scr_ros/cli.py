@@ -66,7 +66,7 @@ def _open_dataset(spec: str, bar: _Bar):
     return ds
 
 
-def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, **overrides):
+def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, **overrides):
     """Shared by ``scr map`` and ``scr demo``: returns the SceneMap after saving it to ``out``."""
     from .encoders import load_encoder
     from .mapping import MapBuilder, preset
@@ -76,14 +76,17 @@ def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encod
     frames = ds.frames(split)
     cfg = preset(preset_name, seed=seed, precision=precision, **overrides)
     if head:
-        cfg.head = head
+        cfg.head, cfg.head_config = head, {}
+    if loss:
+        cfg.loss, cfg.loss_config = loss, {}
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=bar)
     if not quiet:
         print(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
-            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}); training buffer: "
-            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels) / 2**30:.2f} GiB",
+            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}"
+            f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
+            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB",
             file=sys.stderr,
         )
     try:
@@ -133,7 +136,7 @@ def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder
 
 def cmd_map(args) -> int:
     t0 = time.perf_counter()
-    scene_map = build_map(args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision)
+    scene_map = build_map(args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision, loss=args.loss)
     tr = scene_map.training
     print(
         f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
@@ -186,6 +189,7 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file")
     m.add_argument("--head", default=None, metavar="NAME", help="registered head (default: ace)")
+    m.add_argument("--loss", default=None, metavar="NAME", help="registered loss (default: the preset's; ace, ace-depth)")
     m.add_argument("--split", default="train", help="which frames to map (default: train)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")

@@ -8,7 +8,9 @@ Batch tensors (all on the training device, float32):
 * ``coords``  (N, 3) predicted scene coordinates, world frame;
 * ``pixels``  (N, 2) the pixel each feature was taken at, in the original image;
 * ``T_cam_world`` (N, 3, 4) world-to-camera transforms of the samples' frames;
-* ``intrinsics`` (N, 4) ``fx, fy, cx, cy`` of the samples' frames.
+* ``intrinsics`` (N, 4) ``fx, fy, cx, cy`` of the samples' frames;
+* ``depth`` (N,) optional: measured depth (metres, z) at the pixel, NaN where unknown. Only losses
+  with ``uses_depth = True`` get it, and the MapBuilder loads depth images only for them.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ class AceReprojectionLoss:
         progress = 1.0 - math.sqrt(1.0 - progress**2)
         return (1.0 - progress) * self.soft_clamp + self.soft_clamp_min
 
-    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int) -> tuple[torch.Tensor, dict]:
+    uses_depth = False
+
+    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None) -> tuple[torch.Tensor, dict]:
         cam = world_to_camera(coords.float(), T_cam_world)
         z = cam[:, 2]
         fx, fy, cx, cy = intrinsics.unbind(1)
@@ -84,9 +88,50 @@ class AceReprojectionLoss:
         tau = self.threshold(iteration)
         loss_valid = (tau * torch.tanh(err[valid] / tau)).sum()
         ray = torch.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy, torch.ones_like(fx)], dim=1)
-        target = self.depth_target * ray
-        loss_invalid = (cam - target).abs()[invalid].sum()
+        loss_invalid = (cam - self._invalid_target(ray, depth)).abs()[invalid].sum()
         n = coords.shape[0]
         loss = (loss_valid + loss_invalid) / n
         stats = {"valid_fraction": float(valid.float().mean()), "threshold_px": tau}
+        extra = self._extra(cam, ray, depth)
+        if extra is not None:
+            loss = loss + extra / n
         return loss, stats
+
+    def _invalid_target(self, ray: torch.Tensor, depth) -> torch.Tensor:
+        return self.depth_target * ray
+
+    def _extra(self, cam: torch.Tensor, ray: torch.Tensor, depth) -> torch.Tensor | None:
+        return None
+
+
+@register_loss("ace-depth")
+@dataclass
+class AceDepthLoss(AceReprojectionLoss):
+    """ACE's loss anchored by measured depth where the mapping frames have it.
+
+    Adds ``depth_weight`` times the Euclidean distance (metres) between the prediction and the
+    back-projected depth point (SS-DVR eq. 16-17, beta = 0.1; R-SCoRe "+ Depth"), and pulls
+    invalid predictions to that point instead of ``depth_target`` (depth initializes the
+    targets). Near convergence the reprojection term, worth ~f/z pixels per metre, dominates;
+    the depth term matters while a prediction is still outside the tanh clamp, which is when
+    RGB-only training must otherwise triangulate from weakly view-invariant features. Samples
+    without depth are trained as in ACE.
+    """
+
+    depth_weight: float = 0.1
+    uses_depth = True
+
+    def _invalid_target(self, ray, depth):
+        target = self.depth_target * ray
+        if depth is None:
+            return target
+        known = torch.isfinite(depth) & (depth > 0)
+        return torch.where(known[:, None], torch.nan_to_num(depth)[:, None] * ray, target)
+
+    def _extra(self, cam, ray, depth):
+        if depth is None:
+            return None
+        known = torch.isfinite(depth) & (depth > 0)
+        if not known.any():
+            return None
+        return self.depth_weight * (cam[known] - depth[known, None] * ray[known]).norm(dim=1).sum()

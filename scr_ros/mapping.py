@@ -3,8 +3,8 @@
 1. **Buffer.** Repeated passes over the mapping frames, each image randomly scaled, rotated and
    jittered in brightness/contrast, run through the frozen encoder; up to ``samples_per_image``
    random features whose position maps back inside the original image are stored with their
-   original pixel position and frame index. Memory: ``buffer_size * (2 C + 12)`` bytes (fp16
-   features, float32 pixel, int32 frame) plus a small per-frame pose table.
+   original pixel position and frame index (and measured depth, for depth losses). Memory:
+   ``buffer_size * (2 C + 16)`` bytes (+4 with depth) plus a small per-frame pose table.
 2. **Training.** The head regresses scene coordinates from shuffled buffer rows with the
    registered loss (ACE's reprojection loss), AdamW and a one-cycle learning rate schedule,
    under autocast (fp16 on CUDA, bf16 on CPUs that have it).
@@ -16,6 +16,7 @@ the same.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -60,8 +61,10 @@ class MappingConfig:
     precision: str = "auto"
     seed: int = 0
 
-    def buffer_bytes(self, channels: int = 512) -> int:
-        return self.buffer_size * (2 * channels + 12)
+    def buffer_bytes(self, channels: int = 512, depth: bool = False) -> int:
+        """Bytes of the training buffer: fp16 features, float32 pixel, int64 frame index, and a
+        float32 depth when the loss uses depth."""
+        return self.buffer_size * (2 * channels + 8 + 8 + (4 if depth else 0))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,12 +81,34 @@ class MappingConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations).
+    # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations),
+    # 512-channel head, RGB-only reprojection loss.
     "ace": {},
-    # Two CPU cores, ~500 frames in 10-20 minutes; see README for measured figures.
-    "cpu": {"buffer_size": 1_500_000, "samples_per_image": 1024, "max_buffer_passes": 6, "epochs": 8.0, "batch_size": 5120},
-    # Seconds, for tests and smoke runs: small images, small buffer, few iterations.
-    "test": {"image_height": 240, "buffer_size": 60_000, "samples_per_image": 512, "max_buffer_passes": 4, "epochs": 6.0, "batch_size": 1024},
+    # Two CPU cores, ~500 frames in 10-20 minutes. A 256-channel head trained three times as
+    # long beats a 512-channel one in the same time; ace-depth uses depth where frames have it
+    # and is plain ACE where they do not. Figures in README.
+    "cpu": {
+        "buffer_size": 1_500_000,
+        "samples_per_image": 1024,
+        "max_buffer_passes": 6,
+        "epochs": 24.0,
+        "batch_size": 5120,
+        "head_config": {"width": 256},
+        "loss": "ace-depth",
+        "loss_config": {"depth_weight": 10.0},
+    },
+    # Seconds, for tests and smoke runs: 240 px images, small buffer, short training.
+    "test": {
+        "image_height": 240,
+        "buffer_size": 100_000,
+        "samples_per_image": 512,
+        "max_buffer_passes": 4,
+        "epochs": 16.0,
+        "batch_size": 2048,
+        "head_config": {"width": 256},
+        "loss": "ace-depth",
+        "loss_config": {"depth_weight": 10.0},
+    },
 }
 
 
@@ -91,7 +116,7 @@ def preset(name: str, **overrides) -> MappingConfig:
     """A :class:`MappingConfig` from a preset name plus field overrides."""
     if name not in PRESETS:
         raise ScrError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return MappingConfig.from_dict({**PRESETS[name], **overrides})
+    return MappingConfig.from_dict(copy.deepcopy({**PRESETS[name], **overrides}))
 
 
 @dataclass
@@ -125,6 +150,7 @@ class TrainingBuffer:
     features: torch.Tensor  # (N, C) float16
     pixels: torch.Tensor  # (N, 2) float32
     frame_index: torch.Tensor  # (N,) int64
+    depth: torch.Tensor | None  # (N,) float32 metres, NaN where unknown; only for depth losses
     T_cam_world: torch.Tensor  # (F, 3, 4) float32
     intrinsics: torch.Tensor  # (F, 4) float32: fx, fy, cx, cy
     size: int = 0
@@ -157,6 +183,7 @@ class MapBuilder:
         self.progress = progress or (lambda p: None)
         self.cancel = cancel
         self.encoder.to(self.device).eval()
+        self.uses_depth = getattr(build_loss(self.config.loss, 1, **self.config.loss_config), "uses_depth", False)
 
     # ------------------------------------------------------------------ public
 
@@ -205,7 +232,7 @@ class MapBuilder:
             raise MappingCancelled("map building was cancelled")
 
     def _check_memory(self) -> None:
-        need = self.config.buffer_bytes(self.encoder.out_channels)
+        need = self.config.buffer_bytes(self.encoder.out_channels, self.uses_depth)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
         else:
@@ -224,7 +251,10 @@ class MapBuilder:
         rng = np.random.default_rng([self.config.seed, pass_index, frame_index])
         gray = to_gray(frame.load_image())
         img, A = augment(gray, self.config.image_height, rng, self.config.augmentation)
-        return img, A, gray.shape, rng
+        depth = frame.load_depth() if self.uses_depth else None
+        if depth is not None and depth.shape != gray.shape:
+            raise ScrError(f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, image is {gray.shape[1]}x{gray.shape[0]}")
+        return img, A, gray.shape, rng, depth
 
     def fill_buffer(self, frames: Sequence[Frame]) -> TrainingBuffer:
         cfg, dev = self.config, self.device
@@ -234,6 +264,7 @@ class MapBuilder:
             features=torch.empty((cfg.buffer_size, C), dtype=torch.float16, device=dev),
             pixels=torch.empty((cfg.buffer_size, 2), dtype=torch.float32, device=dev),
             frame_index=torch.empty((cfg.buffer_size,), dtype=torch.int64, device=dev),
+            depth=torch.full((cfg.buffer_size,), float("nan"), dtype=torch.float32, device=dev) if self.uses_depth else None,
             T_cam_world=torch.as_tensor(np.stack([invert_pose(f.pose)[:3] for f in frames]), dtype=torch.float32, device=dev),
             intrinsics=torch.as_tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32, device=dev),
         )
@@ -253,7 +284,7 @@ class MapBuilder:
                 job = next(jobs, None)
                 if job is not None:
                     pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
-                img, A, (h0, w0), rng = fut.result()
+                img, A, (h0, w0), rng, depth = fut.result()
                 with torch.no_grad(), autocast(dev, self.amp_dtype):
                     feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
                 _, _, fh, fw = feats.shape
@@ -267,6 +298,9 @@ class MapBuilder:
                     buf.features[s] = rows.to(torch.float16)
                     buf.pixels[s] = torch.as_tensor(px[pick], dtype=torch.float32, device=dev)
                     buf.frame_index[s] = fi
+                    if depth is not None:
+                        q = np.round(px[pick]).astype(int)
+                        buf.depth[s] = torch.as_tensor(depth[q[:, 1], q[:, 0]], dtype=torch.float32, device=dev)
                     buf.size += take
                 buf.passes = pass_index + 1
                 images_done += 1
@@ -308,7 +342,8 @@ class MapBuilder:
             frames = buf.frame_index[idx]
             with autocast(dev, self.amp_dtype):
                 coords = head(buf.features[idx].float())
-            loss, _ = loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], it)
+            depth = buf.depth[idx] if buf.depth is not None else None
+            loss, _ = loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], it, depth=depth)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -171,3 +171,55 @@ def test_build_loss():
         build_loss("nope", 10)
     with pytest.raises(TypeError):
         build_loss("ace", 10, not_a_setting=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# ace-depth: the depth-anchored variant
+
+
+def _one_sample(pred_cam, depth):
+    """A camera at the origin looking down +z, one pixel at the principal point."""
+    import torch
+
+    T = torch.eye(4)[:3][None]
+    K = torch.tensor([[500.0, 500.0, 320.0, 240.0]])
+    px = torch.tensor([[320.0, 240.0]])
+    coords = torch.tensor([pred_cam], dtype=torch.float32, requires_grad=True)
+    d = None if depth is None else torch.tensor([depth], dtype=torch.float32)
+    return coords, px, T, K, d
+
+
+def test_depth_loss_pulls_along_the_ray_towards_measured_depth():
+    """On the ray, reprojection error is zero at any depth: only the depth term can fix it."""
+    loss_fn = build_loss("ace-depth", 100)
+    coords, px, T, K, d = _one_sample([0.0, 0.0, 5.0], depth=2.0)
+    loss, _ = loss_fn(coords, px, T, K, 0, depth=d)
+    loss.backward()
+    assert coords.grad[0, 2] > 0  # descending moves z from 5 m towards 2 m
+    assert abs(loss.item() - loss_fn.depth_weight * 3.0) < 1e-3
+    plain = build_loss("ace", 100)
+    coords2, px, T, K, _ = _one_sample([0.0, 0.0, 5.0], depth=None)
+    assert plain(coords2, px, T, K, 0)[0].item() < 1e-6  # pure ACE cannot see this error
+
+
+def test_depth_loss_without_depth_equals_ace():
+    import torch
+
+    rng = torch.Generator().manual_seed(0)
+    coords = torch.randn(64, 3, generator=rng) + torch.tensor([0.0, 0.0, 3.0])
+    px = torch.rand(64, 2, generator=rng) * 400
+    T = torch.eye(4)[:3].repeat(64, 1, 1)
+    K = torch.tensor([[500.0, 500.0, 320.0, 240.0]]).repeat(64, 1)
+    a = build_loss("ace", 100)(coords, px, T, K, 10)[0]
+    b = build_loss("ace-depth", 100)(coords, px, T, K, 10, depth=None)[0]
+    c = build_loss("ace-depth", 100)(coords, px, T, K, 10, depth=torch.full((64,), float("nan")))[0]
+    assert torch.allclose(a, b) and torch.allclose(a, c)
+
+
+def test_depth_loss_sends_invalid_predictions_to_the_depth_point():
+    loss_fn = build_loss("ace-depth", 100)
+    coords, px, T, K, d = _one_sample([0.0, 0.0, -1.0], depth=2.0)  # behind the camera: invalid
+    loss, stats = loss_fn(coords, px, T, K, 0, depth=d)
+    assert stats["valid_fraction"] == 0.0
+    # L1 to the depth point (3 m) plus the depth term (beta * 3 m), not the 10 m default target
+    assert abs(loss.item() - (3.0 + loss_fn.depth_weight * 3.0)) < 1e-3
