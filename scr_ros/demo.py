@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .datasets.synthetic import SCENES, render_to_folder
+from .synthetic import RENDERER_VERSION
 from .errors import ScrError
 
 # The default demo: the 640x480 'default' room with the cpu preset, sized to finish in under
@@ -32,10 +33,11 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
     t0 = time.perf_counter()
     if scene_dir.exists():
         try:
-            existing = json.loads((scene_dir / "scene.json").read_text())["config"]
+            meta = json.loads((scene_dir / "scene.json").read_text())
+            existing = (meta["config"], meta.get("renderer_version"))
         except (OSError, ValueError, KeyError):
             existing = None
-        if existing != json.loads(json.dumps(config.to_dict())):
+        if existing != (json.loads(json.dumps(config.to_dict())), RENDERER_VERSION):
             raise ScrError(f"{scene_dir} holds a different or incomplete scene; remove it or choose another --out")
         say = f"reusing the rendered scene in {scene_dir}"
     else:

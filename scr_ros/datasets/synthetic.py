@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..errors import DatasetError
 from ..fileio import atomic_write_json
-from ..synthetic import SceneConfig, SyntheticScene
+from ..synthetic import RENDERER_VERSION, SceneConfig, SyntheticScene
 from .base import Dataset
 from .posed_folder import open_posed_folder, write_frame, write_intrinsics
 
@@ -43,7 +43,9 @@ def cache_root() -> Path:
 
 
 def config_digest(config: SceneConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    """Cache key: the config and the renderer version (a renderer change must not reuse old pixels)."""
+    key = {"renderer_version": RENDERER_VERSION, "config": config.to_dict()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
@@ -68,7 +70,7 @@ def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, in
             for done, _ in enumerate(pool.map(one, jobs), 1):
                 if progress:
                     progress(done, len(jobs))
-        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.synthetic", "config": config.to_dict()})
+        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.synthetic", "renderer_version": RENDERER_VERSION, "config": config.to_dict()})
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

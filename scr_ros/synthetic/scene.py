@@ -18,7 +18,12 @@ import cv2
 import numpy as np
 
 from ..geometry import PinholeCamera, look_at_rotation, make_pose
-from .textures import FAMILIES, LOD_SIGMAS, MARGIN, make_texture, pack_atlas, periodic_texture
+from .textures import FAMILIES, LOD_SIGMAS, MARGIN, decorated_surface, make_texture, pack_atlas, periodic_texture
+
+
+# Bump whenever a change to this package renders different pixels for the same config: cached
+# scenes are keyed by config and this version.
+RENDERER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class SceneConfig:
     width: int = 640
     height: int = 480
     focal: float = 525.0
-    mapping_frames: int = 300
+    mapping_frames: int = 480
     query_frames: int = 100
     lighting_change: bool = False  # light the query trajectory differently from the mapping one
     repetitive_texture: bool = False  # room surfaces share one periodic pattern
@@ -100,26 +105,29 @@ class SyntheticScene:
     def _trajectory(self, n: int, query: bool) -> list[np.ndarray]:
         """Smooth loops around the room centre looking towards the walls.
 
-        The mapping trajectory makes two loops with yaw sweeps out of phase; the query loop runs
-        on a smaller radius with its own sweep, height and pitch, so no query pose repeats a
-        mapping pose but every query looks at mapped surfaces.
+        The mapping trajectory makes loops from an inner to an outer radius (one per ~120 frames,
+        at least three) with yaw sweeps out of phase, as one would walk a room to map it; the
+        query loop runs between them with its own sweep, height and pitch, so no query pose
+        repeats a mapping pose but every query looks at mapped surfaces from a mapped
+        neighbourhood.
         """
         Lx, Ly, _ = self.room
         centre = np.array([Lx / 2, Ly / 2])
         poses = []
-        loops = 1 if query else 2
+        loops = 1 if query else max(3, n // 120)
         for k in range(n):
             phi = 2 * np.pi * loops * k / max(n, 1)
             loop = int(loops * k / max(n, 1))
             if query:
                 phi += 0.37
-                radius, sweep = 0.85, 0.9 * np.sin(3 * phi + 1.0)
+                radius, sweep = 0.92, 0.9 * np.sin(3 * phi + 1.0)
                 z = 1.45 + 0.15 * np.sin(2 * phi + 0.5)
                 pitch = -0.1 + 0.12 * np.sin(4 * phi + 2.0)
             else:
-                radius, sweep = 1.0 + 0.08 * loop, 1.1 * np.sin(4 * phi + loop * np.pi / 2)
-                z = 1.35 + 0.2 * np.sin(3 * phi + loop)
-                pitch = -0.15 + 0.15 * np.sin(5 * phi + loop)
+                radius = 0.7 + 0.6 * loop / max(loops - 1, 1)
+                sweep = 1.1 * np.sin(4 * phi + loop * 2 * np.pi / loops)
+                z = 1.4 + 0.2 * np.sin(3 * phi + loop)
+                pitch = -0.12 + 0.15 * np.sin(5 * phi + loop)
             xy = centre + radius * 0.18 * np.array([Lx * np.cos(phi), Ly * np.sin(phi)])
             yaw = np.arctan2(Ly * np.sin(phi), Lx * np.cos(phi)) + sweep
             forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
@@ -190,6 +198,8 @@ class SyntheticScene:
             h = int(np.ceil(sv * d)) + 2 * MARGIN
             if cfg.repetitive_texture and i < 6:
                 tex = periodic_texture(rng, h, w, period)
+            elif i < 6:
+                tex = decorated_surface(rng, h, w, d)
             else:
                 tex = make_texture(rng, h, w, FAMILIES[int(rng.integers(len(FAMILIES)))])
             textures.append(tex)

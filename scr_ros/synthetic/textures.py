@@ -127,6 +127,26 @@ def make_texture(rng: np.random.Generator, h: int, w: int, family: str) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def decorated_surface(rng: np.random.Generator, h: int, w: int, texel_density: float) -> np.ndarray:
+    """A wall, floor or ceiling: a plain material with posters, notices and pictures on it.
+
+    Real rooms are mostly plain surfaces with scattered distinctive things; the decals (about one
+    per 0.7 m^2, 0.25-0.9 m across, with a frame) give every view several of them.
+    """
+    base = make_texture(rng, h, w, str(rng.choice(["noise", "tiles", "stripes"])))
+    area_m2 = h * w / texel_density**2
+    for _ in range(max(2, int(area_m2 / 0.7))):
+        dh = int(rng.uniform(0.25, 0.9) * texel_density)
+        dw = int(rng.uniform(0.25, 0.9) * texel_density)
+        dh, dw = min(dh, h - 2), min(dw, w - 2)
+        y, x = int(rng.integers(0, h - dh)), int(rng.integers(0, w - dw))
+        decal = make_texture(rng, dh, dw, str(rng.choice(["shapes", "text", "noise", "stripes"])))
+        border = max(1, int(0.015 * texel_density))
+        cv2.rectangle(decal, (0, 0), (dw - 1, dh - 1), _random_color(rng, 0, 120), border)
+        base[y : y + dh, x : x + dw] = decal
+    return base
+
+
 def periodic_texture(rng: np.random.Generator, h: int, w: int, period: int) -> np.ndarray:
     """A texture that repeats exactly every ``period`` texels (for ambiguous scenes)."""
     tile = make_texture(rng, period, period, "shapes")
