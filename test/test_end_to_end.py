@@ -1,0 +1,167 @@
+"""End to end on the tiny synthetic scene: map with the `scr` CLI, relocalize, check accuracy.
+
+The scene is rendered once per session into a temporary cache (a few seconds); mapping uses the
+`test` preset (well under a minute on two CPU cores).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from scr_ros.cli import main
+from scr_ros.datasets import open_dataset
+from scr_ros.encoders import load_encoder
+from scr_ros.errors import MappingCancelled
+from scr_ros.mapfile import load_map, read_header
+from scr_ros.mapping import MapBuilder, preset
+from scr_ros.relocalize import Relocalizer
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scr_cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SCR_ROS_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny(cache):
+    return open_dataset("synthetic:tiny")
+
+
+@pytest.fixture(scope="session")
+def mapped(tiny, tmp_path_factory):
+    """`scr map` + `scr localize` on the tiny scene, run once for the tests below."""
+    out = tmp_path_factory.mktemp("e2e")
+    map_path, report, poses, csv = out / "tiny.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
+    assert main(["map", "synthetic:tiny", "--out", str(map_path), "--preset", "test", "--device", "cpu"]) == 0
+    assert main(["localize", str(map_path), "synthetic:tiny", "--split", "test", "--report", str(report), "--poses", str(poses), "--csv", str(csv), "--device", "cpu"]) == 0
+    return {"map": map_path, "report": json.loads(report.read_text()), "poses": poses, "csv": csv}
+
+
+def test_tiny_scene_is_relocalized_accurately(mapped, tiny):
+    report = mapped["report"]
+    assert report["frames"] == len(tiny.frames("test"))
+    assert report["accuracy"]["10cm_5deg"] >= 80.0, report
+    assert report["accuracy"]["5cm_5deg"] >= 60.0, report
+    assert report["median_translation_cm"] < 5.0
+    assert report["median_rotation_deg"] < 2.0
+
+
+def test_report_has_the_promised_fields(mapped):
+    r = mapped["report"]
+    for key in ("frames", "lost", "accuracy", "median_translation_cm", "median_rotation_deg", "timing_ms"):
+        assert key in r
+    assert set(r["accuracy"]) == {"10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg"}
+    assert r["accuracy"]["1cm_1deg"] <= r["accuracy"]["2cm_2deg"] <= r["accuracy"]["5cm_5deg"] <= r["accuracy"]["10cm_5deg"]
+    for stage in ("encoder", "head", "ransac", "total"):
+        assert r["timing_ms"][stage] > 0
+    assert r["timing_ms"]["total"] >= r["timing_ms"]["encoder"] + r["timing_ms"]["ransac"]
+
+
+def test_poses_file_matches_ground_truth(mapped, tiny):
+    gt = {f.name: f.pose for f in tiny.frames("test")}
+    rows = [line.split() for line in mapped["poses"].read_text().splitlines() if not line.startswith("#")]
+    assert len(rows) >= 0.8 * len(gt)
+    from scr_ros.geometry import pose_from_position_quaternion
+
+    errors = [np.linalg.norm(pose_from_position_quaternion(np.array(r[1:4], float), np.array(r[4:8], float))[:3, 3] - gt[r[0]][:3, 3]) for r in rows]
+    assert np.median(errors) < 0.05
+
+
+def test_map_header_records_mapping_and_encoder(mapped):
+    header = read_header(mapped["map"])
+    assert header["encoder"]["name"] == "dsift"
+    assert header["head"]["type"] == "ace"
+    assert header["training"]["seconds"] > 0 and header["training"]["iterations"] > 0
+    assert header["training"]["preset"] == "test"
+    assert header["image_height"] == 240
+
+
+def test_localize_refuses_a_map_for_another_encoder(mapped, tiny, tmp_path, capsys):
+    code = main(["localize", str(mapped["map"]), "synthetic:tiny", "--report", str(tmp_path / "r.json"), "--encoder", "random"])
+    assert code == 2
+    assert "map was built with" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["map", str(tmp_path / "empty"), "--out", str(tmp_path / "m.safetensors"), "--preset", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized dataset layout" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_reports_missing_map(tmp_path, capsys):
+    assert main(["localize", str(tmp_path / "nope.safetensors"), "synthetic:tiny", "--report", str(tmp_path / "r.json")]) == 2
+    assert "map file not found" in capsys.readouterr().err
+
+
+def _small(**kw):
+    return preset("test", buffer_size=4000, samples_per_image=256, epochs=1.0, batch_size=512, **kw)
+
+
+def test_mapping_is_deterministic_and_reports_progress(tiny):
+    frames = tiny.frames("train")[:12]
+    encoder = load_encoder("dsift")
+    events = []
+    a = MapBuilder(encoder, _small(), device="cpu", progress=events.append).build(frames)
+    b = MapBuilder(encoder, _small(), device="cpu").build(frames)
+    for (ka, va), (kb, vb) in zip(a.head.state_dict().items(), b.head.state_dict().items()):
+        assert ka == kb and bool((va == vb).all()), ka
+    stages = {e.stage for e in events}
+    assert stages == {"buffer", "train"}
+    last_train = [e for e in events if e.stage == "train"][-1]
+    assert last_train.step == last_train.total and last_train.loss is not None
+
+
+def test_mapping_can_be_cancelled(tiny):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(MappingCancelled):
+        MapBuilder(load_encoder("dsift"), _small(), device="cpu", cancel=cancel).build(tiny.frames("train")[:4])
+
+
+def test_relocalizer_declares_lost_frames(mapped, tiny):
+    """An image of noise has no consistent correspondences: lost, with a reason, no pose."""
+    scene_map = load_map(mapped["map"])
+    reloc = Relocalizer(scene_map, device="cpu")
+    frame = tiny.frames("test")[0]
+    noise = np.random.default_rng(0).integers(0, 256, (frame.camera.height, frame.camera.width, 3), dtype=np.uint8)
+    result = reloc.localize(noise, frame.camera)
+    assert not result.success and result.T_world_cam is None and result.reason
+    good = reloc.localize(frame.load_image(), frame.camera)
+    assert good.success and good.num_inliers >= reloc.config.min_inliers
+
+
+def test_demo_quick(tmp_path, cache):
+    from scr_ros.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", quick=True, device="cpu", quiet=True)
+    for name in ("report.json", "frames.csv", "poses.txt", "plot.png", "map.safetensors", "scene/scene.json"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert saved["mapping_seconds"] > 0
+    assert saved["accuracy"] == report["accuracy"]
+    assert (tmp_path / "demo" / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_depth_loss_buffer_holds_measured_depth_at_each_sample(tiny):
+    frames = tiny.frames("train")[:3]
+    builder = MapBuilder(load_encoder("dsift"), _small(loss="ace-depth"), device="cpu")
+    assert builder.uses_depth
+    buf = builder.fill_buffer(frames)
+    depths = [f.load_depth() for f in frames]
+    rows = np.random.default_rng(0).choice(buf.size, 200, replace=False)
+    for r in rows:
+        x, y = np.round(buf.pixels[r].numpy()).astype(int)
+        assert buf.depth[r].item() == pytest.approx(float(depths[int(buf.frame_index[r])][y, x]), abs=1e-6)
+    plain = MapBuilder(load_encoder("dsift"), _small(), device="cpu")
+    assert not plain.uses_depth and plain.fill_buffer(frames).depth is None
