@@ -22,6 +22,9 @@ class _Bar:
         self.enabled = enabled
         self.bar = None
         self.stage = None
+        self.last_refresh = 0.0
+        # A log file or CI console gets a line per refresh, so refresh it rarely.
+        self.interval = 0.5 if sys.stderr.isatty() else 15.0
 
     def __call__(self, p) -> None:
         if not self.enabled:
@@ -42,7 +45,10 @@ class _Bar:
             post["info"] = p.message
         if post:
             self.bar.set_postfix(post, refresh=False)
-        self.bar.refresh()
+        now = time.monotonic()
+        if now - self.last_refresh >= self.interval or p.step >= p.total:
+            self.last_refresh = now
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

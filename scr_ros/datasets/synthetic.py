@@ -29,8 +29,8 @@ SCENES: dict[str, SceneConfig] = {
     "lighting": SceneConfig(seed=1, lighting_change=True),
     "repetitive": SceneConfig(seed=2, repetitive_texture=True),
     "large": SceneConfig(seed=3, room_size=(10.0, 8.0, 3.0), num_objects=24, mapping_frames=600, query_frames=150),
-    # Small and fast: the end-to-end tests' fixture.
-    "tiny": SceneConfig(seed=4, width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=8, texel_density=160.0),
+    # Small and fast: the end-to-end tests' fixture and `scr demo --quick` (a 3.5 x 3 m room at 320x240).
+    "tiny": SceneConfig(seed=4, room_size=(3.5, 3.0, 2.5), width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=6, texel_density=160.0),
 }
 
 
