@@ -72,19 +72,29 @@ def _open_dataset(spec: str, bar: _Bar):
     return ds
 
 
+def mapping_config(preset_name: str, head: str | None = None, loss: str | None = None, **overrides):
+    """The preset's config with ``--head`` / ``--loss`` applied. Naming the preset's own head or
+    loss keeps its tuned settings (e.g. the cpu preset's depth weight); another one starts from
+    that part's defaults."""
+    from .mapping import preset
+
+    cfg = preset(preset_name, **overrides)
+    if head and head != cfg.head:
+        cfg.head, cfg.head_config = head, {}
+    if loss and loss != cfg.loss:
+        cfg.loss, cfg.loss_config = loss, {}
+    return cfg
+
+
 def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, **overrides):
     """Shared by ``scr map`` and ``scr demo``: returns the SceneMap after saving it to ``out``."""
     from .encoders import load_encoder
-    from .mapping import MapBuilder, preset
+    from .mapping import MapBuilder
 
     bar = _Bar(not quiet)
     ds = _open_dataset(dataset_spec, bar)
     frames = ds.frames(split)
-    cfg = preset(preset_name, seed=seed, precision=precision, **overrides)
-    if head:
-        cfg.head, cfg.head_config = head, {}
-    if loss:
-        cfg.loss, cfg.loss_config = loss, {}
+    cfg = mapping_config(preset_name, head, loss, seed=seed, precision=precision, **overrides)
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=bar)
     if not quiet:

@@ -167,3 +167,13 @@ def test_depth_loss_buffer_holds_measured_depth_at_each_sample(tiny):
         assert buf.depth[r].item() == pytest.approx(float(depths[int(buf.frame_index[r])][y, x]), abs=1e-6)
     plain = MapBuilder(load_encoder("dsift"), _small(loss="ace", loss_config={}), device="cpu")
     assert not plain.uses_depth and plain.fill_buffer(frames).depth is None
+
+
+def test_naming_the_presets_own_loss_keeps_its_settings():
+    from scr_ros.cli import mapping_config
+
+    tuned = preset("cpu").loss_config
+    assert tuned["depth_weight"] != preset("ace", loss="ace-depth").loss_config.get("depth_weight")
+    assert mapping_config("cpu", loss="ace-depth").loss_config == tuned
+    assert mapping_config("cpu", loss="ace").loss_config == {}
+    assert mapping_config("cpu", head="ace").head_config == preset("cpu").head_config
