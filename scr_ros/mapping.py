@@ -80,38 +80,41 @@ class MappingConfig:
         return cls(**d)
 
 
+# What the cpu and test presets share: the head, loss and augmentation tuned for dsift on CPU.
+# A 256-channel head trained longer beats a 512-channel one in the same time; ace-depth uses
+# depth where frames have it and is plain ACE where they do not. Narrower augmentation than
+# ACE's (scale 0.8-1.25, +-5 deg, which still covers an upright robot camera) leaves the small
+# head less to fit: on the demo scene it moved 5cm/5deg from 89 % to 91 % at 24 epochs; 36
+# epochs gave 96 %. Figures in README.
+_CPU_TRAINING: dict = {
+    "augmentation": {"scale_min": 0.8, "scale_max": 1.25, "rotation_deg": 5.0},
+    "head_config": {"width": 256},
+    "loss": "ace-depth",
+    "loss_config": {"depth_weight": 10.0},
+}
+
 PRESETS: dict[str, dict] = {
     # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations),
     # 512-channel head, RGB-only reprojection loss.
     "ace": {},
-    # Two CPU cores, ~500 frames in under ten minutes. A 256-channel head trained longer beats a
-    # 512-channel one in the same time; ace-depth uses depth where frames have it and is plain
-    # ACE where they do not. Narrower augmentation than ACE's (scale 0.8-1.25, +-5 deg, which
-    # still covers an upright robot camera) leaves the small head less to fit: on the demo scene
-    # it moved 5cm/5deg from 89 % to 91 % at 24 epochs; 36 epochs gave 96 %. Figures in README.
+    # Two CPU cores, ~500 frames in under ten minutes.
     "cpu": {
+        **_CPU_TRAINING,
         "buffer_size": 1_500_000,
         "samples_per_image": 1024,
         "max_buffer_passes": 6,
         "epochs": 36.0,
         "batch_size": 5120,
-        "augmentation": {"scale_min": 0.8, "scale_max": 1.25, "rotation_deg": 5.0},
-        "head_config": {"width": 256},
-        "loss": "ace-depth",
-        "loss_config": {"depth_weight": 10.0},
     },
     # Under a minute on two CPU cores, for tests and smoke runs: 240 px images, small buffer.
     "test": {
+        **_CPU_TRAINING,
         "image_height": 240,
         "buffer_size": 200_000,
         "samples_per_image": 512,
         "max_buffer_passes": 4,
         "epochs": 20.0,
         "batch_size": 2048,
-        "augmentation": {"scale_min": 0.8, "scale_max": 1.25, "rotation_deg": 5.0},
-        "head_config": {"width": 256},
-        "loss": "ace-depth",
-        "loss_config": {"depth_weight": 10.0},
     },
 }
 
