@@ -34,7 +34,7 @@ class _Bar:
         if p.stage != self.stage:
             self.close()
             self.stage = p.stage
-            desc = {"buffer": "filling buffer", "train": "training head", "render": "rendering", "localize": "localizing"}.get(p.stage, p.stage)
+            desc = {"buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing"}.get(p.stage, p.stage)
             self.bar = tqdm(total=p.total, desc=desc, unit="img" if p.stage != "train" else "it", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         self.bar.total = p.total
         self.bar.n = p.step

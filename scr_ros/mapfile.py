@@ -4,7 +4,10 @@ The header lives in the safetensors metadata under the key ``scr_ros`` (safetens
 a string-to-string map; ours is one JSON document). It records the format version, the encoder
 (name, source, SHA-256 of its weights), the head type and constructor config, the mean camera
 position, the image height used, the mapping cameras, training figures, the creation time and a
-SHA-256 of every stored tensor. Loading checks all of it and refuses, with the reason, a file
+SHA-256 of every stored tensor. Since format 2 a map may also carry its *implicit reconstruction*
+(``cloud.xyz`` float32 (N, 3) metres, ``cloud.rgb`` uint8 (N, 3)): the head's scene coordinates
+on the mapping frames that reproject within a few pixels, for display (rviz ``~/map_cloud``).
+Loading checks all of it and refuses, with the reason, a file
 that is truncated, tampered with, from a newer format, or for a different head or encoder.
 
 No pickles: safetensors stores raw tensors only. Writes go through a temporary file and an
@@ -29,7 +32,8 @@ from .fileio import atomic_write_bytes
 from .heads import HEADS, SceneHead, build_head
 
 FORMAT = "scr_ros.map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional cloud.xyz / cloud.rgb tensors
+CLOUD_KEYS = ("cloud.xyz", "cloud.rgb")
 HEADER_KEY = "scr_ros"
 WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -56,6 +60,8 @@ class SceneMap:
     training: dict = field(default_factory=dict)
     cameras: list[dict] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    cloud_xyz: np.ndarray | None = field(default=None, repr=False)  # (N, 3) float32, map frame
+    cloud_rgb: np.ndarray | None = field(default=None, repr=False)  # (N, 3) uint8
 
     @property
     def mean(self) -> list[float]:
@@ -82,8 +88,13 @@ class SceneMap:
             raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
         tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
         tensors["mean"] = self.head.mean.detach().cpu().float()  # the mean stays fp32: it is metres
+        if self.cloud_xyz is not None:
+            xyz, rgb = np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3), np.asarray(self.cloud_rgb, np.uint8).reshape(-1, 3)
+            if len(xyz) != len(rgb):
+                raise ValueError(f"map cloud has {len(xyz)} points but {len(rgb)} colours")
+            tensors["cloud.xyz"], tensors["cloud.rgb"] = torch.from_numpy(xyz.copy()), torch.from_numpy(rgb.copy())
         for k, v in tensors.items():
-            if not torch.isfinite(v.float()).all():
+            if v.is_floating_point() and not torch.isfinite(v.float()).all():
                 raise ValueError(f"head tensor {k} is not finite as {weights_dtype}; save with weights_dtype='float32'")
         header = self.header(weights_dtype, tensors_sha256(tensors))
         data = _st_save(tensors, metadata={HEADER_KEY: json.dumps(header)})
@@ -150,7 +161,8 @@ def load_map(path: str | Path) -> SceneMap:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
         with safe_open(str(path), framework="pt") as f:
-            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS}
+            cloud_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k in CLOUD_KEYS}
     except Exception as exc:  # noqa: BLE001 - any failure here means the file does not describe a usable head
         raise MapFileError(f"{path}: head {head_type!r} with config {head_config} cannot be built: {exc}") from None
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
@@ -159,6 +171,10 @@ def load_map(path: str | Path) -> SceneMap:
     for k, shape in stored.items():
         if shape != expected[k]:
             raise MapFileError(f"{path}: tensor {k} has shape {shape}, head expects {expected[k]}")
+    if cloud_shapes:
+        n = cloud_shapes.get("cloud.xyz", (-1,))[0]
+        if set(cloud_shapes) != set(CLOUD_KEYS) or any(shape != (n, 3) for shape in cloud_shapes.values()):
+            raise MapFileError(f"{path}: map cloud tensors are inconsistent: {cloud_shapes}")
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -167,8 +183,11 @@ def load_map(path: str | Path) -> SceneMap:
     if tensors_sha256(tensors) != header["weights_sha256"]:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     for k, v in tensors.items():
-        if not torch.isfinite(v.float()).all():
+        if v.is_floating_point() and not torch.isfinite(v.float()).all():
             raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")
+    if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
+        raise MapFileError(f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and {tensors['cloud.rgb'].dtype}")
+    cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
     head = build_head(head_type, **head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
     try:
@@ -189,4 +208,6 @@ def load_map(path: str | Path) -> SceneMap:
         training=header.get("training", {}),
         cameras=header.get("cameras", []),
         created=header.get("created", ""),
+        cloud_xyz=cloud.get("cloud.xyz"),
+        cloud_rgb=cloud.get("cloud.rgb"),
     )

@@ -33,9 +33,9 @@ from .datasets.base import Frame
 from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder
 from .errors import MappingCancelled, ScrError
-from .geometry import invert_pose
+from .geometry import invert_pose, project
 from .heads import build_head
-from .imaging import Augmentation, apply_affine, augment, feature_pixels, inside, invert_affine, to_gray
+from .imaging import Augmentation, apply_affine, augment, feature_pixels, inside, invert_affine, prepare, to_gray
 from .losses import build_loss
 from .mapfile import SceneMap
 
@@ -60,6 +60,12 @@ class MappingConfig:
     loss_config: dict = field(default_factory=dict)
     precision: str = "auto"
     seed: int = 0
+    # The implicit reconstruction stored with the map (shown as the map cloud in rviz): head
+    # predictions on up to cloud_frames evenly spaced mapping frames, kept where they reproject
+    # within cloud_max_error_px under the frame's known pose. 0 frames: no cloud.
+    cloud_frames: int = 100
+    cloud_max_points: int = 200_000
+    cloud_max_error_px: float = 4.0
 
     def buffer_bytes(self, channels: int = 512, depth: bool = False) -> int:
         """Bytes of the training buffer: fp16 features, float32 pixel, int64 frame index, and a
@@ -128,7 +134,7 @@ def preset(name: str, **overrides) -> MappingConfig:
 
 @dataclass
 class Progress:
-    """A progress report: ``stage`` is ``buffer`` or ``train``."""
+    """A progress report: ``stage`` is ``buffer``, ``train`` or ``cloud`` (the map's point cloud)."""
 
     stage: str
     step: int
@@ -207,7 +213,9 @@ class MapBuilder:
         t1 = time.perf_counter()
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
-        head.eval().cpu()
+        head.eval()
+        cloud_xyz, cloud_rgb = self.reconstruct(head, frames)
+        head.cpu()
         cameras = sorted({f.camera for f in frames}, key=lambda c: (c.width, c.height, c.fx))
         training = {
             "frames": len(frames),
@@ -230,7 +238,43 @@ class MapBuilder:
             image_height=cfg.image_height,
             training=training,
             cameras=[c.as_dict() for c in cameras[:16]],
+            cloud_xyz=cloud_xyz,
+            cloud_rgb=cloud_rgb,
         )
+
+    @torch.no_grad()
+    def reconstruct(self, head: torch.nn.Module, frames: Sequence[Frame]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The map's implicit reconstruction: points (N, 3) float32 and their colours (N, 3) uint8."""
+        cfg, dev = self.config, self.device
+        if cfg.cloud_frames <= 0 or cfg.cloud_max_points <= 0:
+            return None, None
+        picks = np.unique(np.linspace(0, len(frames) - 1, min(cfg.cloud_frames, len(frames))).round().astype(int))
+        per_frame = max(1, cfg.cloud_max_points // len(picks))
+        rng = np.random.default_rng(cfg.seed)
+        xyz_all, rgb_all = [], []
+        t0 = time.perf_counter()
+        for k, i in enumerate(picks):
+            self._check_cancel()
+            frame = frames[i]
+            rgb = frame.load_image()
+            img, A = prepare(to_gray(rgb), cfg.image_height)
+            with autocast(dev, self.amp_dtype):
+                feats = self.encoder(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(dev))
+                _, C, fh, fw = feats.shape
+                coords = head(feats[0].reshape(C, -1).T)
+            coords = coords.float().cpu().numpy().astype(np.float64)
+            px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
+            proj, z = project(coords, frame.pose, frame.camera)
+            with np.errstate(invalid="ignore"):
+                err = np.linalg.norm(proj - px, axis=1)
+                good = np.flatnonzero((z > 0) & (err < cfg.cloud_max_error_px) & inside(px, frame.camera.width, frame.camera.height))
+            if len(good) > per_frame:
+                good = np.sort(rng.choice(good, per_frame, replace=False))
+            q = np.clip(np.round(px[good]).astype(int), 0, [frame.camera.width - 1, frame.camera.height - 1])
+            xyz_all.append(coords[good].astype(np.float32))
+            rgb_all.append(rgb[q[:, 1], q[:, 0]].astype(np.uint8))
+            self.progress(Progress("cloud", k + 1, len(picks), time.perf_counter() - t0, message=f"{sum(map(len, xyz_all))} points"))
+        return np.concatenate(xyz_all), np.concatenate(rgb_all)
 
     # ------------------------------------------------------------------ buffer
 

@@ -21,30 +21,6 @@ from scr_ros.mapping import MapBuilder, preset
 from scr_ros.relocalize import Relocalizer
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("scr_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SCR_ROS_CACHE", str(path))
-    yield path
-    mp.undo()
-
-
-@pytest.fixture(scope="session")
-def tiny(cache):
-    return open_dataset("synthetic:tiny")
-
-
-@pytest.fixture(scope="session")
-def mapped(tiny, tmp_path_factory):
-    """`scr map` + `scr localize` on the tiny scene, run once for the tests below."""
-    out = tmp_path_factory.mktemp("e2e")
-    map_path, report, poses, csv = out / "tiny.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
-    assert main(["map", "synthetic:tiny", "--out", str(map_path), "--preset", "test", "--device", "cpu"]) == 0
-    assert main(["localize", str(map_path), "synthetic:tiny", "--split", "test", "--report", str(report), "--poses", str(poses), "--csv", str(csv), "--device", "cpu"]) == 0
-    return {"map": map_path, "report": json.loads(report.read_text()), "poses": poses, "csv": csv}
-
-
 def test_tiny_scene_is_relocalized_accurately(mapped, tiny):
     report = mapped["report"]
     assert report["frames"] == len(tiny.frames("test"))
@@ -86,6 +62,26 @@ def test_map_header_records_mapping_and_encoder(mapped):
     assert header["image_height"] == 240
 
 
+def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny):
+    """The stored cloud must lie on the true surfaces: compare with a mapping frame's depth."""
+    from scr_ros.geometry import project
+
+    scene_map = load_map(mapped["map"])
+    xyz = scene_map.cloud_xyz.astype(np.float64)
+    assert len(xyz) > 1000 and scene_map.cloud_rgb.shape == xyz.shape
+    frame = tiny.frames("train")[0]
+    depth = frame.load_depth()
+    px, z = project(xyz, frame.pose, frame.camera)
+    ok = (z > 0) & np.all(np.isfinite(px), axis=1)
+    q = np.round(px[ok]).astype(int)
+    seen = (q[:, 0] >= 0) & (q[:, 0] < frame.camera.width) & (q[:, 1] >= 0) & (q[:, 1] < frame.camera.height)
+    d = depth[q[seen, 1], q[seen, 0]]
+    zs = z[ok][seen]
+    front = np.isfinite(d) & (zs < d + 0.10)  # points not hidden behind the visible surface
+    assert front.sum() > 200
+    assert np.median(np.abs(zs[front] - d[front])) < 0.05
+
+
 def test_localize_refuses_a_map_for_another_encoder(mapped, tiny, tmp_path, capsys):
     code = main(["localize", str(mapped["map"]), "synthetic:tiny", "--report", str(tmp_path / "r.json"), "--encoder", "random"])
     assert code == 2
@@ -119,9 +115,10 @@ def test_mapping_is_deterministic_and_reports_progress(tiny):
     for (ka, va), (kb, vb) in zip(a.head.state_dict().items(), b.head.state_dict().items()):
         assert ka == kb and bool((va == vb).all()), ka
     stages = {e.stage for e in events}
-    assert stages == {"buffer", "train"}
+    assert stages == {"buffer", "train", "cloud"}
     last_train = [e for e in events if e.stage == "train"][-1]
     assert last_train.step == last_train.total and last_train.loss is not None
+    assert np.array_equal(a.cloud_xyz, b.cloud_xyz) and a.cloud_rgb.dtype == np.uint8 and len(a.cloud_rgb) == len(a.cloud_xyz)
 
 
 def test_mapping_can_be_cancelled(tiny):

@@ -279,3 +279,30 @@ def test_save_is_atomic(tmp_path, scene_map, monkeypatch):
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.map"]  # no temporary left behind
     load_map(path)  # still a good map
+
+
+def test_point_cloud_round_trip_and_checksum(tmp_path, scene_map, rng):
+    scene_map.cloud_xyz = rng.normal(size=(500, 3)).astype(np.float32)
+    scene_map.cloud_rgb = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
+    path = scene_map.save(tmp_path / "cloud.map")
+    loaded = load_map(path)
+    assert np.array_equal(loaded.cloud_xyz, scene_map.cloud_xyz) and np.array_equal(loaded.cloud_rgb, scene_map.cloud_rgb)
+    # the cloud is covered by the checksum like the weights
+    rewrite(path, edit_tensors=lambda t: t["cloud.xyz"].mul_(2.0))
+    with pytest.raises(MapFileError, match="checksum"):
+        load_map(path)
+
+
+def test_point_cloud_with_mismatched_colours_is_refused(tmp_path, scene_map, rng):
+    scene_map.cloud_xyz = rng.normal(size=(50, 3)).astype(np.float32)
+    scene_map.cloud_rgb = np.zeros((50, 3), np.uint8)
+    path = scene_map.save(tmp_path / "cloud.map")
+    rewrite(path, edit_tensors=lambda t: t.update({"cloud.rgb": t["cloud.rgb"][:40].clone()}), recompute_checksum=True)
+    with pytest.raises(MapFileError, match="cloud"):
+        load_map(path)
+
+
+def test_format_1_map_without_cloud_still_loads(map_path):
+    rewrite(map_path, edit_header=lambda h: h.update(format_version=1))
+    loaded = load_map(map_path)
+    assert loaded.cloud_xyz is None and loaded.cloud_rgb is None
