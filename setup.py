@@ -32,6 +32,7 @@ setup(
         "matplotlib>=3.5",
         "tqdm>=4.60",
         "rosbags>=0.9.20",
+        "pyyaml>=5.3",
         "setuptools",
     ],
     extras_require={"test": ["pytest>=7"]},
@@ -39,6 +40,8 @@ setup(
     entry_points={
         "console_scripts": [
             "scr = scr_ros.cli:main",
+            "relocalizer_node = scr_ros.ros.relocalizer_node:main",
+            "mapping_node = scr_ros.ros.mapping_node:main",
         ],
     },
 )

@@ -86,17 +86,19 @@ def mapping_config(preset_name: str, head: str | None = None, loss: str | None =
     return cfg
 
 
-def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, **overrides):
-    """Shared by ``scr map`` and ``scr demo``: returns the SceneMap after saving it to ``out``."""
+def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, progress=None, cancel=None, **overrides):
+    """Shared by ``scr map``, ``scr demo`` and the mapping node: returns the SceneMap after saving
+    it (atomically) to ``out``. ``progress`` replaces the progress bar; ``cancel`` (an Event)
+    stops the build with MappingCancelled."""
     from .encoders import load_encoder
     from .mapping import MapBuilder
 
-    bar = _Bar(not quiet)
+    bar = _Bar(not quiet and progress is None)
     ds = _open_dataset(dataset_spec, bar)
     frames = ds.frames(split)
     cfg = mapping_config(preset_name, head, loss, seed=seed, precision=precision, **overrides)
     encoder = load_encoder(encoder_spec)
-    builder = MapBuilder(encoder, cfg, device=device, progress=bar)
+    builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
     if not quiet:
         print(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "

@@ -13,7 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROS_MODULES = {"rclpy", "cv_bridge", "tf2_ros", "tf_transformations", "message_filters", "sensor_msgs_py", "launch_ros", "rosidl_runtime_py",
-               "sensor_msgs", "geometry_msgs", "nav_msgs", "tf2_msgs", "std_srvs", "std_msgs", "launch", "diagnostic_updater"}
+               "sensor_msgs", "geometry_msgs", "nav_msgs", "tf2_msgs", "std_srvs", "std_msgs", "launch", "diagnostic_updater", "diagnostic_msgs",
+               "rcl_interfaces", "builtin_interfaces", "launch_testing", "ament_index_python", "rosidl_parser"}
 
 
 def test_top_level_layout():
@@ -27,8 +28,8 @@ def test_package_xml():
     assert root.findtext("name") == "scr_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag.endswith("depend")}
-    for key in ("rclpy", "cv_bridge", "tf2_ros_py", "tf_transformations", "sensor_msgs", "geometry_msgs", "nav_msgs", "tf2_msgs", "std_srvs",
-                "python3-numpy", "python3-opencv", "python3-torch", "python3-rosbags-pip", "python3-poselib-pip"):
+    for key in ("rclpy", "tf2_ros_py", "diagnostic_updater", "diagnostic_msgs", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs",
+                "launch", "launch_ros", "ament_index_python", "launch_testing", "python3-yaml", "python3-numpy", "python3-opencv", "python3-torch", "python3-rosbags-pip", "python3-poselib-pip"):
         assert key in deps, key
     from scr_ros import __version__
 

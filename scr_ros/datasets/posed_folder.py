@@ -79,19 +79,28 @@ def open_posed_folder(root: Path) -> Dataset:
     return Dataset(root, "posed-folder", {"train": frames, "test": frames}, description="flat folder: every split is all frames")
 
 
-def write_frame(folder: Path, name: str, rgb: np.ndarray, T_world_cam: np.ndarray, depth_m: np.ndarray | None = None) -> None:
-    """Write one frame into a posed folder (the image and pose files are each written atomically)."""
-    for d in ("rgb", "poses") + (("depth",) if depth_m is not None else ()):
+def write_frame(folder: Path, name: str, rgb: np.ndarray, T_world_cam: np.ndarray, depth_m: np.ndarray | None = None, camera: PinholeCamera | None = None) -> None:
+    """Write one frame into a posed folder; ``camera`` also writes per-frame intrinsics.
+
+    Each file is written atomically and the image goes last: the reader lists frames by their
+    images, so a crash mid-frame leaves at most side files without an image, which it ignores.
+    ``rgb`` is RGB (H, W, 3) or grey (H, W) uint8.
+    """
+    for d in ("rgb", "poses") + (("depth",) if depth_m is not None else ()) + (("intrinsics",) if camera is not None else ()):
         (folder / d).mkdir(parents=True, exist_ok=True)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    image = np.asarray(rgb)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise DatasetError(f"cannot encode image for frame {name}")
-    atomic_write_bytes(folder / "rgb" / f"{name}.png", png.tobytes())
+    if camera is not None:
+        c = camera
+        atomic_write_text(folder / "intrinsics" / f"{name}.txt", f"{c.fx:.6f} {c.fy:.6f} {c.cx:.6f} {c.cy:.6f} {c.width} {c.height}\n")
     if depth_m is not None:
         mm = np.where(np.isfinite(depth_m), np.clip(np.round(depth_m * 1000.0), 0, 65535), 0).astype(np.uint16)
         ok, dpng = cv2.imencode(".png", mm, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         atomic_write_bytes(folder / "depth" / f"{name}.png", dpng.tobytes())
     atomic_write_text(folder / "poses" / f"{name}.txt", "\n".join(" ".join(f"{v:.9f}" for v in row) for row in T_world_cam) + "\n")
+    atomic_write_bytes(folder / "rgb" / f"{name}.png", png.tobytes())
 
 
 def write_intrinsics(folder: Path, camera: PinholeCamera) -> None:

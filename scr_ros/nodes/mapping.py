@@ -1,0 +1,377 @@
+"""Everything the mapping node decides, without ROS.
+
+The node (``scr_ros/ros/mapping_node.py``) decodes messages, looks up the camera pose in TF at
+the image stamp and hands the frame to :class:`MappingCore`, which
+
+- validates it (pose finite and a rotation, intrinsics fit the image, depth fits the image),
+- picks keyframes by motion (:class:`KeyframeSelector`: translation, rotation, time fallback),
+- writes each keyframe to the session folder at once (:class:`SessionRecorder`, the posed-folder
+  layout ``scr map`` reads; recording resumes into an existing folder), and
+- builds the map on a worker thread (:class:`MapBuildJob`) with progress, ETA and cancel, writing
+  the map atomically through the same ``build_map`` that ``scr map`` runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import MappingCancelled, ScrError
+from ..fileio import atomic_write_json
+from ..geometry import PinholeCamera, rotation_angle_deg
+from ..messages import MessageError, camera_for_image, check_transform
+from .params import MAPPING_PARAMS, validate
+
+FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
+
+
+class KeyframeSelector:
+    """A frame is a keyframe when the camera moved ``min_translation`` metres or turned
+    ``min_rotation_deg`` since the last keyframe, or ``max_interval_s`` passed (0 disables the
+    time fallback). The first frame is always a keyframe."""
+
+    def __init__(self, min_translation: float, min_rotation_deg: float, max_interval_s: float) -> None:
+        self.min_translation, self.min_rotation_deg, self.max_interval_s = min_translation, min_rotation_deg, max_interval_s
+        self.last: tuple[np.ndarray, int] | None = None
+
+    def decide(self, T_world_cam: np.ndarray, stamp_ns: int) -> str:
+        """Why this frame is a keyframe (``first``, ``moved ...``, ``turned ...``, ``time``), or ``""``."""
+        if self.last is None:
+            return "first"
+        T_last, stamp_last = self.last
+        moved = float(np.linalg.norm(T_world_cam[:3, 3] - T_last[:3, 3]))
+        turned = rotation_angle_deg(T_last[:3, :3].T @ T_world_cam[:3, :3])
+        if self.min_translation > 0 and moved >= self.min_translation:
+            return f"moved {moved:.3f} m"
+        if turned >= self.min_rotation_deg > 0:
+            return f"turned {turned:.1f} deg"
+        if self.max_interval_s > 0 and (stamp_ns - stamp_last) * 1e-9 >= self.max_interval_s:
+            return "time"
+        return ""
+
+    def accept(self, T_world_cam: np.ndarray, stamp_ns: int) -> None:
+        self.last = (np.array(T_world_cam, dtype=np.float64), int(stamp_ns))
+
+
+class SessionRecorder:
+    """Keyframes on disk in the posed-folder layout, one atomic file at a time.
+
+    ::
+
+        SESSION/rgb/frame_000000.png          image (the last file written for a frame)
+        SESSION/poses/frame_000000.txt        4x4 camera-to-world in the pose frame
+        SESSION/intrinsics/frame_000000.txt   fx fy cx cy width height of that image
+        SESSION/depth/frame_000000.png        optional, 16-bit millimetres
+        SESSION/meta/frame_000000.json        stamp, camera frame id, pose frame, keyframe reason
+        SESSION/session.json                  what this folder is
+
+    Opening an existing folder resumes it: numbering continues, and side files of a frame whose
+    image was never written (the node died mid-frame) are removed.
+    """
+
+    def __init__(self, folder: str | Path, pose_frame: str = "map") -> None:
+        self.folder = Path(folder)
+        self.pose_frame = pose_frame
+        self.folder.mkdir(parents=True, exist_ok=True)
+        info = self.folder / "session.json"
+        if info.is_file():
+            try:
+                old = json.loads(info.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ScrError(f"{info} is not readable JSON ({exc}); move the folder away or repair it") from None
+            if old.get("pose_frame") not in (None, pose_frame):
+                raise ScrError(f"{self.folder} holds poses in frame {old.get('pose_frame')!r}, not {pose_frame!r}; record into another folder")
+        else:
+            atomic_write_json(info, {"format": "scr_ros.session", "pose_frame": pose_frame, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        self.removed_partial = self._remove_partial_frames()
+        names = self.frame_names()
+        self.next_index = int(FRAME_NAME.match(names[-1]).group(1)) + 1 if names else 0
+        self.count = len(names)
+
+    def frame_names(self) -> list[str]:
+        rgb = self.folder / "rgb"
+        names = [p.stem for p in rgb.glob("frame_*.png")] if rgb.is_dir() else []
+        return sorted((n for n in names if FRAME_NAME.match(n)), key=lambda n: int(FRAME_NAME.match(n).group(1)))
+
+    def _remove_partial_frames(self) -> list[str]:
+        complete = set(self.frame_names())
+        removed = set()
+        for sub in ("poses", "intrinsics", "depth", "meta"):
+            d = self.folder / sub
+            for p in d.glob("frame_*") if d.is_dir() else ():
+                if p.stem not in complete:
+                    p.unlink()
+                    removed.add(p.stem)
+        for p in self.folder.rglob(".*.tmp"):  # temporary files of interrupted atomic writes
+            p.unlink()
+        return sorted(removed)
+
+    def last_keyframe(self) -> tuple[np.ndarray, int] | None:
+        """Pose and stamp of the newest recorded frame, so keyframe selection resumes where it was."""
+        names = self.frame_names()
+        if not names:
+            return None
+        from ..datasets.base import read_pose_file
+
+        name = names[-1]
+        meta_path = self.folder / "meta" / f"{name}.json"
+        try:
+            stamp = int(json.loads(meta_path.read_text())["stamp_ns"])
+        except (OSError, ValueError, KeyError, TypeError):
+            stamp = 0
+        return read_pose_file(self.folder / "poses" / f"{name}.txt"), stamp
+
+    def add(self, image: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None, reason: str = "") -> str:
+        from ..datasets.posed_folder import write_frame
+
+        name = f"frame_{self.next_index:06d}"
+        meta = {"stamp_ns": int(stamp_ns), "camera_frame": frame_id, "pose_frame": self.pose_frame, "keyframe": reason, "depth": depth is not None}
+        atomic_write_json(self.folder / "meta" / f"{name}.json", meta)
+        write_frame(self.folder, name, image, T_world_cam, depth, camera=camera)
+        self.next_index += 1
+        self.count += 1
+        return name
+
+
+class StampMatcher:
+    """Pairs an image with the depth image of (nearly) the same stamp; keeps the last few depths.
+
+    Registered depth (REP-118) carries the colour image's stamp, so the default tolerance is small.
+    """
+
+    def __init__(self, tolerance_s: float, keep: int = 10) -> None:
+        self.tolerance_ns = int(tolerance_s * 1e9)
+        self._items: collections.deque[tuple[int, object]] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int, item) -> None:
+        with self._lock:
+            self._items.append((int(stamp_ns), item))
+
+    def match(self, stamp_ns: int):
+        with self._lock:
+            best = min(self._items, key=lambda it: abs(it[0] - stamp_ns), default=None)
+        if best is None or abs(best[0] - stamp_ns) > self.tolerance_ns:
+            return None
+        return best[1]
+
+
+@dataclass
+class RecordResult:
+    """What happened to one incoming frame: ``recorded`` (with the frame name), ``skipped``
+    (not a keyframe, or not recording) or ``invalid`` (with the reason)."""
+
+    status: str
+    reason: str = ""
+    name: str = ""
+
+
+class MappingCore:
+    """The mapping node without ROS: validation, keyframes, recording and the build job."""
+
+    def __init__(self, params: dict | None = None) -> None:
+        self.params = validate(MAPPING_PARAMS, params or {})
+        self.recorder: SessionRecorder | None = None
+        self.recording = False
+        self.selector = self._selector()
+        self.build_job = MapBuildJob()
+        self.counters = collections.Counter()
+
+    def _selector(self) -> KeyframeSelector:
+        p = self.params
+        return KeyframeSelector(p["min_translation"], p["min_rotation_deg"], p["max_interval"])
+
+    def update_params(self, changes: dict) -> None:
+        self.params.update(validate(MAPPING_PARAMS, changes, partial=True))
+        last = self.selector.last
+        self.selector = self._selector()
+        self.selector.last = last
+
+    @property
+    def session_folder(self) -> Path:
+        return Path(self.params["session_folder"]).expanduser()
+
+    @property
+    def map_path(self) -> Path:
+        return Path(self.params["map_path"]).expanduser() if self.params["map_path"] else self.session_folder / "map.safetensors"
+
+    def start_recording(self) -> str:
+        if self.recording:
+            return f"already recording into {self.session_folder} ({self.recorder.count} keyframes)"
+        self.recorder = SessionRecorder(self.session_folder, self.params["pose_frame"])
+        self.selector.last = self.recorder.last_keyframe()
+        self.recording = True
+        resumed = f", resuming after {self.recorder.count} keyframes" if self.recorder.count else ""
+        cleaned = f", removed {len(self.recorder.removed_partial)} partial frame(s)" if self.recorder.removed_partial else ""
+        return f"recording into {self.session_folder}{resumed}{cleaned}"
+
+    def stop_recording(self) -> str:
+        if not self.recording:
+            return "not recording"
+        self.recording = False
+        return f"stopped recording: {self.recorder.count} keyframes in {self.session_folder}"
+
+    def add_frame(self, image: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndarray, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None) -> RecordResult:
+        """Validate a frame and record it if it is a keyframe. Never raises for bad input."""
+        self.counters["received"] += 1
+        if not self.recording:
+            return RecordResult("skipped", "not recording")
+        try:
+            T = check_transform(T_world_cam, f"camera pose in {self.params['pose_frame']}")
+            h, w = image.shape[:2]
+            camera = camera_for_image(camera, w, h, allow_scaling=False)
+            if depth is not None and depth.shape != (h, w):
+                raise MessageError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {w}x{h}; depth must be registered to the image (REP-118)")
+        except MessageError as exc:
+            self.counters["invalid"] += 1
+            return RecordResult("invalid", str(exc))
+        reason = self.selector.decide(T, stamp_ns)
+        if not reason:
+            return RecordResult("skipped", "not a keyframe")
+        try:
+            name = self.recorder.add(image, T, camera, stamp_ns, frame_id, depth, reason)
+        except (OSError, ScrError) as exc:
+            self.counters["write_errors"] += 1
+            return RecordResult("invalid", f"cannot write keyframe to {self.session_folder}: {exc}")
+        self.selector.accept(T, stamp_ns)
+        self.counters["recorded"] += 1
+        return RecordResult("recorded", reason, name)
+
+    def start_build(self, on_progress: Callable[["BuildStatus"], None] | None = None, on_done: Callable[["BuildStatus"], None] | None = None) -> str:
+        p = self.params
+        return self.build_job.start(self.session_folder, self.map_path, p["preset"], p["encoder"] or None, p["device"], on_progress, on_done)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the map off the executor thread
+
+# Share of the whole build each stage takes (measured on the cpu preset: buffer ~15 %, cloud ~1 %).
+STAGE_SPAN = {"buffer": (0.0, 0.15), "train": (0.15, 0.99), "cloud": (0.99, 1.0)}
+
+
+@dataclass
+class BuildStatus:
+    """``state``: idle, running, done, failed or cancelled."""
+
+    state: str = "idle"
+    stage: str = ""
+    percent: float = 0.0
+    loss: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    message: str = ""
+    map_path: str = ""
+    frames: int = 0
+
+    def summary(self) -> str:
+        parts = [self.state]
+        if self.state == "running":
+            parts.append(f"{self.stage} {self.percent:.0f}%")
+            if self.loss is not None:
+                parts.append(f"loss {self.loss:.3g}")
+            if self.eta_s is not None:
+                parts.append(f"ETA {format_seconds(self.eta_s)}")
+        if self.message:
+            parts.append(self.message)
+        return ", ".join(parts)
+
+    def as_values(self) -> dict[str, str]:
+        return {
+            "state": self.state,
+            "stage": self.stage,
+            "percent": f"{self.percent:.1f}",
+            "loss": "" if self.loss is None else f"{self.loss:.5g}",
+            "eta_s": "" if self.eta_s is None else f"{self.eta_s:.0f}",
+            "elapsed_s": f"{self.elapsed_s:.0f}",
+            "map_path": self.map_path,
+            "frames": str(self.frames),
+        }
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class MapBuildJob:
+    """One map build at a time on a daemon thread, cancellable, reporting :class:`BuildStatus`.
+
+    Torch releases the GIL in its kernels, so the ROS executor keeps serving callbacks while the
+    head trains. The map is written atomically: a cancelled or failed build leaves the previous
+    map file untouched.
+    """
+
+    def __init__(self, build: Callable | None = None) -> None:
+        self._build = build
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.status = BuildStatus()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, session: Path, map_path: Path, preset_name: str, encoder: str | None, device: str, on_progress=None, on_done=None) -> str:
+        from ..datasets.posed_folder import open_posed_folder
+
+        with self._lock:
+            if self.running:
+                raise ScrError(f"a build is already running ({self.status.summary()}); cancel it first")
+            frames = open_posed_folder(session).frames("train") if (Path(session) / "rgb").is_dir() else []
+            if len(frames) < 2:
+                raise ScrError(f"{session} holds {len(frames)} keyframe(s); record at least 2 (more than 100 for a useful map) before building")
+            self._cancel.clear()
+            self.status = BuildStatus("running", "buffer", 0.0, message=f"{len(frames)} keyframes", map_path=str(map_path), frames=len(frames))
+            t0 = time.monotonic()
+
+            def progress(p) -> None:
+                lo, hi = STAGE_SPAN.get(p.stage, (0.0, 1.0))
+                frac = lo + (hi - lo) * p.fraction
+                elapsed = time.monotonic() - t0
+                st = self.status
+                st.stage, st.percent, st.elapsed_s = p.stage, 100.0 * frac, elapsed
+                st.loss = p.loss if p.loss is not None else st.loss
+                st.eta_s = elapsed * (1.0 - frac) / frac if frac > 0.01 else None
+                if on_progress:
+                    on_progress(st)
+
+            def run() -> None:
+                build = self._build
+                if build is None:
+                    from ..cli import build_map as build
+                try:
+                    build(str(session), Path(map_path), preset_name, device, encoder, None, quiet=True, progress=progress, cancel=self._cancel)
+                    self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0
+                    self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {format_seconds(time.monotonic() - t0)}"
+                except MappingCancelled:
+                    self.status.state, self.status.message = "cancelled", "build cancelled; the previous map (if any) is unchanged"
+                except Exception as exc:  # noqa: BLE001 - reported to the user through the status topic / service
+                    self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
+                self.status.elapsed_s = time.monotonic() - t0
+                if on_done:
+                    on_done(self.status)
+
+            self._thread = threading.Thread(target=run, name="scr_map_build", daemon=True)
+            self._thread.start()
+            return f"building {map_path} from {len(frames)} keyframes in {session} (preset {preset_name}, device {device})"
+
+    def cancel(self) -> str:
+        if not self.running:
+            return "no build is running"
+        self._cancel.set()
+        return "cancelling the build"
+
+    def wait(self, timeout: float | None = None) -> BuildStatus:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status

@@ -1,0 +1,142 @@
+"""The nodes' ROS parameters: name, default, range, description, and whether a change applies live.
+
+One table serves three readers: the node declares each parameter from it (with a
+ParameterDescriptor carrying the description and range), :func:`validate` checks values from
+YAML / the command line / ``ros2 param set`` before a node uses them, and the tests check
+``config/*.yaml`` and the README against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ScrError
+
+
+class ParameterError(ScrError):
+    """A parameter value is of the wrong type, out of range, or not one of the choices."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any  # its Python type is the parameter type (bool, int, float, str)
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    dynamic: bool = False  # a change takes effect while the node runs
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def check(self, value: Any) -> Any:
+        """``value`` converted to this parameter's type, or :class:`ParameterError`."""
+        t = self.type
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, t) or (t is int and isinstance(value, bool)):
+            raise ParameterError(f"parameter {self.name!r} must be {t.__name__}, got {type(value).__name__} {value!r}")
+        if t in (int, float):
+            if value != value:  # NaN
+                raise ParameterError(f"parameter {self.name!r} is NaN")
+            if self.min is not None and value < self.min or self.max is not None and value > self.max:
+                raise ParameterError(f"parameter {self.name!r} = {value} is outside [{self.min}, {self.max}]")
+        if self.choices and value not in self.choices:
+            raise ParameterError(f"parameter {self.name!r} = {value!r} is not one of {', '.join(self.choices)}")
+        return value
+
+
+def _p(name, default, description, min=None, max=None, choices=(), dynamic=False) -> ParamSpec:
+    return ParamSpec(name, default, description, min, max, tuple(choices), dynamic)
+
+
+DEVICE = _p("device", "auto", "Where the network runs: auto (CUDA when available), cuda or cpu.", choices=("auto", "cuda", "cpu"))
+INTRINSICS = _p(
+    "intrinsics_source", "K",
+    "Which CameraInfo matrix gives the intrinsics: K (raw camera) or P (rectified projection; right for image_rect topics).",
+    choices=("K", "P"),
+)
+USE_COMPRESSED = _p("use_compressed", False, "Subscribe to image/compressed (sensor_msgs/CompressedImage, JPEG or PNG) instead of image.")
+TF_TIMEOUT = _p("tf_timeout", 0.2, "Seconds to wait for a TF lookup at the image stamp before giving up on that frame.", 0.0, 10.0)
+
+RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
+    _p("map_path", "", "Map file (.safetensors from scr map or the mapping node). Setting it at run time loads the new map; a bad map is refused and the old one kept.", dynamic=True),
+    DEVICE,
+    USE_COMPRESSED,
+    INTRINSICS,
+    _p("scale_intrinsics_to_image", True, "When the image size differs from CameraInfo but the aspect ratio agrees, scale the intrinsics instead of skipping the frame."),
+    _p("min_inliers", 100, "RANSAC inliers below which a frame is lost (no pose published).", 4, 100000, dynamic=True),
+    _p("ransac_threshold_px", 10.0, "RANSAC inlier threshold in pixels of the input image.", 0.5, 100.0, dynamic=True),
+    _p("ransac_max_iterations", 10000, "Upper bound on RANSAC iterations (caps the latency of hard frames).", 10, 1000000, dynamic=True),
+    _p("max_image_age", 0.5, "Frames whose stamp is older than this many seconds when inference starts are dropped as stale (0: never).", 0.0, 60.0, dynamic=True),
+    _p("tf_mode", "map_to_odom", "map_to_odom (REP-105, needs odometry), map_to_camera (no odometry on the robot) or none.", choices=("map_to_odom", "map_to_camera", "none")),
+    _p("map_frame", "map", "The map frame: parent of the published poses and TF."),
+    _p("odom_frame", "odom", "The odometry frame (tf_mode map_to_odom)."),
+    _p("base_frame", "base_link", "The robot base frame; pose_with_covariance is the pose of this frame when TF knows base -> camera."),
+    _p("camera_frame", "", "Camera optical frame; empty: the image header's frame_id. With tf_mode map_to_camera this frame gets map as its parent, so it must not already have one."),
+    _p("transform_tolerance", 0.1, "Seconds the map -> odom transform is future-dated, as AMCL does, so lookups at the latest odometry succeed.", 0.0, 10.0),
+    _p("tf_publish_rate", 20.0, "Hz at which the last map -> odom transform is re-published between fixes (0: only on fixes).", 0.0, 1000.0),
+    TF_TIMEOUT,
+    _p("max_jump_translation", 0.5, "Metres a new fix may differ from the last fix carried forward by odometry before it is rejected as a jump (0: no check).", 0.0, 1000.0, dynamic=True),
+    _p("max_jump_rotation_deg", 20.0, "Degrees a new fix may differ from the odometry prediction before it is rejected as a jump.", 0.0, 180.0, dynamic=True),
+    _p("jump_reset_frames", 5, "After this many consecutive jump rejections the next good fix is accepted (recovers from a wrong earlier fix).", 1, 10000, dynamic=True),
+    _p("covariance_inflation", 400.0, "Factor on the inlier-geometry covariance: SCR errors are correlated, so the least-squares covariance is optimistic (see README).", 1.0, 1e9, dynamic=True),
+    _p("covariance_min_std_translation", 0.01, "Floor on the published position standard deviation, metres.", 0.0, 100.0, dynamic=True),
+    _p("covariance_min_std_rotation_deg", 0.5, "Floor on the published rotation standard deviation, degrees.", 0.0, 180.0, dynamic=True),
+    _p("publish_scene_points", True, "Publish ~/scene_points (this frame's scene coordinates, inliers green, outliers red).", dynamic=True),
+)
+
+MAPPING_PARAMS: tuple[ParamSpec, ...] = (
+    _p("session_folder", "scr_session", "Folder the keyframes are recorded into (posed-folder layout, readable by scr map). Recording resumes into an existing one."),
+    _p("map_path", "", "Where build_map writes the map; empty: SESSION_FOLDER/map.safetensors.", dynamic=True),
+    _p("record_on_start", False, "Start recording as soon as the node starts (otherwise call ~/start_recording)."),
+    _p("use_compressed", False, "Subscribe to image/compressed instead of image."),
+    _p("use_depth", False, "Subscribe to depth (REP-118: 32FC1 metres or 16UC1 millimetres, registered to the image) and record it with each keyframe."),
+    INTRINSICS,
+    _p("pose_frame", "map", "Fixed frame the camera poses are looked up in at the image stamp: map (a SLAM / localization system provides map) or odom.", choices=("map", "odom")),
+    TF_TIMEOUT,
+    _p("min_translation", 0.05, "Record a keyframe after the camera moved this many metres.", 0.0, 100.0, dynamic=True),
+    _p("min_rotation_deg", 5.0, "Record a keyframe after the camera turned this many degrees.", 0.0, 180.0, dynamic=True),
+    _p("max_interval", 2.0, "Record a keyframe after this many seconds even without motion (0: never).", 0.0, 3600.0, dynamic=True),
+    _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
+    _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=("ace", "cpu", "test")),
+    _p("encoder", "", "Encoder name or weights file; empty: the package default."),
+    DEVICE,
+)
+
+
+def specs_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:
+    return {s.name: s for s in specs}
+
+
+def validate(specs: tuple[ParamSpec, ...], values: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """Values checked against ``specs``; missing ones take defaults unless ``partial``.
+
+    Unknown names raise :class:`ParameterError` (a typo in a YAML file should not pass silently).
+    """
+    table = specs_by_name(specs)
+    unknown = sorted(set(values) - set(table))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(table)}")
+    out = {} if partial else {s.name: s.default for s in specs}
+    for name, value in values.items():
+        out[name] = table[name].check(value)
+    return out
+
+
+def load_yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter YAML file."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: not a ROS 2 parameter file")
+    for key in (node_name, f"/{node_name}", "/**"):
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            return section["ros__parameters"]
+    raise ParameterError(f"{path}: no '{node_name}: ros__parameters:' section")

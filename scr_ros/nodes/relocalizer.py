@@ -1,0 +1,469 @@
+"""Everything the relocalizer node decides, without ROS.
+
+The node (``scr_ros/ros/relocalizer_node.py``) only moves data: it decodes messages with
+:mod:`scr_ros.messages`, puts frames into a :class:`LatestSlot`, calls
+:meth:`RelocalizerCore.process` on a worker thread with a TF source, and publishes what the
+returned :class:`FrameOutcome` holds. This module decides:
+
+- which frames are processed (newest only; stale ones dropped),
+- whether a pose is published (enough inliers; no jump that odometry contradicts),
+- the pose covariance (from the inlier geometry),
+- the map -> odom transform (REP-105) and its future-dated re-publication,
+- what the diagnostics say.
+
+Frames (REP-105): ``map`` -> ``odom`` -> ``base_link`` -> camera optical frame. Poses are 4x4
+``T_parent_child`` matrices (the pose of child in parent).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from ..errors import ScrError
+from ..geometry import PinholeCamera, invert_pose, rotation_angle_deg
+from ..mapfile import SceneMap, load_map
+from ..ransac import RansacConfig
+from ..relocalize import Localization, Relocalizer, RelocalizerConfig
+from .params import RELOCALIZER_PARAMS, validate
+
+T = TypeVar("T")
+
+INLIER_RGB = (40, 220, 40)
+OUTLIER_RGB = (230, 40, 40)
+
+
+# --------------------------------------------------------------------------------------------
+# Newest-frame hand-off between the subscription callback and the inference thread
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox: :meth:`put` replaces what is waiting, :meth:`take` blocks for it.
+
+    The subscriber never waits and never queues: while inference runs, newer frames overwrite
+    older ones and only the newest is processed next. ``dropped`` counts the overwritten ones.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The waiting item (removing it), or ``None`` after ``timeout`` seconds or on close."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class RateMeter:
+    """Events per second over a sliding window (default 5 s) of a monotonic clock."""
+
+    def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self.clock = window_s, clock
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._times.append(self.clock())
+            self._trim()
+
+    def _trim(self) -> None:
+        cutoff = self.clock() - self.window_s
+        while self._times and self._times[0] < cutoff:
+            self._times.popleft()
+
+    def rate(self) -> float:
+        with self._lock:
+            self._trim()
+            return len(self._times) / self.window_s
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry of the outputs
+
+
+def pose_covariance(T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+    """Least-squares covariance (6, 6) of a PnP pose from its inlier correspondences.
+
+    Perturbation model, as ROS's PoseWithCovariance reads it: the camera position moves by
+    ``dp`` and its orientation by a small rotation ``phi`` about the *world* (header frame) axes,
+    ``R' = exp([phi]x) R``; the order is (x, y, z, rot_x, rot_y, rot_z). With the reprojection
+    Jacobian J (2N x 6) at the inliers and the residual variance s^2 = sum r^2 / (2N - 6), the
+    covariance is s^2 (J^T J)^-1 -- exact for independent Gaussian pixel noise.
+
+    Args:
+        T_world_cam: (4, 4) estimated camera-to-world pose.
+        pixels: (N, 2) inlier pixels; points: (N, 3) their scene coordinates (world frame).
+    """
+    pixels = np.asarray(pixels, np.float64)
+    points = np.asarray(points, np.float64)
+    n = len(points)
+    if n < 4:
+        raise ValueError(f"a pose covariance needs at least 4 inliers, got {n}")
+    R, p = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    d = points - p  # world-frame offsets from the camera centre
+    Xc = d @ R  # camera-frame points, R^T d row-wise
+    x, y, z = Xc[:, 0], Xc[:, 1], np.maximum(Xc[:, 2], 1e-6)
+    # d(u, v)/d(Xc): (N, 2, 3)
+    Jp = np.zeros((n, 2, 3))
+    Jp[:, 0, 0] = camera.fx / z
+    Jp[:, 0, 2] = -camera.fx * x / z**2
+    Jp[:, 1, 1] = camera.fy / z
+    Jp[:, 1, 2] = -camera.fy * y / z**2
+    # dXc/d(dp) = -R^T ; dXc/d(phi) = R^T [d]x   (from Xc' = R^T exp(-[phi]x)(X - p - dp))
+    skew = np.zeros((n, 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2] = -d[:, 2], d[:, 1]
+    skew[:, 1, 0], skew[:, 1, 2] = d[:, 2], -d[:, 0]
+    skew[:, 2, 0], skew[:, 2, 1] = -d[:, 1], d[:, 0]
+    J_t = -Jp @ R.T  # (N, 2, 3)
+    J_r = Jp @ (R.T[None] @ skew)
+    J = np.concatenate([J_t, J_r], axis=2).reshape(2 * n, 6)
+    proj = np.stack([camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy], axis=1)
+    sigma2 = float(np.sum((proj - pixels) ** 2)) / max(2 * n - 6, 1)
+    return sigma2 * np.linalg.pinv(J.T @ J)
+
+
+def published_covariance(cov: np.ndarray, inflation: float, min_std_translation: float, min_std_rotation_rad: float) -> np.ndarray:
+    """Scale the least-squares covariance and add floors so it is never overconfident."""
+    floor = np.diag([min_std_translation**2] * 3 + [min_std_rotation_rad**2] * 3)
+    out = inflation * np.asarray(cov, np.float64) + floor
+    return 0.5 * (out + out.T)
+
+
+def covariance_of_child(cov_parent_pose: np.ndarray, T_world_a: np.ndarray, T_a_b: np.ndarray) -> np.ndarray:
+    """Covariance of ``T_world_b = T_world_a @ T_a_b`` given the covariance of ``T_world_a``.
+
+    Same world-frame perturbation model as :func:`pose_covariance`: a rotation ``phi`` of frame
+    a moves b's origin by ``phi x (R_a t_ab)``, so dp_b = dp_a - [R_a t_ab]x phi, phi_b = phi_a.
+    """
+    o = T_world_a[:3, :3] @ T_a_b[:3, 3]
+    skew = np.array([[0.0, -o[2], o[1]], [o[2], 0.0, -o[0]], [-o[1], o[0], 0.0]])
+    J = np.eye(6)
+    J[:3, 3:] = -skew
+    return J @ cov_parent_pose @ J.T
+
+
+def map_to_odom(T_map_cam: np.ndarray, T_odom_base: np.ndarray, T_base_cam: np.ndarray) -> np.ndarray:
+    """REP-105's correction: ``T_map_odom = T_map_cam . T_cam_base . T_odom_base^-1``.
+
+    All three at the image stamp, so that map -> odom -> base -> camera reproduces the fix.
+    """
+    return T_map_cam @ invert_pose(T_base_cam) @ invert_pose(T_odom_base)
+
+
+class MapOdomBroadcast:
+    """The last map -> odom correction and the stamps it is (re-)published with.
+
+    Like slam_toolbox and AMCL the transform is future-dated by ``tolerance``: it is stamped
+    ``now + tolerance`` on every fix and on every re-publication, so lookups at the newest
+    odometry find it. Stamps strictly increase (tf2 rejects repeated stamps for a frame pair).
+    """
+
+    def __init__(self, tolerance_s: float) -> None:
+        self.tolerance_ns = int(round(tolerance_s * 1e9))
+        self.T_map_odom: np.ndarray | None = None
+        self._last_stamp = -1
+        self._lock = threading.Lock()
+
+    def update(self, T_map_odom: np.ndarray) -> None:
+        with self._lock:
+            self.T_map_odom = np.array(T_map_odom, dtype=np.float64)
+
+    def next(self, now_ns: int) -> tuple[np.ndarray, int] | None:
+        """(T_map_odom, stamp) to publish now, or ``None`` without a fix or a new stamp."""
+        with self._lock:
+            if self.T_map_odom is None:
+                return None
+            stamp = int(now_ns) + self.tolerance_ns
+            if stamp <= self._last_stamp:
+                return None
+            self._last_stamp = stamp
+            return self.T_map_odom.copy(), stamp
+
+
+class JumpGate:
+    """Rejects fixes that disagree with odometry: lost frames rather than teleporting the robot.
+
+    The last accepted fix is carried to the new image stamp by the odometry motion in between
+    (``T_map_cam_prev . T_odom_cam_prev^-1 . T_odom_cam_now``); a new fix further than the
+    thresholds from that prediction is rejected. After ``reset_after`` consecutive rejections the
+    next fix is accepted anyway (and becomes the new reference), so a wrong earlier fix (or a kidnapped robot) cannot lock the
+    node out. Without odometry there is nothing to compare with and every fix passes.
+    """
+
+    def __init__(self) -> None:
+        self._ref: tuple[np.ndarray, np.ndarray] | None = None
+        self.consecutive = 0
+
+    def check(self, T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, max_translation: float, max_rotation_deg: float, reset_after: int) -> str:
+        """``""`` to accept, otherwise why the fix is rejected. Accepting updates the reference."""
+        if T_odom_cam is None or max_translation <= 0:
+            return ""
+        if self._ref is not None:
+            prev_map_cam, prev_odom_cam = self._ref
+            predicted = prev_map_cam @ invert_pose(prev_odom_cam) @ T_odom_cam
+            delta = invert_pose(predicted) @ T_map_cam
+            dt, dr = float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
+            if (dt > max_translation or dr > max_rotation_deg) and self.consecutive < reset_after:
+                self.consecutive += 1
+                return (
+                    f"pose jump: {dt:.2f} m / {dr:.1f} deg from where odometry puts the camera "
+                    f"(limits {max_translation:.2f} m / {max_rotation_deg:.1f} deg; {self.consecutive} in a row)"
+                )
+        self._ref = (np.array(T_map_cam), np.array(T_odom_cam))
+        self.consecutive = 0
+        return ""
+
+    def reset(self) -> None:
+        self._ref, self.consecutive = None, 0
+
+
+# --------------------------------------------------------------------------------------------
+# The node's decisions
+
+
+@dataclass
+class CameraFrame:
+    """A decoded image ready for inference."""
+
+    image: np.ndarray  # uint8 RGB (H, W, 3) or grey (H, W)
+    camera: PinholeCamera  # intrinsics of this image
+    stamp_ns: int
+    frame_id: str  # the camera optical frame
+
+
+class TfSource(Protocol):
+    """What the core needs from TF; each method raises ``LookupError`` with a reason."""
+
+    def odom_base(self, stamp_ns: int) -> np.ndarray:  # T_odom_base at the stamp
+        ...
+
+    def base_camera(self, camera_frame: str) -> np.ndarray:  # T_base_cam (static)
+        ...
+
+
+@dataclass
+class FrameOutcome:
+    """What to publish for one processed frame.
+
+    ``status``: ``ok`` (publish the pose), ``lost`` (too few inliers / no RANSAC model),
+    ``jump`` (rejected by odometry), ``stale`` (too old; not processed), ``no_map``, ``error``.
+    """
+
+    status: str
+    reason: str
+    stamp_ns: int
+    camera_frame: str
+    localization: Localization | None = None
+    T_map_cam: np.ndarray | None = None
+    T_map_pose: np.ndarray | None = None  # pose_with_covariance: base when known, else camera
+    pose_frame: str = ""  # which frame T_map_pose is the pose of
+    covariance: np.ndarray | None = None  # (6, 6) for T_map_pose
+    T_map_odom: np.ndarray | None = None  # tf_mode map_to_odom: the new correction
+    tf_warning: str = ""  # why TF / base pose could not be produced for this frame
+    latency_ms: float = 0.0
+
+    @property
+    def published(self) -> bool:
+        return self.status == "ok"
+
+    def scene_points(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(xyz (N, 3), rgb (N, 3) uint8) of this frame's scene coordinates: inliers green, outliers red."""
+        loc = self.localization
+        if loc is None or len(loc.scene_coords) == 0:
+            return None
+        rgb = np.where(loc.inlier_mask[:, None], np.array(INLIER_RGB, np.uint8), np.array(OUTLIER_RGB, np.uint8)).astype(np.uint8)
+        return loc.scene_coords, rgb
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    processed: int = 0
+    published: int = 0
+    lost: int = 0
+    jumps: int = 0
+    stale: int = 0
+    rejected_input: int = 0  # messages that failed validation
+    errors: int = 0
+    last_inliers: int = 0
+    last_latency_ms: float = 0.0
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class RelocalizerCore:
+    """The relocalizer node without ROS.
+
+    Args:
+        params: node parameters (see :data:`RELOCALIZER_PARAMS`); missing ones take defaults.
+        load: map loader (path -> :class:`SceneMap`), replaceable in tests.
+    """
+
+    def __init__(self, params: dict | None = None, load: Callable[[str], SceneMap] = load_map, clock: Callable[[], float] = time.monotonic) -> None:
+        self.params = validate(RELOCALIZER_PARAMS, params or {})
+        self._load = load
+        self._lock = threading.Lock()
+        self._relocalizer: Relocalizer | None = None
+        self.map: SceneMap | None = None
+        self.map_path = ""
+        self.gate = JumpGate()
+        self.broadcast = MapOdomBroadcast(self.params["transform_tolerance"])
+        self.counters = Counters()
+        self.input_rate = RateMeter(clock=clock)
+        self.processed_rate = RateMeter(clock=clock)
+
+    # ---------------------------------------------------------------- map and parameters
+
+    def load_map(self, path: str) -> str:
+        """Load ``path`` and swap it in; on any error the current map stays and ScrError is raised."""
+        if not path:
+            raise ScrError("no map path given (set the map_path parameter)")
+        scene_map = self._load(path)
+        relocalizer = Relocalizer(scene_map, device=self.params["device"])
+        with self._lock:
+            self._relocalizer, self.map, self.map_path = relocalizer, scene_map, str(path)
+            self.gate.reset()
+        tr = scene_map.training
+        return (
+            f"loaded map {path}: encoder {scene_map.encoder.get('name')}, head {scene_map.head.head_type}, "
+            f"{tr.get('frames', '?')} mapping frames, {0 if scene_map.cloud_xyz is None else len(scene_map.cloud_xyz)} cloud points, "
+            f"on {relocalizer.device}"
+        )
+
+    def update_params(self, changes: dict) -> None:
+        """Apply changed parameters (already validated names); raises ParameterError when invalid."""
+        checked = validate(RELOCALIZER_PARAMS, changes, partial=True)
+        with self._lock:
+            self.params.update(checked)
+
+    def relocalizer_config(self) -> RelocalizerConfig:
+        p = self.params
+        return RelocalizerConfig(
+            ransac=RansacConfig(max_reproj_error=p["ransac_threshold_px"], max_iterations=p["ransac_max_iterations"]),
+            min_inliers=p["min_inliers"],
+        )
+
+    # ---------------------------------------------------------------- one frame
+
+    def process(self, frame: CameraFrame, now_ns: int, tf: TfSource | None = None) -> FrameOutcome:
+        """Localize ``frame`` and decide what to publish. Never raises for bad data: the outcome says."""
+        t0 = time.perf_counter()
+        p = dict(self.params)
+        camera_frame = p["camera_frame"] or frame.frame_id
+        with self._lock:
+            relocalizer = self._relocalizer
+        if relocalizer is None:
+            return FrameOutcome("no_map", "no map loaded (set map_path)", frame.stamp_ns, camera_frame)
+        age_s = (now_ns - frame.stamp_ns) * 1e-9
+        if p["max_image_age"] > 0 and age_s > p["max_image_age"]:
+            self.counters.stale += 1
+            return FrameOutcome("stale", f"image is {age_s:.2f} s old (max_image_age {p['max_image_age']} s; clocks in sync?)", frame.stamp_ns, camera_frame)
+        relocalizer.config = self.relocalizer_config()
+        try:
+            loc = relocalizer.localize(frame.image, frame.camera)
+        except (ScrError, ValueError) as exc:
+            self.counters.errors += 1
+            return FrameOutcome("error", f"relocalization failed: {exc}", frame.stamp_ns, camera_frame)
+        out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc)
+        self.counters.processed += 1
+        self.counters.last_inliers = loc.num_inliers
+        self.processed_rate.tick()
+        if not loc.success:
+            out.status, out.reason = "lost", loc.reason
+            self.counters.lost += 1
+            return self._finish(out, t0)
+        out.T_map_cam = loc.T_world_cam
+
+        # Odometry at the image stamp, for the jump check and map -> odom.
+        T_odom_base = T_base_cam = None
+        if tf is not None:
+            try:
+                T_base_cam = tf.base_camera(camera_frame)
+            except LookupError as exc:
+                out.tf_warning = f"no TF {p['base_frame']} -> {camera_frame}: {exc}"
+            if T_base_cam is not None and p["tf_mode"] == "map_to_odom":
+                try:
+                    T_odom_base = tf.odom_base(frame.stamp_ns)
+                except LookupError as exc:
+                    out.tf_warning = f"no odometry ({p['odom_frame']} -> {p['base_frame']}) at the image stamp: {exc}"
+        T_odom_cam = T_odom_base @ T_base_cam if T_odom_base is not None else None
+        jump = self.gate.check(loc.T_world_cam, T_odom_cam, p["max_jump_translation"], p["max_jump_rotation_deg"], p["jump_reset_frames"])
+        if jump:
+            out.status, out.reason = "jump", jump
+            self.counters.jumps += 1
+            return self._finish(out, t0)
+
+        inl = loc.inlier_mask
+        cov_cam = pose_covariance(loc.T_world_cam, loc.pixels[inl], loc.scene_coords[inl], frame.camera)
+        cov_cam = published_covariance(cov_cam, p["covariance_inflation"], p["covariance_min_std_translation"], math.radians(p["covariance_min_std_rotation_deg"]))
+        if T_base_cam is not None:
+            T_cam_base = invert_pose(T_base_cam)
+            out.T_map_pose, out.pose_frame = loc.T_world_cam @ T_cam_base, p["base_frame"]
+            out.covariance = covariance_of_child(cov_cam, loc.T_world_cam, T_cam_base)
+        else:
+            out.T_map_pose, out.pose_frame, out.covariance = loc.T_world_cam, camera_frame, cov_cam
+        if p["tf_mode"] == "map_to_odom" and T_odom_base is not None:
+            out.T_map_odom = map_to_odom(loc.T_world_cam, T_odom_base, T_base_cam)
+            self.broadcast.update(out.T_map_odom)
+        self.counters.published += 1
+        return self._finish(out, t0)
+
+    def _finish(self, out: FrameOutcome, t0: float) -> FrameOutcome:
+        out.latency_ms = (time.perf_counter() - t0) * 1e3
+        self.counters.last_latency_ms = out.latency_ms
+        self.counters.latencies_ms.append(out.latency_ms)
+        return out
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def diagnostics(self, dropped: int = 0) -> tuple[int, str, dict[str, str]]:
+        """(level 0 OK / 1 WARN / 2 ERROR, summary, key-values) for diagnostic_updater."""
+        c = self.counters
+        lat = np.median(c.latencies_ms) if c.latencies_ms else float("nan")
+        values = {
+            "map": self.map_path or "(none)",
+            "input rate (Hz)": f"{self.input_rate.rate():.1f}",
+            "processed rate (Hz)": f"{self.processed_rate.rate():.1f}",
+            "latency median (ms)": f"{lat:.1f}",
+            "last inliers": str(c.last_inliers),
+            "frames received": str(c.received),
+            "frames processed": str(c.processed),
+            "poses published": str(c.published),
+            "lost frames": str(c.lost),
+            "rejected jumps": str(c.jumps),
+            "stale frames": str(c.stale),
+            "dropped (newer frame arrived)": str(dropped),
+            "invalid input messages": str(c.rejected_input),
+            "errors": str(c.errors),
+        }
+        if self._relocalizer is None:
+            return 2, "no map loaded", values
+        if c.received == 0:
+            return 1, "no images received", values
+        if self.input_rate.rate() == 0:
+            return 1, "no images in the last 5 s", values
+        if c.processed and c.published == 0:
+            return 1, "no frame localized yet", values
+        return 0, f"localizing at {self.processed_rate.rate():.1f} Hz", values

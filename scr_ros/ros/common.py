@@ -1,0 +1,89 @@
+"""Shared rclpy glue: the message factory, parameter declaration from the spec tables, TF lookups."""
+
+from __future__ import annotations
+
+import array
+import importlib
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.clock import ClockType
+from rclpy.time import Time
+
+from ..messages import MessageError, MessageFactory, transform_to_matrix
+from ..nodes.params import ParameterError, ParamSpec
+
+
+def _rclpy_class(typename: str) -> type:
+    package, kind, name = typename.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+def rclpy_factory() -> MessageFactory:
+    """Messages as rclpy classes; uint8[] fields take array.array('B') (what rclpy stores them as)."""
+    return MessageFactory(_rclpy_class, lambda a: array.array("B", np.ascontiguousarray(a, dtype=np.uint8).tobytes()))
+
+
+def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
+    """Declare every parameter with its description and range; return the checked values."""
+    values = {}
+    for spec in specs:
+        descriptor = ParameterDescriptor(description=spec.description + ("" if spec.dynamic else " (read at start)"), read_only=False)
+        if spec.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        if spec.type is float and (spec.min is not None or spec.max is not None):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+        elif spec.type is int and (spec.min is not None or spec.max is not None):
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+        value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        try:
+            values[spec.name] = spec.check(value)
+        except ParameterError as exc:
+            raise SystemExit(f"{node.get_name()}: {exc}") from None
+    return values
+
+
+def parameter_callback(specs: tuple[ParamSpec, ...], apply):
+    """An on-set-parameters callback: rejects invalid values and changes to start-only parameters,
+    hands the valid dynamic changes to ``apply(dict)`` (which may raise to refuse them)."""
+    table = {s.name: s for s in specs}
+
+    def callback(params) -> SetParametersResult:
+        changes = {}
+        for p in params:
+            spec = table.get(p.name)
+            if spec is None:
+                continue  # parameters we do not own (use_sim_time, diagnostic_updater.period, ...)
+            if not spec.dynamic:
+                return SetParametersResult(successful=False, reason=f"{p.name} is read at start; restart the node to change it")
+            try:
+                changes[p.name] = spec.check(p.value)
+            except ParameterError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        if changes:
+            try:
+                apply(changes)
+            except Exception as exc:  # noqa: BLE001 - the reason goes back to `ros2 param set`
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    return callback
+
+
+def lookup(buffer, target: str, source: str, stamp_ns: int | None, timeout_s: float) -> np.ndarray:
+    """T_target_source from tf2 at ``stamp_ns`` (None: latest), as a checked 4x4; LookupError with tf2's reason."""
+    from tf2_ros import TransformException
+
+    # ROS_TIME like the node clock: tf2 compares stamps with the clock and rclpy refuses to
+    # compare times of different clock types.
+    when = Time(nanoseconds=0 if stamp_ns is None else int(stamp_ns), clock_type=ClockType.ROS_TIME)
+    try:
+        msg = buffer.lookup_transform(target, source, when, timeout=Duration(seconds=timeout_s))
+    except TransformException as exc:
+        raise LookupError(str(exc)) from None
+    try:
+        return transform_to_matrix(msg.transform, f"TF {target} -> {source}")
+    except MessageError as exc:
+        raise LookupError(str(exc)) from None

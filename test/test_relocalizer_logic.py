@@ -1,0 +1,312 @@
+"""The relocalizer node's decisions, without ROS: frame dropping, covariance, map -> odom,
+jump rejection, lost frames, map switching and diagnostics."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from scr_ros.errors import ScrError
+from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, matrix_to_quaternion, project, rotation_about_axis
+from scr_ros.mapfile import load_map
+from scr_ros.metrics import pose_error
+from scr_ros.nodes.params import ParameterError
+from scr_ros.nodes.relocalizer import (
+    CameraFrame,
+    JumpGate,
+    LatestSlot,
+    MapOdomBroadcast,
+    RateMeter,
+    RelocalizerCore,
+    covariance_of_child,
+    map_to_odom,
+    pose_covariance,
+    published_covariance,
+)
+from scr_ros.ransac import RansacConfig, solve_pnp
+
+CAM = PinholeCamera(500.0, 500.0, 319.5, 239.5, 640, 480)
+
+
+def random_pose(rng, angle=0.5, shift=1.0):
+    return make_pose(rotation_about_axis(rng.normal(size=3), angle * rng.uniform(-1, 1)), rng.normal(size=3) * shift)
+
+
+# ---------------------------------------------------------------------------- newest-frame slot
+
+
+def test_latest_slot_keeps_only_the_newest_and_counts_drops():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.take(timeout=0.1) == 4 and slot.dropped == 4
+    assert slot.take(timeout=0.05) is None
+
+
+def test_latest_slot_never_queues_behind_a_slow_consumer():
+    slot, seen = LatestSlot(), []
+
+    def consumer():
+        while True:
+            item = slot.take(timeout=1.0)
+            if item is None:
+                return
+            seen.append(item)
+            time.sleep(0.02)  # "inference" slower than the producer
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    for i in range(200):
+        slot.put(i)
+        time.sleep(0.001)
+    slot.close()
+    t.join(2.0)
+    assert not t.is_alive()
+    assert seen[-1] >= 190  # the newest frames are processed, not a backlog of old ones
+    assert len(seen) + slot.dropped == 200 and slot.dropped > 100
+
+
+def test_rate_meter_uses_a_sliding_window():
+    now = [0.0]
+    meter = RateMeter(window_s=2.0, clock=lambda: now[0])
+    for _ in range(10):
+        meter.tick()
+        now[0] += 0.1
+    assert meter.rate() == pytest.approx(5.0)
+    now[0] += 5.0
+    assert meter.rate() == 0.0
+
+
+# ---------------------------------------------------------------------------- covariance
+
+
+def _perturbation(T_est, T_ref):
+    """World-frame (dp, phi) with R_est = exp([phi]x) R_ref."""
+    dR = T_est[:3, :3] @ T_ref[:3, :3].T
+    angle = np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))
+    axis = np.array([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]])
+    phi = axis / (2 * np.sin(angle)) * angle if angle > 1e-12 else 0.5 * axis
+    return np.concatenate([T_est[:3, 3] - T_ref[:3, 3], phi])
+
+
+def test_pose_covariance_matches_monte_carlo_pnp(rng):
+    """For independent Gaussian pixel noise the least-squares covariance is what PnP actually does."""
+    T = make_pose(rotation_about_axis(np.array([0.2, 1.0, 0.1]), 0.4), np.array([0.3, -0.2, 0.5]))
+    cam_pts = np.column_stack([rng.uniform(-2, 2, 150), rng.uniform(-1.5, 1.5, 150), rng.uniform(2, 6, 150)])
+    world = cam_pts @ T[:3, :3].T + T[:3, 3]
+    clean, _ = project(world, T, CAM)
+    sigma = 1.0
+    samples, predicted = [], []
+    cfg = RansacConfig(max_reproj_error=8.0, min_iterations=10, max_iterations=100)
+    for _ in range(200):
+        px = clean + rng.normal(scale=sigma, size=clean.shape)
+        res = solve_pnp(px, world, CAM, cfg)
+        samples.append(_perturbation(res.T_world_cam, T))
+        predicted.append(pose_covariance(res.T_world_cam, px, world, CAM))
+    empirical = np.cov(np.array(samples).T)
+    pred = np.mean(predicted, axis=0)
+    ratio = np.sqrt(np.diag(empirical) / np.diag(pred))
+    assert np.all((ratio > 0.75) & (ratio < 1.3)), ratio
+
+
+def test_published_covariance_has_floors_and_is_symmetric():
+    cov = published_covariance(np.zeros((6, 6)), 10.0, 0.02, np.radians(1.0))
+    assert np.allclose(np.diag(cov), [0.02**2] * 3 + [np.radians(1.0) ** 2] * 3)
+    raw = np.arange(36.0).reshape(6, 6)
+    assert np.allclose(published_covariance(raw, 1.0, 0, 0), published_covariance(raw, 1.0, 0, 0).T)
+
+
+def test_covariance_of_child_frame_matches_sampling(rng):
+    T_wa = random_pose(rng)
+    T_ab = random_pose(rng, shift=0.5)
+    A = rng.normal(size=(6, 6)) * 0.01
+    cov_a = A @ A.T
+    L = np.linalg.cholesky(cov_a)
+    deltas = []
+    for _ in range(4000):
+        d = L @ rng.normal(size=6)
+        Tp = T_wa.copy()
+        Tp[:3, :3] = rotation_about_axis(d[3:], np.linalg.norm(d[3:])) @ T_wa[:3, :3] if np.linalg.norm(d[3:]) > 0 else T_wa[:3, :3]
+        Tp[:3, 3] = T_wa[:3, 3] + d[:3]
+        deltas.append(_perturbation(Tp @ T_ab, T_wa @ T_ab))
+    empirical = np.cov(np.array(deltas).T)
+    predicted = covariance_of_child(cov_a, T_wa, T_ab)
+    assert np.allclose(empirical, predicted, atol=0.1 * np.abs(predicted).max())
+
+
+# ---------------------------------------------------------------------------- TF
+
+
+def test_map_to_odom_reproduces_the_fix(rng):
+    T_map_cam, T_odom_base, T_base_cam = random_pose(rng), random_pose(rng), random_pose(rng, shift=0.3)
+    T_map_odom = map_to_odom(T_map_cam, T_odom_base, T_base_cam)
+    assert np.allclose(T_map_odom @ T_odom_base @ T_base_cam, T_map_cam)
+    # the issue's form: T_map_cam . T_cam_base . T_odom_base^-1
+    assert np.allclose(T_map_odom, T_map_cam @ invert_pose(T_base_cam) @ invert_pose(T_odom_base))
+
+
+def test_map_to_odom_is_future_dated_and_stamps_strictly_increase():
+    b = MapOdomBroadcast(tolerance_s=0.1)
+    assert b.next(1_000) is None  # nothing before the first fix
+    b.update(np.eye(4))
+    T, stamp = b.next(5_000_000_000)
+    assert stamp == 5_100_000_000 and np.allclose(T, np.eye(4))
+    assert b.next(5_000_000_000) is None  # a repeated stamp would be rejected by tf2
+    assert b.next(5_050_000_000)[1] == 5_150_000_000
+
+
+def test_jump_gate_rejects_fixes_odometry_contradicts_and_recovers(rng):
+    gate = JumpGate()
+    T0, odom0 = random_pose(rng), random_pose(rng)
+    assert gate.check(T0, odom0, 0.5, 20.0, 3) == ""
+    move = make_pose(np.eye(3), np.array([0.3, 0.0, 0.0]))
+    # odometry says the camera moved 0.3 m along its x axis; the fix agrees
+    assert gate.check(T0 @ move, odom0 @ move, 0.5, 20.0, 3) == ""
+    # the robot stands still but the fix jumps 2 m: rejected three times, then accepted
+    far = make_pose(np.eye(3), np.array([2.0, 0.0, 0.0]))
+    reasons = [gate.check(T0 @ move @ far, odom0 @ move, 0.5, 20.0, 3) for _ in range(4)]
+    assert all("pose jump" in r for r in reasons[:3]) and reasons[3] == ""
+    assert "2.00 m" in reasons[0]
+    # without odometry there is nothing to check against
+    assert JumpGate().check(T0, None, 0.5, 20.0, 3) == ""
+
+
+# ---------------------------------------------------------------------------- the core on a real map
+
+
+class FakeTf:
+    def __init__(self, T_odom_base, T_base_cam, fail_odom=False):
+        self.T_odom_base, self.T_base_cam, self.fail_odom = T_odom_base, T_base_cam, fail_odom
+
+    def odom_base(self, stamp_ns):
+        if self.fail_odom:
+            raise LookupError("extrapolation into the future")
+        return self.T_odom_base
+
+    def base_camera(self, camera_frame):
+        return self.T_base_cam
+
+
+@pytest.fixture(scope="module")
+def core_and_frames(mapped, tiny):
+    core = RelocalizerCore({"map_path": str(mapped["map"]), "device": "cpu", "max_image_age": 1.0})
+    core.load_map(str(mapped["map"]))
+    return core, tiny.frames("test")
+
+
+def _frame(f, stamp_ns=10**9):
+    return CameraFrame(f.load_image(), f.camera, stamp_ns, "camera_optical")
+
+
+def _good_frame(core, frames):
+    for f in frames[:10]:
+        out = core.process(_frame(f), 10**9)
+        if out.published:
+            return f, out
+    raise AssertionError("no test frame localized")
+
+
+def test_core_localizes_and_composes_map_to_odom(core_and_frames, rng):
+    core, frames = core_and_frames
+    core.gate.reset()
+    f, _ = _good_frame(core, frames)
+    T_base_cam = make_pose(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.array([0.1, 0.0, 0.3]))  # REP-103 camera on a base
+    T_odom_base = random_pose(rng)
+    core.gate.reset()
+    out = core.process(_frame(f), 10**9, FakeTf(T_odom_base, T_base_cam))
+    assert out.status == "ok", out.reason
+    t_err, r_err = pose_error(out.T_map_cam, f.pose)
+    assert t_err < 0.15 and r_err < 5.0
+    assert np.allclose(out.T_map_odom @ T_odom_base @ T_base_cam, out.T_map_cam)
+    assert out.pose_frame == "base_link" and np.allclose(out.T_map_pose, out.T_map_cam @ invert_pose(T_base_cam))
+    eig = np.linalg.eigvalsh(out.covariance)
+    assert np.all(eig > 0) and np.sqrt(out.covariance[0, 0]) >= 0.01
+    assert np.allclose(core.broadcast.T_map_odom, out.T_map_odom)
+    xyz, rgb = out.scene_points()
+    assert len(xyz) == len(out.localization.pixels) and rgb.dtype == np.uint8
+    assert (rgb[out.localization.inlier_mask] == [40, 220, 40]).all() and (rgb[~out.localization.inlier_mask] == [230, 40, 40]).all()
+
+
+def test_core_without_odometry_publishes_the_camera_pose(core_and_frames):
+    core, frames = core_and_frames
+    core.gate.reset()
+    f, _ = _good_frame(core, frames)
+    out = core.process(_frame(f), 10**9, FakeTf(np.eye(4), np.eye(4), fail_odom=True))
+    assert out.status == "ok" and out.T_map_odom is None and "no odometry" in out.tf_warning
+    out = core.process(_frame(f), 10**9, None)
+    assert out.status == "ok" and out.pose_frame == "camera_optical" and out.T_map_odom is None
+
+
+def test_core_rejects_a_jump_that_odometry_contradicts(core_and_frames):
+    core, frames = core_and_frames
+    core.gate.reset()
+    a, _ = _good_frame(core, frames)
+    # find a second frame at least 0.5 m away and tell the core the robot did not move
+    b = next(f for f in frames if np.linalg.norm(f.pose[:3, 3] - a.pose[:3, 3]) > 0.8 and core.process(_frame(f), 10**9).published)
+    still = FakeTf(np.eye(4), np.eye(4))
+    core.gate.reset()
+    assert core.process(_frame(a), 10**9, still).status == "ok"
+    jumps = core.counters.jumps
+    out = core.process(_frame(b), 2 * 10**9, still)
+    assert out.localization.success, out.reason  # b localized: its true 0.8 m move contradicts "did not move"
+    assert out.status == "jump" and "pose jump" in out.reason and not out.published
+    assert core.counters.jumps == jumps + 1
+
+
+def test_core_reports_lost_frames_with_the_reason(core_and_frames):
+    core, frames = core_and_frames
+    lost = core.counters.lost
+    core.update_params({"min_inliers": 100000})
+    try:
+        out = core.process(_frame(frames[0]), 10**9)
+    finally:
+        core.update_params({"min_inliers": 100})
+    assert out.status == "lost" and "inliers" in out.reason and out.T_map_cam is None and not out.published
+    assert core.counters.lost == lost + 1
+
+
+def test_core_drops_stale_frames_without_inference(core_and_frames):
+    core, frames = core_and_frames
+    out = core.process(_frame(frames[0], stamp_ns=10**9), now_ns=5 * 10**9)
+    assert out.status == "stale" and "4.00 s old" in out.reason and out.localization is None
+
+
+def test_core_keeps_its_map_when_a_new_one_is_bad(core_and_frames, tmp_path):
+    core, frames = core_and_frames
+    good = core.map_path
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a map")
+    with pytest.raises(ScrError, match="not a readable map"):
+        core.load_map(str(bad))
+    with pytest.raises(ScrError, match="not found"):
+        core.load_map(str(tmp_path / "missing.safetensors"))
+    assert core.map_path == good and core.process(_frame(frames[0]), 10**9).status in ("ok", "lost")
+
+
+def test_core_refuses_bad_parameter_values(core_and_frames):
+    core, _ = core_and_frames
+    with pytest.raises(ParameterError, match="outside"):
+        core.update_params({"min_inliers": 2})
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        core.update_params({"min_inlier": 50})
+    assert core.params["min_inliers"] == 100
+
+
+def test_core_without_a_map_says_so_and_diagnostics_are_an_error(tmp_path):
+    core = RelocalizerCore({"device": "cpu"})
+    frame = CameraFrame(np.zeros((48, 64, 3), np.uint8), PinholeCamera(50, 50, 31.5, 23.5, 64, 48), 0, "cam")
+    assert core.process(frame, 0).status == "no_map"
+    level, message, values = core.diagnostics()
+    assert level == 2 and "no map" in message and values["map"] == "(none)"
+
+
+def test_diagnostics_report_rates_and_counts(core_and_frames):
+    core, frames = core_and_frames
+    core.counters.received += 1
+    core.input_rate.tick()
+    level, message, values = core.diagnostics(dropped=3)
+    assert level == 0 and "localizing" in message
+    assert values["dropped (newer frame arrived)"] == "3" and int(values["lost frames"]) >= 1
+    for key in ("input rate (Hz)", "processed rate (Hz)", "latency median (ms)", "last inliers"):
+        assert key in values
