@@ -44,12 +44,14 @@ class MessageFactory:
     Args:
         lookup: type name -> message class.
         byte_array: turns a uint8 numpy array into what the class's ``uint8[]`` fields accept.
+        float_array: the same for variable-length ``float64[]`` fields.
     """
 
-    def __init__(self, lookup: Callable[[str], type], byte_array: Callable[[np.ndarray], Any]) -> None:
+    def __init__(self, lookup: Callable[[str], type], byte_array: Callable[[np.ndarray], Any], float_array: Callable[[np.ndarray], Any]) -> None:
         self._lookup = lookup
         self._classes: dict[str, type] = {}
         self.byte_array = byte_array
+        self.float_array = float_array  # variable-length float64[] fields (fixed-size ones take numpy in both)
 
     def cls(self, typename: str) -> type:
         if typename not in self._classes:
@@ -66,7 +68,11 @@ def rosbags_factory(typestore=None) -> MessageFactory:
         from rosbags.typesys import Stores, get_typestore
 
         typestore = get_typestore(Stores.ROS2_HUMBLE)
-    return MessageFactory(lambda name: typestore.types[name], lambda a: np.ascontiguousarray(a, dtype=np.uint8).reshape(-1))
+    return MessageFactory(
+        lambda name: typestore.types[name],
+        lambda a: np.ascontiguousarray(a, dtype=np.uint8).reshape(-1),
+        lambda a: np.asarray(a, dtype=np.float64).reshape(-1),
+    )
 
 
 def stamp_to_ns(stamp) -> int:
@@ -315,7 +321,7 @@ def encode_camera_info(f: MessageFactory, camera: PinholeCamera, stamp_ns: int, 
         height=int(camera.height),
         width=int(camera.width),
         distortion_model="plumb_bob",
-        d=np.zeros(5),
+        d=f.float_array(np.zeros(5)),
         k=K.reshape(-1).astype(np.float64),
         r=np.eye(3).reshape(-1),
         p=P.reshape(-1),

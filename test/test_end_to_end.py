@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from scr_ros.cli import main
-from scr_ros.datasets import open_dataset
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import MappingCancelled
 from scr_ros.mapfile import load_map, read_header

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from scr_ros.errors import ScrError
-from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, matrix_to_quaternion, project, rotation_about_axis
-from scr_ros.mapfile import load_map
+from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project, rotation_about_axis
 from scr_ros.metrics import pose_error
 from scr_ros.nodes.params import ParameterError
 from scr_ros.nodes.relocalizer import (

@@ -7,9 +7,10 @@ import importlib
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.duration import Duration
-from rclpy.node import Node
 from rclpy.clock import ClockType
+from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
 from rclpy.time import Time
 
 from ..messages import MessageError, MessageFactory, transform_to_matrix
@@ -23,7 +24,11 @@ def _rclpy_class(typename: str) -> type:
 
 def rclpy_factory() -> MessageFactory:
     """Messages as rclpy classes; uint8[] fields take array.array('B') (what rclpy stores them as)."""
-    return MessageFactory(_rclpy_class, lambda a: array.array("B", np.ascontiguousarray(a, dtype=np.uint8).tobytes()))
+    return MessageFactory(
+        _rclpy_class,
+        lambda a: array.array("B", np.ascontiguousarray(a, dtype=np.uint8).tobytes()),
+        lambda a: array.array("d", np.asarray(a, dtype=np.float64).reshape(-1).tolist()),  # float64[] (Humble refuses numpy here)
+    )
 
 
 def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
@@ -37,7 +42,14 @@ def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
             descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
         elif spec.type is int and (spec.min is not None or spec.max is not None):
             descriptor.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
-        value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        try:
+            # rclpy checks an override (YAML, -p) against the default's type and the range here.
+            value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        except InvalidParameterTypeException as exc:
+            hint = " (write a float such as 2.0, not 2)" if spec.type is float else ""
+            raise SystemExit(f"{node.get_name()}: parameter {spec.name!r} must be {spec.type.__name__}{hint}: {exc}") from None
+        except InvalidParameterValueException as exc:
+            raise SystemExit(f"{node.get_name()}: {exc}") from None
         try:
             values[spec.name] = spec.check(value)
         except ParameterError as exc:

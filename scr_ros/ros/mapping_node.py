@@ -124,7 +124,11 @@ class MappingNode(Node):
             message, success = action(), True
         except ScrError as exc:
             message, success = str(exc), False
-        (self.get_logger().info if success else self.get_logger().error)(message)
+        # One logging call per severity: rclpy raises ValueError when one call site changes severity.
+        if success:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
         if response is not None:
             response.success, response.message = success, message
         return response
@@ -157,7 +161,10 @@ class MappingNode(Node):
 
     def on_build_done(self, status) -> None:
         self.publish_progress(status)
-        (self.get_logger().info if status.state == "done" else self.get_logger().error)(f"map build {status.summary()}")
+        if status.state == "done":
+            self.get_logger().info(f"map build {status.summary()}")
+        else:
+            self.get_logger().error(f"map build {status.summary()}")
 
     def fill_diagnostics(self, stat):
         c, build = self.core.counters, self.core.build_job.status

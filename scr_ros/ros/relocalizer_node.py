@@ -213,7 +213,8 @@ class RelocalizerNode(Node):
 
     def fill_diagnostics(self, stat):
         level, message, values = self.core.diagnostics(dropped=self.slot.dropped)
-        stat.summary(level, message)
+        # DiagnosticStatus.level is a ROS `byte` (octet): rclpy takes a 1-byte bytes (like DiagnosticStatus.OK), not an int.
+        stat.summary(bytes([level]), message)
         for k, v in values.items():
             stat.add(k, v)
         return stat

@@ -1,0 +1,196 @@
+"""The mapping node's decisions, without ROS: validation, keyframes, recording that survives a
+crash and resumes, depth pairing, and the build job with progress, cancel and atomic output."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from scr_ros.datasets import open_dataset
+from scr_ros.errors import MappingCancelled, ScrError
+from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
+from scr_ros.mapfile import load_map
+from scr_ros.nodes.mapping import KeyframeSelector, MapBuildJob, MappingCore, SessionRecorder, StampMatcher
+
+CAM = PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
+S = 1_000_000_000
+
+
+def pose(x=0.0, yaw_deg=0.0):
+    return make_pose(rotation_about_axis(np.array([0.0, 1.0, 0.0]), np.radians(yaw_deg)), np.array([x, 0.0, 0.0]))
+
+
+@pytest.fixture
+def image(rng):
+    return rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+
+
+def test_keyframes_by_translation_rotation_and_time():
+    sel = KeyframeSelector(min_translation=0.1, min_rotation_deg=10.0, max_interval_s=2.0)
+    assert sel.decide(pose(), 0) == "first"
+    sel.accept(pose(), 0)
+    assert sel.decide(pose(0.05), S) == ""
+    assert sel.decide(pose(0.12), S).startswith("moved 0.120")
+    assert sel.decide(pose(0.0, 12.0), S).startswith("turned 12.0")
+    assert sel.decide(pose(0.01, 1.0), 2 * S) == "time"
+    assert KeyframeSelector(0.1, 10.0, 0.0).decide(pose(), 0) == "first"
+    off = KeyframeSelector(0.1, 10.0, 0.0)
+    off.accept(pose(), 0)
+    assert off.decide(pose(0.01), 100 * S) == ""  # no time fallback when max_interval is 0
+
+
+def test_recorder_writes_a_folder_scr_map_can_read(tmp_path, image):
+    rec = SessionRecorder(tmp_path / "s")
+    depth = np.full((48, 64), 1.5, np.float32)
+    names = [rec.add(image, pose(0.1 * i), CAM, i * S, "cam", depth if i == 1 else None, "first") for i in range(3)]
+    assert names == ["frame_000000", "frame_000001", "frame_000002"]
+    ds = open_dataset(tmp_path / "s")
+    frames = ds.frames("train")
+    assert [f.name for f in frames] == names
+    assert np.array_equal(frames[0].load_image(), image) and frames[0].camera == PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
+    assert np.allclose(frames[2].pose, pose(0.2))
+    assert frames[1].depth_path is not None and np.allclose(frames[1].load_depth(), 1.5) and frames[0].depth_path is None
+    meta = json.loads((tmp_path / "s" / "meta" / "frame_000001.json").read_text())
+    assert meta["stamp_ns"] == S and meta["camera_frame"] == "cam" and meta["pose_frame"] == "map"
+
+
+def test_recorder_resumes_and_cleans_up_after_a_crash(tmp_path, image):
+    rec = SessionRecorder(tmp_path / "s")
+    rec.add(image, pose(0.0), CAM, 0, "cam")
+    rec.add(image, pose(0.3), CAM, 5 * S, "cam")
+    # the node died while writing frame 2: its pose and a temporary image exist, the image does not
+    (tmp_path / "s" / "poses" / "frame_000002.txt").write_text("garbage")
+    (tmp_path / "s" / "rgb" / ".frame_000002.png.abc.tmp").write_bytes(b"half")
+    again = SessionRecorder(tmp_path / "s")
+    assert again.count == 2 and again.next_index == 2 and again.removed_partial == ["frame_000002"]
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+    T, stamp = again.last_keyframe()
+    assert np.allclose(T, pose(0.3)) and stamp == 5 * S
+    assert again.add(image, pose(0.6), CAM, 6 * S, "cam") == "frame_000002"
+    assert len(open_dataset(tmp_path / "s").frames("train")) == 3
+
+
+def test_recorder_refuses_a_folder_recorded_in_another_frame(tmp_path):
+    SessionRecorder(tmp_path / "s", pose_frame="map")
+    with pytest.raises(ScrError, match="odom"):
+        SessionRecorder(tmp_path / "s", pose_frame="odom")
+
+
+def test_core_validates_frames_and_never_raises(tmp_path, image):
+    core = MappingCore({"session_folder": str(tmp_path / "s"), "min_translation": 0.1})
+    assert core.add_frame(image, CAM, pose(), 0, "cam").status == "skipped"  # not recording yet
+    assert "recording into" in core.start_recording()
+    bad_rot = pose()
+    bad_rot[:3, :3] *= 1.5
+    nan_pose = pose()
+    nan_pose[0, 3] = np.nan
+    cases = [
+        (dict(T_world_cam=nan_pose), "NaN"),
+        (dict(T_world_cam=bad_rot), "rotation"),
+        (dict(camera=PinholeCamera(60.0, 60.0, 31.5, 23.5, 128, 96)), "camera_info is for 128x96"),
+        (dict(depth=np.ones((10, 10), np.float32)), "registered"),
+    ]
+    for change, needle in cases:
+        args = dict(image=image, camera=CAM, T_world_cam=pose(), stamp_ns=0, frame_id="cam", depth=None)
+        args.update(change)
+        result = core.add_frame(**args)
+        assert result.status == "invalid" and needle in result.reason, (needle, result.reason)
+    assert core.counters["invalid"] == 4
+    assert core.add_frame(image, CAM, pose(), 0, "cam").status == "recorded"
+    assert core.add_frame(image, CAM, pose(0.05), S // 10, "cam").reason == "not a keyframe"
+    assert core.add_frame(image, CAM, pose(0.2), S // 5, "cam").status == "recorded"
+    assert "2 keyframes" in core.stop_recording()
+
+
+def test_core_resumes_keyframe_selection_from_the_folder(tmp_path, image):
+    core = MappingCore({"session_folder": str(tmp_path / "s"), "min_translation": 0.1, "max_interval": 0.0})
+    core.start_recording()
+    core.add_frame(image, CAM, pose(0.5), 0, "cam")
+    restarted = MappingCore({"session_folder": str(tmp_path / "s"), "min_translation": 0.1, "max_interval": 0.0})
+    assert "resuming after 1 keyframes" in restarted.start_recording()
+    assert restarted.add_frame(image, CAM, pose(0.52), S, "cam").status == "skipped"  # near the recorded one
+    assert restarted.add_frame(image, CAM, pose(0.7), S, "cam").name == "frame_000001"
+
+
+def test_stamp_matcher_pairs_depth_by_stamp():
+    m = StampMatcher(tolerance_s=0.01)
+    m.add(10 * S, "a")
+    m.add(11 * S, "b")
+    assert m.match(11 * S + 5_000_000) == "b"
+    assert m.match(12 * S) is None
+
+
+def _fake_build(delay=0.0, fail=None):
+    """Stands in for cli.build_map: reports progress, honours cancel, writes the output file."""
+
+    def build(session, out, preset_name, device, encoder, head, quiet, progress, cancel):
+        from scr_ros.mapping import Progress
+
+        for i in range(1, 11):
+            if cancel.is_set():
+                raise MappingCancelled("map building was cancelled")
+            progress(Progress("train", i, 10, 0.01 * i, loss=1.0 / i))
+            time.sleep(delay)
+        if fail:
+            raise fail
+        out.write_bytes(b"map")
+
+    return build
+
+
+def _session(tmp_path, image, n=3):
+    rec = SessionRecorder(tmp_path / "s")
+    for i in range(n):
+        rec.add(image, pose(0.1 * i), CAM, i * S, "cam")
+    return tmp_path / "s"
+
+
+def test_build_job_reports_progress_and_finishes(tmp_path, image):
+    session = _session(tmp_path, image)
+    job, seen, done = MapBuildJob(_fake_build()), [], threading.Event()
+    msg = job.start(session, tmp_path / "m.map", "test", None, "cpu", lambda s: seen.append((s.percent, s.loss, s.eta_s)), lambda s: done.set())
+    assert "3 keyframes" in msg
+    assert done.wait(5) and job.status.state == "done" and (tmp_path / "m.map").exists()
+    percents = [p for p, _, _ in seen]
+    assert percents == sorted(percents) and 15.0 < percents[0] and percents[-1] == pytest.approx(99.0)
+    assert seen[-1][1] == pytest.approx(0.1) and seen[-1][2] is not None
+    assert "done" in job.status.summary() and job.status.as_values()["state"] == "done"
+
+
+def test_build_job_cancel_keeps_the_old_map_and_one_build_at_a_time(tmp_path, image):
+    session = _session(tmp_path, image)
+    (tmp_path / "m.map").write_bytes(b"old")
+    job = MapBuildJob(_fake_build(delay=0.05))
+    job.start(session, tmp_path / "m.map", "test", None, "cpu")
+    with pytest.raises(ScrError, match="already running"):
+        job.start(session, tmp_path / "m.map", "test", None, "cpu")
+    assert job.cancel() == "cancelling the build"
+    assert job.wait(5).state == "cancelled"
+    assert (tmp_path / "m.map").read_bytes() == b"old"
+    assert job.cancel() == "no build is running"
+
+
+def test_build_job_reports_failures_and_refuses_empty_sessions(tmp_path, image):
+    with pytest.raises(ScrError, match="0 keyframe"):
+        MapBuildJob(_fake_build()).start(tmp_path / "nothing", tmp_path / "m.map", "test", None, "cpu")
+    job = MapBuildJob(_fake_build(fail=RuntimeError("CUDA out of memory")))
+    job.start(_session(tmp_path, image), tmp_path / "m.map", "test", None, "cpu")
+    st = job.wait(5)
+    assert st.state == "failed" and "CUDA out of memory" in st.message
+
+
+def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
+    """Record the tiny scene through the core as the node would, then build with the real builder."""
+    core = MappingCore({"session_folder": str(tmp_path / "s"), "preset": "test", "device": "cpu", "min_translation": 0.05, "min_rotation_deg": 5.0})
+    core.start_recording()
+    for i, f in enumerate(tiny.frames("train")[::4]):
+        core.add_frame(f.load_image(), f.camera, f.pose, i * S // 10, "camera_optical")
+    assert core.counters["recorded"] >= 20
+    done = threading.Event()
+    core.start_build(on_done=lambda s: done.set())
+    assert done.wait(300), core.build_job.status
+    assert core.build_job.status.state == "done", core.build_job.status.message
+    scene_map = load_map(core.map_path)
+    assert scene_map.training["frames"] == core.counters["recorded"] and scene_map.cloud_xyz is not None

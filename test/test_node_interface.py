@@ -1,0 +1,111 @@
+"""The nodes' interface as installed files describe it: parameters (spec table, YAML, README),
+launch files, rviz config, entry points, and the ROS layer's imports of ROS-free code. Checked
+without ROS; the running nodes are covered by test/ros/ on a ROS 2 machine."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scr_ros.nodes.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, ParameterError, load_yaml_parameters, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES = {"scr_relocalizer": ("relocalizer", RELOCALIZER_PARAMS), "scr_mapping": ("mapping", MAPPING_PARAMS)}
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_yaml_holds_exactly_the_declared_parameters_with_valid_values(node):
+    name, specs = NODES[node]
+    values = load_yaml_parameters(ROOT / "config" / f"{name}.yaml", node)
+    assert set(values) == {s.name for s in specs}
+    checked = validate(specs, values)
+    assert checked == {s.name: s.default for s in specs}, "config YAML and the declared defaults disagree"
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_every_parameter_has_a_description_a_valid_default_and_a_readme_row(node):
+    readme = (ROOT / "README.md").read_text()
+    for spec in NODES[node][1]:
+        assert len(spec.description) > 20, spec.name
+        assert spec.check(spec.default) == spec.default
+        assert (spec.min is None) == (spec.max is None), f"{spec.name}: the ROS descriptor range needs both bounds"
+        assert re.search(rf"^\| `{spec.name}` \|", readme, re.M), f"README lacks a table row for {node} parameter {spec.name}"
+
+
+def test_validation_messages_name_the_parameter():
+    with pytest.raises(ParameterError, match="'tf_mode' = 'map_to_base' is not one of"):
+        validate(RELOCALIZER_PARAMS, {"tf_mode": "map_to_base"})
+    with pytest.raises(ParameterError, match="'min_inliers' must be int"):
+        validate(RELOCALIZER_PARAMS, {"min_inliers": "many"})
+    with pytest.raises(ParameterError, match="outside"):
+        validate(MAPPING_PARAMS, {"min_rotation_deg": 360.0})
+    assert validate(MAPPING_PARAMS, {"min_translation": 1})["min_translation"] == 1.0  # YAML ints for floats are fine
+
+
+def _launch_arguments(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("DeclareLaunchArgument") and node.args and isinstance(node.args[0], ast.Constant)
+    }
+
+
+@pytest.mark.parametrize(
+    "launch_file, config, required",
+    [
+        ("relocalizer.launch.py", "relocalizer.yaml", {"map_path", "image_topic", "camera_info_topic", "use_sim_time", "tf_mode", "params_file", "rviz"}),
+        ("mapping.launch.py", "mapping.yaml", {"map_path", "image_topic", "camera_info_topic", "depth_topic", "use_sim_time", "params_file", "session_folder"}),
+    ],
+)
+def test_launch_files_declare_their_arguments_and_load_their_yaml(launch_file, config, required):
+    path = ROOT / "launch" / launch_file
+    compile(path.read_text(), str(path), "exec")
+    assert required <= _launch_arguments(path)
+    src = path.read_text()
+    assert config in src and "scr_ros.rviz" in src and "generate_launch_description" in src
+
+
+def test_rviz_config_shows_the_relocalizer_outputs():
+    cfg = yaml.safe_load((ROOT / "config" / "scr_ros.rviz").read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    topics = {d.get("Topic", {}).get("Value"): d for d in displays if isinstance(d.get("Topic"), dict)}
+    assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
+    assert "/scr_relocalizer/pose" in topics and "/scr_relocalizer/scene_points" in topics
+    assert topics["/scr_relocalizer/map_cloud"]["Topic"]["Durability Policy"] == "Transient Local"
+    assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays)
+    assert any(d["Class"] in ("rviz_default_plugins/Image", "rviz_default_plugins/Camera") for d in displays)
+
+
+def test_entry_points_name_modules_with_a_main():
+    src = (ROOT / "setup.py").read_text()
+    for script in ("relocalizer_node", "mapping_node"):
+        m = re.search(rf'"{script} = (scr_ros\.ros\.\w+):main"', src)
+        assert m, script
+        module = ROOT / (m.group(1).replace(".", "/") + ".py")
+        assert "main" in {n.name for n in ast.parse(module.read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert 'glob("config/*.yaml") + glob("config/*.rviz")' in src and 'glob("launch/*.launch.py")' in src
+    for pattern in ("config/*.yaml", "config/*.rviz", "launch/*.launch.py"):
+        assert list(ROOT.glob(pattern)), pattern
+
+
+def test_ros_layer_imports_only_names_that_exist_in_the_ros_free_code():
+    """The nodes cannot run here, so at least every name they take from scr_ros must exist."""
+    for path in (ROOT / "scr_ros" / "ros").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                base = "scr_ros" if node.level == 2 else "scr_ros.ros"
+                module = f"{base}.{node.module}" if node.module else base
+                if module.startswith("scr_ros.ros"):
+                    target = ROOT / (module.replace(".", "/") + ".py")
+                    defined = {n.name for n in ast.parse(target.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                    missing = [a.name for a in node.names if a.name not in defined]
+                else:
+                    mod = importlib.import_module(module)
+                    missing = [a.name for a in node.names if not hasattr(mod, a.name)]
+                assert not missing, f"{path.name}: {module} has no {missing}"
