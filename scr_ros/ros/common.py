@@ -1,4 +1,5 @@
-"""Shared rclpy glue: the message factory, parameter declaration from the spec tables, TF lookups."""
+"""Shared rclpy glue: the message factory, parameter declaration from the spec tables, TF lookups,
+and the executor loop both nodes run in."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import array
 import importlib
 
 import numpy as np
+import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import ClockType
 from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.time import Time
@@ -99,3 +102,21 @@ def lookup(buffer, target: str, source: str, stamp_ns: int | None, timeout_s: fl
         return transform_to_matrix(msg.transform, f"TF {target} -> {source}")
     except MessageError as exc:
         raise LookupError(str(exc)) from None
+
+
+def spin(make_node, args=None) -> None:
+    """Run one node until Ctrl-C or shutdown; its own worker threads stop in destroy_node()."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -16,7 +16,6 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from diagnostic_updater import Updater
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -28,7 +27,7 @@ from ..messages import MessageError, decode_camera_info, decode_compressed_image
 from ..nodes.mapping import MappingCore, StampMatcher
 from ..nodes.params import MAPPING_PARAMS
 from ..nodes.relocalizer import LatestSlot
-from .common import declare_parameters, lookup, parameter_callback
+from .common import declare_parameters, lookup, parameter_callback, spin
 
 LEVELS = {"running": DiagnosticStatus.OK, "done": DiagnosticStatus.OK, "idle": DiagnosticStatus.OK, "cancelled": DiagnosticStatus.WARN, "failed": DiagnosticStatus.ERROR}
 
@@ -187,20 +186,7 @@ class MappingNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = MappingNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin(MappingNode, args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import threading
 import rclpy
 from diagnostic_updater import Updater
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -37,7 +36,7 @@ from ..messages import (
 )
 from ..nodes.params import RELOCALIZER_PARAMS
 from ..nodes.relocalizer import CameraFrame, LatestSlot, RelocalizerCore
-from .common import declare_parameters, lookup, parameter_callback, rclpy_factory
+from .common import declare_parameters, lookup, parameter_callback, spin, rclpy_factory
 
 
 class _TfSource:
@@ -227,20 +226,7 @@ class RelocalizerNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RelocalizerNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin(RelocalizerNode, args)
 
 
 if __name__ == "__main__":
