@@ -170,7 +170,10 @@ def decode_compressed_image(msg) -> np.ndarray:
     fmt = str(msg.format)
     if "compressedDepth" in fmt:
         raise MessageError(f"compressed image format {fmt!r} is a depth stream, not a camera image")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
     if img is None:
         raise MessageError(f"cannot decode compressed image (format {fmt!r}, {data.size} bytes)")
     if img.dtype == np.uint16:

@@ -110,7 +110,11 @@ class MappingNode(Node):
             depth = self.depths.match(stamp) if p["use_depth"] else None
             if p["use_depth"] and depth is None:
                 self.get_logger().warning("no depth image with this image's stamp: frame recorded without depth", throttle_duration_sec=5.0)
-            result = self.core.add_frame(image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth)
+            try:
+                result = self.core.add_frame(image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth)
+            except Exception as exc:  # noqa: BLE001 - never let one frame end the recording thread
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+                continue
             if result.status == "recorded":
                 self.get_logger().info(f"keyframe {result.name} ({result.reason})")
             elif result.status == "invalid":

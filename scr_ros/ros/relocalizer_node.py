@@ -145,11 +145,11 @@ class RelocalizerNode(Node):
                 self.core.counters.rejected_input += 1
                 self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
                 continue
-            outcome = self.core.process(frame, self.get_clock().now().nanoseconds, self.tf_source)
             try:
-                self.publish(outcome)
-            except MessageError as exc:
-                self.get_logger().error(f"cannot publish the result: {exc}", throttle_duration_sec=5.0)
+                self.publish(self.core.process(frame, self.get_clock().now().nanoseconds, self.tf_source))
+            except Exception as exc:  # noqa: BLE001 - one bad frame (or CUDA hiccup) must not end the inference thread
+                self.core.counters.errors += 1
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def publish(self, out) -> None:
         p, f = self.core.params, self.f
@@ -159,8 +159,7 @@ class RelocalizerNode(Node):
             if points is not None:
                 self.pub_scene_points.publish(make_point_cloud(f, *points, out.stamp_ns, p["map_frame"]))
         if not out.published:
-            if out.status != "no_map":
-                self.get_logger().warning(f"frame not localized ({out.status}): {out.reason}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"frame not localized ({out.status}): {out.reason}", throttle_duration_sec=2.0)
             return
         if out.tf_warning:
             self.get_logger().warning(out.tf_warning, throttle_duration_sec=5.0)
