@@ -378,3 +378,52 @@ def test_real_sun3d_sample():
     assert depth.shape == (480, 640)
     valid = depth[np.isfinite(depth)]
     assert valid.size > 0.3 * depth.size and 0.2 < np.median(valid) < 10.0  # metres, indoors
+
+
+# --------------------------------------------------------------------------------------------
+# ACE / DSAC* layout (Wayspots)
+
+
+def make_ace_scene(root: Path, rng, focal_as_matrix=False):
+    poses = {}
+    for split, n in (("train", 3), ("test", 2)):
+        for i in range(n):
+            name = f"seq1_frame{i:05d}"
+            T = random_pose(rng)
+            poses[(split, name)] = T
+            write_image(root / split / "rgb" / f"{name}.jpg", 64, 48)
+            write_pose(root / split / "poses" / f"{name}.txt", T)
+            calib = root / split / "calibration" / f"{name}.txt"
+            calib.parent.mkdir(parents=True, exist_ok=True)
+            calib.write_text("55.5 0 30.0\n0 56.5 25.0\n0 0 1\n" if focal_as_matrix else "55.5\n")
+    return poses
+
+
+def test_ace_layout_focal_means_centred_principal_point(tmp_path, rng):
+    poses = make_ace_scene(tmp_path, rng)
+    ds = open_dataset(tmp_path)
+    assert ds.layout == "ace" and len(ds.frames("train")) == 3 and len(ds.frames("test")) == 2
+    f = ds.frames("test")[1]
+    assert (f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy, f.camera.width, f.camera.height) == (55.5, 55.5, 32.0, 24.0, 64, 48)
+    # poses are camera-to-world as stored: no conversion
+    assert np.allclose(f.pose, poses[("test", f.name)], atol=1e-9)
+    assert f.load_image().shape == (48, 64, 3)
+
+
+def test_ace_layout_calibration_matrix(tmp_path, rng):
+    make_ace_scene(tmp_path, rng, focal_as_matrix=True)
+    c = open_dataset(tmp_path).frames("train")[0].camera
+    assert (c.fx, c.fy, c.cx, c.cy) == (55.5, 56.5, 30.0, 25.0)
+
+
+def test_ace_layout_names_the_broken_file(tmp_path, rng):
+    make_ace_scene(tmp_path, rng)
+    calib = tmp_path / "train" / "calibration" / "seq1_frame00001.txt"
+    calib.write_text("1 2\n")
+    assert "expected 1 or 9 numbers" in raises_naming(calib, open_dataset, tmp_path)
+    calib.unlink()
+    raises_naming(calib, open_dataset, tmp_path)
+    make_ace_scene(tmp_path, rng)
+    pose = tmp_path / "test" / "poses" / "seq1_frame00000.txt"
+    pose.unlink()
+    raises_naming(pose, open_dataset, tmp_path)

@@ -1,7 +1,8 @@
 """Dataset readers and layout detection.
 
 ``open_dataset(spec)`` accepts ``synthetic:NAME`` or a folder whose layout is detected:
-7-Scenes scene folders, 3DMatch-style RGB-D fragments, and the plain posed folder.
+7-Scenes scene folders, the ACE / DSAC* layout (Wayspots), 3DMatch-style RGB-D fragments, and
+the plain posed folder.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DatasetError
+from .ace_layout import is_ace_layout, open_ace_layout
 from .base import SPLITS, Dataset, Frame
 from .fragments import is_fragments, open_fragments
 from .posed_folder import is_posed_folder, open_posed_folder
@@ -19,6 +21,8 @@ from .synthetic import SCENES, open_synthetic, render_to_folder
 # (name, detector, reader): tried in order; the first detector that says yes reads the folder.
 LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Dataset]]] = [
     ("7scenes", is_seven_scenes, open_seven_scenes),
+    # before the posed folder: an ACE scene also has train/rgb + train/poses
+    ("ace", is_ace_layout, open_ace_layout),
     ("rgbd-fragments", is_fragments, open_fragments),
     ("posed-folder", is_posed_folder, open_posed_folder),
 ]
@@ -39,7 +43,7 @@ def open_dataset(spec: str | Path, progress=None) -> Dataset:
             return read(root)
     raise DatasetError(
         f"{root}: unrecognized dataset layout. Expected one of: a 7-Scenes scene (TrainSplit.txt, seq-XX/), "
-        f"RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
+        f"the ACE layout (train/ and test/ with rgb/, poses/, calibration/), RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
         f"optionally under train/ and test/)"
     )
 
