@@ -19,8 +19,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from ..geometry import PinholeCamera
 from .base import Dataset, Frame, image_size, read_numbers, read_pose_file
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from .posed_folder import IMAGE_SUFFIXES
 
 
 def is_ace_layout(root: Path) -> bool:

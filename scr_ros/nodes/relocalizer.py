@@ -309,7 +309,6 @@ class Counters:
     rejected_input: int = 0  # messages that failed validation
     errors: int = 0
     last_inliers: int = 0
-    last_latency_ms: float = 0.0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
 
@@ -432,7 +431,6 @@ class RelocalizerCore:
 
     def _finish(self, out: FrameOutcome, t0: float) -> FrameOutcome:
         out.latency_ms = (time.perf_counter() - t0) * 1e3
-        self.counters.last_latency_ms = out.latency_ms
         self.counters.latencies_ms.append(out.latency_ms)
         return out
 
