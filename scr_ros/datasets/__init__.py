@@ -1,8 +1,8 @@
 """Dataset readers and layout detection.
 
 ``open_dataset(spec)`` accepts ``synthetic:NAME`` or a folder whose layout is detected:
-7-Scenes scene folders, the ACE / DSAC* layout (Wayspots), 3DMatch-style RGB-D fragments, and
-the plain posed folder.
+7-Scenes scene folders, the ACE / DSAC* layout (Wayspots), 12-Scenes scene folders, Cambridge
+Landmarks scene folders, 3DMatch-style RGB-D fragments, and the plain posed folder.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from typing import Callable
 from ..errors import DatasetError
 from .ace_layout import is_ace_layout, open_ace_layout
 from .base import SPLITS, Dataset, Frame
+from .cambridge import is_cambridge, open_cambridge
 from .fragments import is_fragments, open_fragments
 from .posed_folder import is_posed_folder, open_posed_folder
 from .sevenscenes import is_seven_scenes, open_seven_scenes
 from .synthetic import SCENES, open_synthetic, render_to_folder
+from .twelvescenes import is_twelve_scenes, open_twelve_scenes
 
 # (name, detector, reader): tried in order; the first detector that says yes reads the folder.
 LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Dataset]]] = [
     ("7scenes", is_seven_scenes, open_seven_scenes),
     # before the posed folder: an ACE scene also has train/rgb + train/poses
     ("ace", is_ace_layout, open_ace_layout),
+    # after the ACE layout: ACE's setup script writes train/ and test/ into the Cambridge scene
+    # folder itself, and such a folder has always opened as the ACE layout
+    ("12scenes", is_twelve_scenes, open_twelve_scenes),
+    ("cambridge", is_cambridge, open_cambridge),
     ("rgbd-fragments", is_fragments, open_fragments),
     ("posed-folder", is_posed_folder, open_posed_folder),
 ]
@@ -43,7 +49,8 @@ def open_dataset(spec: str | Path, progress=None) -> Dataset:
             return read(root)
     raise DatasetError(
         f"{root}: unrecognized dataset layout. Expected one of: a 7-Scenes scene (TrainSplit.txt, seq-XX/), "
-        f"the ACE layout (train/ and test/ with rgb/, poses/, calibration/), RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
+        f"the ACE layout (train/ and test/ with rgb/, poses/, calibration/), a 12-Scenes scene (info.txt, split.txt, "
+        f"data/frame-XXXXXX.color.jpg), a Cambridge Landmarks scene (dataset_train.txt, dataset_test.txt), RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
         f"optionally under train/ and test/)"
     )
 
