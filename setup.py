@@ -35,7 +35,7 @@ setup(
         "pyyaml>=5.3",
         "setuptools",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "mcap>=1.1"]},
     zip_safe=True,
     entry_points={
         "console_scripts": [

@@ -1,4 +1,4 @@
-"""The ``scr`` command: ``scr demo``, ``scr map``, ``scr localize``.
+"""The ``scr`` command: ``scr demo``, ``scr map``, ``scr localize``, ``scr bag ...`` (see scr_ros/bag/commands.py).
 
 Errors the user can fix (bad paths, broken datasets, mismatched maps) print one line starting
 with ``scr: error:`` and exit with status 2; Ctrl-C cancels cleanly with status 130.
@@ -34,8 +34,8 @@ class _Bar:
         if p.stage != self.stage:
             self.close()
             self.stage = p.stage
-            desc = {"buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing"}.get(p.stage, p.stage)
-            self.bar = tqdm(total=p.total, desc=desc, unit="img" if p.stage != "train" else "it", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            desc = {"buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing", "convert": "writing bag", "record": "reading bag"}.get(p.stage, p.stage)
+            self.bar = tqdm(total=p.total, desc=desc, unit="it" if p.stage == "train" else "img", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         self.bar.total = p.total
         self.bar.n = p.step
         post = {}
@@ -86,10 +86,11 @@ def mapping_config(preset_name: str, head: str | None = None, loss: str | None =
     return cfg
 
 
-def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, progress=None, cancel=None, **overrides):
+def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, progress=None, cancel=None, source: str | None = None, **overrides):
     """Shared by ``scr map``, ``scr demo`` and the mapping node: returns the SceneMap after saving
     it (atomically) to ``out``. ``progress`` replaces the progress bar; ``cancel`` (an Event)
-    stops the build with MappingCancelled."""
+    stops the build with MappingCancelled. ``source`` names where the frames came from in the map
+    header when ``dataset_spec`` is an intermediate folder (``scr bag map``)."""
     from .encoders import load_encoder
     from .mapping import MapBuilder
 
@@ -111,7 +112,7 @@ def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encod
         scene_map = builder.build(frames, preset_name=preset_name)
     finally:
         bar.close()
-    scene_map.training["dataset"] = str(dataset_spec)
+    scene_map.training["dataset"] = source or str(dataset_spec)
     scene_map.training["split"] = split
     scene_map.save(out)
     return scene_map
@@ -224,6 +225,10 @@ def make_parser() -> argparse.ArgumentParser:
     lo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
     lo.set_defaults(func=cmd_localize)
+
+    from .bag.commands import add_bag_parser
+
+    add_bag_parser(sub)
     return p
 
 

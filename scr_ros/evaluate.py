@@ -178,3 +178,37 @@ def format_table(report: dict) -> str:
         rows.insert(0, ("mapping time", f"{report['mapping_seconds']:.1f} s"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def plot_error_cdf(results: Sequence[FrameResult], path: str | Path, title: str = "") -> Path:
+    """Cumulative distribution of translation and rotation errors; lost frames never reach it,
+    so each curve ends at the share of localized frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(results), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, values, unit, marks in (
+        (axes[0], [r.translation_error_m * 100 for r in results], "translation error [cm]", (2, 5, 10)),
+        (axes[1], [r.rotation_error_deg for r in results], "rotation error [deg]", (2, 5)),
+    ):
+        v = np.sort(np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64))
+        if len(v):
+            ax.step(np.r_[0.0, v], np.r_[0.0, np.arange(1, len(v) + 1) / n] * 100, where="post", color="tab:blue")
+            ax.set_xscale("symlog", linthresh=1.0)
+        for m in marks:
+            ax.axvline(m, color="0.6", ls="--", lw=1)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel(unit)
+        ax.set_ylabel("frames within [%]")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{len(results)} frames, {sum(not r.success for r in results)} lost")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

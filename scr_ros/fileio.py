@@ -1,9 +1,11 @@
-"""Atomic file writes: a crash or a full disk never leaves half a file in place of a good one."""
+"""Atomic file and folder writes: a crash or a full disk never leaves half a file in place of a good one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,3 +44,37 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, replace: bool = False, is_replaceable=None):
+    """Build a folder (a rosbag2 bag) out of sight and move it into place when complete.
+
+    Yields a path that does not exist yet, with the same name as ``path`` (rosbag2 names its
+    storage file after the folder), inside a hidden staging folder next to ``path``. On success
+    it is renamed to ``path``; on any error or Ctrl-C the staging folder is deleted and an
+    existing ``path`` is untouched. An existing ``path`` is an error unless ``replace``; then
+    ``is_replaceable(path)`` (when given) must agree, so a typo cannot delete an unrelated folder.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not replace:
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+        if is_replaceable is not None and not is_replaceable(path):
+            raise FileExistsError(f"{path} exists and is not what this command writes; refusing to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield staging / path.name
+        if path.exists():
+            old = staging / (path.name + ".old")
+            os.replace(path, old)  # a folder cannot replace a non-empty folder in one rename
+            try:
+                os.replace(staging / path.name, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

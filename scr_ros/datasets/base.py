@@ -24,7 +24,8 @@ class Frame:
     """One posed image.
 
     ``pose`` is the 4x4 camera-to-world matrix (OpenCV optical axes, metres). ``depth_scale``
-    converts stored depth values to metres (16-bit PNG in millimetres: 0.001).
+    converts stored depth values to metres (16-bit PNG in millimetres: 0.001). ``stamp_ns`` is
+    the capture time when the dataset records one (nanoseconds since the epoch), else ``None``.
     """
 
     name: str
@@ -34,6 +35,7 @@ class Frame:
     depth_path: Path | None = None
     depth_scale: float = 0.001
     depth_invalid: tuple[int, ...] = (0,)
+    stamp_ns: int | None = None
 
     def load_image(self) -> np.ndarray:
         """RGB uint8 (H, W, 3); the image size must match the intrinsics."""

@@ -9,6 +9,7 @@ synthetic scene, and easy to produce from any source.
       intrinsics.txt            "fx fy cx cy [width height]" shared by all frames, or
       intrinsics/NAME.txt       the same per frame (takes precedence)
       depth/NAME.png            optional, 16-bit millimetres, 0 = invalid
+      meta/NAME.json            optional, {"stamp_ns": capture time, ...} (the mapping node's)
     ROOT/train/..., ROOT/test/...   ... or one such set per split
 
 A flat folder has no splits: every split name selects all its frames.
@@ -16,6 +17,7 @@ A flat folder has no splits: every split name selects all its frames.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -64,8 +66,21 @@ def _read_set(folder: Path) -> list[Frame]:
         else:
             raise DatasetError(f"no intrinsics for {img}: expected {own} or {folder / 'intrinsics.txt'}")
         depth = folder / "depth" / f"{name}.png"
-        frames.append(Frame(name, img, read_pose_file(pose_dir / f"{name}.txt"), camera, depth if depth.is_file() else None))
+        pose = read_pose_file(pose_dir / f"{name}.txt")
+        frames.append(Frame(name, img, pose, camera, depth if depth.is_file() else None, stamp_ns=_stamp(folder / "meta" / f"{name}.json")))
     return frames
+
+
+def _stamp(meta: Path) -> int | None:
+    if not meta.is_file():
+        return None
+    try:
+        stamp = json.loads(meta.read_text())["stamp_ns"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{meta}: not a frame metadata file with a stamp_ns ({exc})") from None
+    if not isinstance(stamp, int) or stamp < 0:
+        raise DatasetError(f"{meta}: stamp_ns must be a non-negative integer (nanoseconds), got {stamp!r}")
+    return stamp
 
 
 def open_posed_folder(root: Path) -> Dataset:

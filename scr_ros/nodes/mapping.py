@@ -37,7 +37,8 @@ FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
 class KeyframeSelector:
     """A frame is a keyframe when the camera moved ``min_translation`` metres or turned
     ``min_rotation_deg`` since the last keyframe, or ``max_interval_s`` passed (0 disables the
-    time fallback). The first frame is always a keyframe."""
+    time fallback). The first frame is always a keyframe; with all three thresholds 0 every
+    frame is (``scr bag map`` on a dataset bag whose frames are already chosen)."""
 
     def __init__(self, min_translation: float, min_rotation_deg: float, max_interval_s: float) -> None:
         self.min_translation, self.min_rotation_deg, self.max_interval_s = min_translation, min_rotation_deg, max_interval_s
@@ -47,6 +48,8 @@ class KeyframeSelector:
         """Why this frame is a keyframe (``first``, ``moved ...``, ``turned ...``, ``time``), or ``""``."""
         if self.last is None:
             return "first"
+        if self.min_translation == self.min_rotation_deg == self.max_interval_s == 0:
+            return "every frame"
         T_last, stamp_last = self.last
         moved = float(np.linalg.norm(T_world_cam[:3, 3] - T_last[:3, 3]))
         turned = rotation_angle_deg(T_last[:3, :3].T @ T_world_cam[:3, :3])

@@ -101,7 +101,7 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     TF_TIMEOUT,
     _p("min_translation", 0.05, "Record a keyframe after the camera moved this many metres.", 0.0, 100.0, dynamic=True),
     _p("min_rotation_deg", 5.0, "Record a keyframe after the camera turned this many degrees.", 0.0, 180.0, dynamic=True),
-    _p("max_interval", 2.0, "Record a keyframe after this many seconds even without motion (0: never).", 0.0, 3600.0, dynamic=True),
+    _p("max_interval", 2.0, "Record a keyframe after this many seconds even without motion (0: never). All three keyframe thresholds 0: record every frame.", 0.0, 3600.0, dynamic=True),
     _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
     _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=("ace", "cpu", "test")),
     _p("encoder", "", "Encoder name or weights file; empty: the package default."),
