@@ -351,8 +351,10 @@ def test_replay_skips_malformed_images_and_counts_them(mapped, tiny, tmp_path):
     frame = tiny.frames("test")[0]
     write_bag_with_bad_messages(bag, frame, [START + i * 10**8 for i in range(3)])
     report = tmp_path / "r.json"
-    assert main(["bag", "replay", str(bag), "--map", str(mapped["map"]), "--report", str(report), "--device", "cpu"]) == 0
+    params = Path(__file__).resolve().parent.parent / "config" / "relocalizer.yaml"  # the node's own file
+    assert main(["bag", "replay", str(bag), "--map", str(mapped["map"]), "--report", str(report), "--params", str(params), "--device", "cpu"]) == 0
     rp = json.loads(report.read_text())["replay"]
+    assert rp["params"]["min_inliers"] == 100 and rp["params"]["tf_mode"] == "map_to_odom"
     assert rp["images"] == 2 and rp["scored"] == 2
     (reason,) = rp["skipped"]
     assert "step 7 is smaller than width" in reason

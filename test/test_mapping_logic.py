@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scr_ros.datasets import open_dataset
-from scr_ros.errors import MappingCancelled, ScrError
+from scr_ros.errors import DatasetError, MappingCancelled, ScrError
 from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
 from scr_ros.nodes.mapping import KeyframeSelector, MapBuildJob, MappingCore, SessionRecorder, StampMatcher
@@ -39,6 +39,20 @@ def test_keyframes_by_translation_rotation_and_time():
     off = KeyframeSelector(0.1, 10.0, 0.0)
     off.accept(pose(), 0)
     assert off.decide(pose(0.01), 100 * S) == ""  # no time fallback when max_interval is 0
+    every = KeyframeSelector(0.0, 0.0, 0.0)  # scr bag map on a dataset bag: every frame
+    every.accept(pose(), 0)
+    assert every.decide(pose(), 1) == "every frame"
+
+
+def test_recorded_stamps_reach_the_dataset_frames(tmp_path, image):
+    """Posed folders carry the mapping node's stamps (meta/), so scr bag convert keeps them."""
+    rec = SessionRecorder(tmp_path / "s")
+    for i in range(2):
+        rec.add(image, pose(0.1 * i), CAM, 1_000 + i * S, "cam", None, "first")
+    assert [f.stamp_ns for f in open_dataset(tmp_path / "s").frames("train")] == [1_000, 1_000 + S]
+    (tmp_path / "s" / "meta" / "frame_000001.json").write_text('{"stamp_ns": -5}')
+    with pytest.raises(DatasetError, match="frame_000001.json: stamp_ns must be a non-negative integer"):
+        open_dataset(tmp_path / "s")
 
 
 def test_recorder_writes_a_folder_scr_map_can_read(tmp_path, image):

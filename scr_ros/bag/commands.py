@@ -132,7 +132,7 @@ def replay_params(args) -> dict:
     params = {}
     if args.params:
         try:
-            params = dict(load_yaml_parameters(args.params, "relocalizer"))
+            params = dict(load_yaml_parameters(args.params, "scr_relocalizer"))
         except OSError as exc:
             raise ScrError(f"cannot read {args.params}: {exc}") from None
     params["map_path"] = str(args.map)
