@@ -76,7 +76,7 @@ def cmd_convert(args) -> int:
     finally:
         bar.close()
     counts = ", ".join(f"{k} {v}" for k, v in summary.messages.items())
-    print(f"wrote {summary.path}: {summary.frames} frames over {summary.duration_s:.1f} s, {summary.bytes / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s ({counts})")
+    print(f"wrote {summary.path}: {summary.frames} frames over {summary.duration_s:.1f} s (stamps: {summary.stamps}), {summary.bytes / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s ({counts})")
     return 0
 
 

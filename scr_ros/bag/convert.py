@@ -55,6 +55,7 @@ class ConvertSummary:
     splits: dict[str, list[int]]
     duration_s: float
     bytes: int
+    stamps: str  # where the stamps came from: "dataset" or the fixed rate
 
 
 def is_rosbag2(path: Path) -> bool:
@@ -64,13 +65,15 @@ def is_rosbag2(path: Path) -> bool:
 def frame_stamps(frames: Sequence[Frame], start_ns: int, rate_hz: float) -> tuple[list[int], str]:
     """The dataset's stamps when all frames have increasing ones, else ``start + i / rate``."""
     own = [f.stamp_ns for f in frames]
+    note = ""
     if frames and all(s is not None for s in own):
         if all(b > a for a, b in zip(own, own[1:])):
             return list(own), "dataset"
+        note = " (the dataset's own stamps do not increase)"
     if rate_hz <= 0:
         raise BagError(f"--rate must be positive, got {rate_hz}")
     period = 1e9 / rate_hz
-    return [start_ns + int(round(i * period)) for i in range(len(frames))], f"{rate_hz:g} Hz"
+    return [start_ns + int(round(i * period)) for i in range(len(frames))], f"{rate_hz:g} Hz{note}"
 
 
 class _Writer:
@@ -197,4 +200,4 @@ def convert(
     except FileExistsError as exc:
         raise BagError(str(exc)) from None
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return ConvertSummary(out, len(plan), dict(w.counts), ranges, (plan[-1][2] - plan[0][2]) * 1e-9, size)
+    return ConvertSummary(out, len(plan), dict(w.counts), ranges, (plan[-1][2] - plan[0][2]) * 1e-9, size, ", ".join(sorted(how)))

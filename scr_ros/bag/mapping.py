@@ -73,7 +73,7 @@ def record_session(
         )
         core.start_recording()
         summary = RecordSummary()
-        total = src.count_images(split)
+        total = src.count_images(split, side)
         for i, item in enumerate(src.images(side, split, with_depth=use_depth, allow_scaling=False), 1):
             if isinstance(item, tuple):
                 summary.problems[item[1]] += 1

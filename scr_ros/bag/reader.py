@@ -210,12 +210,17 @@ class BagSource:
 
     # ------------------------------------------------------------------ images
 
-    def count_images(self, split: str | None = None) -> int:
+    def count_images(self, split: str | None = None, side: SideData | None = None) -> int:
+        """Images in a split, for progress bars: exact for the whole bag; for a split, the
+        camera infos in its time range (one per image in converted bags) scaled to the image
+        count, so the images themselves are not read twice."""
         topic, _ = self.image_topic()
+        total = sum(c.msgcount for c in self.by_topic[topic])
         start, stop = self.stamp_range(split)
-        if start is None:
-            return sum(c.msgcount for c in self.by_topic[topic])
-        return sum(1 for _ in self.reader.messages(connections=self.by_topic[topic], start=start, stop=stop))
+        if start is None or side is None or not side.camera_infos:
+            return total
+        inside = sum(start <= s < stop for s, _ in side.camera_infos)
+        return round(inside * total / len(side.camera_infos))
 
     def images(self, side: SideData, split: str | None = None, with_depth: bool = False, allow_scaling: bool = True) -> Iterator[BagImage | tuple[int, str]]:
         """Decoded images in bag order; depth paired by stamp when ``with_depth``.

@@ -84,7 +84,7 @@ def replay(
         side: SideData = src.load_side()
         if len(side.ground_truth) == 0:
             raise BagError(f"{bag}: no ground-truth poses on {topics.ground_truth}; replay needs them to score (scr bag info shows what the bag has)")
-        total = src.count_images(split)
+        total = src.count_images(split, side)
         if total == 0:
             raise BagError(f"{bag}: no images in split {split or 'all'}")
         tf = BagTf(side.tf, core.params["odom_frame"], core.params["base_frame"])
@@ -125,7 +125,7 @@ def replay(
         split=split or "all",
         encoder=core.map.encoder["name"],
         head=core.map.head.head_type,
-        device=str(core._relocalizer.device) if core._relocalizer else "",
+        device=core.device,
         scr_ros_version=__version__,
     )
     report["replay"] = {

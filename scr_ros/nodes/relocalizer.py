@@ -351,6 +351,11 @@ class RelocalizerCore:
             f"on {relocalizer.device}"
         )
 
+    @property
+    def device(self) -> str:
+        """Where the loaded map's network runs ("" without a map)."""
+        return str(self._relocalizer.device) if self._relocalizer is not None else ""
+
     def update_params(self, changes: dict) -> None:
         """Apply changed parameters (already validated names); raises ParameterError when invalid."""
         checked = validate(RELOCALIZER_PARAMS, changes, partial=True)
