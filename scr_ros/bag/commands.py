@@ -144,10 +144,9 @@ def replay_params(args) -> dict:
 def cmd_replay(args) -> int:
     from ..cli import _Bar
     from ..evaluate import format_table, plot_error_cdf, plot_results, write_csv, write_poses, write_report
-    from ..fileio import atomic_directory
     from ..mapping import Progress
     from ..nodes.relocalizer import RelocalizerCore
-    from .convert import _Writer, is_rosbag2
+    from .convert import new_bag
     from .replay import EstimateBag, replay
 
     topics = _topics(args)
@@ -169,18 +168,8 @@ def cmd_replay(args) -> int:
             bar.close()
 
     if args.out_bag:
-        try:
-            with atomic_directory(args.out_bag, replace=args.overwrite, is_replaceable=is_rosbag2) as tmp:
-                w = _Writer(tmp, args.storage)
-                w.open()
-                try:
-                    result = run(EstimateBag(w, scene_points=not args.no_scene_points))
-                    w.close()
-                except BaseException:
-                    w.writer.abort()
-                    raise
-        except FileExistsError as exc:
-            raise BagError(str(exc)) from None
+        with new_bag(args.out_bag, args.storage, args.overwrite) as w:
+            result = run(EstimateBag(w, scene_points=not args.no_scene_points))
     else:
         result = run()
     report = result.report

@@ -14,10 +14,11 @@ the metadata's ``custom_data`` records each split's time range so ``scr bag map`
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -109,6 +110,24 @@ class _Writer:
         self.writer.close()
 
 
+@contextlib.contextmanager
+def new_bag(out: Path, storage: str = "mcap", overwrite: bool = False) -> Iterator[_Writer]:
+    """An open bag writer whose bag appears at ``out`` only when the block completes; on any
+    error the partial bag is discarded (and a previous bag at ``out`` kept)."""
+    try:
+        with atomic_directory(out, replace=overwrite, is_replaceable=is_rosbag2) as tmp:
+            w = _Writer(tmp, storage)
+            w.open()
+            try:
+                yield w
+                w.close()
+            except BaseException:
+                w.writer.abort()
+                raise
+    except FileExistsError as exc:
+        raise BagError(str(exc)) from None
+
+
 def compressed_image(f, frame: Frame, rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int):
     """JPEG files go in unchanged (no second lossy step); anything else is encoded once."""
     from ..messages import encode_compressed_image
@@ -156,48 +175,38 @@ def convert(
         ranges[split] = [stamps[0], stamps[-1]]
         clock = stamps[-1] + SPLIT_GAP_NS
     has_depth = all(fr.depth_path is not None for _, fr, _ in plan)
-    try:
-        with atomic_directory(out, replace=overwrite, is_replaceable=is_rosbag2) as tmp:
-            w = _Writer(tmp, storage)
-            f = w.factory
-            w.open()
-            try:
-                image_topic = topics.compressed if compressed else topics.image
-                w.topic(image_topic, layout.COMPRESSED_TYPE if compressed else layout.IMAGE_TYPE)
-                w.topic(topics.camera_info, layout.CAMERA_INFO_TYPE)
-                if has_depth:
-                    w.topic(topics.depth, layout.IMAGE_TYPE)
-                w.topic(topics.tf, layout.TF_TYPE)
-                w.topic(topics.tf_static, layout.TF_TYPE, durability="transient_local")
-                w.topic(topics.ground_truth, layout.POSE_TYPE)
-                fr_ = frame_ids
-                static = make_transform_stamped(f, layout.T_BASE_CAMERA, plan[0][2], fr_.base, fr_.camera)
-                w.write(topics.tf_static, f("tf2_msgs/msg/TFMessage", transforms=[static]), plan[0][2])
-                T_cam_base = invert_pose(layout.T_BASE_CAMERA)
-                for i, (split, frame, stamp) in enumerate(plan):
-                    rgb = frame.load_image()
-                    w.write(topics.camera_info, encode_camera_info(f, frame.camera, stamp, fr_.camera), stamp)
-                    if compressed:
-                        w.write(image_topic, compressed_image(f, frame, rgb, stamp, fr_.camera, jpeg_quality), stamp)
-                    else:
-                        w.write(image_topic, encode_image(f, rgb, stamp, fr_.camera), stamp)
-                    if has_depth:
-                        w.write(topics.depth, encode_image(f, frame.load_depth().astype(np.float32), stamp, fr_.camera, "32FC1"), stamp)
-                    transforms = [make_transform_stamped(f, frame.pose, stamp, fr_.map, fr_.ground_truth)]
-                    if odometry:
-                        transforms.append(make_transform_stamped(f, frame.pose @ T_cam_base, stamp, fr_.odom, fr_.base))
-                    w.write(topics.tf, f("tf2_msgs/msg/TFMessage", transforms=transforms), stamp)
-                    w.write(topics.ground_truth, make_pose_stamped(f, frame.pose, stamp, fr_.map), stamp)
-                    if progress:
-                        progress(i + 1, len(plan))
-                info = {"source": description, "stamps": sorted(how), "odometry": odometry, "compressed": compressed, "generator": "scr_ros"}
-                w.writer.set_custom_data(SPLITS_KEY, json.dumps(ranges))
-                w.writer.set_custom_data("scr_ros.conversion", json.dumps(info))
-                w.close()
-            except BaseException:
-                w.writer.abort()
-                raise
-    except FileExistsError as exc:
-        raise BagError(str(exc)) from None
+    with new_bag(out, storage, overwrite) as w:
+        f = w.factory
+        image_topic = topics.compressed if compressed else topics.image
+        w.topic(image_topic, layout.COMPRESSED_TYPE if compressed else layout.IMAGE_TYPE)
+        w.topic(topics.camera_info, layout.CAMERA_INFO_TYPE)
+        if has_depth:
+            w.topic(topics.depth, layout.IMAGE_TYPE)
+        w.topic(topics.tf, layout.TF_TYPE)
+        w.topic(topics.tf_static, layout.TF_TYPE, durability="transient_local")
+        w.topic(topics.ground_truth, layout.POSE_TYPE)
+        fr_ = frame_ids
+        static = make_transform_stamped(f, layout.T_BASE_CAMERA, plan[0][2], fr_.base, fr_.camera)
+        w.write(topics.tf_static, f("tf2_msgs/msg/TFMessage", transforms=[static]), plan[0][2])
+        T_cam_base = invert_pose(layout.T_BASE_CAMERA)
+        for i, (_, frame, stamp) in enumerate(plan):
+            rgb = frame.load_image()
+            w.write(topics.camera_info, encode_camera_info(f, frame.camera, stamp, fr_.camera), stamp)
+            if compressed:
+                w.write(image_topic, compressed_image(f, frame, rgb, stamp, fr_.camera, jpeg_quality), stamp)
+            else:
+                w.write(image_topic, encode_image(f, rgb, stamp, fr_.camera), stamp)
+            if has_depth:
+                w.write(topics.depth, encode_image(f, frame.load_depth().astype(np.float32), stamp, fr_.camera, "32FC1"), stamp)
+            transforms = [make_transform_stamped(f, frame.pose, stamp, fr_.map, fr_.ground_truth)]
+            if odometry:
+                transforms.append(make_transform_stamped(f, frame.pose @ T_cam_base, stamp, fr_.odom, fr_.base))
+            w.write(topics.tf, f("tf2_msgs/msg/TFMessage", transforms=transforms), stamp)
+            w.write(topics.ground_truth, make_pose_stamped(f, frame.pose, stamp, fr_.map), stamp)
+            if progress:
+                progress(i + 1, len(plan))
+        info = {"source": description, "stamps": sorted(how), "odometry": odometry, "compressed": compressed, "generator": "scr_ros"}
+        w.writer.set_custom_data(SPLITS_KEY, json.dumps(ranges))
+        w.writer.set_custom_data("scr_ros.conversion", json.dumps(info))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return ConvertSummary(out, len(plan), dict(w.counts), ranges, (plan[-1][2] - plan[0][2]) * 1e-9, size, ", ".join(sorted(how)))

@@ -137,6 +137,18 @@ def image_size(path: Path) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A small text file's content; missing, unreadable or binary files are a DatasetError naming it."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise DatasetError(f"{what} missing: {path}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+
+
 def require_file(path: Path) -> Path:
     if not path.is_file():
         raise DatasetError(f"file missing: {path}")

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..geometry import PinholeCamera, make_pose, quaternion_to_matrix
-from .base import Dataset, Frame, image_size
+from .base import Dataset, Frame, image_size, read_text
 
 SPLIT_FILES = {"train": "dataset_train.txt", "test": "dataset_test.txt"}
 HEADER_LINES = 3
@@ -61,20 +61,9 @@ def _key(name: str) -> str:
     return str(PurePosixPath(name.replace("\\", "/")).with_suffix(""))
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{what} missing: {path}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not a text file") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
-
-
 def read_nvm_focals(path: Path) -> dict[str, float]:
     """Focal length (pixels) per image of an NVM_V3 file's first model, keyed by :func:`_key`."""
-    lines = [(n, line.strip()) for n, line in enumerate(_read_lines(path, "NVM file"), 1) if line.strip()]
+    lines = [(n, line.strip()) for n, line in enumerate(read_text(path, "NVM file").splitlines(), 1) if line.strip()]
     if not lines or not lines[0][1].startswith("NVM_V3"):
         raise DatasetError(f"{path}:1: not an NVM_V3 file (the first line must start with NVM_V3)")
     if len(lines) < 2:
@@ -103,7 +92,7 @@ def read_nvm_focals(path: Path) -> dict[str, float]:
 
 def _read_list(path: Path, root: Path) -> list[tuple[str, Path, np.ndarray]]:
     """(name, image path, camera-to-world pose) for each pose line of a dataset_*.txt file."""
-    lines = _read_lines(path, "image list")
+    lines = read_text(path, "image list").splitlines()
     if len(lines) < HEADER_LINES:
         raise DatasetError(f"{path}: shorter than its {HEADER_LINES} header lines")
     entries = []

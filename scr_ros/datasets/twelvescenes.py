@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..geometry import InvalidPoseError, PinholeCamera, check_pose
-from .base import Dataset, Frame
+from .base import Dataset, Frame, read_text
 
 INFO_KEYS = ("m_colorWidth", "m_colorHeight", "m_calibrationColorIntrinsic")
 
@@ -54,20 +54,9 @@ def is_twelve_scenes(root: Path) -> bool:
     return (root / "info.txt").is_file() or (root / "split.txt").is_file() or next(data.glob("frame-*.color.jpg"), None) is not None
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise DatasetError(f"{what} missing: {path}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not a text file") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
-
-
 def _read_info(path: Path) -> PinholeCamera:
     entries: dict[str, tuple[int, str]] = {}
-    for lineno, line in enumerate(_read_text(path, "calibration file").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, "calibration file").splitlines(), 1):
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
@@ -102,7 +91,7 @@ def _read_info(path: Path) -> PinholeCamera:
 
 
 def _read_split(path: Path) -> int:
-    text = _read_text(path, "split file")
+    text = read_text(path, "split file")
     first = text.splitlines()[0] if text.strip() else ""
     m = _SPLIT_LINE.match(first)
     if not m:
@@ -112,7 +101,7 @@ def _read_split(path: Path) -> int:
 
 def _read_pose(path: Path) -> np.ndarray | None:
     """The camera-to-world matrix, or ``None`` when the file marks a tracking failure."""
-    tokens = _read_text(path, "pose file").split()
+    tokens = read_text(path, "pose file").split()
     if len(tokens) != 16:
         raise DatasetError(f"{path}: expected 16 numbers (a 4x4 matrix), found {len(tokens)} values")
     values = np.empty(16)
