@@ -66,13 +66,15 @@ class SideData:
     ground_truth: PoseSeries = field(default_factory=PoseSeries)
     ground_truth_frame: str = ""
     problems: collections.Counter = field(default_factory=collections.Counter)
+    _info_stamps: list[int] = field(default_factory=list, repr=False)
 
     def camera_info_at(self, stamp_ns: int) -> CameraInfo:
         """The camera info with this stamp, else the newest one before it, else the first."""
         if not self.camera_infos:
             raise BagError("the bag has no camera_info messages")
-        stamps = [s for s, _ in self.camera_infos]
-        i = bisect.bisect_right(stamps, stamp_ns)
+        if len(self._info_stamps) != len(self.camera_infos):  # built once, not per image
+            self._info_stamps = [s for s, _ in self.camera_infos]
+        i = bisect.bisect_right(self._info_stamps, stamp_ns)
         return self.camera_infos[max(i - 1, 0)][1]
 
 
