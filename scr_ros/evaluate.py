@@ -151,6 +151,13 @@ def plot_results(results: Sequence[FrameResult], path: str | Path, mapping_poses
     ax_err.set_xlabel("query frame")
     ax_err.set_title("error per frame (lost frames at the top)")
     ax_err.legend(loc="best", fontsize=8)
+    return _save_png(fig, path, title)
+
+
+def _save_png(fig, path: str | Path, title: str = "") -> Path:
+    """Title, lay out, and write ``fig`` atomically as a PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -205,10 +212,4 @@ def plot_error_cdf(results: Sequence[FrameResult], path: str | Path, title: str 
         ax.set_ylabel("frames within [%]")
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{len(results)} frames, {sum(not r.success for r in results)} lost")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return _save_png(fig, path, title)
