@@ -16,6 +16,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
     packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
+    # The pretrained encoder and its model card (the card's checksum is checked on load).
+    package_data={PACKAGE: ["weights/dsift_ctx.safetensors", "weights/dsift_ctx.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

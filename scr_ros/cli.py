@@ -34,8 +34,8 @@ class _Bar:
         if p.stage != self.stage:
             self.close()
             self.stage = p.stage
-            desc = {"buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing", "convert": "writing bag", "record": "reading bag"}.get(p.stage, p.stage)
-            self.bar = tqdm(total=p.total, desc=desc, unit="it" if p.stage == "train" else "img", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            desc = {"pool": "rendering pool", "pretrain": "pretraining", "buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing", "convert": "writing bag", "record": "reading bag"}.get(p.stage, p.stage)
+            self.bar = tqdm(total=p.total, desc=desc, unit="it" if p.stage in ("train", "pretrain") else "img", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         self.bar.total = p.total
         self.bar.n = p.step
         post = {}
@@ -188,6 +188,58 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# Settings of `scr pretrain-encoder` that a checkpoint fixes; --resume refuses different ones.
+_PRETRAIN_OPTIONS = {"scenes": "scenes", "steps": "steps", "seed": "seed", "frames_per_scene": "frames_per_scene", "batch_scenes": "batch_scenes", "precision": "precision"}
+
+
+def cmd_pretrain_encoder(args) -> int:
+    from .pretrain import PretrainConfig, Pretrainer, command_line, write_model_card
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ScrError(f"--out must name a .safetensors file, got {out}")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
+    bar = _Bar()
+    given = {field: getattr(args, opt) for opt, field in _PRETRAIN_OPTIONS.items() if getattr(args, opt) is not None}
+    if args.resume:
+        trainer = Pretrainer.from_checkpoint(args.resume, args.device, progress=bar)
+        clash = {k: (v, getattr(trainer.cfg, k)) for k, v in given.items() if getattr(trainer.cfg, k) != v}
+        if clash:
+            raise ScrError(
+                "the checkpoint was made with other settings: "
+                + ", ".join(f"--{k.replace('_', '-')} {old} (asked {new})" for k, (new, old) in clash.items())
+                + "; drop those options to resume, or start a new run"
+            )
+        print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}", file=sys.stderr)
+    else:
+        cfg = PretrainConfig(**given)
+        if args.checkpoint_every is not None:
+            cfg.checkpoint_every = args.checkpoint_every
+        trainer = Pretrainer(cfg, args.device, progress=bar)
+    cfg = trainer.cfg
+    print(
+        f"pretraining {trainer.encoder.ARCHITECTURE} on {trainer.device} "
+        f"(precision {str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'fp32'}): {cfg.scenes} synthetic scenes x "
+        f"{cfg.frames_per_scene} views, {cfg.steps} steps of {cfg.batch_scenes} scenes x {cfg.windows_per_scene} windows; checkpoints to {checkpoint}",
+        file=sys.stderr,
+    )
+    try:
+        trainer.run(checkpoint)
+    except (KeyboardInterrupt, MappingCancelled):
+        bar.close()
+        print(f"scr: interrupted at step {trainer.step}; continue with --resume {checkpoint}", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    digest = trainer.encoder.save_weights(out, metadata={"steps": trainer.step, "seed": cfg.seed, "final_loss": trainer.final_loss()})
+    card = out.with_suffix(".md")
+    write_model_card(card, trainer, digest, command_line())
+    trainer.save_checkpoint(checkpoint)
+    print(f"{trainer.step} steps in {trainer.elapsed_s / 60:.1f} min, final loss {trainer.final_loss():.3f} m")
+    print(f"weights written to {out} (sha256 {digest[:12]}...), model card {card}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     from .mapping import PRESETS
 
@@ -225,6 +277,26 @@ def make_parser() -> argparse.ArgumentParser:
     lo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
     lo.set_defaults(func=cmd_localize)
+
+    pe = sub.add_parser(
+        "pretrain-encoder",
+        help="pretrain the encoder on randomized synthetic scenes (one shared encoder, one head per scene)",
+        description="Pretrain the dsift-ctx encoder ACE-style on domain-randomized synthetic rooms. Writes WEIGHTS "
+        "(fp16 safetensors) and its model card WEIGHTS.md; checkpoints go to WEIGHTS.ckpt.safetensors so an "
+        "interrupted run continues with --resume.",
+    )
+    pe.add_argument("--out", type=Path, required=True, metavar="WEIGHTS", help="weights file to write (.safetensors)")
+    pe.add_argument("--scenes", type=int, default=None, help="training scenes (default 12)")
+    pe.add_argument("--steps", type=int, default=None, help="training steps (default 4000)")
+    pe.add_argument("--seed", type=int, default=None, help="seed of scenes, augmentation, batches and initialization (default 0)")
+    pe.add_argument("--frames-per-scene", type=int, default=None, help="rendered views per scene (default 64)")
+    pe.add_argument("--batch-scenes", type=int, default=None, help="scenes per step (default 4)")
+    pe.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pe.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"], help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    pe.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from a checkpoint")
+    pe.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT", help="where to write checkpoints (default: next to WEIGHTS)")
+    pe.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 250)")
+    pe.set_defaults(func=cmd_pretrain_encoder)
 
     from .bag.commands import add_bag_parser
 

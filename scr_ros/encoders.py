@@ -12,7 +12,9 @@ weights, which a map records so it can refuse to run with a different encoder.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -252,11 +254,149 @@ class DenseSiftEncoder(Encoder):
         return torch.cat(out, 1) * math.sqrt(self.orientations * self.spatial_bins**2)
 
 
+class SiftContextEncoder(Encoder):
+    """The project's pretrained encoder: dense SIFT plus learned context layers (``dsift-ctx``).
+
+    A weight-free :class:`DenseSiftEncoder` describes each 8x8 patch (384 channels); learned
+    layers at stride 8 look at the descriptors around it (3x3 convolutions dilated 1, 2 and 4,
+    so about 56 px beyond the SIFT window on each side) and add ``context_channels`` features
+    that tell apart patches SIFT alone confuses. Output: the SIFT channels followed by the learned
+    ones, each at unit RMS, (B, 384 + context_channels, ceil(H/8), ceil(W/8)).
+
+    Why not the ACE architecture: learning its full-resolution stem from scratch takes GPU-days;
+    on a CPU the SIFT stem gives the gradient statistics for free and pretraining only has to
+    learn the context (``scr pretrain-encoder``; see scr_ros/weights/ for the shipped weights
+    and their model card).
+    """
+
+    ARCHITECTURE = "dsift-ctx"
+    VERSION = 1  # bump when the layout of the learned tensors changes
+
+    def __init__(self, width: int = 128, context_channels: int = 128):
+        super().__init__()
+        self.stem = DenseSiftEncoder()
+        self.width, self.context_channels = int(width), int(context_channels)
+        self.reduce = nn.Conv2d(self.stem.out_channels, width, 1)
+        self.context = nn.ModuleList([nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in (1, 2, 4)])
+        self.project = nn.Conv2d(width, context_channels, 1)
+        self.out_channels = self.stem.out_channels + context_channels
+        self.name, self.source = "dsift-ctx", "untrained"
+
+    def config(self) -> dict:
+        return {"architecture": self.ARCHITECTURE, "version": self.VERSION, "width": self.width, "context_channels": self.context_channels, "stem": self.stem.source}
+
+    def checksum(self) -> str:
+        # The learned tensors and the SIFT stem's version: either changing changes the features.
+        return hashlib.sha256((super().checksum() + self.stem.checksum()).encode()).hexdigest()
+
+    def context_features(self, sift: torch.Tensor) -> torch.Tensor:
+        """sift (B, 384, h, w) -> learned context features (B, context_channels, h, w), unit RMS."""
+        x = F.relu(self.reduce(sift))
+        for conv in self.context:
+            x = x + F.relu(conv(x))
+        c = self.project(x).float()
+        return c / (c.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-3)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        sift = self.stem(image)
+        return torch.cat([sift, self.context_features(sift).to(sift.dtype)], 1)
+
+    # -------------------------------------------------------------- weights files
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("stem.")}
+
+    def save_weights(self, path: str | Path, metadata: dict | None = None) -> str:
+        """Write the learned tensors as fp16 safetensors (atomically); returns the file's SHA-256."""
+        from safetensors.torch import save
+
+        from .fileio import atomic_write_bytes
+
+        header = {"scr_ros_encoder": json.dumps({**self.config(), **(metadata or {})}, sort_keys=True)}
+        tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.learned_state().items()}
+        data = save(tensors, metadata=header)
+        atomic_write_bytes(Path(path), data)
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def from_file(cls, path: str | Path, card: str | Path | None = None) -> "SiftContextEncoder":
+        """Load weights written by ``scr pretrain-encoder``, refusing a file whose SHA-256 is not
+        the one its model card (``card``, default: the ``.md`` beside the file) records."""
+        path = Path(path)
+        card = Path(card) if card else path.with_suffix(".md")
+        if not path.is_file():
+            raise EncoderError(f"encoder weights file not found: {path}")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        expected = card_checksum(card)
+        if digest != expected:
+            raise EncoderError(
+                f"{path} has SHA-256 {digest[:12]}..., but its model card {card} records {expected[:12]}...; "
+                "the weights were changed or belong to another card"
+            )
+        config, tensors = _read_scr_weights(path, data)
+        enc = cls(width=int(config.get("width", 128)), context_channels=int(config.get("context_channels", 128)))
+        expected_state = enc.learned_state()
+        if set(tensors) != set(expected_state):
+            raise EncoderError(f"{path}: tensors {sorted(tensors)} do not match the {cls.ARCHITECTURE} layout {sorted(expected_state)}")
+        for k, v in tensors.items():
+            if tuple(v.shape) != tuple(expected_state[k].shape):
+                raise EncoderError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected_state[k].shape)}")
+            if not torch.isfinite(v.float()).all():
+                raise EncoderError(f"{path}: {k} contains NaN or infinite values")
+        enc.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+        enc.source = str(path.resolve())
+        return enc
+
+
+def card_checksum(card: Path) -> str:
+    """The weights SHA-256 a model card records, on its ``weights sha256:`` line."""
+    if not card.is_file():
+        raise EncoderError(f"model card {card} not found: pretrained weights load only beside the card that records their checksum")
+    m = re.search(r"weights sha256:\s*`?([0-9a-f]{64})", card.read_text(encoding="utf-8"))
+    if not m:
+        raise EncoderError(f"model card {card} has no 'weights sha256: <64 hex digits>' line")
+    return m.group(1)
+
+
+def _read_scr_weights(path: Path, data: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        config = json.loads(meta["scr_ros_encoder"])
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is unusable
+        raise EncoderError(f"cannot read encoder weights {path}: {exc}") from exc
+    if config.get("architecture") != SiftContextEncoder.ARCHITECTURE or int(config.get("version", 0)) > SiftContextEncoder.VERSION:
+        raise EncoderError(f"{path}: architecture {config.get('architecture')!r} version {config.get('version')} is not one this scr_ros reads")
+    return config, tensors
+
+
+def is_scr_weights(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file written by ``scr pretrain-encoder``."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return "scr_ros_encoder" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - not readable as ours; the ACE loader reports the problem
+        return False
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PRETRAINED_WEIGHTS = WEIGHTS_DIR / "dsift_ctx.safetensors"
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 
 ENCODERS: dict[str, Callable[[], Encoder]] = {}
-DEFAULT_ENCODER = "dsift"  # weight-free; replaced by the project's pretrained weights once they exist
+DEFAULT_ENCODER = "dsift"  # weight-free; becomes "dsift-ctx" once pretrained weights beat it on real images
 
 
 def register_encoder(name: str):
@@ -276,6 +416,15 @@ def _dense_sift_encoder() -> Encoder:
     return DenseSiftEncoder()
 
 
+@register_encoder("dsift-ctx")
+def _pretrained_encoder() -> Encoder:
+    if not PRETRAINED_WEIGHTS.is_file():
+        raise EncoderError(f"the pretrained weights {PRETRAINED_WEIGHTS} are missing from this installation; reinstall scr_ros or use --encoder dsift")
+    enc = SiftContextEncoder.from_file(PRETRAINED_WEIGHTS)
+    enc.name, enc.source = "dsift-ctx", f"scr_ros/weights/{PRETRAINED_WEIGHTS.name}"
+    return enc
+
+
 @register_encoder("random")
 def _random_encoder() -> Encoder:
     # The ACE architecture untrained: a control that shows what learned weights buy.
@@ -287,6 +436,9 @@ def load_encoder(spec: str | None = None) -> Encoder:
     spec = spec or DEFAULT_ENCODER
     if spec in ENCODERS:
         enc = ENCODERS[spec]()
+    elif is_scr_weights(Path(spec)):
+        enc = SiftContextEncoder.from_file(spec)
+        enc.name = "dsift-ctx-file"
     elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).exists():
         enc = AceEncoder.from_file(spec)
     else:
@@ -299,7 +451,8 @@ def load_encoder(spec: str | None = None) -> Encoder:
 
 def load_encoder_for_map(described: dict, override: str | None = None) -> Encoder:
     """The encoder a map was built with, from its header entry (or ``override``), checksum-verified."""
-    spec = override or (described.get("source") if described.get("name") == "ace-file" else described.get("name"))
+    name = str(described.get("name"))
+    spec = override or (described.get("source") if name.endswith("-file") else name)
     enc = load_encoder(spec)
     if enc.checksum() != described.get("sha256"):
         raise EncoderError(

@@ -20,6 +20,7 @@ from typing import Callable
 from ..errors import DatasetError
 from ..fileio import atomic_write_json
 from ..synthetic import RENDERER_VERSION, SceneConfig, SyntheticScene
+from ..synthetic.textures import FAMILIES
 from .base import Dataset
 from .posed_folder import open_posed_folder, write_frame, write_intrinsics
 
@@ -44,7 +45,10 @@ def cache_root() -> Path:
 
 def config_digest(config: SceneConfig) -> str:
     """Cache key: the config and the renderer version (a renderer change must not reuse old pixels)."""
-    key = {"renderer_version": RENDERER_VERSION, "config": config.to_dict()}
+    config_dict = config.to_dict()
+    if tuple(config_dict["texture_families"]) == FAMILIES:
+        del config_dict["texture_families"]  # added later; scenes with the default keep their key
+    key = {"renderer_version": RENDERER_VERSION, "config": config_dict}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 

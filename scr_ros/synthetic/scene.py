@@ -42,6 +42,9 @@ class SceneConfig:
     repetitive_texture: bool = False  # room surfaces share one periodic pattern
     texel_density: float = 256.0  # texture resolution, texels per metre
     noise_std: float = 2.0  # sensor noise, in 8-bit grey levels
+    # Materials of furniture and of the plain base of walls, floor and ceiling (decals keep
+    # their own mix); pretraining scenes add EXTRA_FAMILIES.
+    texture_families: tuple[str, ...] = FAMILIES
 
     def camera(self) -> PinholeCamera:
         return PinholeCamera(self.focal, self.focal, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
@@ -199,9 +202,9 @@ class SyntheticScene:
             if cfg.repetitive_texture and i < 6:
                 tex = periodic_texture(rng, h, w, period)
             elif i < 6:
-                tex = decorated_surface(rng, h, w, d)
+                tex = decorated_surface(rng, h, w, d, None if cfg.texture_families == FAMILIES else cfg.texture_families)
             else:
-                tex = make_texture(rng, h, w, FAMILIES[int(rng.integers(len(FAMILIES)))])
+                tex = make_texture(rng, h, w, cfg.texture_families[int(rng.integers(len(cfg.texture_families)))])
             textures.append(tex)
             normals.append(normal)
             affines.append((origin, u, v))

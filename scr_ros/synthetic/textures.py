@@ -14,6 +14,9 @@ import cv2
 import numpy as np
 
 FAMILIES = ("noise", "shapes", "tiles", "stripes", "text")
+# More materials for domain-randomized scenes (encoder pretraining); the named scenes keep
+# FAMILIES so that their pixels do not change.
+EXTRA_FAMILIES = ("wood", "marble", "checker", "dots")
 MARGIN = 8  # texels drawn around each face so that blurred levels do not bleed between faces
 LOD_SIGMAS = (0.0, 1.0, 2.0, 4.0)  # Gaussian blur of each level; level k suits ~2^k texels/pixel
 
@@ -114,26 +117,70 @@ def _text_texture(rng, h, w):
     return img
 
 
-_MAKERS = {"noise": _noise_texture, "shapes": _shapes_texture, "tiles": _tiles_texture, "stripes": _stripes_texture, "text": _text_texture}
+def _wood_texture(rng, h, w):
+    # Growth rings: distance from an off-texture axis, wobbled by low-frequency noise.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = rng.uniform(-2 * w, 3 * w), rng.uniform(-2 * h, 3 * h)
+    stretch = rng.uniform(3, 10)
+    r = np.sqrt(((xx - cx) / stretch) ** 2 + (yy - cy) ** 2)
+    r += value_noise(rng, h, w, cell_sizes=(64, 32)) * rng.uniform(5, 20)
+    t = 0.5 + 0.5 * np.sin(r * rng.uniform(0.15, 0.6))
+    return _palette(rng, t ** 2 * 0.8 + 0.2 * value_noise(rng, h, w, cell_sizes=(8, 4)), n_colors=2)
+
+
+def _marble_texture(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    turbulence = value_noise(rng, h, w, cell_sizes=(128, 64, 32, 16)) * rng.uniform(8, 25)
+    angle = rng.uniform(0, np.pi)
+    t = np.abs(np.sin(rng.uniform(0.02, 0.08) * (np.cos(angle) * xx + np.sin(angle) * yy) + turbulence))
+    return _palette(rng, t ** rng.uniform(0.3, 3.0), n_colors=3)
+
+
+def _checker_texture(rng, h, w):
+    cell = int(rng.integers(8, 48))
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = (((yy // cell) + (xx // cell)) % 2).astype(np.float32)
+    t = 0.15 + 0.7 * t + 0.15 * value_noise(rng, h, w)
+    return _palette(rng, t, n_colors=2)
+
+
+def _dots_texture(rng, h, w):
+    img = _noise_texture(rng, h, w)
+    img = (img.astype(np.float32) * 0.4 + 0.6 * np.array(_random_color(rng), np.float32)).astype(np.uint8)
+    step = int(rng.integers(10, 40))
+    radius = max(2, int(step * rng.uniform(0.15, 0.4)))
+    color = _random_color(rng, 0, 256)
+    for y in range(step // 2, h, step):
+        for x in range(step // 2, w, step):
+            jitter = rng.integers(-step // 5, step // 5 + 1, size=2)
+            cv2.circle(img, (int(x + jitter[0]), int(y + jitter[1])), radius, color, -1, lineType=cv2.LINE_AA)
+    return img
+
+
+_MAKERS = {
+    "noise": _noise_texture, "shapes": _shapes_texture, "tiles": _tiles_texture, "stripes": _stripes_texture,
+    "text": _text_texture, "wood": _wood_texture, "marble": _marble_texture, "checker": _checker_texture,
+    "dots": _dots_texture,
+}
 
 
 def make_texture(rng: np.random.Generator, h: int, w: int, family: str) -> np.ndarray:
     """One texture of ``family`` as uint8 RGB (h, w, 3), with fine grain like real materials."""
     if family not in _MAKERS:
-        raise ValueError(f"unknown texture family {family!r}; known: {FAMILIES}")
+        raise ValueError(f"unknown texture family {family!r}; known: {tuple(_MAKERS)}")
     img = _MAKERS[family](rng, h, w).astype(np.float32)
     grain = value_noise(rng, h, w, cell_sizes=(8, 4, 2))
     img *= (0.8 + 0.4 * grain)[..., None]
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def decorated_surface(rng: np.random.Generator, h: int, w: int, texel_density: float) -> np.ndarray:
+def decorated_surface(rng: np.random.Generator, h: int, w: int, texel_density: float, materials: tuple[str, ...] | None = None) -> np.ndarray:
     """A wall, floor or ceiling: a plain material with posters, notices and pictures on it.
 
     Real rooms are mostly plain surfaces with scattered distinctive things; the decals (about one
     per 0.7 m^2, 0.25-0.9 m across, with a frame) give every view several of them.
     """
-    base = make_texture(rng, h, w, str(rng.choice(["noise", "tiles", "stripes"])))
+    base = make_texture(rng, h, w, str(rng.choice(list(materials) if materials else ["noise", "tiles", "stripes"])))
     area_m2 = h * w / texel_density**2
     for _ in range(max(2, int(area_m2 / 0.7))):
         dh = int(rng.uniform(0.25, 0.9) * texel_density)
