@@ -17,7 +17,9 @@ The pipeline, deterministic by seed:
    weight-free SIFT stem once on the whole image and keep a square window of its features with
    the scene coordinate of every cell. The stem is frozen, so the pool is computed once.
 2. ``Pretrainer.run``: each step takes ``windows_per_scene`` pool windows from each of
-   ``batch_scenes`` different scenes (chosen by ``numpy.random.default_rng([seed, step])``, so a resumed run draws the same
+   ``batch_scenes`` different scenes (the encoder learns from these), plus ``head_samples``
+   random cells of each of those scenes with cached context features (they keep the heads'
+   updates decorrelated; the cache is refreshed every ``refresh_every`` steps) (chosen by ``numpy.random.default_rng([seed, step])``, so a resumed run draws the same
    batches), runs the learned context layers and each window's head, and steps AdamW with a
    warm-up + cosine learning rate that is a function of the step.
 3. Checkpoints (safetensors, no pickles) hold the encoder, heads, optimizer moments, the loss
@@ -63,14 +65,16 @@ class PretrainConfig:
     """Everything that defines a pretraining run (recorded in checkpoints and the model card)."""
 
     scenes: int = 12
-    steps: int = 4000
+    steps: int = 2500
     seed: int = 0
-    frames_per_scene: int = 64
+    frames_per_scene: int = 48
     crops_per_frame: int = 2
     window: int = 32  # feature cells per side of a pool window (x 8 px)
     image_height: int = 480
     batch_scenes: int = 4  # scenes per step
     windows_per_scene: int = 4  # windows of each of those scenes per step (from different views)
+    head_samples: int = 4096  # per scene and step: random pool cells with cached context features
+    refresh_every: int = 250  # steps between recomputing the cached context features of the pool
     lr_encoder: float = 3e-4
     lr_head: float = 1e-3
     warmup_steps: int = 100
@@ -268,6 +272,8 @@ class Pretrainer:
         self.losses: list[float] = []  # mean loss (m) of every step
         self.elapsed_s = 0.0  # wall time of training so far, over all resumed sessions
         self.pool: Pool | None = None
+        self._cache: torch.Tensor | None = None  # (N, h, w, context) fp16: context of every pool window
+        self._valid: list[torch.Tensor] = []  # per scene: flat pool cells with a scene coordinate
 
     # -------------------------------------------------------------- one step
 
@@ -283,8 +289,35 @@ class Pretrainer:
             rows.extend(int(r) for r in rng.choice(candidates, size=min(self.cfg.windows_per_scene, len(candidates)), replace=False))
         return np.asarray(rows)
 
+    def refresh_cache(self) -> None:
+        """Context features of every pool window with the current encoder (no gradient)."""
+        cfg, dev = self.cfg, self.device
+        parts = []
+        with torch.no_grad(), autocast(dev, self.amp_dtype):
+            for i in range(0, len(self.pool.sift), 64):
+                c = self.encoder.context_features(self.pool.sift[i : i + 64].to(dev).float())
+                parts.append(c.permute(0, 2, 3, 1).to("cpu", torch.float16))
+        self._cache = torch.cat(parts)
+        if not self._valid:
+            ok = torch.isfinite(self.pool.coords).all(1).reshape(-1)
+            cells = self.pool.coords.shape[2] * self.pool.coords.shape[3]
+            scene_cell = torch.as_tensor(np.repeat(self.pool.scene, cells))
+            self._valid = [torch.nonzero(ok & (scene_cell == s)).squeeze(1) for s in range(cfg.scenes)]
+
+    def _head_samples(self, s: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random cells of scene ``s`` from the whole pool: (features, coordinates). Fitting the
+        heads on these as well as on the step's windows decorrelates their updates."""
+        valid = self._valid[s]
+        flat = valid[torch.as_tensor(rng.integers(0, len(valid), size=self.cfg.head_samples))]
+        w = self.pool.sift.shape[3]
+        n, y, x = flat // (w * w), (flat // w) % w, flat % w
+        feats = torch.cat([self.pool.sift[n, :, y, x].float(), self._cache[n, y, x].float()], 1)
+        return feats.to(self.device), self.pool.coords[n, :, y, x].to(self.device)
+
     def train_step(self) -> float:
         cfg, dev = self.cfg, self.device
+        if self._cache is None or (cfg.refresh_every and self.step % cfg.refresh_every == 0):
+            self.refresh_cache()
         rows = self._batch(self.step)
         sift = self.pool.sift[rows].to(dev).float()
         target = self.pool.coords[rows].to(dev)
@@ -308,6 +341,11 @@ class Pretrainer:
             with autocast(dev, self.amp_dtype):
                 pred = head(feats[pick].reshape(-1, feats.shape[2])[valid])
             losses.append((pred.float() - t[valid]).norm(dim=1).mean())
+            if cfg.head_samples:
+                x, y = self._head_samples(s, np.random.default_rng([cfg.seed, 17, self.step, s]))
+                with autocast(dev, self.amp_dtype):
+                    pred = head(x)
+                losses.append((pred.float() - y).norm(dim=1).mean())
         if not losses:
             raise ScrError(f"pretraining step {self.step}: no window with valid scene coordinates")
         loss = torch.stack(losses).mean()

@@ -22,7 +22,7 @@ from scr_ros.errors import EncoderError, MappingCancelled, ScrError
 from scr_ros.pretrain import SCENE_SEED_BASE, PretrainConfig, Pretrainer, photometric, replace_comparison, scene_config, write_model_card
 
 # Two small rooms, two views each, windows of 12 x 12 cells: seconds per run.
-SMALL = dict(scenes=2, frames_per_scene=2, crops_per_frame=2, window=12, batch_scenes=2, windows_per_scene=2, warmup_steps=2, precision="fp32")
+SMALL = dict(scenes=2, frames_per_scene=2, crops_per_frame=2, window=12, batch_scenes=2, windows_per_scene=2, head_samples=256, refresh_every=5, warmup_steps=2, precision="fp32")
 
 
 def _train(steps: int, **kw) -> Pretrainer:
@@ -169,3 +169,20 @@ def test_cli_writes_weights_card_and_checkpoint(tmp_path, capsys):
     assert load_encoder(str(out)).out_channels == 512
     resumed = Pretrainer.from_checkpoint(tmp_path / "w.ckpt.safetensors", "cpu")
     assert resumed.step == 3 and resumed.cfg.scenes == 2
+
+
+def test_shipped_weights_load_by_name_and_match_their_card():
+    from scr_ros.encoders import PRETRAINED_WEIGHTS
+
+    assert PRETRAINED_WEIGHTS.is_file(), "the package ships its pretrained encoder"
+    card = PRETRAINED_WEIGHTS.with_suffix(".md")
+    assert card_checksum(card) == hashlib.sha256(PRETRAINED_WEIGHTS.read_bytes()).hexdigest()
+    assert "scr pretrain-encoder" in card.read_text()
+    enc = load_encoder("dsift-ctx")
+    assert enc.name == "dsift-ctx" and enc.out_channels == 512
+    assert load_encoder_for_map(enc.describe()).checksum() == enc.checksum()
+    with torch.no_grad():
+        f = enc(torch.rand(1, 1, 64, 80))
+    assert f.shape == (1, 512, 8, 10) and torch.isfinite(f).all()
+    # pretraining left the learned channels alive (not constant over the image)
+    assert f[0, 384:].std(dim=(1, 2)).gt(1e-3).float().mean() > 0.5
