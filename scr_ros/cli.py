@@ -189,7 +189,7 @@ def cmd_demo(args) -> int:
 
 
 # Settings of `scr pretrain-encoder` that a checkpoint fixes; --resume refuses different ones.
-_PRETRAIN_OPTIONS = {"scenes": "scenes", "steps": "steps", "seed": "seed", "frames_per_scene": "frames_per_scene", "batch_scenes": "batch_scenes", "precision": "precision"}
+_PRETRAIN_OPTIONS = ("scenes", "steps", "seed", "frames_per_scene", "batch_scenes", "precision")
 
 
 def cmd_pretrain_encoder(args) -> int:
@@ -200,7 +200,7 @@ def cmd_pretrain_encoder(args) -> int:
         raise ScrError(f"--out must name a .safetensors file, got {out}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
     bar = _Bar()
-    given = {field: getattr(args, opt) for opt, field in _PRETRAIN_OPTIONS.items() if getattr(args, opt) is not None}
+    given = {field: getattr(args, field) for field in _PRETRAIN_OPTIONS if getattr(args, field) is not None}
     if args.resume:
         trainer = Pretrainer.from_checkpoint(args.resume, args.device, progress=bar)
         clash = {k: (v, getattr(trainer.cfg, k)) for k, v in given.items() if getattr(trainer.cfg, k) != v}
@@ -226,7 +226,7 @@ def cmd_pretrain_encoder(args) -> int:
     try:
         trainer.run(checkpoint)
     except (KeyboardInterrupt, MappingCancelled):
-        bar.close()
+        bar.close()  # before the message, so the bar does not overwrite it
         print(f"scr: interrupted at step {trainer.step}; continue with --resume {checkpoint}", file=sys.stderr)
         return 130
     finally:

@@ -47,7 +47,7 @@ from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import DenseSiftEncoder, SiftContextEncoder
 from .errors import MappingCancelled, ScrError
 from .fileio import atomic_write_bytes, atomic_write_text
-from .geometry import PinholeCamera
+from .geometry import PinholeCamera, backproject
 from .heads import AceHead
 from .imaging import Augmentation, apply_affine, augment, feature_pixels, invert_affine, to_gray
 from .mapping import Progress
@@ -180,9 +180,7 @@ def _window_coords(depth: np.ndarray, pose: np.ndarray, camera: PinholeCamera, A
     ok = (q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0) & (q[:, 1] < h)
     out = np.full((len(cells), 3), np.nan, np.float32)
     z = depth[q[ok, 1], q[ok, 0]]
-    ray = np.stack([(px[ok, 0] - camera.cx) / camera.fx, (px[ok, 1] - camera.cy) / camera.fy, np.ones(ok.sum())], 1)
-    cam = ray * z[:, None]
-    world = cam @ pose[:3, :3].T + pose[:3, 3]
+    world = backproject(px[ok], z, camera, pose)
     world[~(np.isfinite(z) & (z > 0))] = np.nan
     out[ok] = world
     return out
@@ -274,6 +272,7 @@ class Pretrainer:
         self.pool: Pool | None = None
         self._cache: torch.Tensor | None = None  # (N, h, w, context) fp16: context of every pool window
         self._valid: list[torch.Tensor] = []  # per scene: flat pool cells with a scene coordinate
+        self._rows: list[np.ndarray] = []  # per scene: its pool windows
 
     # -------------------------------------------------------------- one step
 
@@ -285,24 +284,29 @@ class Pretrainer:
         scenes = rng.choice(self.cfg.scenes, size=min(self.cfg.batch_scenes, self.cfg.scenes), replace=False)
         rows = []
         for s in scenes:
-            candidates = np.flatnonzero(self.pool.scene == s)
+            candidates = self._rows[s]
             rows.extend(int(r) for r in rng.choice(candidates, size=min(self.cfg.windows_per_scene, len(candidates)), replace=False))
         return np.asarray(rows)
 
+    def _index_pool(self) -> None:
+        """Once per pool: each scene's windows and valid cells, and each head's mean."""
+        ok = torch.isfinite(self.pool.coords).all(1).reshape(-1)
+        cells = self.pool.coords.shape[2] * self.pool.coords.shape[3]
+        scene_cell = torch.as_tensor(np.repeat(self.pool.scene, cells))
+        self._valid = [torch.nonzero(ok & (scene_cell == s)).squeeze(1) for s in range(self.cfg.scenes)]
+        self._rows = [np.flatnonzero(self.pool.scene == s) for s in range(self.cfg.scenes)]
+        for head, centre in zip(self.heads, self.pool.centres):
+            head.set_mean(centre)
+
     def refresh_cache(self) -> None:
         """Context features of every pool window with the current encoder (no gradient)."""
-        cfg, dev = self.cfg, self.device
+        dev = self.device
         parts = []
         with torch.no_grad(), autocast(dev, self.amp_dtype):
             for i in range(0, len(self.pool.sift), 64):
                 c = self.encoder.context_features(self.pool.sift[i : i + 64].to(dev).float())
                 parts.append(c.permute(0, 2, 3, 1).to("cpu", torch.float16))
         self._cache = torch.cat(parts)
-        if not self._valid:
-            ok = torch.isfinite(self.pool.coords).all(1).reshape(-1)
-            cells = self.pool.coords.shape[2] * self.pool.coords.shape[3]
-            scene_cell = torch.as_tensor(np.repeat(self.pool.scene, cells))
-            self._valid = [torch.nonzero(ok & (scene_cell == s)).squeeze(1) for s in range(cfg.scenes)]
 
     def _head_samples(self, s: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random cells of scene ``s`` from the whole pool: (features, coordinates). Fitting the
@@ -316,6 +320,8 @@ class Pretrainer:
 
     def train_step(self) -> float:
         cfg, dev = self.cfg, self.device
+        if not self._rows:
+            self._index_pool()
         if self._cache is None or (cfg.refresh_every and self.step % cfg.refresh_every == 0):
             self.refresh_cache()
         rows = self._batch(self.step)
@@ -337,7 +343,6 @@ class Pretrainer:
             if not bool(valid.any()):
                 continue
             head = self.heads[s]
-            head.set_mean(self.pool.centres[s])
             with autocast(dev, self.amp_dtype):
                 pred = head(feats[pick].reshape(-1, feats.shape[2])[valid])
             losses.append((pred.float() - t[valid]).norm(dim=1).mean())
