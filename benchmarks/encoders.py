@@ -2,7 +2,7 @@
 """Encoder comparison: what the pretrained weights buy over a random network and dense SIFT.
 
     python benchmarks/encoders.py [--encoders random,dsift,dsift-ctx] [--ace-weights PATH]
-        [--preset cpu] [--sun3d ../shared/data/sun3d] [--out docs/encoders.md]
+        [--preset cpu] [--loss ace] [--sun3d ../shared/data/sun3d] [--out docs/encoders.md]
         [--card scr_ros/weights/dsift_ctx.md] [--json results.json] [--skip-synthetic]
 
 For every encoder, maps and relocalizes (the code paths of `scr map` / `scr localize`):
@@ -48,9 +48,9 @@ UNSEEN_SCENES = {
 }
 
 
-def run_one(encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path) -> dict:
+def run_one(encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path, loss: str | None = None) -> dict:
     map_path = tmp / f"{label}-{Path(encoder).stem}.safetensors"
-    scene_map = build_map(dataset, map_path, preset, device, encoder, None, quiet=True)
+    scene_map = build_map(dataset, map_path, preset, device, encoder, None, quiet=True, loss=loss)
     _, report, _, _ = localize(map_path, dataset, "test", device, quiet=True)
     map_path.unlink()
     return {
@@ -99,7 +99,9 @@ def provenance(args, seconds: float) -> str:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     return (
         f"Measured by `python benchmarks/encoders.py {' '.join(sys.argv[1:])}` with scr_ros {__version__} "
-        f"(commit {commit}), preset `{args.preset}`, on {hardware_description(device)}; {seconds / 60:.0f} min in all. "
+        f"(commit {commit}), preset `{args.preset}`"
+        + (f", loss `{args.loss}`" if args.loss else "")
+        + f", on {hardware_description(device)}; {seconds / 60:.0f} min in all. "
         "Latency is the median per-frame total of the relocalizer (preprocess, encoder, head, RANSAC), "
         "with the encoder's share in brackets; mapping time is buffer filling plus head training."
     )
@@ -111,6 +113,12 @@ def main() -> int:
     p.add_argument("--ace-weights", default=None, metavar="PATH", help="also compare ACE-format encoder weights")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="mapping loss instead of the preset's; `ace` (RGB only) keeps depth from anchoring every "
+        "prediction, which otherwise lets even the random control localize the SUN3D frames",
+    )
     p.add_argument("--sun3d", default=str(HERE.parent / "shared" / "data" / "sun3d"))
     p.add_argument("--skip-synthetic", action="store_true", help="only the SUN3D frames")
     p.add_argument("--out", type=Path, default=HERE / "docs" / "encoders.md")
@@ -137,7 +145,7 @@ def main() -> int:
         for label, dataset in datasets:
             for encoder in encoders:
                 print(f"{label}: {encoder} ...", file=sys.stderr, flush=True)
-                row = run_one(encoder, dataset, label.split()[0], args.preset, args.device, Path(tmp))
+                row = run_one(encoder, dataset, label.split()[0], args.preset, args.device, Path(tmp), args.loss)
                 row["dataset"] = label
                 rows.append(row)
                 print(f"  5cm/5deg {row['5cm_5deg']:.0f} %, median {_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s", file=sys.stderr, flush=True)

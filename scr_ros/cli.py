@@ -34,7 +34,7 @@ class _Bar:
         if p.stage != self.stage:
             self.close()
             self.stage = p.stage
-            desc = {"pool": "rendering pool", "pretrain": "pretraining", "buffer": "filling buffer", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing", "convert": "writing bag", "record": "reading bag"}.get(p.stage, p.stage)
+            desc = {"pool": "rendering pool", "pretrain": "pretraining", "pca": "sampling features for PCA", "buffer": "filling buffer", "classifier": "training keypoint classifier", "finetune": "fine-tuning head on keypoints", "train": "training head", "cloud": "map point cloud", "render": "rendering", "localize": "localizing", "convert": "writing bag", "record": "reading bag"}.get(p.stage, p.stage)
             self.bar = tqdm(total=p.total, desc=desc, unit="it" if p.stage in ("train", "pretrain") else "img", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         self.bar.total = p.total
         self.bar.n = p.step
@@ -72,21 +72,86 @@ def _open_dataset(spec: str, bar: _Bar):
     return ds
 
 
-def mapping_config(preset_name: str, head: str | None = None, loss: str | None = None, **overrides):
-    """The preset's config with ``--head`` / ``--loss`` applied. Naming the preset's own head or
-    loss keeps its tuned settings (e.g. the cpu preset's depth weight); another one starts from
-    that part's defaults."""
+def mapping_config(preset_name: str, head: str | None = None, loss: str | None = None, depth: bool | None = None, **overrides):
+    """The preset's config with ``--head`` / ``--loss`` / ``--depth`` applied. Naming the
+    preset's own head or loss keeps its tuned settings (e.g. the cpu preset's depth weight);
+    another loss starts from its defaults, another head keeps only the preset's width (the CPU
+    presets narrow every head). ``depth`` True selects ``ace-depth`` (SS-DVR's beta = 0.1 unless
+    the preset tunes it), False the RGB-only ``ace`` loss, None the preset's choice."""
+    from .heads import HEADS
     from .mapping import preset
 
     cfg = preset(preset_name, **overrides)
     if head and head != cfg.head:
-        cfg.head, cfg.head_config = head, {}
+        if head not in HEADS:
+            raise ScrError(f"unknown head {head!r}; registered heads: {', '.join(sorted(HEADS))}")
+        cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
     if loss and loss != cfg.loss:
         cfg.loss, cfg.loss_config = loss, {}
+    if depth is not None:
+        wanted = "ace-depth" if depth else "ace"
+        if loss and loss != wanted:
+            raise ScrError(f"--loss {loss} contradicts --{'' if depth else 'no-'}depth (which means loss {wanted})")
+        if cfg.loss != wanted:
+            cfg.loss, cfg.loss_config = wanted, {}
     return cfg
 
 
-def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, progress=None, cancel=None, source: str | None = None, **overrides):
+def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None:
+    """The paper methods a map can be built with (``scr map``, ``scr bag map``, which has its
+    own ``--depth``)."""
+    g = p.add_argument_group("methods from the papers (see docs/ablation.md for their measured effect)")
+    g.add_argument("--head", default=None, metavar="NAME", help="registered head: ace (default) or deep (Matching Rates' deeper residual head)")
+    g.add_argument("--loss", default=None, metavar="NAME", help="registered loss (default: the preset's; ace, ace-depth)")
+    if depth:
+        g.add_argument(
+            "--depth", default=None, action=argparse.BooleanOptionalAction,
+            help="--depth: train with the frames' depth as well (ace-depth loss, SS-DVR eq. 16-17); --no-depth: RGB only (ace loss); default: the preset's loss",
+        )
+    g.add_argument("--score", action="store_true", help="head also predicts a discriminability score; localization drops low-score points (SS-DVR)")
+    g.add_argument("--classifier", action="store_true", help="train a keypoint classifier that ranks correspondences for RANSAC (Matching Rates)")
+    g.add_argument("--finetune", type=float, default=None, metavar="EPOCHS", help="with --classifier: fine-tune the head on the keypoints it accepts for EPOCHS epochs")
+    g.add_argument("--pca", type=int, default=None, metavar="DIM", help="compact map: PCA of the encoder features to DIM channels, stored in the map (R-SCoRe uses 128)")
+
+
+def method_overrides(args) -> dict:
+    """MappingConfig overrides from :func:`add_method_arguments`' options."""
+    out: dict = {}
+    if args.score:
+        out["score"] = True
+    if args.classifier:
+        out["classifier"] = True
+        if args.finetune:
+            out["classifier_config"] = {"finetune_epochs": float(args.finetune)}
+    elif args.finetune:
+        raise ScrError("--finetune fine-tunes on the keypoint classifier's selection; add --classifier")
+    if args.pca:
+        out["pca_dim"] = args.pca
+    return out
+
+
+def add_selector_arguments(p: argparse.ArgumentParser) -> None:
+    """How ``scr localize`` / ``scr bag replay`` pick the correspondences RANSAC sees."""
+    from .relocalize import RelocalizerConfig
+
+    d = RelocalizerConfig()
+    g = p.add_argument_group("correspondence selection")
+    g.add_argument("--selector", default="auto", choices=["auto", "all", "score", "classifier"], help="auto: the map's classifier, else its score, else all (default)")
+    g.add_argument("--score-percentile", type=float, default=d.score_percentile, metavar="PCT", help=f"score selector: drop points scoring below this percentile of the frame's scores (default {d.score_percentile}, SS-DVR's)")
+    g.add_argument("--classifier-min-probability", type=float, default=d.classifier_min_probability, metavar="P", help=f"classifier selector: keep points with P(inlier) >= P (default {d.classifier_min_probability})")
+    g.add_argument("--classifier-top-k", type=int, default=d.classifier_top_k, metavar="K", help=f"classifier selector: at most the K most likely (0: no cap; default {d.classifier_top_k})")
+
+
+def relocalizer_config(args):
+    from .relocalize import RelocalizerConfig
+
+    return RelocalizerConfig(
+        selector=args.selector, score_percentile=args.score_percentile,
+        classifier_min_probability=args.classifier_min_probability, classifier_top_k=args.classifier_top_k,
+    )
+
+
+def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encoder_spec: str | None, head: str | None, split: str = "train", seed: int = 0, precision: str = "auto", quiet: bool = False, loss: str | None = None, progress=None, cancel=None, source: str | None = None, depth: bool | None = None, **overrides):
     """Shared by ``scr map``, ``scr demo`` and the mapping node: returns the SceneMap after saving
     it (atomically) to ``out``. ``progress`` replaces the progress bar; ``cancel`` (an Event)
     stops the build with MappingCancelled. ``source`` names where the frames came from in the map
@@ -97,13 +162,16 @@ def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encod
     bar = _Bar(not quiet and progress is None)
     ds = _open_dataset(dataset_spec, bar)
     frames = ds.frames(split)
-    cfg = mapping_config(preset_name, head, loss, seed=seed, precision=precision, **overrides)
+    cfg = mapping_config(preset_name, head, loss, depth, seed=seed, precision=precision, **overrides)
+    if depth and not any(f.depth_path for f in frames):
+        raise ScrError(f"--depth: the {split} frames of {dataset_spec} have no depth images")
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
     if not quiet:
+        extras = [name for name, on in (("score", cfg.score), ("keypoint classifier", cfg.classifier), (f"PCA {cfg.pca_dim}", cfg.pca_dim)) if on]
         print(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
-            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}"
+            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}{''.join(', ' + e for e in extras)}"
             f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
             f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB",
             file=sys.stderr,
@@ -118,7 +186,7 @@ def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encod
     return scene_map
 
 
-def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder_spec: str | None = None, quiet: bool = False):
+def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder_spec: str | None = None, quiet: bool = False, config=None):
     """Shared by ``scr localize`` and ``scr demo``: returns (results, report, dataset, map)."""
     from .encoders import load_encoder_for_map
     from .evaluate import localize_frames, summarize
@@ -131,7 +199,7 @@ def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder
     bar = _Bar(not quiet)
     ds = _open_dataset(dataset_spec, bar)
     frames = ds.frames(split)
-    reloc = Relocalizer(scene_map, encoder, device=device)
+    reloc = Relocalizer(scene_map, encoder, device=device, config=config)
     t0 = time.perf_counter()
     try:
         results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)))
@@ -144,6 +212,8 @@ def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder
         split=split,
         encoder=scene_map.encoder["name"],
         head=scene_map.head.head_type,
+        selector=reloc.selector.name,
+        map_bytes=Path(map_path).stat().st_size,
         device=str(reloc.device),
         scr_ros_version=__version__,
     )
@@ -155,7 +225,10 @@ def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder
 
 def cmd_map(args) -> int:
     t0 = time.perf_counter()
-    scene_map = build_map(args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision, loss=args.loss)
+    scene_map = build_map(
+        args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision,
+        loss=args.loss, depth=args.depth, **method_overrides(args),
+    )
     tr = scene_map.training
     print(
         f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
@@ -168,7 +241,7 @@ def cmd_map(args) -> int:
 def cmd_localize(args) -> int:
     from .evaluate import format_table, plot_results, write_csv, write_poses, write_report
 
-    results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder)
+    results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args))
     write_report(report, args.report)
     if args.poses:
         write_poses(results, args.poses)
@@ -259,11 +332,10 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", default="cpu" if not _cuda() else "ace", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file")
-    m.add_argument("--head", default=None, metavar="NAME", help="registered head (default: ace)")
-    m.add_argument("--loss", default=None, metavar="NAME", help="registered loss (default: the preset's; ace, ace-depth)")
     m.add_argument("--split", default="train", help="which frames to map (default: train)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    add_method_arguments(m)
     m.set_defaults(func=cmd_map)
 
     lo = sub.add_parser("localize", help="relocalize a dataset's query frames and report accuracy")
@@ -276,6 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
     lo.add_argument("--plot", type=Path, default=None, help="also write a PNG of trajectory and errors")
     lo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
+    add_selector_arguments(lo)
     lo.set_defaults(func=cmd_localize)
 
     pe = sub.add_parser(

@@ -22,7 +22,7 @@ from .geometry import pose_to_position_quaternion
 from .metrics import THRESHOLDS, accuracy, median, pose_error
 from .relocalize import Relocalizer
 
-STAGES = ("preprocess", "encoder", "head", "ransac", "total")
+STAGES = ("preprocess", "encoder", "head", "select", "ransac", "total")
 
 
 @dataclass
@@ -37,6 +37,8 @@ class FrameResult:
     num_inliers: int
     inlier_ratio: float
     timings_ms: dict
+    ransac_iterations: int = 0
+    num_correspondences: int = 0  # what RANSAC saw (after the selector)
 
 
 def localize_frames(
@@ -48,7 +50,8 @@ def localize_frames(
         loc = relocalizer.localize(frame.load_image(), frame.camera)
         t_err, r_err = pose_error(loc.T_world_cam, frame.pose)
         res = FrameResult(
-            frame.name, loc.success, loc.reason, loc.T_world_cam, frame.pose, t_err, r_err, loc.num_inliers, loc.inlier_ratio, loc.timings_ms
+            frame.name, loc.success, loc.reason, loc.T_world_cam, frame.pose, t_err, r_err, loc.num_inliers, loc.inlier_ratio, loc.timings_ms,
+            loc.ransac_iterations, loc.num_correspondences,
         )
         results.append(res)
         if progress:
@@ -74,6 +77,8 @@ def summarize(results: Sequence[FrameResult], **extra) -> dict:
         "median_rotation_deg": _finite_or_none(median(rot)),
         "median_inliers": median([r.num_inliers for r in results]),
         "median_inlier_ratio": median([r.inlier_ratio for r in results]),
+        "median_correspondences": median([r.num_correspondences for r in results]),
+        "median_ransac_iterations": median([r.ransac_iterations for r in results]),
         "timing_ms": {k: round(v, 3) for k, v in timing.items() if math.isfinite(v)},
         "thresholds": {k: {"translation_m": m, "rotation_deg": d} for k, (m, d) in THRESHOLDS.items()},
     }

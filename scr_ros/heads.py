@@ -35,9 +35,16 @@ class SceneHead(nn.Module):
 
     Subclasses store their constructor keywords in ``self.config`` (JSON-serializable) and keep
     the mean mapping camera position in the ``mean`` buffer (predictions are offsets from it).
+    A head built with ``score=True`` also predicts SS-DVR's discriminability ``s_hat`` (N,)
+    per feature; :meth:`predict` returns it (``None`` for heads without it).
     """
 
     head_type = "base"
+    predicts_score = False
+
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """features (N, C) -> (scene coordinates (N, 3), s_hat (N,) or None)."""
+        return self(features), None
 
     def __init__(self, **config) -> None:
         super().__init__()
@@ -59,10 +66,14 @@ class AceHead(SceneHead):
     """ACE's head: a residual MLP of 512 channels with a homogeneous 4-channel output.
 
     Layout (every layer a linear map = a 1x1 convolution): three layers with a skip connection,
-    ``num_blocks`` residual blocks of three layers, then two layers and the output layer.
-    The output (x, y, z, w) is dehomogenized as (x, y, z) / h with
+    ``num_blocks`` residual blocks of three layers, then ``final_layers - 1`` layers and the
+    output layer. The output (x, y, z, w) is dehomogenized as (x, y, z) / h with
     ``h = softplus(w) + 1/max_scale`` clamped to ``1/min_scale``; softplus's beta is chosen so
     that w = 0 gives h = 1. Adding ``mean`` centres predictions on the mapping cameras.
+
+    ``score=True`` adds one output channel, SS-DVR's discriminability ``s_hat`` (eq. 10): it
+    shares every layer but the last row of the output layer with the coordinates, as the paper
+    describes ("share almost all parameters").
     """
 
     def __init__(
@@ -73,15 +84,25 @@ class AceHead(SceneHead):
         homogeneous: bool = True,
         min_scale: float = 0.01,
         max_scale: float = 4.0,
+        final_layers: int = 3,
+        score: bool = False,
     ) -> None:
         super().__init__(
             in_channels=in_channels, width=width, num_blocks=num_blocks, homogeneous=homogeneous, min_scale=min_scale, max_scale=max_scale
         )
+        # Written to the config only when not ACE's default, so maps from before these options
+        # keep their exact header.
+        if final_layers != 3:
+            self.config["final_layers"] = final_layers
+        if score:
+            self.config["score"] = score
         _check_int("in_channels", in_channels, 1, 8192)
         _check_int("width", width, 1, 8192)
         _check_int("num_blocks", num_blocks, 0, 64)
-        if not isinstance(homogeneous, bool):
-            raise ValueError(f"homogeneous must be true or false, got {homogeneous!r}")
+        _check_int("final_layers", final_layers, 3, 16)
+        for name, flag in (("homogeneous", homogeneous), ("score", score)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be true or false, got {flag!r}")
         if not (isinstance(min_scale, (int, float)) and isinstance(max_scale, (int, float)) and 0 < min_scale < max_scale and max_scale > 1):
             raise ValueError(f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}")
         self.skip = nn.Identity() if in_channels == width else nn.Linear(in_channels, width)
@@ -91,8 +112,12 @@ class AceHead(SceneHead):
         )
         self.fc1 = nn.Linear(width, width)
         self.fc2 = nn.Linear(width, width)
-        self.out = nn.Linear(width, 4 if homogeneous else 3)
+        # Layers beyond ACE's two sit between fc2 and the output (empty for ACE, so its state
+        # dict keys are unchanged).
+        self.tail = nn.ModuleList(nn.Linear(width, width) for _ in range(final_layers - 3))
+        self.out = nn.Linear(width, (4 if homogeneous else 3) + (1 if score else 0))
         self.homogeneous = homogeneous
+        self.predicts_score = score
         self.max_inv_scale = 1.0 / max_scale
         self.min_inv_scale = 1.0 / min_scale
         self.beta = math.log(2.0) / (1.0 - self.max_inv_scale)
@@ -104,10 +129,13 @@ class AceHead(SceneHead):
         return x
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.predict(features)[0]
+
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.skip(features) + self._mlp(self.stem, features)
         for block in self.blocks:
             x = x + self._mlp(block, x)
-        x = F.relu(self.fc2(F.relu(self.fc1(x))))
+        x = self._mlp(self.tail, F.relu(self.fc2(F.relu(self.fc1(x)))))
         # The output layer and dehomogenization run in fp32 even under autocast: at a few
         # metres from the mean, half precision would round coordinates by centimetres.
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -116,8 +144,22 @@ class AceHead(SceneHead):
                 h = F.softplus(out[:, 3:4], beta=self.beta) + self.max_inv_scale
                 xyz = out[:, :3] / h.clamp(max=self.min_inv_scale)
             else:
-                xyz = out
-            return xyz + self.mean
+                xyz = out[:, :3]
+            return xyz + self.mean, (out[:, -1] if self.predicts_score else None)
+
+
+@register_head("deep")
+class DeepHead(AceHead):
+    """The deeper residual head of "Exploring Matching Rates" (supplement, section 2.1, Fig. 2).
+
+    ACE's layout with four more residual blocks and two more final layers: six residual blocks
+    of three layers (the skip-connected stem and five blocks) and five final layers (four
+    hidden, one output), 512 channels, ACE's dehomogenization. The paper found ACE's head too
+    shallow for hard scenes such as 7-Scenes stairs. The CPU presets narrow it like every head.
+    """
+
+    def __init__(self, in_channels: int = 512, width: int = 512, num_blocks: int = 5, final_layers: int = 5, **kwargs) -> None:
+        super().__init__(in_channels=in_channels, width=width, num_blocks=num_blocks, final_layers=final_layers, **kwargs)
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:

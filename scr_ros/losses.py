@@ -11,6 +11,10 @@ Batch tensors (all on the training device, float32):
 * ``intrinsics`` (N, 4) ``fx, fy, cx, cy`` of the samples' frames;
 * ``depth`` (N,) optional: measured depth (metres, z) at the pixel, NaN where unknown. Only losses
   with ``uses_depth = True`` get it, and the MapBuilder loads depth images only for them.
+* ``score`` (N,) optional: the head's discriminability ``s_hat`` (heads built with ``score=True``).
+  With it, each sample's loss ``l`` becomes SS-DVR's ``s * l + alpha * ln(1 / s)`` with
+  ``s = 1 + exp(s_hat)`` (eq. 12): the optimum ``s = alpha / l`` makes ``s`` large where the
+  head can fit the point and small where it cannot (repetitive texture, flat regions).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class AceReprojectionLoss:
     depth_max: float = 1000.0
     hard_clamp: float = 1000.0
     depth_target: float = 10.0
+    score_alpha: float = 20.0  # SS-DVR's alpha; used only with a score head
 
     def threshold(self, iteration: int) -> float:
         """The soft clamp ``tau`` (pixels) at ``iteration``."""
@@ -76,7 +81,7 @@ class AceReprojectionLoss:
 
     uses_depth = False
 
-    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None) -> tuple[torch.Tensor, dict]:
+    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None, score=None) -> tuple[torch.Tensor, dict]:
         cam = world_to_camera(coords.float(), T_cam_world)
         z = cam[:, 2]
         fx, fy, cx, cy = intrinsics.unbind(1)
@@ -86,21 +91,26 @@ class AceReprojectionLoss:
         invalid = (z < self.depth_min) | (z > self.depth_max) | (err > self.hard_clamp)
         valid = ~invalid
         tau = self.threshold(iteration)
-        loss_valid = (tau * torch.tanh(err[valid] / tau)).sum()
         ray = torch.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy, torch.ones_like(fx)], dim=1)
-        loss_invalid = (cam - self._invalid_target(ray, depth)).abs()[invalid].sum()
-        n = coords.shape[0]
-        loss = (loss_valid + loss_invalid) / n
-        stats = {"valid_fraction": float(valid.float().mean()), "threshold_px": tau}
+        per_sample = torch.where(
+            valid, tau * torch.tanh(err / tau), (cam - self._invalid_target(ray, depth)).abs().sum(dim=1)
+        )
         extra = self._extra(cam, ray, depth)
         if extra is not None:
-            loss = loss + extra / n
-        return loss, stats
+            per_sample = per_sample + extra
+        stats = {"valid_fraction": float(valid.float().mean()), "threshold_px": tau}
+        if score is not None:
+            # s = 1 + exp(s_hat) >= 1, so ln(1/s) = -softplus(s_hat) without overflow.
+            s_hat = score.float().clamp(-30.0, 30.0)
+            per_sample = (1.0 + torch.exp(s_hat)) * per_sample - self.score_alpha * torch.nn.functional.softplus(s_hat)
+            stats["mean_score"] = float(s_hat.detach().mean())
+        return per_sample.mean(), stats
 
     def _invalid_target(self, ray: torch.Tensor, depth) -> torch.Tensor:
         return self.depth_target * ray
 
     def _extra(self, cam: torch.Tensor, ray: torch.Tensor, depth) -> torch.Tensor | None:
+        """An additional per-sample loss (N,), or None."""
         return None
 
 
@@ -134,4 +144,5 @@ class AceDepthLoss(AceReprojectionLoss):
         known = torch.isfinite(depth) & (depth > 0)
         if not known.any():
             return None
-        return self.depth_weight * (cam[known] - depth[known, None] * ray[known]).norm(dim=1).sum()
+        dist = (cam - torch.nan_to_num(depth)[:, None] * ray).norm(dim=1)
+        return self.depth_weight * torch.where(known, dist, torch.zeros_like(dist))

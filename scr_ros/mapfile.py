@@ -7,6 +7,9 @@ position, the image height used, the mapping cameras, training figures, the crea
 SHA-256 of every stored tensor. Since format 2 a map may also carry its *implicit reconstruction*
 (``cloud.xyz`` float32 (N, 3) metres, ``cloud.rgb`` uint8 (N, 3)): the head's scene coordinates
 on the mapping frames that reproject within a few pixels, for display (rviz ``~/map_cloud``).
+Since format 3 it may carry a PCA of the encoder features (``projection.*``, header
+``projection``), applied before the head, and a keypoint classifier (``classifier.*``, header
+``classifier``); both are optional, so format-2 maps load unchanged.
 Loading checks all of it and refuses, with the reason, a file
 that is truncated, tampered with, from a newer format, or for a different head or encoder.
 
@@ -29,11 +32,14 @@ from safetensors.torch import save as _st_save
 
 from .errors import MapFileError
 from .fileio import atomic_write_bytes
+from .compact import PcaProjection
 from .heads import HEADS, SceneHead, build_head
+from .keypoints import KeypointClassifier
 
 FORMAT = "scr_ros.map"
-FORMAT_VERSION = 2  # 2: optional cloud.xyz / cloud.rgb tensors
+FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional projection.* / classifier.*
 CLOUD_KEYS = ("cloud.xyz", "cloud.rgb")
+PART_PREFIXES = ("projection.", "classifier.")
 HEADER_KEY = "scr_ros"
 WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -62,12 +68,24 @@ class SceneMap:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     cloud_xyz: np.ndarray | None = field(default=None, repr=False)  # (N, 3) float32, map frame
     cloud_rgb: np.ndarray | None = field(default=None, repr=False)  # (N, 3) uint8
+    projection: PcaProjection | None = None  # encoder features -> head input (compact maps)
+    classifier: KeypointClassifier | None = None  # P(inlier) from the head's input features
+    classifier_info: dict = field(default_factory=dict)  # its training settings and figures
 
     @property
     def mean(self) -> list[float]:
         return [float(v) for v in self.head.mean]
 
+    def head_input(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (N, C) -> what the head and classifier read (projected when the map has a PCA)."""
+        return features if self.projection is None else self.projection(features)
+
     def header(self, weights_dtype: str, weights_sha256: str) -> dict:
+        parts = {}
+        if self.projection is not None:
+            parts["projection"] = self.projection.describe()
+        if self.classifier is not None:
+            parts["classifier"] = {"config": self.classifier.config, **self.classifier_info}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -80,6 +98,7 @@ class SceneMap:
             "training": self.training,
             "weights_dtype": weights_dtype,
             "weights_sha256": weights_sha256,
+            **parts,
         }
 
     def save(self, path: str | Path, weights_dtype: str = "float16") -> Path:
@@ -88,6 +107,9 @@ class SceneMap:
             raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
         tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
         tensors["mean"] = self.head.mean.detach().cpu().float()  # the mean stays fp32: it is metres
+        for prefix, part in (("projection.", self.projection), ("classifier.", self.classifier)):
+            if part is not None:
+                tensors.update({prefix + k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in part.state_dict().items()})
         if self.cloud_xyz is not None:
             xyz, rgb = np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3), np.asarray(self.cloud_rgb, np.uint8).reshape(-1, 3)
             if len(xyz) != len(rgb):
@@ -151,8 +173,22 @@ def load_map(path: str | Path) -> SceneMap:
     head_type, head_config = header["head"]["type"], header["head"]["config"]
     if head_type not in HEADS:
         raise MapFileError(f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})")
-    if head_config.get("in_channels", header["encoder"]["out_channels"]) != header["encoder"]["out_channels"]:
-        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder gives {header['encoder']['out_channels']}")
+    projection_info, classifier_info = header.get("projection"), header.get("classifier")
+    head_in = header["encoder"]["out_channels"]
+    try:
+        if projection_info is not None:
+            if projection_info.get("type") != "pca" or projection_info.get("in_channels") != head_in:
+                raise ValueError(f"projection {projection_info} does not read the encoder's {head_in} channels")
+            projection = PcaProjection(head_in, projection_info["dim"])
+            head_in = projection.dim
+        if classifier_info is not None:
+            classifier = KeypointClassifier(**classifier_info["config"])
+            if classifier.config["in_channels"] != head_in:
+                raise ValueError(f"keypoint classifier reads {classifier.config['in_channels']} channels, the head input has {head_in}")
+    except Exception as exc:  # noqa: BLE001 - the header is untrusted input
+        raise MapFileError(f"{path}: map header's projection / classifier entry is unusable: {exc}") from None
+    if head_config.get("in_channels", head_in) != head_in:
+        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder{' (after PCA)' if projection_info else ''} gives {head_in}")
     if header["weights_dtype"] not in WEIGHT_DTYPES:
         raise MapFileError(f"{path}: unsupported weights dtype {header['weights_dtype']!r}")
     # The header is not covered by the weights checksum, so the head config is untrusted input:
@@ -160,6 +196,9 @@ def load_map(path: str | Path) -> SceneMap:
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
+        for prefix, part in (("projection.", projection_info and projection), ("classifier.", classifier_info and classifier)):
+            if part:
+                expected.update({prefix + k: tuple(v.shape) for k, v in part.state_dict().items()})
         with safe_open(str(path), framework="pt") as f:
             stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS}
             cloud_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k in CLOUD_KEYS}
@@ -188,6 +227,11 @@ def load_map(path: str | Path) -> SceneMap:
     if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
         raise MapFileError(f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and {tensors['cloud.rgb'].dtype}")
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
+    parts = {}
+    for prefix, part in (("projection.", projection_info and projection), ("classifier.", classifier_info and classifier)):
+        if part:
+            part.load_state_dict({k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)})
+            parts[prefix[:-1]] = part.eval()
     head = build_head(head_type, **head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
     try:
@@ -210,4 +254,7 @@ def load_map(path: str | Path) -> SceneMap:
         created=header.get("created", ""),
         cloud_xyz=cloud.get("cloud.xyz"),
         cloud_rgb=cloud.get("cloud.rgb"),
+        projection=parts.get("projection"),
+        classifier=parts.get("classifier"),
+        classifier_info={k: v for k, v in (classifier_info or {}).items() if k != "config"},
     )

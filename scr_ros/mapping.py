@@ -9,6 +9,15 @@
    registered loss (ACE's reprojection loss), AdamW and a one-cycle learning rate schedule,
    under autocast (fp16 on CUDA, bf16 on CPUs that have it).
 
+Optional stages from the papers, each a setting of :class:`MappingConfig`:
+
+- ``pca_dim``: a PCA of the features (``compact.PcaProjection``) is fitted on a first sample
+  of mapping features; the buffer then holds projected rows and the map stores the PCA.
+- ``score``: the head also predicts a discriminability score, trained by the loss (SS-DVR).
+- ``classifier``: after training, a keypoint classifier learns which buffer rows the head gets
+  right (``keypoints``), optionally followed by fine-tuning the head on the rows it accepts.
+- depth: the ``ace-depth`` loss (``scr map --depth``).
+
 Progress goes to an optional callback; a ``threading.Event`` (or anything with ``is_set()``)
 cancels between images / iterations. With the same seed, device and precision the result is
 the same.
@@ -34,8 +43,10 @@ from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder
 from .errors import MappingCancelled, ScrError
 from .geometry import invert_pose, project
+from .compact import PcaProjection
 from .heads import build_head
 from .imaging import Augmentation, apply_affine, augment, feature_pixels, inside, invert_affine, prepare, to_gray
+from .keypoints import ClassifierConfig, inlier_labels, train_classifier
 from .losses import build_loss
 from .mapfile import SceneMap
 
@@ -58,6 +69,11 @@ class MappingConfig:
     head_config: dict = field(default_factory=dict)
     loss: str = "ace"
     loss_config: dict = field(default_factory=dict)
+    score: bool = False  # head predicts SS-DVR's discriminability score; the loss weighs by it
+    pca_dim: int = 0  # > 0: PCA of the encoder features to this many channels (R-SCoRe)
+    pca_samples: int = 100_000  # feature rows the PCA is fitted on
+    classifier: bool = False  # train a keypoint classifier after the head (Matching Rates)
+    classifier_config: dict = field(default_factory=dict)  # keypoints.ClassifierConfig fields
     precision: str = "auto"
     seed: int = 0
     # The implicit reconstruction stored with the map (shown as the map cloud in rviz): head
@@ -68,9 +84,9 @@ class MappingConfig:
     cloud_max_error_px: float = 4.0
 
     def buffer_bytes(self, channels: int = 512, depth: bool = False) -> int:
-        """Bytes of the training buffer: fp16 features, float32 pixel, int64 frame index, and a
-        float32 depth when the loss uses depth."""
-        return self.buffer_size * (2 * channels + 8 + 8 + (4 if depth else 0))
+        """Bytes of the training buffer: fp16 features (``pca_dim`` of them with a PCA), float32
+        pixel, int64 frame index, and a float32 depth when the loss uses depth."""
+        return self.buffer_size * (2 * (self.pca_dim or channels) + 8 + 8 + (4 if depth else 0))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,6 +213,10 @@ class MapBuilder:
         self.cancel = cancel
         self.encoder.to(self.device).eval()
         self.uses_depth = getattr(build_loss(self.config.loss, 1, **self.config.loss_config), "uses_depth", False)
+        if self.config.pca_dim and not 1 <= self.config.pca_dim <= encoder.out_channels:
+            raise ScrError(f"pca_dim {self.config.pca_dim} must be between 1 and the encoder's {encoder.out_channels} channels")
+        self.classifier_config = ClassifierConfig.from_dict(self.config.classifier_config)
+        self.projection: PcaProjection | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -206,13 +226,22 @@ class MapBuilder:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
+        self.projection = None
+        if cfg.pca_dim:
+            sample = self.fill_buffer(frames, size=min(cfg.pca_samples, cfg.buffer_size), stage="pca")
+            self.projection = PcaProjection.fit(sample.features[: sample.size], cfg.pca_dim, seed=cfg.seed)
+            del sample
         buffer = self.fill_buffer(frames)
         t_buffer = time.perf_counter() - t0
-        head = build_head(cfg.head, in_channels=self.encoder.out_channels, **cfg.head_config)
+        head_config = {**cfg.head_config, **({"score": True} if cfg.score else {})}
+        head = build_head(cfg.head, in_channels=cfg.pca_dim or self.encoder.out_channels, **head_config)
         head.set_mean(np.mean([f.pose[:3, 3] for f in frames], axis=0))
         t1 = time.perf_counter()
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
+        classifier, classifier_info = None, {}
+        if cfg.classifier:
+            classifier, classifier_info = self.train_keypoint_classifier(head, buffer)
         head.eval()
         cloud_xyz, cloud_rgb = self.reconstruct(head, frames)
         head.cpu()
@@ -225,6 +254,8 @@ class MapBuilder:
             "final_loss": final_loss,
             "buffer_seconds": round(t_buffer, 3),
             "train_seconds": round(t_train, 3),
+            **({"classifier_seconds": classifier_info["seconds"]} if classifier_info else {}),
+            **({"pca_explained_variance": round(self.projection.explained_variance, 4)} if self.projection is not None else {}),
             "seconds": round(time.perf_counter() - t0, 3),
             "device": str(self.device),
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
@@ -240,7 +271,41 @@ class MapBuilder:
             cameras=[c.as_dict() for c in cameras[:16]],
             cloud_xyz=cloud_xyz,
             cloud_rgb=cloud_rgb,
+            projection=None if self.projection is None else self.projection.cpu(),
+            classifier=None if classifier is None else classifier.cpu(),
+            classifier_info=classifier_info,
         )
+
+    def train_keypoint_classifier(self, head: torch.nn.Module, buf: "TrainingBuffer") -> tuple[torch.nn.Module, dict]:
+        """Label buffer rows by the trained head's reprojection error, train the classifier on
+        them, and optionally fine-tune the head on the rows it accepts."""
+        cc, dev = self.classifier_config, self.device
+        t0 = time.perf_counter()
+        head.eval()
+        n = buf.size
+        labels = inlier_labels(
+            head, buf.features[:n], buf.pixels[:n], buf.T_cam_world[buf.frame_index[:n]], buf.intrinsics[buf.frame_index[:n]],
+            cc.inlier_px, autocast_ctx=lambda: autocast(dev, self.amp_dtype),
+        )
+        t_label = time.perf_counter()
+        clf, stats = train_classifier(
+            buf.features[:n], labels, cc, seed=self.config.seed, autocast_ctx=lambda: autocast(dev, self.amp_dtype),
+            progress=lambda i, total, loss, el: self.progress(Progress("classifier", i, total, el, loss=loss)), check_cancel=self._check_cancel,
+        )
+        stats["label_seconds"] = round(t_label - t0, 3)
+        if cc.finetune_epochs > 0:
+            with torch.no_grad():
+                prob = torch.cat([clf.probability(buf.features[s : s + 65536].float()) for s in range(0, n, 65536)])
+            rows = torch.nonzero(prob >= cc.finetune_min_probability).squeeze(1)
+            stats["finetune_rows"] = int(len(rows))
+            if len(rows):
+                iterations, loss = self.train(
+                    head, buf, rows=rows, epochs=cc.finetune_epochs, lr=(cc.finetune_lr_min, cc.finetune_lr_max), stage="finetune", final_threshold=True
+                )
+                stats.update(finetune_iterations=iterations, finetune_final_loss=round(loss, 5))
+        stats["seconds"] = round(time.perf_counter() - t0, 3)
+        stats["inlier_px"] = cc.inlier_px
+        return clf, stats
 
     @torch.no_grad()
     def reconstruct(self, head: torch.nn.Module, frames: Sequence[Frame]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -261,7 +326,7 @@ class MapBuilder:
             with autocast(dev, self.amp_dtype):
                 feats = self.encoder(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(dev))
                 _, C, fh, fw = feats.shape
-                coords = head(feats[0].reshape(C, -1).T)
+                coords = head(self._head_input(feats[0].reshape(C, -1).T))
             coords = coords.float().cpu().numpy().astype(np.float64)
             px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
             proj, z = project(coords, frame.pose, frame.camera)
@@ -281,6 +346,9 @@ class MapBuilder:
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise MappingCancelled("map building was cancelled")
+
+    def _head_input(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.projection is None else self.projection.to(features.device)(features)
 
     def _check_memory(self) -> None:
         need = self.config.buffer_bytes(self.encoder.out_channels, self.uses_depth)
@@ -307,20 +375,24 @@ class MapBuilder:
             raise ScrError(f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, image is {gray.shape[1]}x{gray.shape[0]}")
         return img, A, gray.shape, rng, depth
 
-    def fill_buffer(self, frames: Sequence[Frame]) -> TrainingBuffer:
+    def fill_buffer(self, frames: Sequence[Frame], size: int | None = None, stage: str = "buffer") -> TrainingBuffer:
+        """Rows of head input (projected features once a PCA is fitted); ``size`` rows at most
+        (default ``buffer_size``)."""
         cfg, dev = self.config, self.device
+        size = cfg.buffer_size if size is None else size
         self._check_memory()
         C = self.encoder.out_channels
+        width = C if self.projection is None else self.projection.dim
         buf = TrainingBuffer(
-            features=torch.empty((cfg.buffer_size, C), dtype=torch.float16, device=dev),
-            pixels=torch.empty((cfg.buffer_size, 2), dtype=torch.float32, device=dev),
-            frame_index=torch.empty((cfg.buffer_size,), dtype=torch.int64, device=dev),
-            depth=torch.full((cfg.buffer_size,), float("nan"), dtype=torch.float32, device=dev) if self.uses_depth else None,
+            features=torch.empty((size, width), dtype=torch.float16, device=dev),
+            pixels=torch.empty((size, 2), dtype=torch.float32, device=dev),
+            frame_index=torch.empty((size,), dtype=torch.int64, device=dev),
+            depth=torch.full((size,), float("nan"), dtype=torch.float32, device=dev) if self.uses_depth else None,
             T_cam_world=torch.as_tensor(np.stack([invert_pose(f.pose)[:3] for f in frames]), dtype=torch.float32, device=dev),
             intrinsics=torch.as_tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32, device=dev),
         )
         order_rng = np.random.default_rng(cfg.seed)
-        expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(cfg.buffer_size / cfg.samples_per_image))
+        expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(size / cfg.samples_per_image))
         t0, images_done = time.perf_counter(), 0
         jobs = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)))
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -329,7 +401,7 @@ class MapBuilder:
                 job = next(jobs, None)
                 if job is not None:
                     pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
-            while pending and buf.size < cfg.buffer_size:
+            while pending and buf.size < size:
                 self._check_cancel()
                 (pass_index, fi), fut = pending.pop(0)
                 job = next(jobs, None)
@@ -341,10 +413,10 @@ class MapBuilder:
                 _, _, fh, fw = feats.shape
                 px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
                 valid = np.flatnonzero(inside(px, w0, h0))
-                take = min(cfg.samples_per_image, len(valid), cfg.buffer_size - buf.size)
+                take = min(cfg.samples_per_image, len(valid), size - buf.size)
                 if take > 0:
                     pick = np.sort(rng.choice(valid, size=take, replace=False))
-                    rows = feats[0].reshape(C, -1).T[torch.as_tensor(pick, device=dev)]
+                    rows = self._head_input(feats[0].reshape(C, -1).T[torch.as_tensor(pick, device=dev)].float())
                     s = slice(buf.size, buf.size + take)
                     buf.features[s] = rows.to(torch.float16)
                     buf.pixels[s] = torch.as_tensor(px[pick], dtype=torch.float32, device=dev)
@@ -355,7 +427,7 @@ class MapBuilder:
                     buf.size += take
                 buf.passes = pass_index + 1
                 images_done += 1
-                self.progress(Progress("buffer", images_done, expected_images, time.perf_counter() - t0, message=f"{buf.size} samples"))
+                self.progress(Progress(stage, images_done, expected_images, time.perf_counter() - t0, message=f"{buf.size} samples"))
             for _, fut in pending:
                 fut.cancel()
         if buf.size == 0:
@@ -364,17 +436,29 @@ class MapBuilder:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, head: torch.nn.Module, buf: TrainingBuffer) -> tuple[int, float]:
-        """Train ``head`` on the buffer; returns (iterations, mean loss over the last 5 %)."""
+    def train(
+        self,
+        head: torch.nn.Module,
+        buf: TrainingBuffer,
+        rows: torch.Tensor | None = None,
+        epochs: float | None = None,
+        lr: tuple[float, float] | None = None,
+        stage: str = "train",
+        final_threshold: bool = False,
+    ) -> tuple[int, float]:
+        """Train ``head`` on the buffer (or its ``rows``); returns (iterations, mean loss over the
+        last 5 %). ``final_threshold`` trains at the loss's end-of-schedule inlier threshold
+        (fine-tuning a trained head)."""
         cfg, dev = self.config, self.device
-        n = buf.size
+        n = buf.size if rows is None else len(rows)
         batch = min(cfg.batch_size, n)
-        iterations = max(1, int(round(cfg.epochs * n / batch)))
+        iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * n / batch)))
+        lr_min, lr_max = (cfg.lr_min, cfg.lr_max) if lr is None else lr
         head.to(dev).train()
         loss_fn = build_loss(cfg.loss, total_iterations=iterations, **cfg.loss_config)
-        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_min, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(head.parameters(), lr=lr_min, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr_max, total_steps=iterations, div_factor=cfg.lr_max / cfg.lr_min, cycle_momentum=False
+            opt, max_lr=lr_max, total_steps=iterations, div_factor=lr_max / lr_min, cycle_momentum=False
         )
         use_scaler = dev.type == "cuda" and self.amp_dtype == torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -389,12 +473,16 @@ class MapBuilder:
             if cursor + batch > n:
                 perm, cursor = torch.randperm(n, generator=gen), 0
             idx = perm[cursor : cursor + batch].to(dev)
+            if rows is not None:
+                idx = rows[idx]
             cursor += batch
             frames = buf.frame_index[idx]
             with autocast(dev, self.amp_dtype):
-                coords = head(buf.features[idx].float())
+                coords, score = head.predict(buf.features[idx].float())
             depth = buf.depth[idx] if buf.depth is not None else None
-            loss, _ = loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], it, depth=depth)
+            loss, _ = loss_fn(
+                coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score
+            )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -408,5 +496,5 @@ class MapBuilder:
                 recent.pop(0)
             if it % 10 == 0 or it == iterations - 1:
                 synchronize(dev)
-                self.progress(Progress("train", it + 1, iterations, time.perf_counter() - t0, loss=sum(recent) / len(recent)))
+                self.progress(Progress(stage, it + 1, iterations, time.perf_counter() - t0, loss=sum(recent) / len(recent)))
         return iterations, float(np.mean(recent))

@@ -1,10 +1,12 @@
 """Relocalizer: one image -> camera pose, via encoder, head and PnP-RANSAC.
 
-    image --to_gray/resize--> encoder --features--> head --scene coordinates--> RANSAC --> pose
+    image --to_gray/resize--> encoder --features--> [PCA] --> head --scene coordinates-->
+        selector --> RANSAC --> pose
 
 Every feature gives one 2D-3D correspondence: its pixel in the original image and the scene
-coordinate the head predicts for it. A frame with fewer than ``min_inliers`` RANSAC inliers is
-reported *lost* with a reason and no pose.
+coordinate the head predicts for it. A selector (``selectors``) may keep only the promising
+ones: by the head's discriminability score, or by the map's keypoint classifier. A frame with
+fewer than ``min_inliers`` RANSAC inliers is reported *lost* with a reason and no pose.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import torch
 
 from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder, load_encoder_for_map
+from .errors import ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, feature_pixels, invert_affine, prepare, to_gray
 from .mapfile import SceneMap
 from .ransac import RansacConfig, solve_pnp
+from .selectors import auto_selector_name, build_selector
 
 
 @dataclass
@@ -28,6 +32,19 @@ class RelocalizerConfig:
     ransac: RansacConfig = field(default_factory=RansacConfig)
     min_inliers: int = 100  # a correct pose on a 640x480 frame typically has several hundred
     precision: str = "auto"  # autocast for encoder and head, as in mapping
+    # Which correspondences RANSAC sees: auto (the map's classifier, else its score, else all),
+    # all, score or classifier; the settings below belong to the score / classifier selectors.
+    selector: str = "auto"
+    score_percentile: float = 0.51
+    classifier_min_probability: float = 0.5
+    classifier_top_k: int = 1024
+    classifier_min_keep: int = 200
+
+    def selector_settings(self, name: str) -> dict:
+        return {
+            "score": {"percentile": self.score_percentile},
+            "classifier": {"min_probability": self.classifier_min_probability, "top_k": self.classifier_top_k, "min_keep": self.classifier_min_keep},
+        }.get(name, {})
 
 
 @dataclass
@@ -44,6 +61,8 @@ class Localization:
     inlier_mask: np.ndarray  # (N,) bool
     timings_ms: dict
     ransac_iterations: int = 0
+    num_candidates: int = 0  # finite correspondences before selection (num_correspondences: after)
+    selector: str = "all"
 
     @property
     def inlier_ratio(self) -> float:
@@ -72,7 +91,23 @@ class Relocalizer:
             raise EncoderError(f"encoder {encoder.name!r} does not match the map's encoder {scene_map.encoder['name']!r} (checksums differ)")
         self.encoder = encoder.to(self.device).eval()
         self.head = scene_map.head.to(self.device).eval()
+        self.projection = None if scene_map.projection is None else scene_map.projection.to(self.device).eval()
+        self.classifier = None if scene_map.classifier is None else scene_map.classifier.to(self.device).eval()
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
+        self.selector  # refuse a selector this map cannot serve now rather than at the first frame
+
+    @property
+    def selector(self):
+        """The selector ``config`` asks for (built per call: the node may change the config live)."""
+        name = self.config.selector
+        if name == "auto":
+            name = auto_selector_name(self.classifier is not None, self.head.predicts_score)
+        selector = build_selector(name, **self.config.selector_settings(name))
+        if selector.needs == "score" and not self.head.predicts_score:
+            raise ScrError("selector 'score' needs a map whose head predicts a discriminability score (scr map --score)")
+        if selector.needs == "probability" and self.classifier is None:
+            raise ScrError("selector 'classifier' needs a map with a keypoint classifier (scr map --classifier)")
+        return selector
 
     @torch.no_grad()
     def scene_coordinates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -80,6 +115,15 @@ class Relocalizer:
 
         Returns pixels (N, 2) in the original image, scene coordinates (N, 3) and stage timings (ms).
         """
+        pixels, coords, _, timings = self.correspondences(image)
+        return pixels, coords, timings
+
+    @torch.no_grad()
+    def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+        """Like :meth:`scene_coordinates`, plus the signals the selector needs: a dict with
+        ``score`` (N,) when the head predicts one and ``probability`` (N,) when the selector
+        uses the classifier (its time counts in the ``head`` stage). ``selector``: the one that
+        will pick from them (default: none, so no classifier pass)."""
         t0 = time.perf_counter()
         gray = to_gray(image)
         img, A = prepare(gray, self.map.image_height)
@@ -90,13 +134,21 @@ class Relocalizer:
         synchronize(self.device)
         t2 = time.perf_counter()
         _, C, fh, fw = feats.shape
+        signals = {}
         with autocast(self.device, self.amp_dtype):
-            coords = self.head(feats[0].reshape(C, -1).T)
+            x = feats[0].reshape(C, -1).T
+            if self.projection is not None:
+                x = self.projection(x)
+            coords, score = self.head.predict(x)
+            if selector is not None and selector.needs == "probability":
+                signals["probability"] = self.classifier.probability(x).float().cpu().numpy()
+        if score is not None:
+            signals["score"] = score.float().cpu().numpy()
         coords = coords.float().cpu().numpy().astype(np.float64)
         t3 = time.perf_counter()
         pixels = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
         timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "head": (t3 - t2) * 1e3}
-        return pixels, coords, timings
+        return pixels, coords, signals, timings
 
     def localize(self, image: np.ndarray, camera: PinholeCamera) -> Localization:
         """Estimate ``T_world_cam`` for ``image`` taken with ``camera`` (intrinsics of this image)."""
@@ -104,20 +156,24 @@ class Relocalizer:
         h, w = np.asarray(image).shape[:2]
         if (w, h) != (camera.width, camera.height):
             raise ValueError(f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with camera.scaled()")
-        pixels, coords, timings = self.scene_coordinates(image)
-        finite = np.all(np.isfinite(coords), axis=1)
+        selector = self.selector
+        pixels, coords, signals, timings = self.correspondences(image, selector)
         t0 = time.perf_counter()
-        result = solve_pnp(pixels[finite], coords[finite], camera, self.config.ransac)
-        timings["ransac"] = (time.perf_counter() - t0) * 1e3
-        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        finite = np.flatnonzero(np.all(np.isfinite(coords), axis=1))
+        picked = finite[selector(len(finite), **{k: v[finite] for k, v in signals.items()})]
+        t1 = time.perf_counter()
+        result = solve_pnp(pixels[picked], coords[picked], camera, self.config.ransac)
+        t2 = time.perf_counter()
+        timings["select"], timings["ransac"], timings["total"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t_start) * 1e3
         inliers = np.zeros(len(pixels), bool)
-        n = int(finite.sum())
+        n = len(picked)
+        counts = {"num_candidates": len(finite), "selector": selector.name}
         if result is None:
-            return Localization(False, "RANSAC found no pose", None, 0, n, pixels, coords, inliers, timings)
-        inliers[np.flatnonzero(finite)[result.inlier_mask]] = True
+            return Localization(False, "RANSAC found no pose", None, 0, n, pixels, coords, inliers, timings, **counts)
+        inliers[picked[result.inlier_mask]] = True
         if result.num_inliers < self.config.min_inliers:
             return Localization(
                 False, f"only {result.num_inliers} inliers (< {self.config.min_inliers})", None,
-                result.num_inliers, n, pixels, coords, inliers, timings, result.iterations,
+                result.num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts,
             )
-        return Localization(True, "", result.T_world_cam, result.num_inliers, n, pixels, coords, inliers, timings, result.iterations)
+        return Localization(True, "", result.T_world_cam, result.num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts)

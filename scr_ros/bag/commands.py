@@ -95,7 +95,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_map(args) -> int:
-    from ..cli import _Bar, build_map
+    from ..cli import _Bar, build_map, method_overrides
     from .mapping import record_session
 
     topics = _topics(args)
@@ -113,7 +113,10 @@ def cmd_map(args) -> int:
         finally:
             bar.close()
         print(f"{args.bag} ({split}): {summary.describe()}", file=sys.stderr)
-        scene_map = build_map(str(session), args.out, args.preset, args.device, args.encoder, args.head, "train", args.seed, args.precision, loss=args.loss, source=f"{args.bag} ({split})")
+        scene_map = build_map(
+            str(session), args.out, args.preset, args.device, args.encoder, args.head, "train", args.seed, args.precision,
+            loss=args.loss, source=f"{args.bag} ({split})", depth={"auto": None, "on": True, "off": False}[args.depth], **method_overrides(args),
+        )
     finally:
         if args.session is None:
             shutil.rmtree(session, ignore_errors=True)
@@ -207,7 +210,7 @@ def _topic_args(p, images=True, ground_truth=False, depth=False) -> None:
 
 
 def add_bag_parser(sub) -> None:
-    from ..cli import _cuda
+    from ..cli import _cuda, add_method_arguments
     from ..mapping import PRESETS
 
     bag = sub.add_parser("bag", help="rosbag2: convert datasets, inspect, map from and replay against bags")
@@ -236,7 +239,10 @@ def add_bag_parser(sub) -> None:
     m.add_argument("--out", type=Path, required=True, metavar="MAP", help="map file to write (safetensors)")
     m.add_argument("--split", default=None, choices=["train", "test", "all"], help="default: train for a converted dataset bag, else all")
     m.add_argument("--pose-frame", default="odom", metavar="FRAME", help="fixed frame the camera pose is looked up in (default odom: a converted bag's odometry is its ground truth)")
-    m.add_argument("--depth", default="auto", choices=["auto", "on", "off"], help="use the registered depth topic (auto: when the bag has one)")
+    m.add_argument(
+        "--depth", default="auto", choices=["auto", "on", "off"],
+        help="use the registered depth topic (auto: when the bag has one, with the preset's loss; on: required, and trained with the ace-depth loss; off: RGB only)",
+    )
     m.add_argument("--min-translation", type=float, default=0.0, metavar="M", help="keyframe selection as in the mapping node (default 0: every frame)")
     m.add_argument("--min-rotation", type=float, default=0.0, metavar="DEG")
     m.add_argument("--max-interval", type=float, default=0.0, metavar="SEC")
@@ -244,11 +250,10 @@ def add_bag_parser(sub) -> None:
     m.add_argument("--preset", default="cpu" if not _cuda() else "ace", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--encoder", default=None, metavar="NAME|PATH")
-    m.add_argument("--head", default=None, metavar="NAME")
-    m.add_argument("--loss", default=None, metavar="NAME")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     _topic_args(m, depth=True)
+    add_method_arguments(m, depth=False)
     m.set_defaults(func=cmd_map)
 
     r = bsub.add_parser("replay", help="relocalize every image of a bag with the relocalizer node's logic and score it")

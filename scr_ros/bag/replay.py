@@ -162,6 +162,8 @@ def _score(outcome: FrameOutcome, T_gt: np.ndarray) -> FrameResult:
         loc.num_inliers if loc else 0,
         loc.inlier_ratio if loc else 0.0,
         dict(loc.timings_ms) if loc else {},
+        loc.ransac_iterations if loc else 0,
+        loc.num_correspondences if loc else 0,
     )
 
 

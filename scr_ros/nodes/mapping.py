@@ -29,7 +29,7 @@ from ..errors import MappingCancelled, ScrError
 from ..fileio import atomic_write_json
 from ..geometry import PinholeCamera, rotation_angle_deg
 from ..messages import MessageError, camera_for_image, check_transform
-from .params import MAPPING_PARAMS, validate
+from .params import MAPPING_PARAMS, mapping_methods, validate
 
 FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
 
@@ -251,14 +251,17 @@ class MappingCore:
 
     def start_build(self, on_progress: Callable[["BuildStatus"], None] | None = None, on_done: Callable[["BuildStatus"], None] | None = None) -> str:
         p = self.params
-        return self.build_job.start(self.session_folder, self.map_path, p["preset"], p["encoder"] or None, p["device"], on_progress, on_done)
+        return self.build_job.start(
+            self.session_folder, self.map_path, p["preset"], p["encoder"] or None, p["device"], on_progress, on_done, head=p["head"], **mapping_methods(p)
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Building the map off the executor thread
 
 # Share of the whole build each stage takes (measured on the cpu preset: buffer ~15 %, cloud ~1 %).
-STAGE_SPAN = {"buffer": (0.0, 0.15), "train": (0.15, 0.99), "cloud": (0.99, 1.0)}
+# The optional stages (PCA sample, keypoint classifier, fine-tuning) are short and share the tail.
+STAGE_SPAN = {"pca": (0.0, 0.01), "buffer": (0.01, 0.15), "train": (0.15, 0.95), "classifier": (0.95, 0.97), "finetune": (0.97, 0.99), "cloud": (0.99, 1.0)}
 
 
 @dataclass
@@ -324,7 +327,9 @@ class MapBuildJob:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, session: Path, map_path: Path, preset_name: str, encoder: str | None, device: str, on_progress=None, on_done=None) -> str:
+    def start(self, session: Path, map_path: Path, preset_name: str, encoder: str | None, device: str, on_progress=None, on_done=None, head: str | None = None, **methods) -> str:
+        """Start building; ``head`` and ``methods`` (``build_map`` keywords: depth, score,
+        classifier, pca_dim, ...) select the papers' methods."""
         from ..datasets.posed_folder import open_posed_folder
 
         with self._lock:
@@ -353,7 +358,7 @@ class MapBuildJob:
                 if build is None:
                     from ..cli import build_map as build
                 try:
-                    build(str(session), Path(map_path), preset_name, device, encoder, None, quiet=True, progress=progress, cancel=self._cancel)
+                    build(str(session), Path(map_path), preset_name, device, encoder, head, quiet=True, progress=progress, cancel=self._cancel, **methods)
                     self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0
                     self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {format_seconds(time.monotonic() - t0)}"
                 except MappingCancelled:

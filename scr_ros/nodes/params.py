@@ -88,6 +88,10 @@ RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
     _p("covariance_min_std_translation", 0.01, "Floor on the published position standard deviation, metres.", 0.0, 100.0, dynamic=True),
     _p("covariance_min_std_rotation_deg", 0.5, "Floor on the published rotation standard deviation, degrees.", 0.0, 180.0, dynamic=True),
     _p("publish_scene_points", True, "Publish ~/scene_points (this frame's scene coordinates, inliers green, outliers red).", dynamic=True),
+    _p("selector", "auto", "Which correspondences RANSAC sees: auto (the map's keypoint classifier, else its discriminability score, else all), all, score or classifier.", choices=("auto", "all", "score", "classifier"), dynamic=True),
+    _p("score_percentile", 0.51, "Score selector: correspondences scoring below this percentile of the frame's scores are dropped before RANSAC (SS-DVR: 0.51).", 0.0, 99.0, dynamic=True),
+    _p("classifier_min_probability", 0.5, "Classifier selector: keep correspondences whose inlier probability is at least this.", 0.0, 1.0, dynamic=True),
+    _p("classifier_top_k", 1024, "Classifier selector: keep at most this many of the most likely inliers (0: no cap).", 0, 1000000, dynamic=True),
 )
 
 MAPPING_PARAMS: tuple[ParamSpec, ...] = (
@@ -105,8 +109,28 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
     _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=("ace", "cpu", "test")),
     _p("encoder", "", "Encoder name or weights file; empty: the package default."),
+    _p("head", "ace", "Scene head: ace or deep (the deeper residual head of Matching Rates).", choices=("ace", "deep")),
+    _p("depth_loss", "auto", "Train with recorded depth: auto (the preset's loss, which uses depth where keyframes have it), on (ace-depth; refuses keyframes without depth) or off (RGB only).", choices=("auto", "on", "off")),
+    _p("score", False, "Head also predicts a discriminability score; the relocalizer then drops low-score points (SS-DVR)."),
+    _p("classifier", False, "Train a keypoint classifier with the map; the relocalizer uses it to rank correspondences (Matching Rates)."),
+    _p("classifier_finetune_epochs", 0.0, "With classifier: fine-tune the head on the keypoints the classifier accepts for this many epochs (0: no fine-tuning).", 0.0, 100.0),
+    _p("pca_dim", 0, "Compact map: PCA of the encoder features to this many channels, stored in the map (0: off; R-SCoRe uses 128).", 0, 4096),
     DEVICE,
 )
+
+
+def mapping_methods(p: dict) -> dict:
+    """``build_map`` keywords for the mapping node's method parameters."""
+    out: dict = {"depth": {"auto": None, "on": True, "off": False}[p["depth_loss"]]}
+    if p["score"]:
+        out["score"] = True
+    if p["classifier"]:
+        out["classifier"] = True
+        if p["classifier_finetune_epochs"] > 0:
+            out["classifier_config"] = {"finetune_epochs": p["classifier_finetune_epochs"]}
+    if p["pca_dim"]:
+        out["pca_dim"] = p["pca_dim"]
+    return out
 
 
 def specs_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:

@@ -367,6 +367,10 @@ class RelocalizerCore:
         return RelocalizerConfig(
             ransac=RansacConfig(max_reproj_error=p["ransac_threshold_px"], max_iterations=p["ransac_max_iterations"]),
             min_inliers=p["min_inliers"],
+            selector=p["selector"],
+            score_percentile=p["score_percentile"],
+            classifier_min_probability=p["classifier_min_probability"],
+            classifier_top_k=p["classifier_top_k"],
         )
 
     # ---------------------------------------------------------------- one frame
