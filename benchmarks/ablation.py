@@ -111,13 +111,13 @@ def tables(rows: list[dict]) -> str:
     out = []
     for scene in dict.fromkeys(r["scene"] for r in rows):
         out.append(f"**{scene}**\n")
-        out.append("| row | 5cm/5° | 2cm/2° | median | lost | mapping | encoder / head / select / RANSAC / total (ms) | inlier ratio | RANSAC it. | correspondences | map size |")
+        out.append("| row | 5cm/5° | 2cm/2° | median | lost | mapping | encoder / head / select / RANSAC / refine / total (ms) | inlier ratio | RANSAC it. | correspondences | map size |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["scene"] != scene:
                 continue
             t = r["timing_ms"]
-            stages = " / ".join(_f(t.get(s), ".1f") for s in ("encoder", "head", "select", "ransac", "total"))
+            stages = " / ".join(_f(t.get(s), ".1f", "–") for s in ("encoder", "head", "select", "ransac", "refine", "total"))
             out.append(
                 f"| {r['row']} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {_f(r['median_cm'], '.1f')} cm, {_f(r['median_deg'], '.2f')}° "
                 f"| {r['lost']}/{r['frames']} | {r['mapping_s']:.0f} s | {stages} | {_f(r['inlier_ratio'], '.2f')} | {_f(r['ransac_iterations'], '.0f')} "

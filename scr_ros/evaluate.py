@@ -22,7 +22,7 @@ from .geometry import pose_to_position_quaternion
 from .metrics import THRESHOLDS, accuracy, median, pose_error
 from .relocalize import Relocalizer
 
-STAGES = ("preprocess", "encoder", "head", "select", "ransac", "total")
+STAGES = ("preprocess", "encoder", "head", "select", "ransac", "refine", "total")
 
 
 @dataclass

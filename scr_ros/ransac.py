@@ -70,3 +70,36 @@ def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera,
     if not np.all(np.isfinite(T_cam_world)):
         return None
     return PnPResult(invert_pose(T_cam_world), inliers, int(inliers.sum()), int(info.get("iterations", 0)))
+
+
+def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, max_reproj_error: float) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score a pose on a larger set of correspondences and refine it on their inliers.
+
+    Used after RANSAC ran on a selected subset (the keypoint classifier's): the subset makes the
+    hypothesis search fast, and the final pose still uses every correspondence that agrees with
+    it. Returns (T_world_cam (4, 4), inlier mask (N,) under the refined pose).
+    """
+    points2d = np.ascontiguousarray(points2d, dtype=np.float64)
+    points3d = np.ascontiguousarray(points3d, dtype=np.float64)
+    T_cam_world = invert_pose(T_world_cam)
+    inliers = _reprojection_inliers(points2d, points3d, T_cam_world, camera, max_reproj_error)
+    if inliers.sum() < 4:
+        return T_world_cam, inliers
+    cam = {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
+    pose = poselib.CameraPose()
+    pose.R, pose.t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+    refined, _ = poselib.refine_absolute_pose(points2d[inliers], points3d[inliers], pose, cam, {"loss_type": "TRUNCATED", "loss_scale": float(max_reproj_error)})
+    T_refined = make_pose(np.asarray(refined.R), np.asarray(refined.t))
+    if not np.all(np.isfinite(T_refined)):
+        return T_world_cam, inliers
+    return invert_pose(T_refined), _reprojection_inliers(points2d, points3d, T_refined, camera, max_reproj_error)
+
+
+def _reprojection_inliers(points2d, points3d, T_cam_world, camera: PinholeCamera, max_reproj_error: float) -> np.ndarray:
+    cam = points3d @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    z = cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = camera.fx * cam[:, 0] / z + camera.cx
+        v = camera.fy * cam[:, 1] / z + camera.cy
+        err = np.hypot(u - points2d[:, 0], v - points2d[:, 1])
+    return (z > 0) & (err < max_reproj_error)

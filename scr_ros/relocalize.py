@@ -23,7 +23,7 @@ from .errors import ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, feature_pixels, invert_affine, prepare, to_gray
 from .mapfile import SceneMap
-from .ransac import RansacConfig, solve_pnp
+from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
 
 
@@ -63,10 +63,15 @@ class Localization:
     ransac_iterations: int = 0
     num_candidates: int = 0  # finite correspondences before selection (num_correspondences: after)
     selector: str = "all"
+    ransac_inliers: int = 0  # RANSAC's inliers among the num_correspondences it saw
+
+    # num_inliers / inlier_mask count every finite correspondence that agrees with the final pose;
+    # after a selector that is more than RANSAC saw, since the pose is refined on all of them.
 
     @property
     def inlier_ratio(self) -> float:
-        return self.num_inliers / self.num_correspondences if self.num_correspondences else 0.0
+        """RANSAC's inlier ratio: inliers among the correspondences it was given."""
+        return self.ransac_inliers / self.num_correspondences if self.num_correspondences else 0.0
 
 
 class Relocalizer:
@@ -164,16 +169,28 @@ class Relocalizer:
         t1 = time.perf_counter()
         result = solve_pnp(pixels[picked], coords[picked], camera, self.config.ransac)
         t2 = time.perf_counter()
-        timings["select"], timings["ransac"], timings["total"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t2 - t_start) * 1e3
         inliers = np.zeros(len(pixels), bool)
         n = len(picked)
         counts = {"num_candidates": len(finite), "selector": selector.name}
+        if result is not None:
+            counts["ransac_inliers"] = result.num_inliers
+            T, inliers[picked[result.inlier_mask]] = result.T_world_cam, True
+            if n < len(finite):
+                # RANSAC saw a selection; the final pose uses every correspondence that agrees.
+                T, mask = refine_pose(pixels[finite], coords[finite], T, camera, self.config.ransac.max_reproj_error)
+                inliers[:] = False
+                inliers[finite[mask]] = True
+        t3 = time.perf_counter()
+        timings["select"], timings["ransac"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        if n < len(finite):
+            timings["refine"] = (t3 - t2) * 1e3
+        timings["total"] = (t3 - t_start) * 1e3
         if result is None:
             return Localization(False, "RANSAC found no pose", None, 0, n, pixels, coords, inliers, timings, **counts)
-        inliers[picked[result.inlier_mask]] = True
-        if result.num_inliers < self.config.min_inliers:
+        num_inliers = int(inliers.sum())
+        if num_inliers < self.config.min_inliers:
             return Localization(
-                False, f"only {result.num_inliers} inliers (< {self.config.min_inliers})", None,
-                result.num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts,
+                False, f"only {num_inliers} inliers (< {self.config.min_inliers})", None,
+                num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts,
             )
-        return Localization(True, "", result.T_world_cam, result.num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts)
+        return Localization(True, "", T, num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts)
