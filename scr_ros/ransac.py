@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
-from .geometry import PinholeCamera, invert_pose, make_pose
+from .geometry import PinholeCamera, invert_pose, make_pose, project
 
 
 @dataclass
@@ -82,7 +82,7 @@ def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndar
     points2d = np.ascontiguousarray(points2d, dtype=np.float64)
     points3d = np.ascontiguousarray(points3d, dtype=np.float64)
     T_cam_world = invert_pose(T_world_cam)
-    inliers = _reprojection_inliers(points2d, points3d, T_cam_world, camera, max_reproj_error)
+    inliers = _reprojection_inliers(points2d, points3d, T_world_cam, camera, max_reproj_error)
     if inliers.sum() < 4:
         return T_world_cam, inliers
     cam = {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
@@ -92,14 +92,11 @@ def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndar
     T_refined = make_pose(np.asarray(refined.R), np.asarray(refined.t))
     if not np.all(np.isfinite(T_refined)):
         return T_world_cam, inliers
-    return invert_pose(T_refined), _reprojection_inliers(points2d, points3d, T_refined, camera, max_reproj_error)
+    T_world_refined = invert_pose(T_refined)
+    return T_world_refined, _reprojection_inliers(points2d, points3d, T_world_refined, camera, max_reproj_error)
 
 
-def _reprojection_inliers(points2d, points3d, T_cam_world, camera: PinholeCamera, max_reproj_error: float) -> np.ndarray:
-    cam = points3d @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
-    z = cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = camera.fx * cam[:, 0] / z + camera.cx
-        v = camera.fy * cam[:, 1] / z + camera.cy
-        err = np.hypot(u - points2d[:, 0], v - points2d[:, 1])
-    return (z > 0) & (err < max_reproj_error)
+def _reprojection_inliers(points2d, points3d, T_world_cam, camera: PinholeCamera, max_reproj_error: float) -> np.ndarray:
+    proj, z = project(points3d, T_world_cam, camera)
+    with np.errstate(invalid="ignore"):
+        return (z > 0) & (np.linalg.norm(proj - points2d, axis=1) < max_reproj_error)

@@ -13,7 +13,7 @@ one, else everything.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -107,10 +107,6 @@ def build_selector(name: str, **config):
         return SELECTORS[name](**config)
     except TypeError as exc:
         raise ScrError(f"bad settings for selector {name!r}: {exc}") from None
-
-
-def selector_config(selector) -> dict:
-    return asdict(selector)
 
 
 def auto_selector_name(has_classifier: bool, has_score: bool) -> str:
