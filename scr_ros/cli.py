@@ -140,6 +140,7 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score-percentile", type=float, default=d.score_percentile, metavar="PCT", help=f"score selector: drop points scoring below this percentile of the frame's scores (default {d.score_percentile}, SS-DVR's)")
     g.add_argument("--classifier-min-probability", type=float, default=d.classifier_min_probability, metavar="P", help=f"classifier selector: keep points with P(inlier) >= P (default {d.classifier_min_probability})")
     g.add_argument("--classifier-top-k", type=int, default=d.classifier_top_k, metavar="K", help=f"classifier selector: at most the K most likely (0: no cap; default {d.classifier_top_k})")
+    g.add_argument("--classifier-grid", type=int, default=d.classifier_grid, metavar="G", help=f"classifier selector: spread the capped pick over GxG image cells (0: plain ranking; default {d.classifier_grid})")
 
 
 def relocalizer_config(args):
@@ -148,6 +149,7 @@ def relocalizer_config(args):
     return RelocalizerConfig(
         selector=args.selector, score_percentile=args.score_percentile,
         classifier_min_probability=args.classifier_min_probability, classifier_top_k=args.classifier_top_k,
+        classifier_grid=args.classifier_grid,
     )
 
 

@@ -30,6 +30,11 @@ class RansacConfig:
     min_iterations: int = 100
     success_prob: float = 0.9999
     seed: int = 0
+    # The refinement after RANSAC on a selection (refine_pose) starts next to the optimum, so a
+    # few Levenberg-Marquardt steps per round suffice (on SUN3D 5 and 100 give the same poses);
+    # re-scoring the inliers between rounds brings the mean error to that of RANSAC on all.
+    refine_iterations: int = 5
+    refine_rounds: int = 3
 
     def poselib_options(self) -> dict:
         return {
@@ -61,7 +66,7 @@ def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera,
         raise ValueError(f"{len(points2d)} pixels but {len(points3d)} scene points")
     if len(points2d) < 4:
         return None
-    cam = {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
+    cam = _poselib_camera(camera)
     pose, info = poselib.estimate_absolute_pose(points2d, points3d, cam, config.poselib_options(), {})
     inliers = np.asarray(info.get("inliers", []), dtype=bool)
     if inliers.size != len(points2d) or not inliers.any():
@@ -72,28 +77,42 @@ def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera,
     return PnPResult(invert_pose(T_cam_world), inliers, int(inliers.sum()), int(info.get("iterations", 0)))
 
 
-def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, max_reproj_error: float) -> tuple[np.ndarray, np.ndarray]:
+def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, config: RansacConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-score a pose on a larger set of correspondences and refine it on their inliers.
 
     Used after RANSAC ran on a selected subset (the keypoint classifier's): the subset makes the
     hypothesis search fast, and the final pose still uses every correspondence that agrees with
-    it. Returns (T_world_cam (4, 4), inlier mask (N,) under the refined pose).
+    it. Each round is the refinement poselib ends its own RANSAC with (a Cauchy loss at half the
+    inlier threshold, on the inliers; a truncated loss weighs a 9 px residual like a 1 px one
+    and measurably loosens the pose), then the inliers are re-scored under the refined pose;
+    up to ``config.refine_rounds`` rounds, fewer when the inlier set stops changing. Returns
+    (T_world_cam (4, 4), inlier mask (N,) under the returned pose).
     """
+    config = config or RansacConfig()
     points2d = np.ascontiguousarray(points2d, dtype=np.float64)
     points3d = np.ascontiguousarray(points3d, dtype=np.float64)
-    T_cam_world = invert_pose(T_world_cam)
-    inliers = _reprojection_inliers(points2d, points3d, T_world_cam, camera, max_reproj_error)
-    if inliers.sum() < 4:
-        return T_world_cam, inliers
-    cam = {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
-    pose = poselib.CameraPose()
-    pose.R, pose.t = T_cam_world[:3, :3], T_cam_world[:3, 3]
-    refined, _ = poselib.refine_absolute_pose(points2d[inliers], points3d[inliers], pose, cam, {"loss_type": "TRUNCATED", "loss_scale": float(max_reproj_error)})
-    T_refined = make_pose(np.asarray(refined.R), np.asarray(refined.t))
-    if not np.all(np.isfinite(T_refined)):
-        return T_world_cam, inliers
-    T_world_refined = invert_pose(T_refined)
-    return T_world_refined, _reprojection_inliers(points2d, points3d, T_world_refined, camera, max_reproj_error)
+    cam = _poselib_camera(camera)
+    options = {"loss_type": "CAUCHY", "loss_scale": 0.5 * float(config.max_reproj_error), "max_iterations": int(config.refine_iterations)}
+    inliers = _reprojection_inliers(points2d, points3d, T_world_cam, camera, config.max_reproj_error)
+    for _ in range(config.refine_rounds):
+        if inliers.sum() < 4:
+            break
+        T_cam_world = invert_pose(T_world_cam)
+        pose = poselib.CameraPose()
+        pose.R, pose.t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+        refined, _ = poselib.refine_absolute_pose(points2d[inliers], points3d[inliers], pose, cam, options)
+        T_refined = make_pose(np.asarray(refined.R), np.asarray(refined.t))
+        if not np.all(np.isfinite(T_refined)):
+            break
+        T_world_cam = invert_pose(T_refined)
+        previous, inliers = inliers, _reprojection_inliers(points2d, points3d, T_world_cam, camera, config.max_reproj_error)
+        if np.array_equal(previous, inliers):
+            break
+    return T_world_cam, inliers
+
+
+def _poselib_camera(camera: PinholeCamera) -> dict:
+    return {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
 
 
 def _reprojection_inliers(points2d, points3d, T_world_cam, camera: PinholeCamera, max_reproj_error: float) -> np.ndarray:

@@ -39,11 +39,12 @@ class RelocalizerConfig:
     classifier_min_probability: float = 0.5
     classifier_top_k: int = 1024
     classifier_min_keep: int = 200
+    classifier_grid: int = 8
 
     def selector_settings(self, name: str) -> dict:
         return {
             "score": {"percentile": self.score_percentile},
-            "classifier": {"min_probability": self.classifier_min_probability, "top_k": self.classifier_top_k, "min_keep": self.classifier_min_keep},
+            "classifier": {"min_probability": self.classifier_min_probability, "top_k": self.classifier_top_k, "min_keep": self.classifier_min_keep, "grid": self.classifier_grid},
         }.get(name, {})
 
 
@@ -165,7 +166,7 @@ class Relocalizer:
         pixels, coords, signals, timings = self.correspondences(image, selector)
         t0 = time.perf_counter()
         finite = np.flatnonzero(np.all(np.isfinite(coords), axis=1))
-        picked = finite[selector(len(finite), **{k: v[finite] for k, v in signals.items()})]
+        picked = finite[selector(len(finite), pixels=pixels[finite], **{k: v[finite] for k, v in signals.items()})]
         t1 = time.perf_counter()
         result = solve_pnp(pixels[picked], coords[picked], camera, self.config.ransac)
         t2 = time.perf_counter()
@@ -177,7 +178,7 @@ class Relocalizer:
             T, inliers[picked[result.inlier_mask]] = result.T_world_cam, True
             if n < len(finite):
                 # RANSAC saw a selection; the final pose uses every correspondence that agrees.
-                T, mask = refine_pose(pixels[finite], coords[finite], T, camera, self.config.ransac.max_reproj_error)
+                T, mask = refine_pose(pixels[finite], coords[finite], T, camera, self.config.ransac)
                 inliers[:] = False
                 inliers[finite[mask]] = True
         t3 = time.perf_counter()

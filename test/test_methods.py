@@ -90,12 +90,35 @@ def test_score_selector_drops_the_lowest_share():
 def test_classifier_selector_threshold_top_k_and_minimum():
     p = np.linspace(0.0, 1.0, 1001)
     assert len(build_selector("classifier", min_probability=0.5, top_k=0, min_keep=0)(1001, probability=p)) == 501
-    top = build_selector("classifier", min_probability=0.5, top_k=100, min_keep=0)(1001, probability=p)
+    top = build_selector("classifier", min_probability=0.5, top_k=100, min_keep=0, grid=0)(1001, probability=p)
     assert len(top) == 100 and p[top].min() >= 0.9
     low = build_selector("classifier", min_probability=0.999, top_k=100, min_keep=300)(1001, probability=p)
     assert len(low) == 300 and p[low].min() >= 0.7  # the best 300 even though few pass 0.999
     with pytest.raises(ScrError, match="unknown selector"):
         build_selector("magic")
+
+
+def test_classifier_selector_spreads_its_pick_over_the_image():
+    """The classifier is confident in one corner; the capped pick still covers every cell, each
+    cell's most likely candidates first, and never takes a candidate below the threshold."""
+    ys, xs = np.mgrid[0:60, 0:80]
+    pixels = np.stack([xs.ravel() * 8 + 4, ys.ravel() * 8 + 4], axis=1).astype(float)
+    p = 0.5 + 0.5 * np.exp(-np.hypot(pixels[:, 0], pixels[:, 1]) / 200.0)  # all pass 0.5
+    p[::7] = 0.1  # some rejected everywhere
+    select = build_selector("classifier", top_k=400, min_keep=0, grid=4)
+    pick = select(len(p), probability=p, pixels=pixels)
+    assert len(pick) == 400 and len(set(pick.tolist())) == 400 and p[pick].min() >= 0.5
+    cells = (pixels[pick, 1] // 120).astype(int) * 4 + (pixels[pick, 0] // 160).astype(int)
+    assert np.array_equal(np.bincount(cells, minlength=16), np.full(16, 25))  # 400 / 16 cells
+    for c in range(16):  # within a cell: its most likely candidates
+        in_cell = (pixels[:, 1] // 120).astype(int) * 4 + (pixels[:, 0] // 160).astype(int) == c
+        assert p[pick[cells == c]].min() >= np.sort(p[in_cell])[-25]
+    plain = build_selector("classifier", top_k=400, min_keep=0, grid=0)(len(p), probability=p)
+    assert len(np.unique((pixels[plain, 1] // 120).astype(int) * 4 + (pixels[plain, 0] // 160).astype(int))) < 16
+    with pytest.raises(ScrError, match="pixels"):
+        select(len(p), probability=p)
+    # Under the cap nothing needs spreading: every candidate, best first.
+    assert len(build_selector("classifier", top_k=0, min_keep=0)(len(p), probability=p)) == int((p >= 0.5).sum())
 
 
 # ---------------------------------------------------------------------------- classifier

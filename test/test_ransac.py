@@ -68,12 +68,12 @@ def test_refine_pose_uses_every_agreeing_correspondence(rng):
     T, px, X, outlier = scene(rng, n=3000, outlier_ratio=0.3, noise_px=1.0)
     rough = T.copy()
     rough[:3, 3] += [0.01, -0.01, 0.005]  # 1.5 cm off: a few pixels at these depths
-    T_ref, mask = refine_pose(px, X, rough, CAM, 10.0)
+    T_ref, mask = refine_pose(px, X, rough, CAM)
     assert np.linalg.norm(T_ref[:3, 3] - T[:3, 3]) < 0.003
     assert rotation_angle_deg(T_ref[:3, :3].T @ T[:3, :3]) < 0.05
     assert mask.shape == (3000,) and mask[~outlier].mean() > 0.97 and mask[outlier].mean() < 0.02
     # Too few agreeing points: the pose comes back unchanged.
     far = T.copy()
     far[:3, 3] += [3.0, 0.0, 0.0]
-    T_same, mask = refine_pose(px[:10], X[:10], far, CAM, 10.0)
+    T_same, mask = refine_pose(px[:10], X[:10], far, CAM)
     assert np.array_equal(T_same, far) and mask.sum() < 4

@@ -92,6 +92,7 @@ RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
     _p("score_percentile", 0.51, "Score selector: correspondences scoring below this percentile of the frame's scores are dropped before RANSAC (SS-DVR: 0.51).", 0.0, 99.0, dynamic=True),
     _p("classifier_min_probability", 0.5, "Classifier selector: keep correspondences whose inlier probability is at least this.", 0.0, 1.0, dynamic=True),
     _p("classifier_top_k", 1024, "Classifier selector: keep at most this many of the most likely inliers (0: no cap).", 0, 1000000, dynamic=True),
+    _p("classifier_grid", 8, "Classifier selector: when the cap leaves candidates out, spread the kept ones over a grid of this many cells per image side (0: the plain most-likely ranking).", 0, 64, dynamic=True),
 )
 
 MAPPING_PARAMS: tuple[ParamSpec, ...] = (

@@ -371,6 +371,7 @@ class RelocalizerCore:
             score_percentile=p["score_percentile"],
             classifier_min_probability=p["classifier_min_probability"],
             classifier_top_k=p["classifier_top_k"],
+            classifier_grid=p["classifier_grid"],
         )
 
     # ---------------------------------------------------------------- one frame
