@@ -57,6 +57,13 @@ ROWS: dict[str, tuple[dict, tuple[str, ...]]] = {
 SWITCH = {"deep": {"head": "deep"}, "classifier": {"classifier": True}, "score": {"score": True}, "depth": {"depth": True}, "pca": {"pca_dim": 128}}
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, dataset: str, preset: str, tmp: Path) -> list[dict]:
     kwargs = dict(kwargs)
     head = kwargs.pop("head", None)
@@ -83,6 +90,7 @@ def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, da
             "correspondences": r["median_correspondences"],
             "ransac_iterations": r["median_ransac_iterations"],
             "map_bytes": r["map_bytes"],
+            "commit": git_commit(),
         })
     map_path.unlink()
     return out
@@ -128,10 +136,14 @@ def tables(rows: list[dict]) -> str:
 
 
 def write_doc(path: Path, rows: list[dict], args, seconds: float) -> None:
-    try:
-        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
+    older = sorted({r["commit"] for r in rows if r.get("commit") not in (None, commit)})
+    unrecorded = sum("commit" not in r for r in rows)
+    provenance = ""
+    if older or unrecorded:
+        provenance = "Rows kept from earlier runs (--resume): " + "; ".join(
+            ([f"measured at {', '.join(older)}"] if older else []) + ([f"{unrecorded} from before rows recorded their commit"] if unrecorded else [])
+        ) + ". "
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     doc = (
@@ -146,7 +158,7 @@ def write_doc(path: Path, rows: list[dict], args, seconds: float) -> None:
         "(named in the row). Latency columns are per-frame medians by stage; inlier ratio, RANSAC iterations and "
         "correspondences are per-frame medians of what RANSAC saw.\n\n"
         f"Measured by `python benchmarks/ablation.py {' '.join(sys.argv[1:])}` with scr_ros {__version__} (commit {commit}), "
-        f"preset `{args.preset}`, on {hardware_description(device)}; {seconds / 60:.0f} min in this run. "
+        f"preset `{args.preset}`, on {hardware_description(device)}; {seconds / 60:.0f} min in this run. {provenance}"
         f"Synthetic scenes: 80 mapping / 40 query views at 640x480; SUN3D: the sample frames in ../shared/data/sun3d.\n\n"
         + tables(rows)
     )
