@@ -83,8 +83,7 @@ def mapping_config(preset_name: str, head: str | None = None, loss: str | None =
 
     cfg = preset(preset_name, **overrides)
     if head and head != cfg.head:
-        if head not in HEADS:
-            raise ScrError(f"unknown head {head!r}; registered heads: {', '.join(sorted(HEADS))}")
+        HEADS.lookup(head, ScrError)
         cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
     if loss and loss != cfg.loss:
         cfg.loss, cfg.loss_config = loss, {}

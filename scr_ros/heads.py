@@ -10,24 +10,15 @@ buffer. Heads are registered by name; a map stores the name and the constructor 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HEADS: dict[str, type["SceneHead"]] = {}
+from .registry import Registry
 
-
-def register_head(name: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        if name in HEADS:
-            raise ValueError(f"head {name!r} is already registered")
-        HEADS[name] = cls
-        cls.head_type = name
-        return cls
-
-    return wrap
+HEADS = Registry("head", name_attribute="head_type")
+register_head = HEADS.register
 
 
 class SceneHead(nn.Module):
@@ -169,9 +160,8 @@ def _check_int(name: str, value, lo: int, hi: int) -> None:
 
 def build_head(name: str, **config) -> SceneHead:
     """Instantiate a registered head; unknown names or keywords raise ``ValueError``."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; registered heads: {', '.join(sorted(HEADS))}")
+    cls = HEADS.lookup(name)
     try:
-        return HEADS[name](**config)
+        return cls(**config)
     except TypeError as exc:
         raise ValueError(f"bad configuration for head {name!r}: {exc}") from exc

@@ -21,27 +21,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-LOSSES: dict[str, type] = {}
+from .registry import Registry
 
-
-def register_loss(name: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered")
-        LOSSES[name] = cls
-        return cls
-
-    return wrap
+LOSSES = Registry("loss")
+register_loss = LOSSES.register
 
 
 def build_loss(name: str, total_iterations: int, **config):
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name](total_iterations=total_iterations, **config)
+    return LOSSES.lookup(name)(total_iterations=total_iterations, **config)
 
 
 def world_to_camera(coords: torch.Tensor, T_cam_world: torch.Tensor) -> torch.Tensor:

@@ -16,24 +16,14 @@ one, else everything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .errors import ScrError
+from .registry import Registry
 
-SELECTORS: dict[str, type] = {}
-
-
-def register_selector(name: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        if name in SELECTORS:
-            raise ValueError(f"selector {name!r} is already registered")
-        SELECTORS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+SELECTORS = Registry("selector", name_attribute="name")
+register_selector = SELECTORS.register
 
 
 @register_selector("all")
@@ -125,10 +115,9 @@ def _spread_order(pixels: np.ndarray, grid: int) -> np.ndarray:
 
 
 def build_selector(name: str, **config):
-    if name not in SELECTORS:
-        raise ScrError(f"unknown selector {name!r}; registered: auto, {', '.join(sorted(SELECTORS))}")
+    cls = SELECTORS.lookup(name, ScrError, also=("auto",))
     try:
-        return SELECTORS[name](**config)
+        return cls(**config)
     except TypeError as exc:
         raise ScrError(f"bad settings for selector {name!r}: {exc}") from None
 

@@ -270,3 +270,18 @@ def test_mapping_node_parameters_reach_build_map():
     p = validate(MAPPING_PARAMS, {"head": "deep", "depth_loss": "on", "score": True, "classifier": True, "classifier_finetune_epochs": 2.0, "pca_dim": 128})
     assert mapping_methods(p) == {"depth": True, "score": True, "classifier": True, "classifier_config": {"finetune_epochs": 2.0}, "pca_dim": 128}
     assert mapping_methods(validate(MAPPING_PARAMS, {})) == {"depth": None}
+
+
+def test_registries_refuse_a_name_twice_and_list_the_known_ones():
+    from scr_ros.heads import HEADS, AceHead
+    from scr_ros.registry import Registry
+    from scr_ros.selectors import SELECTORS
+
+    with pytest.raises(ValueError, match="head 'ace' is already registered"):
+        HEADS.register("ace")(type("Other", (AceHead,), {}))
+    assert HEADS["ace"] is AceHead and AceHead.head_type == "ace"
+    parts = Registry("widget", name_attribute="kind")
+    made = parts.register("w")(type("W", (), {}))
+    assert made.kind == "w" and parts.lookup("w") is made
+    with pytest.raises(ScrError, match=r"unknown selector 'x'; registered: auto, all, classifier, score"):
+        SELECTORS.lookup("x", ScrError, also=("auto",))

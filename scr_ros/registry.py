@@ -1,0 +1,42 @@
+"""Registries of interchangeable parts: name -> class, for heads, losses and selectors.
+
+Each paper's idea is one registered class; the trainer, the map file and the relocalizer look
+parts up by the name stored in a config or a map header, so adding one never touches them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Registry(dict):
+    """``{name: class}`` for one ``kind`` of part.
+
+    ``register(name)`` is a class decorator: it refuses a name registered twice and, when
+    ``name_attribute`` is given, stores the name on the class (e.g. ``head_type``) so an instance
+    can say what it is when it is saved.
+    """
+
+    def __init__(self, kind: str, name_attribute: str | None = None):
+        super().__init__()
+        self.kind = kind
+        self.name_attribute = name_attribute
+
+    def register(self, name: str) -> Callable[[type], type]:
+        def wrap(cls: type) -> type:
+            if name in self:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self[name] = cls
+            if self.name_attribute:
+                setattr(cls, self.name_attribute, name)
+            return cls
+
+        return wrap
+
+    def lookup(self, name: str, error: type[Exception] = ValueError, also: tuple[str, ...] = ()) -> type:
+        """The class registered as ``name``; an unknown name raises ``error`` listing the known
+        ones (``also``: names the caller resolves itself, such as a selector's ``auto``)."""
+        if name not in self:
+            known = ", ".join([*also, *sorted(self)])
+            raise error(f"unknown {self.kind} {name!r}; registered: {known}")
+        return self[name]
