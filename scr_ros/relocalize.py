@@ -152,7 +152,7 @@ class Relocalizer:
             signals["score"] = score.float().cpu().numpy()
         coords = coords.float().cpu().numpy().astype(np.float64)
         t3 = time.perf_counter()
-        pixels = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride))
+        pixels = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride, self.encoder.pixel_offset))
         timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "head": (t3 - t2) * 1e3}
         return pixels, coords, signals, timings
 

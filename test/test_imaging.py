@@ -221,6 +221,12 @@ def test_feature_pixels_row_major():
     np.testing.assert_array_equal(px[k], [stride * 1, stride * 2])
 
 
+def test_feature_pixels_offset_shifts_every_position():
+    plain, centred = feature_pixels(2, 3, 8), feature_pixels(2, 3, 8, offset=3.5)
+    np.testing.assert_array_equal(centred - plain, np.full((6, 2), 3.5))
+    np.testing.assert_array_equal(centred[4], [8 * 1 + 3.5, 8 * 1 + 3.5])
+
+
 def test_inside_bounds():
     pts = np.array([[0, 0], [9, 4], [9.01, 0], [-0.01, 2], [3, 4.5], [5, 2]], dtype=np.float64)
     np.testing.assert_array_equal(inside(pts, 10, 5), [True, True, False, False, False, True])
