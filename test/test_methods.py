@@ -167,29 +167,29 @@ def method_map(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("methods") / "methods.map"
     assert main([
         "map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu",
-        "--depth", "--score", "--classifier", "--finetune", "1", "--pca", "64",
+        "--depth", "--score", "--classifier", "--finetune", "1", "--pca", "32",
     ]) == 0
     return out
 
 
 def test_method_map_stores_pca_classifier_and_score_head(method_map):
     m = load_map(method_map)
-    assert m.projection is not None and m.projection.dim == 64 and m.projection.in_channels == 384
-    assert m.head.predicts_score and m.head.config["in_channels"] == 64 and m.head.config["score"] is True
-    assert m.classifier is not None and m.classifier.config["in_channels"] == 64
+    assert m.projection is not None and m.projection.dim == 32 and m.projection.in_channels == 64  # xfeat: 64 channels
+    assert m.head.predicts_score and m.head.config["in_channels"] == 32 and m.head.config["score"] is True
+    assert m.classifier is not None and m.classifier.config["in_channels"] == 32
     info = m.classifier_info
     assert info["val_accuracy"] > 0.6 and 0 < info["inlier_fraction"] < 1 and info["finetune_rows"] > 0
-    assert m.training["config"]["loss"] == "ace-depth" and m.training["config"]["pca_dim"] == 64
+    assert m.training["config"]["loss"] == "ace-depth" and m.training["config"]["pca_dim"] == 32
     assert 0.5 < m.training["pca_explained_variance"] <= 1.0
     from safetensors import safe_open
 
     with safe_open(str(method_map), "pt") as f:
         header = json.loads(f.metadata()["scr_ros"])
         dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
-    assert header["weights_dtype"] == "float16" and header["projection"]["dim"] == 64
+    assert header["weights_dtype"] == "float16" and header["projection"]["dim"] == 32
     # fp16 weights for head, PCA and classifier (the mean stays fp32: it is metres)
     assert {d for k, d in dtypes.items() if not k.startswith("cloud.") and k != "mean"} == {"F16"}
-    assert m.head.stem[0].weight.shape[1] == 64
+    assert m.head.stem[0].weight.shape[1] == 32
 
 
 def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map, tiny):
@@ -226,7 +226,7 @@ def test_map_with_a_tampered_projection_header_is_refused(method_map, tmp_path):
     with safe_open(str(method_map), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         header = json.loads(f.metadata()["scr_ros"])
-    header["projection"]["dim"] = 32
+    header["projection"]["dim"] = 16  # the map holds 32
     bad = tmp_path / "bad.map"
     save_file(tensors, str(bad), metadata={"scr_ros": json.dumps(header)})
     with pytest.raises(MapFileError, match="input channels|projection"):
