@@ -100,13 +100,9 @@ def main() -> int:
         iterations = max(3, args.iterations // 10) if precision == "fp16" else args.iterations  # fp16 on a CPU is very slow
         r = measure(args.channels, width, blocks, batch, precision, iterations, compiled)
         ms = " / ".join(f"{v:.1f}" for v in r["ms"].values())
-        extra = f" (first {warmup_note(r)})" if compiled else ""
+        extra = f" (first 5 steps incl. compilation: {r['warmup_s']:.0f} s)" if compiled else ""
         print(f"| {width} | {blocks} | {batch} | {precision} | {'yes' if compiled else 'no'} | {r['it_per_s']:.1f}{extra} | {r['samples_per_s']:,.0f} | {ms} |", flush=True)
     return 0
-
-
-def warmup_note(r: dict) -> str:
-    return f"5 steps incl. compilation: {r['warmup_s']:.0f} s"
 
 
 if __name__ == "__main__":

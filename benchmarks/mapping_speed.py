@@ -59,9 +59,8 @@ BEFORE = {
 
 
 def run(recipe: str, dataset: str, loss: str | None, tmp: Path) -> dict:
-    encoder, overrides = (BEFORE["encoder"], dict(BEFORE["overrides"])) if recipe == "before" else (DEFAULT_ENCODER, {})
-    if loss == "ace" and "loss_config" in overrides:
-        overrides.pop("loss_config")  # the depth weight belongs to ace-depth
+    # Naming another loss than the preset's drops the preset's loss_config (cli.mapping_config).
+    encoder, overrides = (BEFORE["encoder"], BEFORE["overrides"]) if recipe == "before" else (DEFAULT_ENCODER, {})
     map_path = tmp / f"{recipe}.safetensors"
     t0 = time.perf_counter()
     scene_map = build_map(dataset, map_path, "cpu", "cpu", encoder, None, quiet=True, loss=loss, **overrides)

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import EncoderError
+from .imaging import feature_pixels
 
 
 class Encoder(nn.Module):
@@ -41,6 +42,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.name = "unnamed"
         self.source: str | None = None  # where the weights came from (a path, a seed, ...)
+
+    def feature_pixels(self, feat_h: int, feat_w: int) -> np.ndarray:
+        """Pixel (x, y) each feature of a (feat_h, feat_w) output describes, row-major, (N, 2)."""
+        return feature_pixels(feat_h, feat_w, self.stride, self.pixel_offset)
 
     def checksum(self) -> str:
         """SHA-256 of the weights (names, shapes and float32 values), independent of device/dtype."""
@@ -442,7 +447,7 @@ class XFeatEncoder(Encoder):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 1, H, W) in [0, 1] -> features (B, 64, ceil(H/8), ceil(W/8)), unit RMS."""
-        B, _, H, W = image.shape
+        H, W = image.shape[-2:]
         x = image.float()
         # XFeat's instance norm (no affine), on the image before padding.
         x = F.instance_norm(x, eps=self.eps)

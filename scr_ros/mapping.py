@@ -45,7 +45,7 @@ from .errors import MappingCancelled, ScrError
 from .geometry import invert_pose, project
 from .compact import PcaProjection
 from .heads import build_head
-from .imaging import Augmentation, apply_affine, augment, feature_pixels, inside, invert_affine, prepare, to_gray
+from .imaging import Augmentation, apply_affine, augment, inside, invert_affine, prepare, to_gray
 from .keypoints import ClassifierConfig, inlier_labels, train_classifier
 from .losses import build_loss
 from .mapfile import SceneMap
@@ -334,7 +334,7 @@ class MapBuilder:
                 _, C, fh, fw = feats.shape
                 coords = head(self._head_input(feats[0].reshape(C, -1).T))
             coords = coords.float().cpu().numpy().astype(np.float64)
-            px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride, self.encoder.pixel_offset))
+            px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
             proj, z = project(coords, frame.pose, frame.camera)
             with np.errstate(invalid="ignore"):
                 err = np.linalg.norm(proj - px, axis=1)
@@ -417,7 +417,7 @@ class MapBuilder:
                 with torch.no_grad(), autocast(dev, self.amp_dtype):
                     feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
                 _, _, fh, fw = feats.shape
-                px = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride, self.encoder.pixel_offset))
+                px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
                 valid = np.flatnonzero(inside(px, w0, h0))
                 take = min(cfg.samples_per_image, len(valid), size - buf.size)
                 if take > 0:

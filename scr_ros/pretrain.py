@@ -49,7 +49,7 @@ from .errors import MappingCancelled, ScrError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .geometry import PinholeCamera, backproject
 from .heads import AceHead
-from .imaging import Augmentation, apply_affine, augment, feature_pixels, invert_affine, to_gray
+from .imaging import Augmentation, apply_affine, augment, invert_affine, to_gray
 from .mapping import Progress
 from .synthetic import Light, SceneConfig, SyntheticScene
 from .synthetic.textures import EXTRA_FAMILIES, FAMILIES
@@ -218,7 +218,7 @@ def build_pool(cfg: PretrainConfig, progress: Callable[[Progress], None] | None 
                 y0 = int(rng.integers(0, max(1, fh - win + 1)))
                 x0 = int(rng.integers(0, max(1, fw - win + 1)))
                 window = feats[:, y0 : y0 + win, x0 : x0 + win]
-                cells = feature_pixels(fh, fw, stem.stride, stem.pixel_offset).reshape(fh, fw, 2)[y0 : y0 + win, x0 : x0 + win].reshape(-1, 2)
+                cells = stem.feature_pixels(fh, fw).reshape(fh, fw, 2)[y0 : y0 + win, x0 : x0 + win].reshape(-1, 2)
                 xyz = _window_coords(depth, pose, scene.camera, A, cells).reshape(window.shape[1], window.shape[2], 3)
                 sift[k].zero_()
                 coords[k].fill_(float("nan"))

@@ -21,7 +21,7 @@ from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder, load_encoder_for_map
 from .errors import ScrError
 from .geometry import PinholeCamera
-from .imaging import apply_affine, feature_pixels, invert_affine, prepare, to_gray
+from .imaging import apply_affine, invert_affine, prepare, to_gray
 from .mapfile import SceneMap
 from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
@@ -152,7 +152,7 @@ class Relocalizer:
             signals["score"] = score.float().cpu().numpy()
         coords = coords.float().cpu().numpy().astype(np.float64)
         t3 = time.perf_counter()
-        pixels = apply_affine(invert_affine(A), feature_pixels(fh, fw, self.encoder.stride, self.encoder.pixel_offset))
+        pixels = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
         timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "head": (t3 - t2) * 1e3}
         return pixels, coords, signals, timings
 
