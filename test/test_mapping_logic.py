@@ -12,7 +12,7 @@ from scr_ros.datasets import open_dataset
 from scr_ros.errors import DatasetError, MappingCancelled, ScrError
 from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
-from scr_ros.nodes.mapping import STAGE_SPAN, KeyframeSelector, MapBuildJob, MappingCore, SessionRecorder, StampMatcher
+from scr_ros.nodes.mapping import STAGE_SPAN, KeyframeSelector, MapBuildJob, MappingCore, PoseBuffer, SessionRecorder, StampMatcher, body_to_camera_matrix, interpolate_pose
 
 CAM = PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
 S = 1_000_000_000
@@ -204,8 +204,79 @@ def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
         core.add_frame(f.load_image(), f.camera, f.pose, i * S // 10, "camera_optical")
     assert core.counters["recorded"] >= 20
     done = threading.Event()
+    with pytest.raises(ScrError, match="still recording .* call ~/stop_recording first"):
+        core.start_build(on_done=lambda s: done.set())
+    core.stop_recording()
     core.start_build(on_done=lambda s: done.set())
     assert done.wait(300), core.build_job.status
     assert core.build_job.status.state == "done", core.build_job.status.message
     scene_map = load_map(core.map_path)
     assert scene_map.training["frames"] == core.counters["recorded"] and scene_map.cloud_xyz is not None
+
+
+def test_pose_buffer_interpolates_between_the_poses_around_the_image_stamp():
+    from scr_ros.messages import MessageError
+    from scr_ros.metrics import pose_error
+
+    T0 = make_pose(np.eye(3), np.array([0.0, 0.0, 0.0]))
+    T1 = make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), np.radians(20.0)), np.array([1.0, 0.0, 0.0]))
+    buf = PoseBuffer(max_gap_s=0.1)
+    with pytest.raises(LookupError, match="no pose received yet"):
+        buf.at(S)
+    buf.add(S, T0)
+    buf.add(S + S // 10, T1)  # 0.1 s later
+    mid = buf.at(S + S // 40)  # a quarter of the way
+    dt, dr = pose_error(mid, make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), np.radians(5.0)), np.array([0.25, 0.0, 0.0])))
+    assert dt < 1e-9 and dr < 1e-6
+    np.testing.assert_allclose(buf.at(S + 500_000), T0)  # within 1 ms: that pose as is
+    np.testing.assert_allclose(interpolate_pose(T0, T1, 1.0), T1, atol=1e-12)
+    with pytest.raises(LookupError, match="older than the image"):
+        buf.at(S + S // 5)  # nothing after the stamp, even after waiting
+    t0 = time.monotonic()
+    with pytest.raises(LookupError):
+        buf.at(S + S // 5, timeout_s=0.3)
+    assert time.monotonic() - t0 >= 0.25  # it waited for a later pose
+    later = threading.Timer(0.1, lambda: buf.add(S + S // 4, T1))
+    later.start()
+    with pytest.raises(LookupError, match="0.150 s apart"):  # arrived while waiting, but too far from the one before
+        buf.at(S + S // 5, timeout_s=2.0)
+    with pytest.raises(MessageError, match="time order"):
+        buf.add(S, T0)
+    with pytest.raises(LookupError, match="older than the oldest"):
+        buf.at(S - S)
+
+
+def test_body_to_camera_is_checked():
+    from scr_ros.messages import MessageError
+
+    T = body_to_camera_matrix([0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(T[:3, 3], [0.1, 0.2, 0.3])
+    with pytest.raises(MessageError, match="not a rotation"):
+        body_to_camera_matrix([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    import os
+
+    from scr_ros.fileio import atomic_write_bytes, current_umask
+
+    old = os.umask(0o022)
+    try:
+        assert current_umask() == 0o022
+        assert atomic_write_bytes(tmp_path / "a", b"x").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert atomic_write_bytes(tmp_path / "b", b"x").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_float_array_parameters_are_checked():
+    from scr_ros.nodes.params import MAPPING_PARAMS, ParameterError, validate
+
+    assert validate(MAPPING_PARAMS, {"body_to_camera": [0, 0, 1, 0, 0, 0, 1]})["body_to_camera"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ParameterError, match="needs 7 numbers"):
+        validate(MAPPING_PARAMS, {"body_to_camera": [0.0, 1.0]})
+    with pytest.raises(ParameterError, match="list of numbers"):
+        validate(MAPPING_PARAMS, {"body_to_camera": "0 0 0 0 0 0 1"})
+    with pytest.raises(ParameterError, match="NaN"):
+        validate(MAPPING_PARAMS, {"body_to_camera": [float("nan")] * 7})

@@ -28,7 +28,8 @@ def test_package_xml():
     assert root.findtext("name") == "scr_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag.endswith("depend")}
-    for key in ("rclpy", "tf2_ros_py", "diagnostic_updater", "diagnostic_msgs", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs",
+    assert "diagnostic_updater" not in deps  # /diagnostics is written with diagnostic_msgs alone
+    for key in ("rclpy", "tf2_ros_py", "diagnostic_msgs", "nav_msgs", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs",
                 "launch", "launch_ros", "ament_index_python", "launch_testing", "python3-yaml", "python3-numpy", "python3-opencv", "python3-torch", "python3-rosbags-pip", "python3-poselib-pip"):
         assert key in deps, key
     from scr_ros import __version__

@@ -304,8 +304,29 @@ def test_diagnostics_report_rates_and_counts(core_and_frames):
     core, frames = core_and_frames
     core.counters.received += 1
     core.input_rate.tick()
+    _good_frame(core, frames)
     level, message, values = core.diagnostics(dropped=3)
-    assert level == 0 and "localizing" in message
-    assert values["dropped (newer frame arrived)"] == "3" and int(values["lost frames"]) >= 1
-    for key in ("input rate (Hz)", "processed rate (Hz)", "latency median (ms)", "last inliers"):
+    assert level == 0 and "localizing at" in message
+    assert values["dropped (newer frame arrived)"] == "3" and int(values["poses published"]) >= 1
+    for key in ("input rate (Hz)", "processed rate (Hz)", "published rate (Hz)", "latency median (ms)", "last inliers"):
         assert key in values
+
+
+def test_diagnostics_warn_with_the_reason_when_frames_arrive_but_none_is_localized(mapped):
+    now = [100.0]
+    core = RelocalizerCore({"device": "cpu"}, clock=lambda: now[0])
+    core.load_map(str(mapped["map"]))
+    for i in range(6):  # images arrive, every one refused
+        core.counters.received += 1
+        core.input_rate.tick()
+        line = core.refuse_input("image skipped", f"image is {640 + i}x480 but camera_info says 320x240")
+        assert (line is not None) == (i == 0)  # one kind: logged once, then throttled
+        now[0] += 0.5
+    assert core.refuse_input("image skipped", "unsupported encoding 'yuv422'") is not None  # another kind is not hidden
+    level, message, values = core.diagnostics()
+    assert level == 1 and "no pose was published" in message and "yuv422" in message
+    assert values["refused: image skipped: image is #x# but camera_info says #x#"] == "6"
+    assert values["refused: image skipped: unsupported encoding 'yuv422'"] == "1"
+    now[0] += 5.0
+    line = core.refuse_input("image skipped", "image is 1x1 but camera_info says 320x240")
+    assert line.endswith("(5 more like this since the last message)")

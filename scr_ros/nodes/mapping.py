@@ -1,7 +1,8 @@
 """Everything the mapping node decides, without ROS.
 
-The node (``scr_ros/ros/mapping_node.py``) decodes messages, looks up the camera pose in TF at
-the image stamp and hands the frame to :class:`MappingCore`, which
+The node (``scr_ros/ros/mapping_node.py``) decodes messages, finds the camera pose at the image
+stamp (in TF, or in a pose topic through :class:`PoseBuffer`) and hands the frame to
+:class:`MappingCore`, which
 
 - validates it (pose finite and a rotation, intrinsics fit the image, depth fits the image),
 - picks keyframes by motion (:class:`KeyframeSelector`: translation, rotation, time fallback),
@@ -23,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from ..errors import MappingCancelled, ScrError
 from ..fileio import atomic_write_json
-from ..geometry import PinholeCamera, rotation_angle_deg
+from ..geometry import PinholeCamera, pose_from_position_quaternion, rotation_angle_deg
 from ..messages import MessageError, camera_for_image, check_transform
 from .params import MAPPING_PARAMS, mapping_methods, validate
+from .rejections import Rejections
 
 FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
 
@@ -168,6 +171,75 @@ class StampMatcher:
         return best[1]
 
 
+def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, w: float) -> np.ndarray:
+    """The pose a fraction ``w`` (0..1) of the way from ``T_a`` to ``T_b``: position linear,
+    rotation along the shortest arc (``R_a exp(w log(R_a^T R_b))``)."""
+    rvec, _ = cv2.Rodrigues(np.ascontiguousarray(T_a[:3, :3].T @ T_b[:3, :3]))
+    T = np.eye(4)
+    T[:3, :3] = T_a[:3, :3] @ cv2.Rodrigues(rvec * w)[0]
+    T[:3, 3] = (1.0 - w) * T_a[:3, 3] + w * T_b[:3, 3]
+    return T
+
+
+def body_to_camera_matrix(values: list[float]) -> np.ndarray:
+    """The ``body_to_camera`` parameter (x y z qx qy qz qw) as T_body_cam, or MessageError."""
+    q = np.asarray(values[3:], np.float64)
+    n = float(np.linalg.norm(q))
+    if abs(n - 1.0) > 1e-3:
+        raise MessageError(f"body_to_camera has a quaternion of length {n:.4f}, not a rotation (x y z qx qy qz qw)")
+    return pose_from_position_quaternion(np.asarray(values[:3], np.float64), q / n)
+
+
+class PoseBuffer:
+    """Recent poses from a topic (PoseStamped or Odometry), looked up by image stamp.
+
+    An image takes the pose with its own stamp (within 1 ms) when there is one, else the pose
+    interpolated between the poses just before and after its stamp when those are at most
+    ``max_gap_s`` apart. :meth:`at` waits up to ``timeout_s`` for the pose after the stamp, which
+    usually arrives a little after the image. Poses older than ``keep_s`` behind the newest are
+    forgotten.
+    """
+
+    EXACT_NS = 1_000_000
+
+    def __init__(self, max_gap_s: float, keep_s: float = 10.0) -> None:
+        self.max_gap_ns = int(max_gap_s * 1e9)
+        self.keep_ns = int(keep_s * 1e9)
+        self._items: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def add(self, stamp_ns: int, T: np.ndarray) -> None:
+        """Add a checked pose; one older than the newest is refused (MessageError)."""
+        with self._cond:
+            if self._items and stamp_ns <= self._items[-1][0]:
+                raise MessageError(f"pose stamped {(self._items[-1][0] - stamp_ns) * 1e-9:.3f} s before the previous one; poses must arrive in time order")
+            self._items.append((int(stamp_ns), np.array(T, dtype=np.float64)))
+            while self._items and self._items[0][0] < stamp_ns - self.keep_ns:
+                self._items.popleft()
+            self._cond.notify_all()
+
+    def at(self, stamp_ns: int, timeout_s: float = 0.0) -> np.ndarray:
+        """The pose at ``stamp_ns``, or LookupError saying why there is none."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._items) and self._items[-1][0] >= stamp_ns - self.EXACT_NS, timeout_s)
+            items = list(self._items)
+        if not items:
+            raise LookupError("no pose received yet")
+        before = [it for it in items if it[0] <= stamp_ns]
+        after = [it for it in items if it[0] >= stamp_ns]
+        nearest = min(items, key=lambda it: abs(it[0] - stamp_ns))
+        if abs(nearest[0] - stamp_ns) <= self.EXACT_NS:
+            return nearest[1].copy()
+        if before and after:
+            (ta, Ta), (tb, Tb) = before[-1], after[0]
+            if tb - ta <= self.max_gap_ns:
+                return interpolate_pose(Ta, Tb, (stamp_ns - ta) / (tb - ta))
+            raise LookupError(f"the poses around the image stamp are {(tb - ta) * 1e-9:.3f} s apart (pose_max_gap {self.max_gap_ns * 1e-9:g} s)")
+        if not after:
+            raise LookupError(f"no pose at or after the image stamp (newest pose {(stamp_ns - items[-1][0]) * 1e-9:.3f} s older than the image)")
+        raise LookupError(f"the image is {(items[0][0] - stamp_ns) * 1e-9:.3f} s older than the oldest pose kept")
+
+
 @dataclass
 class RecordResult:
     """What happened to one incoming frame: ``recorded`` (with the frame name), ``skipped``
@@ -187,7 +259,8 @@ class MappingCore:
         self.recording = False
         self.selector = self._selector()
         self.build_job = MapBuildJob()
-        self.counters = collections.Counter()
+        self.counters = collections.Counter()  # checked (frames that reached add_frame), invalid, recorded, write_errors
+        self.problems = Rejections()  # why frames were not recorded, by kind (diagnostics and the log)
 
     def _selector(self) -> KeyframeSelector:
         p = self.params
@@ -225,7 +298,7 @@ class MappingCore:
 
     def add_frame(self, image: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndarray, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None) -> RecordResult:
         """Validate a frame and record it if it is a keyframe. Never raises for bad input."""
-        self.counters["received"] += 1
+        self.counters["checked"] += 1
         if not self.recording:
             return RecordResult("skipped", "not recording")
         try:
@@ -250,7 +323,12 @@ class MappingCore:
         return RecordResult("recorded", reason, name)
 
     def start_build(self, on_progress: Callable[["BuildStatus"], None] | None = None, on_done: Callable[["BuildStatus"], None] | None = None) -> str:
+        """Start building the map from the recorded session. Refused while recording: the map
+        would miss the keyframes still coming, and a keyframe written while the builder lists
+        the folder could be read half-way."""
         p = self.params
+        if self.recording:
+            raise ScrError(f"still recording into {self.session_folder} ({self.recorder.count} keyframes): call ~/stop_recording first, then ~/build_map")
         return self.build_job.start(
             self.session_folder, self.map_path, p["preset"], p["encoder"] or None, p["device"], on_progress, on_done, head=p["head"], **mapping_methods(p)
         )
@@ -362,7 +440,7 @@ class MapBuildJob:
                     self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0
                     self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {format_seconds(time.monotonic() - t0)}"
                 except MappingCancelled:
-                    self.status.state, self.status.message = "cancelled", "build cancelled; the previous map (if any) is unchanged"
+                    self.status.state, self.status.message = "cancelled", "the previous map (if any) is unchanged"
                 except Exception as exc:  # noqa: BLE001 - reported to the user through the status topic / service
                     self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
                 self.status.elapsed_s = time.monotonic() - t0

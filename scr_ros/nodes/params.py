@@ -28,6 +28,7 @@ class ParamSpec:
     max: float | None = None
     choices: tuple[str, ...] = ()
     dynamic: bool = False  # a change takes effect while the node runs
+    length: int | None = None  # list parameters (float arrays): the number of values
 
     @property
     def type(self) -> type:
@@ -36,6 +37,8 @@ class ParamSpec:
     def check(self, value: Any) -> Any:
         """``value`` converted to this parameter's type, or :class:`ParameterError`."""
         t = self.type
+        if t is list:
+            return self._check_list(value)
         if t is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, t) or (t is int and isinstance(value, bool)):
@@ -49,9 +52,24 @@ class ParamSpec:
             raise ParameterError(f"parameter {self.name!r} = {value!r} is not one of {', '.join(self.choices)}")
         return value
 
+    def _check_list(self, value: Any) -> list[float]:
+        """A float array (rclpy gives array.array('d') or a list; YAML may write ints)."""
+        try:
+            items = list(value)
+        except TypeError:
+            raise ParameterError(f"parameter {self.name!r} must be a list of numbers, got {type(value).__name__} {value!r}") from None
+        if isinstance(value, (str, bytes)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            raise ParameterError(f"parameter {self.name!r} must be a list of numbers, got {value!r}")
+        out = [float(v) for v in items]
+        if self.length is not None and len(out) != self.length:
+            raise ParameterError(f"parameter {self.name!r} needs {self.length} numbers, got {len(out)}")
+        if not all(v == v and abs(v) != float("inf") for v in out):
+            raise ParameterError(f"parameter {self.name!r} contains NaN or infinite values")
+        return out
 
-def _p(name, default, description, min=None, max=None, choices=(), dynamic=False) -> ParamSpec:
-    return ParamSpec(name, default, description, min, max, tuple(choices), dynamic)
+
+def _p(name, default, description, min=None, max=None, choices=(), dynamic=False, length=None) -> ParamSpec:
+    return ParamSpec(name, default, description, min, max, tuple(choices), dynamic, length)
 
 
 DEVICE = _p("device", "auto", "Where the network runs: auto (CUDA when available), cuda or cpu.", choices=("auto", "cuda", "cpu"))
@@ -102,8 +120,30 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("use_compressed", False, "Subscribe to image/compressed instead of image."),
     _p("use_depth", False, "Subscribe to depth (REP-118: 32FC1 metres or 16UC1 millimetres, registered to the image) and record it with each keyframe."),
     INTRINSICS,
-    _p("pose_frame", "map", "Fixed frame the camera poses are looked up in at the image stamp: map (a SLAM / localization system provides map) or odom.", choices=("map", "odom")),
-    TF_TIMEOUT,
+    _p(
+        "pose_source", "tf",
+        "Where camera poses come from: tf (pose_frame -> camera frame at the image stamp), pose (geometry_msgs/PoseStamped on the pose topic) "
+        "or odometry (nav_msgs/Odometry on the odometry topic); pose and odometry need no TF.",
+        choices=("tf", "pose", "odometry"),
+    ),
+    _p(
+        "pose_frame", "map",
+        "Fixed frame of the recorded camera poses: with pose_source tf the frame they are looked up in (map when a SLAM / localization system "
+        "provides it, or odom); with a pose topic, the header.frame_id its messages must carry.",
+    ),
+    _p(
+        "body_to_camera", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        "With a pose topic: the camera optical frame's fixed pose in the frame the topic's poses describe (the body), as x y z qx qy qz qw; "
+        "identity when the topic gives the camera pose itself.",
+        length=7,
+    ),
+    _p(
+        "pose_max_gap", 0.1,
+        "With a pose topic: an image gets the pose interpolated between the poses just before and after its stamp when they are at most "
+        "this many seconds apart (a pose with the image's own stamp is used as is).",
+        0.0, 10.0,
+    ),
+    _p("tf_timeout", 0.2, "Seconds to wait for the camera pose at the image stamp (a TF lookup, or the next message of the pose topic) before giving up on that frame.", 0.0, 10.0),
     _p("min_translation", 0.05, "Record a keyframe after the camera moved this many metres.", 0.0, 100.0, dynamic=True),
     _p("min_rotation_deg", 5.0, "Record a keyframe after the camera turned this many degrees.", 0.0, 180.0, dynamic=True),
     _p("max_interval", 2.0, "Record a keyframe after this many seconds even without motion (0: never). All three keyframe thresholds 0: record every frame.", 0.0, 3600.0, dynamic=True),

@@ -32,6 +32,7 @@ from ..mapfile import SceneMap, load_map
 from ..ransac import RansacConfig
 from ..relocalize import Localization, Relocalizer, RelocalizerConfig
 from .params import RELOCALIZER_PARAMS, validate
+from .rejections import Rejections
 
 T = TypeVar("T")
 
@@ -332,6 +333,18 @@ class RelocalizerCore:
         self.counters = Counters()
         self.input_rate = RateMeter(clock=clock)
         self.processed_rate = RateMeter(clock=clock)
+        self.published_rate = RateMeter(clock=clock)
+        # Every reason a frame gave no pose (bad message, stale, lost, jump, error), by kind.
+        self.problems = Rejections(clock=clock)
+
+    def refuse_input(self, what: str, reason: str) -> str | None:
+        """Count a message that failed validation; the line to log now, or None (throttled per kind)."""
+        self.counters.rejected_input += 1
+        return self.problems.add(what, reason)
+
+    def not_localized(self, out: "FrameOutcome") -> str | None:
+        """Count why ``out`` publishes no pose; the line to log now, or None (throttled per kind)."""
+        return self.problems.add(f"frame not localized ({out.status})", out.reason)
 
     # ---------------------------------------------------------------- map and parameters
 
@@ -437,6 +450,7 @@ class RelocalizerCore:
             out.T_map_odom = map_to_odom(loc.T_world_cam, T_odom_base, T_base_cam)
             self.broadcast.update(out.T_map_odom)
         self.counters.published += 1
+        self.published_rate.tick()
         return self._finish(out, t0)
 
     def _finish(self, out: FrameOutcome, t0: float) -> FrameOutcome:
@@ -447,13 +461,17 @@ class RelocalizerCore:
     # ---------------------------------------------------------------- diagnostics
 
     def diagnostics(self, dropped: int = 0) -> tuple[int, str, dict[str, str]]:
-        """(level 0 OK / 1 WARN / 2 ERROR, summary, key-values) for diagnostic_updater."""
+        """(level 0 OK / 1 WARN / 2 ERROR, summary, key-values) for /diagnostics.
+
+        OK only while poses are being published; otherwise the summary says what is missing and
+        the last reason a frame gave no pose."""
         c = self.counters
         lat = np.median(c.latencies_ms) if c.latencies_ms else float("nan")
         values = {
             "map": self.map_path or "(none)",
             "input rate (Hz)": f"{self.input_rate.rate():.1f}",
             "processed rate (Hz)": f"{self.processed_rate.rate():.1f}",
+            "published rate (Hz)": f"{self.published_rate.rate():.1f}",
             "latency median (ms)": f"{lat:.1f}",
             "last inliers": str(c.last_inliers),
             "frames received": str(c.received),
@@ -465,13 +483,17 @@ class RelocalizerCore:
             "dropped (newer frame arrived)": str(dropped),
             "invalid input messages": str(c.rejected_input),
             "errors": str(c.errors),
+            "last problem": self.problems.last or "(none)",
+            **self.problems.values(),
         }
         if self._relocalizer is None:
             return 2, "no map loaded", values
         if c.received == 0:
             return 1, "no images received", values
-        if self.input_rate.rate() == 0:
+        rate_in = self.input_rate.rate()
+        if rate_in == 0:
             return 1, "no images in the last 5 s", values
-        if c.processed and c.published == 0:
-            return 1, "no frame localized yet", values
-        return 0, f"localizing at {self.processed_rate.rate():.1f} Hz", values
+        if self.published_rate.rate() == 0:
+            why = f": {self.problems.last}" if self.problems.last else ""
+            return 1, f"images arrive at {rate_in:.1f} Hz but no pose was published in the last 5 s{why}", values
+        return 0, f"localizing at {self.published_rate.rate():.1f} Hz", values

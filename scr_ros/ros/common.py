@@ -1,13 +1,20 @@
-"""Shared rclpy glue: the message factory, parameter declaration from the spec tables, TF lookups,
-and the executor loop both nodes run in."""
+"""Shared rclpy glue: the message factory, parameter declaration from the spec tables,
+diagnostics, optional TF, and the executor loop both nodes run in.
+
+Only rclpy and the message packages are needed (all on PyPI as ROS 2 Jazzy wheels). ``tf2_ros``
+is imported by :func:`import_tf2` only, when a mode that uses TF is configured, and
+``/diagnostics`` is published with ``diagnostic_msgs`` directly, so no ``diagnostic_updater``.
+"""
 
 from __future__ import annotations
 
 import array
 import importlib
+import sys
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import ClockType
 from rclpy.duration import Duration
@@ -41,10 +48,13 @@ def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
         descriptor = ParameterDescriptor(description=spec.description + ("" if spec.dynamic else " (read at start)"), read_only=False)
         if spec.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        # A missing bound is the widest the type allows (ROS ranges always have both ends).
         if spec.type is float and (spec.min is not None or spec.max is not None):
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+            lo, hi = (-sys.float_info.max if spec.min is None else float(spec.min)), (sys.float_info.max if spec.max is None else float(spec.max))
+            descriptor.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
         elif spec.type is int and (spec.min is not None or spec.max is not None):
-            descriptor.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+            lo, hi = (-(2**63) if spec.min is None else int(spec.min)), (2**63 - 1 if spec.max is None else int(spec.max))
+            descriptor.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
         try:
             # rclpy checks an override (YAML, -p) against the default's type and the range here.
             value = node.declare_parameter(spec.name, spec.default, descriptor).value
@@ -60,23 +70,30 @@ def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
     return values
 
 
-def parameter_callback(specs: tuple[ParamSpec, ...], apply):
+def parameter_callback(specs: tuple[ParamSpec, ...], apply, current):
     """An on-set-parameters callback: rejects invalid values and changes to start-only parameters,
-    hands the valid dynamic changes to ``apply(dict)`` (which may raise to refuse them)."""
+    hands the valid dynamic changes to ``apply(dict)`` (which may raise to refuse them).
+
+    ``current()`` gives the values in use: setting a start-only parameter to the value it already
+    has is accepted, so ``ros2 param load`` of the node's own YAML file succeeds."""
     table = {s.name: s for s in specs}
 
     def callback(params) -> SetParametersResult:
         changes = {}
+        values = current()
         for p in params:
             spec = table.get(p.name)
             if spec is None:
-                continue  # parameters we do not own (use_sim_time, diagnostic_updater.period, ...)
-            if not spec.dynamic:
-                return SetParametersResult(successful=False, reason=f"{p.name} is read at start; restart the node to change it")
+                continue  # parameters we do not own (use_sim_time, ...)
             try:
-                changes[p.name] = spec.check(p.value)
+                value = spec.check(p.value)
             except ParameterError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
+            if not spec.dynamic:
+                if value != values.get(p.name):
+                    return SetParametersResult(successful=False, reason=f"{p.name} is read at start; restart the node to change it")
+                continue
+            changes[p.name] = value
         if changes:
             try:
                 apply(changes)
@@ -85,6 +102,38 @@ def parameter_callback(specs: tuple[ParamSpec, ...], apply):
         return SetParametersResult(successful=True)
 
     return callback
+
+
+class Diagnostics:
+    """``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``) once per ``period_s``, written
+    with the message package alone. ``fill()`` returns (level 0 OK / 1 WARN / 2 ERROR, summary,
+    key-values) for one status named ``node name: task``."""
+
+    def __init__(self, node: Node, task: str, fill, period_s: float = 1.0) -> None:
+        self.node, self.fill = node, fill
+        self.name = f"{node.get_name()}: {task}"
+        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        node.create_timer(period_s, self.publish)
+
+    def publish(self) -> None:
+        level, message, values = self.fill()
+        # DiagnosticStatus.level is a ROS `byte`: rclpy takes a 1-byte bytes (like DiagnosticStatus.OK), not an int.
+        status = DiagnosticStatus(level=bytes([level]), name=self.name, message=message, hardware_id="scr_ros",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+
+
+def import_tf2(what: str, instead: str):
+    """The ``tf2_ros`` module, or SystemExit saying that ``what`` needs it and what to do ``instead``."""
+    try:
+        return importlib.import_module("tf2_ros")
+    except ImportError as exc:
+        raise SystemExit(
+            f"{what} needs tf2_ros, which is not installed here ({exc}); it comes with a ROS 2 installation "
+            f"(source /opt/ros/<distro>/setup.bash), not from PyPI. Or {instead}."
+        ) from None
 
 
 def lookup(buffer, target: str, source: str, stamp_ns: int | None, timeout_s: float) -> np.ndarray:

@@ -4,8 +4,12 @@ Thin by design: decoding is :mod:`scr_ros.messages`, validation, keyframe choice
 the build job are :class:`scr_ros.nodes.mapping.MappingCore` (tested without ROS). This file
 wires topics, TF, services and one recording thread:
 
-    image callback --(newest only)--> LatestSlot --> recording thread: decode, TF pose at the
-    image stamp, depth pairing --> MappingCore.add_frame --> SESSION/ on disk
+    image callback --(newest only)--> LatestSlot --> recording thread: decode, camera pose at the
+    image stamp (TF, or the pose / odometry topic), depth pairing --> MappingCore.add_frame
+    --> SESSION/ on disk
+
+Needs rclpy and the message packages only; ``tf2_ros`` is imported when ``pose_source`` is
+``tf`` (refused at start without it).
 """
 
 from __future__ import annotations
@@ -15,21 +19,21 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from diagnostic_updater import Updater
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
-from tf2_ros import Buffer, TransformListener
 
 from ..errors import ScrError
-from ..messages import MessageError, decode_camera_info, decode_compressed_image, decode_depth, decode_image, stamp_to_ns
-from ..nodes.mapping import MappingCore, StampMatcher
+from ..messages import MessageError, decode_camera_info, decode_compressed_image, decode_depth, decode_image, pose_to_matrix, stamp_to_ns
+from ..nodes.mapping import MappingCore, PoseBuffer, StampMatcher, body_to_camera_matrix
 from ..nodes.params import MAPPING_PARAMS
 from ..nodes.relocalizer import LatestSlot
-from .common import declare_parameters, lookup, parameter_callback, spin
+from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, spin
 
-LEVELS = {"running": DiagnosticStatus.OK, "done": DiagnosticStatus.OK, "idle": DiagnosticStatus.OK, "cancelled": DiagnosticStatus.WARN, "failed": DiagnosticStatus.ERROR}
+LEVELS = {"running": 0, "done": 0, "idle": 0, "cancelled": 1, "failed": 2}
 
 
 class MappingNode(Node):
@@ -42,14 +46,28 @@ class MappingNode(Node):
         self.depths = StampMatcher(p["depth_max_age"])
         self._last_progress = 0.0
 
-        self.tf_buffer = Buffer()
-        self.tf_listener = TransformListener(self.tf_buffer, self)
+        self.poses: PoseBuffer | None = None
+        if p["pose_source"] == "tf":
+            tf2_ros = import_tf2(f"{self.get_name()}: pose_source tf", "publish the camera poses on a topic and set pose_source to pose or odometry")
+            self.tf_buffer = tf2_ros.Buffer()
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        else:
+            try:
+                self.T_body_cam = body_to_camera_matrix(p["body_to_camera"])
+            except MessageError as exc:
+                raise SystemExit(f"{self.get_name()}: {exc}") from None
+            self.poses = PoseBuffer(p["pose_max_gap"])
+            # Reliable and deep: a pose lost or dropped is a keyframe that cannot be recorded.
+            if p["pose_source"] == "pose":
+                self.create_subscription(PoseStamped, "pose", self.on_pose, 100)
+            else:
+                self.create_subscription(Odometry, "odometry", self.on_pose, 100)
         self.pub_progress = self.create_publisher(DiagnosticStatus, "~/progress", 10)
 
         if p["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self.slot.put, qos_profile_sensor_data)
+            self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data)
         else:
-            self.create_subscription(Image, "image", self.slot.put, qos_profile_sensor_data)
+            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         if p["use_depth"]:
             self.create_subscription(Image, "depth", self.on_depth, qos_profile_sensor_data)
@@ -57,11 +75,9 @@ class MappingNode(Node):
         self.create_service(Trigger, "~/stop_recording", self.on_stop_recording)
         self.create_service(Trigger, "~/build_map", self.on_build_map)
         self.create_service(Trigger, "~/cancel_build", self.on_cancel_build)
-        self.add_on_set_parameters_callback(parameter_callback(MAPPING_PARAMS, self.core.update_params))
-
-        self.diagnostics = Updater(self)
-        self.diagnostics.setHardwareID("scr_ros")
-        self.diagnostics.add("mapping", self.fill_diagnostics)
+        self.add_on_set_parameters_callback(parameter_callback(MAPPING_PARAMS, self.core.update_params, lambda: self.core.params))
+        self.received = 0  # image messages, counted on arrival (before any check)
+        self.diagnostics = Diagnostics(self, "mapping", self.diagnostic_values)
 
         if p["record_on_start"]:
             self._answer(self.core.start_recording)
@@ -71,19 +87,50 @@ class MappingNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
+    def _refuse(self, what: str, reason: str) -> None:
+        self.core.counters["invalid"] += 1
+        line = self.core.problems.add(what, reason)  # throttled per kind of reason, not per call site
+        if line:
+            self.get_logger().warning(line)
+
+    def on_image(self, msg) -> None:
+        self.received += 1
+        self.slot.put(msg)
+
     def on_camera_info(self, msg) -> None:
         try:
             self.camera_info = decode_camera_info(msg, self.core.params["intrinsics_source"])
         except MessageError as exc:
-            self.core.counters["invalid"] += 1
-            self.get_logger().warning(f"camera_info skipped: {exc}", throttle_duration_sec=5.0)
+            self._refuse("camera_info skipped", str(exc))
 
     def on_depth(self, msg) -> None:
         try:
             self.depths.add(stamp_to_ns(msg.header.stamp), decode_depth(msg))
         except MessageError as exc:
-            self.core.counters["invalid"] += 1
-            self.get_logger().warning(f"depth image skipped: {exc}", throttle_duration_sec=5.0)
+            self._refuse("depth image skipped", str(exc))
+
+    def on_pose(self, msg) -> None:
+        p = self.core.params
+        try:
+            frame = msg.header.frame_id
+            if frame and frame != p["pose_frame"]:
+                raise MessageError(f"pose in frame {frame!r}, but pose_frame is {p['pose_frame']!r} (set pose_frame to the frame the poses are in)")
+            T_world_body = pose_to_matrix(msg.pose.pose if isinstance(msg, Odometry) else msg.pose, f"{p['pose_source']} message")
+            self.poses.add(stamp_to_ns(msg.header.stamp), T_world_body @ self.T_body_cam)
+        except MessageError as exc:
+            self._refuse(f"{p['pose_source']} message skipped", str(exc))
+
+    def camera_pose(self, frame_id: str, stamp_ns: int):
+        p = self.core.params
+        if self.poses is not None:
+            try:
+                return self.poses.at(stamp_ns, p["tf_timeout"])
+            except LookupError as exc:
+                raise MessageError(f"no camera pose from the {p['pose_source']} topic at the image stamp: {exc}") from None
+        try:
+            return lookup(self.tf_buffer, p["pose_frame"], frame_id, stamp_ns, p["tf_timeout"])
+        except LookupError as exc:
+            raise MessageError(f"no camera pose {p['pose_frame']} -> {frame_id} at the image stamp: {exc}") from None
 
     def recording_loop(self) -> None:
         while self._running and rclpy.ok():
@@ -97,28 +144,30 @@ class MappingNode(Node):
                 image = decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
                 stamp = stamp_to_ns(msg.header.stamp)
                 frame_id = msg.header.frame_id or self.camera_info.frame_id
-                if not frame_id:
-                    raise MessageError("image has no header.frame_id")
-                try:
-                    T_world_cam = lookup(self.tf_buffer, p["pose_frame"], frame_id, stamp, p["tf_timeout"])
-                except LookupError as exc:
-                    raise MessageError(f"no camera pose {p['pose_frame']} -> {frame_id} at the image stamp: {exc}") from None
+                if not frame_id and self.poses is None:
+                    raise MessageError("image has no header.frame_id (needed to look its pose up in TF)")
+                T_world_cam = self.camera_pose(frame_id, stamp)
             except MessageError as exc:
-                self.core.counters["invalid"] += 1
-                self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=5.0)
+                self._refuse("frame skipped", str(exc))
                 continue
             depth = self.depths.match(stamp) if p["use_depth"] else None
             if p["use_depth"] and depth is None:
-                self.get_logger().warning("no depth image with this image's stamp: frame recorded without depth", throttle_duration_sec=5.0)
+                line = self.core.problems.add("frame recorded without depth", "no depth image with this image's stamp")
+                if line:
+                    self.get_logger().warning(line)
             try:
                 result = self.core.add_frame(image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth)
             except Exception as exc:  # noqa: BLE001 - never let one frame end the recording thread
-                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+                line = self.core.problems.add("frame failed", f"{type(exc).__name__}: {exc}")
+                if line:
+                    self.get_logger().error(line)
                 continue
             if result.status == "recorded":
                 self.get_logger().info(f"keyframe {result.name} ({result.reason})")
             elif result.status == "invalid":
-                self.get_logger().warning(f"frame skipped: {result.reason}", throttle_duration_sec=5.0)
+                line = self.core.problems.add("frame skipped", result.reason)
+                if line:
+                    self.get_logger().warning(line)
 
     # ------------------------------------------------------------------ services
 
@@ -146,15 +195,16 @@ class MappingNode(Node):
         return self._answer(lambda: self.core.start_build(self.on_progress, self.on_build_done), response)
 
     def on_cancel_build(self, request, response):
+        running = self.core.build_job.running
         response = self._answer(self.core.build_job.cancel, response)
-        response.success = response.success and self.core.build_job.running
+        response.success = response.success and running
         return response
 
     # ------------------------------------------------------------------ progress and diagnostics
 
     def publish_progress(self, status) -> None:
         values = [KeyValue(key=k, value=v) for k, v in status.as_values().items()]
-        self.pub_progress.publish(DiagnosticStatus(level=LEVELS.get(status.state, DiagnosticStatus.OK), name="scr_mapping: map build", message=status.summary(), hardware_id="scr_ros", values=values))
+        self.pub_progress.publish(DiagnosticStatus(level=bytes([LEVELS.get(status.state, 0)]), name="scr_mapping: map build", message=status.summary(), hardware_id="scr_ros", values=values))
 
     def on_progress(self, status) -> None:
         now = time.monotonic()
@@ -169,17 +219,21 @@ class MappingNode(Node):
         else:
             self.get_logger().error(f"map build {status.summary()}")
 
-    def fill_diagnostics(self, stat):
+    def diagnostic_values(self):
         c, build = self.core.counters, self.core.build_job.status
         recorder = self.core.recorder
-        stat.summary(LEVELS.get(build.state, DiagnosticStatus.OK), ("recording" if self.core.recording else "not recording") + f"; build: {build.summary()}")
-        stat.add("session folder", str(self.core.session_folder))
-        stat.add("keyframes", str(recorder.count if recorder else 0))
-        stat.add("frames received", str(c["received"]))
-        stat.add("frames skipped (invalid)", str(c["invalid"]))
-        stat.add("frames dropped (newer frame arrived)", str(self.slot.dropped))
-        stat.add("map path", str(self.core.map_path))
-        return stat
+        values = {
+            "session folder": str(self.core.session_folder),
+            "pose source": self.core.params["pose_source"],
+            "keyframes": str(recorder.count if recorder else 0),
+            "frames received": str(self.received),
+            "frames skipped (invalid)": str(c["invalid"]),
+            "frames dropped (newer frame arrived)": str(self.slot.dropped),
+            "map path": str(self.core.map_path),
+            "last problem": self.core.problems.last or "(none)",
+            **self.core.problems.values(),
+        }
+        return LEVELS.get(build.state, 0), ("recording" if self.core.recording else "not recording") + f"; build: {build.summary()}", values
 
     def destroy_node(self):
         self._running = False

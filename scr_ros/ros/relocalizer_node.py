@@ -5,6 +5,9 @@ Thin by design: decoding is :mod:`scr_ros.messages`, every decision is
 parameters, TF and one inference thread:
 
     image callback --(newest only)--> LatestSlot --> inference thread --> publishers / TF
+
+Needs rclpy and the message packages only; ``tf2_ros`` is imported when ``tf_mode`` is not
+``none`` (a TF mode without it is refused at start).
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ from __future__ import annotations
 import threading
 
 import rclpy
-from diagnostic_updater import Updater
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Int32
 from std_srvs.srv import Trigger
-from tf2_ros import Buffer, TransformBroadcaster, TransformListener
 
 from ..errors import ScrError
 from ..messages import (
@@ -36,7 +37,7 @@ from ..messages import (
 )
 from ..nodes.params import RELOCALIZER_PARAMS
 from ..nodes.relocalizer import CameraFrame, LatestSlot, RelocalizerCore
-from .common import declare_parameters, lookup, parameter_callback, spin, rclpy_factory
+from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, rclpy_factory, spin
 
 
 class _TfSource:
@@ -67,10 +68,15 @@ class RelocalizerNode(Node):
         self.camera_info = None
         self._warned_distortion = False
 
-        self.tf_buffer = Buffer()
-        self.tf_listener = TransformListener(self.tf_buffer, self)
-        self.tf_broadcaster = TransformBroadcaster(self)
-        self.tf_source = _TfSource(self)
+        # TF only where a mode uses it: with tf_mode none there is no listener, no per-frame
+        # base -> camera lookup, and no tf2_ros to install.
+        self.tf_source = None
+        if p["tf_mode"] != "none":
+            tf2_ros = import_tf2(f"{self.get_name()}: tf_mode {p['tf_mode']}", "set tf_mode to none (poses and pose_with_covariance of the camera, no TF)")
+            self.tf_buffer = tf2_ros.Buffer()
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+            self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
+            self.tf_source = _TfSource(self)
 
         self.pub_pose = self.create_publisher(PoseStamped, "~/pose", 10)
         self.pub_pose_cov = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
@@ -85,13 +91,11 @@ class RelocalizerNode(Node):
             self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reload_map", self.on_reload_map)
-        self.add_on_set_parameters_callback(parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters))
+        self.add_on_set_parameters_callback(parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters, lambda: self.core.params))
         if p["tf_mode"] == "map_to_odom" and p["tf_publish_rate"] > 0:
             self.create_timer(1.0 / p["tf_publish_rate"], self.republish_map_to_odom)
 
-        self.diagnostics = Updater(self)
-        self.diagnostics.setHardwareID("scr_ros")
-        self.diagnostics.add("relocalizer", self.fill_diagnostics)
+        self.diagnostics = Diagnostics(self, "relocalizer", lambda: self.core.diagnostics(dropped=self.slot.dropped))
 
         if p["map_path"]:
             self.load_map(p["map_path"])
@@ -107,8 +111,7 @@ class RelocalizerNode(Node):
         try:
             info = decode_camera_info(msg, self.core.params["intrinsics_source"])
         except MessageError as exc:
-            self.core.counters.rejected_input += 1
-            self.get_logger().warning(f"camera_info skipped: {exc}", throttle_duration_sec=5.0)
+            self._warn(self.core.refuse_input("camera_info skipped", str(exc)))
             return
         if info.distorted and self.core.params["intrinsics_source"] == "K" and not self._warned_distortion:
             self._warned_distortion = True
@@ -142,14 +145,20 @@ class RelocalizerNode(Node):
             try:
                 frame = self.decode(msg)
             except MessageError as exc:
-                self.core.counters.rejected_input += 1
-                self.get_logger().warning(f"image skipped: {exc}", throttle_duration_sec=5.0)
+                self._warn(self.core.refuse_input("image skipped", str(exc)))
                 continue
             try:
                 self.publish(self.core.process(frame, self.get_clock().now().nanoseconds, self.tf_source))
             except Exception as exc:  # noqa: BLE001 - one bad frame (or CUDA hiccup) must not end the inference thread
                 self.core.counters.errors += 1
-                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+                line = self.core.problems.add("frame failed", f"{type(exc).__name__}: {exc}")
+                if line:
+                    self.get_logger().error(line)
+
+    def _warn(self, line: str | None) -> None:
+        # Throttled per kind of reason by the core (scr_ros.nodes.rejections), not per call site.
+        if line:
+            self.get_logger().warning(line)
 
     def publish(self, out) -> None:
         p, f = self.core.params, self.f
@@ -159,7 +168,7 @@ class RelocalizerNode(Node):
             if points is not None:
                 self.pub_scene_points.publish(make_point_cloud(f, *points, out.stamp_ns, p["map_frame"]))
         if not out.published:
-            self.get_logger().warning(f"frame not localized ({out.status}): {out.reason}", throttle_duration_sec=2.0)
+            self._warn(self.core.not_localized(out))
             return
         if out.tf_warning:
             self.get_logger().warning(out.tf_warning, throttle_duration_sec=5.0)
@@ -208,14 +217,6 @@ class RelocalizerNode(Node):
         if new_path is not None and new_path != self.core.map_path:
             self.load_map(new_path, strict=True)  # raises: the change is refused and the old map kept
         self.core.update_params(changes)
-
-    def fill_diagnostics(self, stat):
-        level, message, values = self.core.diagnostics(dropped=self.slot.dropped)
-        # DiagnosticStatus.level is a ROS `byte` (octet): rclpy takes a 1-byte bytes (like DiagnosticStatus.OK), not an int.
-        stat.summary(bytes([level]), message)
-        for k, v in values.items():
-            stat.add(k, v)
-        return stat
 
     def destroy_node(self):
         self._running = False
