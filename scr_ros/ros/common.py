@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import ClockType
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.time import Time
@@ -154,12 +154,17 @@ def lookup(buffer, target: str, source: str, stamp_ns: int | None, timeout_s: fl
 
 
 def spin(make_node, args=None) -> None:
-    """Run one node until Ctrl-C or shutdown; its own worker threads stop in destroy_node()."""
+    """Run one node until Ctrl-C or shutdown; its own worker threads stop in destroy_node().
+
+    A single-threaded executor: the work (inference, map builds) runs on the nodes' own threads,
+    and callbacks only hand data over. rclpy's MultiThreadedExecutor spent a whole core on its
+    own bookkeeping while inference ran and took in 3 of 30 images a second; this one takes in
+    20 (``benchmarks/soak.py``, docs/soak.md)."""
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
