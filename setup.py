@@ -34,6 +34,7 @@ setup(
         "safetensors>=0.4",
         "transforms3d>=0.4",
         "matplotlib>=3.5",
+        "pillow>=8",  # image headers, read before mapping starts
         "tqdm>=4.60",
         "rosbags>=0.9.20",
         "pyyaml>=5.3",

@@ -36,7 +36,7 @@ def main() -> int:
             encoder, loss = variant.split(":")
             map_path = Path(tmp) / f"{encoder}-{loss}.safetensors"
             scene_map = build_map(f"synthetic:{args.scene}", map_path, args.preset, "cpu", encoder, None, loss=loss, quiet=True)
-            _, report, _, _ = localize(map_path, f"synthetic:{args.scene}", "test", "cpu", quiet=True)
+            _, report, _, _ = localize(map_path, f"synthetic:{args.scene}", "test", "cpu", encoder, quiet=True)
             acc = report["accuracy"]
             t, r = report["median_translation_cm"], report["median_rotation_deg"]
             median = f"{t:.1f} cm, {r:.2f} deg" if t is not None else "n/a (most lost)"

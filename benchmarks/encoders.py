@@ -57,7 +57,7 @@ UNSEEN_SCENES = {
 def run_one(encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path, loss: str | None = None) -> dict:
     map_path = tmp / f"{label}-{Path(encoder).stem}.safetensors"
     scene_map = build_map(dataset, map_path, preset, device, encoder, None, quiet=True, loss=loss)
-    _, report, _, _ = localize(map_path, dataset, "test", device, quiet=True)
+    _, report, _, _ = localize(map_path, dataset, "test", device, encoder, quiet=True)
     map_path.unlink()
     timing = report["timing_ms"]
     return {

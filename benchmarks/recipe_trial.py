@@ -42,7 +42,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         map_path = Path(tmp) / "map.safetensors"
         scene_map = build_map(dataset, map_path, args.preset, args.device, args.encoder, None, quiet=True, loss=args.loss, **overrides)
-        results, report, _, _ = localize(map_path, dataset, "test", args.device, quiet=True)
+        results, report, _, _ = localize(map_path, dataset, "test", args.device, args.encoder, quiet=True)
     tr = scene_map.training
     row = {
         "label": args.label,

@@ -32,7 +32,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene_map = build_map(args.data, out / "map.safetensors", args.preset, args.device, args.encoder, None)
-    results, report, _, _ = localize(out / "map.safetensors", args.data, "test", args.device)
+    results, report, _, _ = localize(out / "map.safetensors", args.data, "test", args.device, args.encoder)
     report["mapping_seconds"] = scene_map.training["seconds"]
     report["preset"] = args.preset
     write_report(report, out / "report.json")

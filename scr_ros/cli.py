@@ -7,7 +7,9 @@ with ``scr: error:`` and exit with status 2; Ctrl-C cancels cleanly with status 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,12 +159,17 @@ def build_map(dataset_spec: str, out: Path, preset_name: str, device: str, encod
     it (atomically) to ``out``. ``progress`` replaces the progress bar; ``cancel`` (an Event)
     stops the build with MappingCancelled. ``source`` names where the frames came from in the map
     header when ``dataset_spec`` is an intermediate folder (``scr bag map``)."""
+    from .datasets.base import check_frames
     from .encoders import load_encoder
+    from .fileio import check_output_file
+    from .mapfile import not_a_map
     from .mapping import MapBuilder
 
+    check_output_file(out, "map", not_a_map)  # before minutes of work, not after
     bar = _Bar(not quiet and progress is None)
     ds = _open_dataset(dataset_spec, bar)
     frames = ds.frames(split)
+    check_frames(frames, f"{split} frames")
     cfg = mapping_config(preset_name, head, loss, depth, seed=seed, precision=precision, **overrides)
     if depth and not any(f.depth_path for f in frames):
         raise ScrError(f"--depth: the {split} frames of {dataset_spec} have no depth images")
@@ -202,12 +209,24 @@ def localize(map_path: Path, dataset_spec: str, split: str, device: str, encoder
     frames = ds.frames(split)
     reloc = Relocalizer(scene_map, encoder, device=device, config=config)
     t0 = time.perf_counter()
+    skipped: list[dict] = []
+
+    def skip(name: str, reason: str) -> None:
+        # One unreadable query image must not cost the evaluation of all the others.
+        skipped.append({"frame": name, "reason": reason})
+        if not quiet:
+            print(f"scr: warning: frame {name} skipped: {reason}", file=sys.stderr)
+
     try:
-        results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)))
+        results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)), on_skip=skip)
     finally:
         bar.close()
+    if not results:
+        raise ScrError(f"no {split} frame of {dataset_spec} could be read ({len(skipped)} skipped; first: {skipped[0]['reason'] if skipped else 'none'})")
     report = summarize(
         results,
+        frames_skipped=len(skipped),
+        skipped=skipped,
         map=str(map_path),
         dataset=str(dataset_spec),
         split=split,
@@ -241,7 +260,11 @@ def cmd_map(args) -> int:
 
 def cmd_localize(args) -> int:
     from .evaluate import format_table, plot_results, write_csv, write_poses, write_report
+    from .fileio import check_output_file
 
+    for path, what in ((args.report, "report"), (args.poses, "poses file"), (args.csv, "CSV file"), (args.plot, "plot")):
+        if path is not None:
+            check_output_file(path, what)
     results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args))
     write_report(report, args.report)
     if args.poses:
@@ -257,8 +280,9 @@ def cmd_localize(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .fileio import check_output_folder
 
-    run_demo(args.out, quick=args.quick, device=args.device)
+    run_demo(check_output_folder(args.out, "demo output folder"), quick=args.quick, device=args.device)
     return 0
 
 
@@ -269,10 +293,14 @@ _PRETRAIN_OPTIONS = ("init", "scenes", "steps", "seed", "frames_per_scene", "bat
 def cmd_pretrain_encoder(args) -> int:
     from .pretrain import PretrainConfig, Pretrainer, command_line, write_model_card
 
+    from .fileio import check_output_file
+
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ScrError(f"--out must name a .safetensors file, got {out}")
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
+    for path, what in ((out, "weights file"), (out.with_suffix(".md"), "model card"), (checkpoint, "checkpoint")):
+        check_output_file(path, what)
     bar = _Bar()
     given = {field: getattr(args, field) for field in _PRETRAIN_OPTIONS if getattr(args, field) is not None}
     if args.resume:
@@ -394,6 +422,7 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    previous = _terminate_like_ctrl_c()
     try:
         return args.func(args)
     except MappingCancelled as exc:
@@ -405,6 +434,27 @@ def main(argv: list[str] | None = None) -> int:
     except ScrError as exc:
         print(f"scr: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file system refusal the checks up front could not foresee (disk full, a folder
+        # removed meanwhile): one line naming the file, not a traceback.
+        print(f"scr: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM (``timeout``, systemd, docker stop) unwinds like Ctrl-C, so the same cleanup runs:
+    staging folders removed, the previous outputs intact. Returns the handler it replaced (None
+    off the main thread, where Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -628,9 +628,25 @@ def load_encoder(spec: str | None = None) -> Encoder:
 
 
 def load_encoder_for_map(described: dict, override: str | None = None) -> Encoder:
-    """The encoder a map was built with, from its header entry (or ``override``), checksum-verified."""
+    """The encoder a map was built with, checksum-verified: its registered name from the map's
+    header entry, or ``override`` (a name or weights file the user gives).
+
+    A map never chooses a file to open: one built with a weights file records where that file
+    was only for the reader, and relocalizing with it needs the file given again (``--encoder
+    PATH``, the node's ``encoder`` parameter), which must then match the recorded checksum."""
     name = str(described.get("name"))
-    spec = override or (described.get("source") if name.endswith("-file") else name)
+    if override:
+        spec = override
+    elif name in ENCODERS:
+        spec = name
+    elif name.endswith("-file"):
+        raise EncoderError(
+            f"this map was built with encoder weights from a file ({described.get('source')!r} when it was built); "
+            "a map does not choose files to open: give that file with --encoder PATH (or the node's encoder parameter), "
+            "it is checked against the map's encoder checksum"
+        )
+    else:
+        raise EncoderError(f"this map was built with encoder {name!r}, which this scr_ros does not have ({', '.join(sorted(ENCODERS))})")
     enc = load_encoder(spec)
     if enc.checksum() != described.get("sha256"):
         raise EncoderError(

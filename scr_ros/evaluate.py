@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .datasets.base import Frame
+from .errors import DatasetError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .geometry import pose_to_position_quaternion
 from .metrics import THRESHOLDS, accuracy, median, pose_error
@@ -42,12 +43,28 @@ class FrameResult:
 
 
 def localize_frames(
-    relocalizer: Relocalizer, frames: Sequence[Frame], progress: Callable[[int, int, FrameResult], None] | None = None
+    relocalizer: Relocalizer,
+    frames: Sequence[Frame],
+    progress: Callable[[int, int, FrameResult | None], None] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> list[FrameResult]:
-    """Localize every frame and compare with its ground-truth pose."""
+    """Localize every frame and compare with its ground-truth pose.
+
+    A frame whose image cannot be read (undecodable, missing, not the size of its intrinsics) is
+    handed to ``on_skip(name, reason)`` and left out; without ``on_skip`` its DatasetError
+    propagates."""
     results = []
     for i, frame in enumerate(frames):
-        loc = relocalizer.localize(frame.load_image(), frame.camera)
+        try:
+            image = frame.load_image()
+        except DatasetError as exc:
+            if on_skip is None:
+                raise
+            on_skip(frame.name, str(exc))
+            if progress:
+                progress(i + 1, len(frames), None)
+            continue
+        loc = relocalizer.localize(image, frame.camera)
         t_err, r_err = pose_error(loc.T_world_cam, frame.pose)
         res = FrameResult(
             frame.name, loc.success, loc.reason, loc.T_world_cam, frame.pose, t_err, r_err, loc.num_inliers, loc.inlier_ratio, loc.timings_ms,
@@ -177,7 +194,7 @@ def format_table(report: dict) -> str:
     acc = report["accuracy"]
     tcm, rdeg = report.get("median_translation_cm"), report.get("median_rotation_deg")
     rows = [
-        ("frames", f"{report['frames']}  (lost {report['lost']})"),
+        ("frames", f"{report['frames']}  (lost {report['lost']})" + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else "")),
         ("10cm/5deg", f"{acc['10cm_5deg']:.1f} %"),
         ("5cm/5deg", f"{acc['5cm_5deg']:.1f} %"),
         ("2cm/2deg", f"{acc['2cm_2deg']:.1f} %"),

@@ -63,12 +63,75 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, what: str = "output", replaceable=None) -> Path:
+    """Refuse, before any long work, an output file that could not be written at the end.
+
+    The target must not be a directory; the nearest existing folder on its way must be a folder
+    we may write into (missing folders below it are created when the file is written); an
+    existing file is replaced only when ``replaceable(path)`` (when given) returns None, and
+    otherwise refused with the reason it returns. Raises :class:`ScrError` naming the path.
+    """
+    from .errors import ScrError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ScrError(f"{what} {path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScrError(f"cannot write {what} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScrError(f"cannot write {what} {path}: no permission to write in {parent}")
+    if path.exists() or path.is_symlink():
+        why = replaceable(path) if replaceable is not None else None
+        if why:
+            raise ScrError(f"refusing to replace {path}: {why}")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Like :func:`check_output_file` for a folder that is created or written into."""
+    from .errors import ScrError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ScrError(f"{what} {path} exists and is not a directory")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ScrError(f"cannot create {what} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ScrError(f"cannot write {what} {path}: no permission to write in {probe}")
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_staging(path: Path, suffix: str, restore: str | None = None, infix: str = ".") -> list[Path]:
+    """Remove the hidden staging folders (``.NAME<infix>*<suffix>`` beside ``path``) that a killed
+    run of the same target left behind (SIGKILL cannot be caught). When ``path`` is missing and a
+    staging folder holds ``restore`` (the previous output moved aside by a replace that was
+    killed between its two renames), that is moved back first. Returns what was removed."""
+    import glob
+
+    removed = []
+    for stale in sorted(path.parent.glob(f".{glob.escape(path.name)}{infix}*{suffix}")):
+        if not stale.is_dir():
+            continue
+        old = stale / restore if restore else None
+        if old is not None and old.exists() and not (path.exists() or path.is_symlink()):
+            os.replace(old, path)
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
 
 
 @contextlib.contextmanager
@@ -82,6 +145,7 @@ def atomic_directory(path: str | os.PathLike, replace: bool = False, is_replacea
     ``is_replaceable(path)`` (when given) must agree, so a typo cannot delete an unrelated folder.
     """
     path = Path(path)
+    remove_stale_staging(path, ".partial", restore=path.name + ".old")
     if path.exists() or path.is_symlink():
         if not replace:
             raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")

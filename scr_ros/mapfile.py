@@ -127,9 +127,14 @@ class SceneMap:
         return load_map(path)
 
 
+MAX_CHANNELS = 8192  # the widest encoder output a map may declare (heads check their own widths)
+
+
 def read_header(path: str | Path) -> dict:
     """The JSON header of a map file, after format checks (tensors are not read)."""
     path = Path(path)
+    if path.is_dir():
+        raise MapFileError(f"{path} is a directory, not a map file")
     if not path.is_file():
         raise MapFileError(f"map file not found: {path}")
     try:
@@ -158,6 +163,15 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
+def not_a_map(path: Path) -> str | None:
+    """Why an existing file must not be overwritten by a map (None: it is one; replacing is fine)."""
+    try:
+        read_header(path)
+    except MapFileError as exc:
+        return f"it is not an scr_ros map ({exc}); delete it or choose another file"
+    return None
+
+
 def _require(d: dict, path: Path, fields: dict, prefix: str = "") -> None:
     for key, typ in fields.items():
         if key not in d:
@@ -174,17 +188,29 @@ def load_map(path: str | Path) -> SceneMap:
     if head_type not in HEADS:
         raise MapFileError(f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})")
     projection_info, classifier_info = header.get("projection"), header.get("classifier")
-    head_in = header["encoder"]["out_channels"]
-    try:
+    encoder_channels = header["encoder"]["out_channels"]
+    if not 1 <= encoder_channels <= MAX_CHANNELS:
+        raise MapFileError(f"{path}: encoder.out_channels {encoder_channels} is outside 1..{MAX_CHANNELS}")
+
+    def build_parts():
+        # The header is untrusted: its parts are built on the meta device (no memory) until their
+        # shapes have been compared with the file's tensors, then again for real.
+        projection = classifier = None
+        channels = encoder_channels
         if projection_info is not None:
-            if projection_info.get("type") != "pca" or projection_info.get("in_channels") != head_in:
-                raise ValueError(f"projection {projection_info} does not read the encoder's {head_in} channels")
-            projection = PcaProjection(head_in, projection_info["dim"])
-            head_in = projection.dim
+            if projection_info.get("type") != "pca" or projection_info.get("in_channels") != channels:
+                raise ValueError(f"projection {projection_info} does not read the encoder's {channels} channels")
+            projection = PcaProjection(channels, projection_info["dim"])
+            channels = projection.dim
         if classifier_info is not None:
             classifier = KeypointClassifier(**classifier_info["config"])
-            if classifier.config["in_channels"] != head_in:
-                raise ValueError(f"keypoint classifier reads {classifier.config['in_channels']} channels, the head input has {head_in}")
+            if classifier.config["in_channels"] != channels:
+                raise ValueError(f"keypoint classifier reads {classifier.config['in_channels']} channels, the head input has {channels}")
+        return projection, classifier, channels
+
+    try:
+        with torch.device("meta"):
+            projection, classifier, head_in = build_parts()
     except Exception as exc:  # noqa: BLE001 - the header is untrusted input
         raise MapFileError(f"{path}: map header's projection / classifier entry is unusable: {exc}") from None
     if head_config.get("in_channels", head_in) != head_in:
@@ -221,12 +247,16 @@ def load_map(path: str | Path) -> SceneMap:
         raise MapFileError(f"{path}: cannot read weights ({exc})") from None
     if tensors_sha256(tensors) != header["weights_sha256"]:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
+    wanted = WEIGHT_DTYPES[header["weights_dtype"]]
     for k, v in tensors.items():
+        if k not in CLOUD_KEYS and k != "mean" and v.is_floating_point() and v.dtype != wanted:
+            raise MapFileError(f"{path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, but the header says weights_dtype {header['weights_dtype']}")
         if v.is_floating_point() and not torch.isfinite(v.float()).all():
             raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")
     if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
         raise MapFileError(f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and {tensors['cloud.rgb'].dtype}")
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
+    projection, classifier, _ = build_parts()  # shapes checked: now with memory
     parts = {}
     for prefix, part in (("projection.", projection_info and projection), ("classifier.", classifier_info and classifier)):
         if part:

@@ -41,7 +41,7 @@ from . import __version__
 from .datasets.base import Frame
 from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder
-from .errors import MappingCancelled, ScrError
+from .errors import DatasetError, MappingCancelled, ScrError
 from .geometry import invert_pose, project
 from .compact import PcaProjection
 from .heads import build_head
@@ -217,6 +217,7 @@ class MapBuilder:
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
         self.progress = progress or (lambda p: None)
         self.cancel = cancel
+        self.unreadable: dict[str, str] = {}  # frame name -> why its image or depth could not be read
         self.encoder.to(self.device).eval()
         self.uses_depth = getattr(build_loss(self.config.loss, 1, **self.config.loss_config), "uses_depth", False)
         if self.config.pca_dim and not 1 <= self.config.pca_dim <= encoder.out_channels:
@@ -263,6 +264,7 @@ class MapBuilder:
             **({"classifier_seconds": classifier_info["seconds"]} if classifier_info else {}),
             **({"pca_explained_variance": round(self.projection.explained_variance, 4)} if self.projection is not None else {}),
             "seconds": round(time.perf_counter() - t0, 3),
+            **({"unreadable_frames": dict(sorted(self.unreadable.items()))} if self.unreadable else {}),
             "device": str(self.device),
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
             "preset": preset_name,
@@ -327,7 +329,11 @@ class MapBuilder:
         for k, i in enumerate(picks):
             self._check_cancel()
             frame = frames[i]
-            rgb = frame.load_image()
+            try:
+                rgb = frame.load_image()
+            except DatasetError as exc:
+                self.unreadable[frame.name] = str(exc)
+                continue
             img, A = prepare(to_gray(rgb), cfg.image_height)
             with autocast(dev, self.amp_dtype):
                 feats = self.encoder(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(dev))
@@ -345,6 +351,8 @@ class MapBuilder:
             xyz_all.append(coords[good].astype(np.float32))
             rgb_all.append(rgb[q[:, 1], q[:, 0]].astype(np.uint8))
             self.progress(Progress("cloud", k + 1, len(picks), time.perf_counter() - t0, message=f"{sum(map(len, xyz_all))} points"))
+        if not xyz_all:
+            return None, None
         return np.concatenate(xyz_all), np.concatenate(rgb_all)
 
     # ------------------------------------------------------------------ buffer
@@ -378,7 +386,7 @@ class MapBuilder:
         img, A = augment(gray, self.config.image_height, rng, self.config.augmentation)
         depth = frame.load_depth() if self.uses_depth else None
         if depth is not None and depth.shape != gray.shape:
-            raise ScrError(f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, image is {gray.shape[1]}x{gray.shape[0]}")
+            raise DatasetError(f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, image is {gray.shape[1]}x{gray.shape[0]}")
         return img, A, gray.shape, rng, depth
 
     def fill_buffer(self, frames: Sequence[Frame], size: int | None = None, stage: str = "buffer") -> TrainingBuffer:
@@ -413,7 +421,14 @@ class MapBuilder:
                 job = next(jobs, None)
                 if job is not None:
                     pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
-                img, A, (h0, w0), rng, depth = fut.result()
+                try:
+                    img, A, (h0, w0), rng, depth = fut.result()
+                except DatasetError as exc:
+                    # A file that passed the checks at open but does not decode: skipped and
+                    # recorded in the map (training.unreadable_frames), not fatal.
+                    self.unreadable[frames[fi].name] = str(exc)
+                    images_done += 1
+                    continue
                 with torch.no_grad(), autocast(dev, self.amp_dtype):
                     feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
                 _, _, fh, fw = feats.shape

@@ -145,9 +145,17 @@ def test_seven_scenes_malformed_split_line(tmp_path, rng, line):
 def test_seven_scenes_missing_or_empty_split_file(tmp_path, rng):
     make_seven_scenes(tmp_path, rng)
     (tmp_path / "TestSplit.txt").unlink()
-    raises_naming(tmp_path / "TestSplit.txt", open_dataset, tmp_path)
+    assert len(open_dataset(tmp_path).frames("train")) > 0  # the train split still maps
+    raises_naming(tmp_path / "TestSplit.txt", lambda: open_dataset(tmp_path).frames("test"))
     (tmp_path / "TestSplit.txt").write_text("\n")
     raises_naming(tmp_path / "TestSplit.txt", open_dataset, tmp_path)
+
+
+def test_seven_scenes_pose_without_image_is_an_error(tmp_path, rng):
+    make_seven_scenes(tmp_path, rng)
+    (tmp_path / "seq-01" / "frame-000001.color.png").unlink()
+    msg = raises_naming(tmp_path / "seq-01", open_dataset, tmp_path)
+    assert "frame-000001" in msg and "pose but no colour image" in msg
 
 
 def test_seven_scenes_unreadable_image(tmp_path, rng):

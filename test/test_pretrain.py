@@ -105,7 +105,9 @@ def test_weights_load_only_with_their_card(tmp_path, trained):
     assert got.shape == (1, 512, 12, 16)
     assert torch.allclose(got, expected, atol=2e-2), (got - expected).abs().max()  # fp16 storage
     # A map built with a weights file finds it again through its header, checksum-verified.
-    assert load_encoder_for_map(enc.describe()).checksum() == enc.checksum()
+    with pytest.raises(EncoderError, match="does not choose files to open: give that file with --encoder PATH"):
+        load_encoder_for_map(enc.describe())  # the header names the file, but is never followed
+    assert load_encoder_for_map(enc.describe(), override=str(out)).checksum() == enc.checksum()
 
     tampered = tmp_path / "enc.safetensors"
     data = bytearray(out.read_bytes())
@@ -229,7 +231,7 @@ def test_xfeat_weights_load_with_their_card_and_resume_is_exact(tmp_path, xfeat_
         expected = t.encoder.cpu().eval()(image)
         got = enc(image)
     assert got.shape == (1, 64, 13, 17) and torch.allclose(got, expected, atol=1e-5)
-    assert load_encoder_for_map(enc.describe()).checksum() == enc.checksum() != load_encoder("xfeat").checksum()
+    assert load_encoder_for_map(enc.describe(), override=str(out)).checksum() == enc.checksum() != load_encoder("xfeat").checksum()
     data = bytearray(out.read_bytes())
     data[-5] ^= 0x10
     (tmp_path / "xf.safetensors").write_bytes(bytes(data))

@@ -48,8 +48,10 @@ def _default_split(bag: Path, wanted: str | None, fallback: str, topics: Topics)
 
 def cmd_convert(args) -> int:
     from ..cli import _Bar, _open_dataset
+    from ..fileio import check_output_folder
     from .convert import convert
 
+    check_output_folder(args.out.parent, "folder for the bag")
     bar = _Bar()
     ds = _open_dataset(args.dataset, bar)
     splits = ("train", "test") if args.split == "all" else (args.split,)
@@ -96,12 +98,17 @@ def cmd_info(args) -> int:
 
 def cmd_map(args) -> int:
     from ..cli import _Bar, build_map, method_overrides
+    from ..fileio import check_output_file, remove_stale_staging
+    from ..mapfile import not_a_map
     from .mapping import record_session
 
+    check_output_file(args.out, "map", not_a_map)
     topics = _topics(args)
     split = _default_split(args.bag, args.split, "train", topics)
     if args.session is not None and args.session.exists() and any(args.session.iterdir()):
         raise BagError(f"session folder {args.session} is not empty; choose a new folder (or leave --session out for a temporary one)")
+    if args.session is None and args.out.parent.is_dir():
+        remove_stale_staging(args.out, "", infix=".session-")  # left by a killed run
     session = args.session or Path(tempfile.mkdtemp(prefix=f".{args.out.name}.session-", dir=args.out.parent if args.out.parent.is_dir() else None))
     t0 = time.perf_counter()
     try:
@@ -147,6 +154,7 @@ def replay_params(args) -> dict:
 def cmd_replay(args) -> int:
     from ..cli import _Bar
     from ..evaluate import format_table, plot_error_cdf, plot_results, write_csv, write_poses, write_report
+    from ..fileio import check_output_file, check_output_folder
     from ..mapping import Progress
     from ..nodes.relocalizer import RelocalizerCore
     from .convert import new_bag
@@ -160,6 +168,11 @@ def cmd_replay(args) -> int:
     csv_path = args.csv or stem.with_name(stem.name + ".csv")
     traj_path = args.plot or stem.with_name(stem.name + "_trajectory.png")
     cdf_path = args.cdf or stem.with_name(stem.name + "_cdf.png")
+    for path, what in ((args.report, "report"), (csv_path, "CSV file"), (traj_path, "plot"), (cdf_path, "plot"), (args.poses, "poses file")):
+        if path is not None:
+            check_output_file(path, what)
+    if args.out_bag:
+        check_output_folder(args.out_bag.parent, "folder for the estimate bag")
     bar = _Bar()
     t0 = time.perf_counter()
     progress = lambda i, n, r, o: bar(Progress("localize", i, n, time.perf_counter() - t0))  # noqa: E731

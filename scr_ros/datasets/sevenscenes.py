@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..geometry import PinholeCamera
-from .base import Dataset, Frame, read_pose_file
+from .base import Dataset, Frame, read_pose_file, read_text
 
 SPLIT_FILES = {"train": "TrainSplit.txt", "test": "TestSplit.txt"}
 
@@ -29,10 +29,8 @@ def is_seven_scenes(root: Path) -> bool:
 
 
 def _sequences(split_file: Path) -> list[str]:
-    if not split_file.is_file():
-        raise DatasetError(f"split file missing: {split_file}")
     names = []
-    for lineno, line in enumerate(split_file.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(split_file, "split file").splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -48,8 +46,12 @@ def _sequences(split_file: Path) -> list[str]:
 def open_seven_scenes(root: Path, focal: float = 525.0, width: int = 640, height: int = 480) -> Dataset:
     root = Path(root)
     camera = PinholeCamera(focal, focal, width / 2.0, height / 2.0, width, height)
-    splits = {}
+    splits, absent = {}, {}
     for split, fname in SPLIT_FILES.items():
+        if not (root / fname).exists():
+            # A scene with only TrainSplit.txt still maps; asking for its test split says why not.
+            absent[split] = f"split file missing: {root / fname}"
+            continue
         frames = []
         for seq in _sequences(root / fname):
             seq_dir = root / seq
@@ -58,9 +60,16 @@ def open_seven_scenes(root: Path, focal: float = 525.0, width: int = 640, height
             images = sorted(seq_dir.glob("frame-*.color.png"))
             if not images:
                 raise DatasetError(f"{seq_dir}: no frame-XXXXXX.color.png images")
+            have = {img.name[: -len(".color.png")] for img in images}
+            orphans = sorted(p.name[: -len(".pose.txt")] for p in seq_dir.glob("frame-*.pose.txt") if p.name[: -len(".pose.txt")] not in have)
+            if orphans:
+                raise DatasetError(
+                    f"{seq_dir}: {len(orphans)} frame(s) have a pose but no colour image ({', '.join(orphans[:3])}"
+                    f"{', ...' if len(orphans) > 3 else ''}); an incomplete download?"
+                )
             for img in images:
                 stem = img.name[: -len(".color.png")]
                 pose = read_pose_file(seq_dir / f"{stem}.pose.txt")
                 frames.append(Frame(f"{seq}/{stem}", img, pose, camera))
         splits[split] = frames
-    return Dataset(root, "7scenes", splits, description=f"7-Scenes, focal {focal}")
+    return Dataset(root, "7scenes", splits, description=f"7-Scenes, focal {focal}", absent=absent)

@@ -83,6 +83,7 @@ TF_TIMEOUT = _p("tf_timeout", 0.2, "Seconds to wait for a TF lookup at the image
 
 RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
     _p("map_path", "", "Map file (.safetensors from scr map or the mapping node). Setting it at run time loads the new map; a bad map is refused and the old one kept.", dynamic=True),
+    _p("encoder", "", "Encoder weights file for maps built with one (scr map --encoder PATH), checked against the map's encoder checksum; empty: the map's registered encoder. A map never names a file to open."),
     DEVICE,
     USE_COMPRESSED,
     INTRINSICS,

@@ -26,6 +26,7 @@ from typing import Callable, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from ..encoders import load_encoder_for_map
 from ..errors import ScrError
 from ..geometry import PinholeCamera, invert_pose, rotation_angle_deg
 from ..mapfile import SceneMap, load_map
@@ -353,7 +354,8 @@ class RelocalizerCore:
         if not path:
             raise ScrError("no map path given (set the map_path parameter)")
         scene_map = self._load(path)
-        relocalizer = Relocalizer(scene_map, device=self.params["device"])
+        encoder = load_encoder_for_map(scene_map.encoder, override=self.params["encoder"] or None)
+        relocalizer = Relocalizer(scene_map, encoder, device=self.params["device"])
         with self._lock:
             self._relocalizer, self.map, self.map_path = relocalizer, scene_map, str(path)
             self.gate.reset()
