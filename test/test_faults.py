@@ -296,3 +296,43 @@ def test_killing_bag_convert_leaves_no_staging_and_the_next_run_cleans_up(tmp_pa
     with atomic_directory(tmp_path / "other", replace=False) as staging:
         staging.mkdir()
     assert (tmp_path / "other").is_dir()
+
+
+@pytest.fixture(scope="module")
+def tiny_bag(tmp_path_factory, cache):
+    bag = tmp_path_factory.mktemp("bags") / "tiny"
+    assert main(["bag", "convert", "synthetic:tiny", "--out", str(bag)]) == 0
+    return bag
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_bag_map_keeps_the_previous_map_and_no_session_outlives_the_next_run(tmp_path, tiny_bag, mapped, sig):
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(Path(mapped["map"]).read_bytes())
+    before = digest(out)
+    proc = _start(["bag", "map", tiny_bag, "--out", out, "--preset", "test", "--device", "cpu"], tmp_path)
+    _wait_for(proc, "training head")
+    proc.send_signal(sig)
+    rest = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == (130 if sig == signal.SIGTERM else -signal.SIGKILL), rest
+    assert digest(out) == before
+    sessions = list(tmp_path.glob(".m.safetensors.session-*"))
+    assert (sessions == []) == (sig == signal.SIGTERM), sessions  # SIGKILL cannot be caught...
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    proc = _start(["bag", "map", tiny_bag, "--out", out, "--session", busy], tmp_path)  # refused, but only after cleaning up
+    rest = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert proc.returncode == 2 and "is not empty" in rest, rest
+    assert not list(tmp_path.glob(".m.safetensors.session-*"))  # ...so the next run removes what it left
+
+
+def test_sigkill_during_bag_convert_is_cleaned_up_by_the_next_run(tmp_path, cache):
+    bag = tmp_path / "b"
+    proc = _start(["bag", "convert", "synthetic:tiny", "--out", bag], tmp_path)
+    _wait_for(proc, "writing bag")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not bag.exists() and list(tmp_path.glob(".b.*.partial"))
+    assert main(["bag", "convert", "synthetic:tiny", "--out", str(bag)]) == 0
+    assert bag.is_dir() and not list(tmp_path.glob(".b.*.partial"))

@@ -103,12 +103,12 @@ def cmd_map(args) -> int:
     from .mapping import record_session
 
     check_output_file(args.out, "map", not_a_map)
+    if args.out.parent.is_dir():
+        remove_stale_staging(args.out, "", infix=".session-")  # left by a killed run for this map
     topics = _topics(args)
     split = _default_split(args.bag, args.split, "train", topics)
     if args.session is not None and args.session.exists() and any(args.session.iterdir()):
         raise BagError(f"session folder {args.session} is not empty; choose a new folder (or leave --session out for a temporary one)")
-    if args.session is None and args.out.parent.is_dir():
-        remove_stale_staging(args.out, "", infix=".session-")  # left by a killed run
     session = args.session or Path(tempfile.mkdtemp(prefix=f".{args.out.name}.session-", dir=args.out.parent if args.out.parent.is_dir() else None))
     t0 = time.perf_counter()
     try:
