@@ -63,26 +63,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def _check_writable_from(start: Path, path: Path, what: str) -> None:
+    """The nearest existing folder at or above ``start`` must be a folder we may write into
+    (folders missing below it are created when the output is written)."""
+    from .errors import ScrError
+
+    probe = start
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ScrError(f"cannot write {what} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ScrError(f"cannot write {what} {path}: no permission to write in {probe}")
+
+
 def check_output_file(path: str | os.PathLike, what: str = "output", replaceable=None) -> Path:
     """Refuse, before any long work, an output file that could not be written at the end.
 
-    The target must not be a directory; the nearest existing folder on its way must be a folder
-    we may write into (missing folders below it are created when the file is written); an
-    existing file is replaced only when ``replaceable(path)`` (when given) returns None, and
-    otherwise refused with the reason it returns. Raises :class:`ScrError` naming the path.
+    The target must not be a directory and its folder must be writable (see
+    :func:`_check_writable_from`); an existing file is replaced only when ``replaceable(path)``
+    (when given) returns None, and otherwise refused with the reason it returns. Raises
+    :class:`ScrError` naming the path.
     """
     from .errors import ScrError
 
     path = Path(path)
     if path.is_dir():
         raise ScrError(f"{what} {path} is a directory; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ScrError(f"cannot write {what} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ScrError(f"cannot write {what} {path}: no permission to write in {parent}")
+    _check_writable_from(path.parent, path, what)
     if path.exists() or path.is_symlink():
         why = replaceable(path) if replaceable is not None else None
         if why:
@@ -97,13 +105,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ScrError(f"{what} {path} exists and is not a directory")
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ScrError(f"cannot create {what} {path}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ScrError(f"cannot write {what} {path}: no permission to write in {probe}")
+    _check_writable_from(path, path, what)
     return path
 
 
