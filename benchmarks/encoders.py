@@ -4,7 +4,7 @@
     python benchmarks/encoders.py [--encoders random,dsift,dsift-ctx,xfeat] [--ace-weights PATH]
         [--preset cpu] [--losses ace,ace-depth] [--sun3d ../shared/data/sun3d]
         [--out docs/encoders.md] [--card scr_ros/weights/dsift_ctx.md] [--json results.json]
-        [--skip-synthetic]
+        [--skip-synthetic | --skip-sun3d] [--merge EARLIER.json ...]
 
 For every encoder and loss (`ace`: RGB only; `ace-depth`: with the frames' depth), maps and
 relocalizes (the code paths of `scr map` / `scr localize`), each run in a fresh process so that
@@ -19,8 +19,10 @@ It writes a markdown report (tables of % within 5 cm / 5 deg, 2 cm / 2 deg and 1
 median errors, mapping time, median per-stage latency at 640x480, map size and peak memory,
 with the command, machine and commit) to --out, and puts the same tables into the model card's
 comparison section when --card is given. ACE-format weights join the comparison as `ace-file`
-when --ace-weights names a file. Every number is measured by this run; about 1.5 minutes per
-run on two CPU cores (encoders x losses x datasets runs).
+when --ace-weights names a file. Every number is measured by a run of this script: this one, or
+an earlier one whose --json output is given with --merge (its rows keep their own provenance
+line, and a row of this run replaces the earlier row of the same dataset, encoder and loss).
+About 2-5 minutes per run on two CPU cores (encoders x losses x datasets runs).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def tables(rows: list[dict]) -> str:
             median = f"{r['median_cm']:.1f} cm, {r['median_deg']:.2f}°" if r["median_cm"] is not None else "n/a (most lost)"
             loss = "RGB only" if r["loss"] == "ace" else ("with depth" if r["loss"] == "ace-depth" else r["loss"])
             out.append(
-                f"| `{r['encoder']}` | {loss} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
+                f"| `{r['encoder']}`{r.get('run', '')} | {loss} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
                 f"{r['mapping_s']:.0f} s | {_fmt(r['encoder_ms'], '.0f')} + {_fmt(r['head_ms'], '.0f')} + {_fmt(r['ransac_ms'], '.0f')} = {_fmt(r['latency_ms'], '.0f')} ms | "
                 f"{r['map_mib']:.1f} MiB | {r['peak_mib']:.0f} MiB |"
             )
@@ -147,6 +149,8 @@ def main() -> int:
     )
     p.add_argument("--sun3d", default=str(HERE.parent / "shared" / "data" / "sun3d"))
     p.add_argument("--skip-synthetic", action="store_true", help="only the SUN3D frames")
+    p.add_argument("--skip-sun3d", action="store_true", help="only the synthetic rooms")
+    p.add_argument("--merge", type=Path, nargs="*", default=[], metavar="EARLIER.json", help="--json files of earlier runs whose rows to keep")
     p.add_argument("--out", type=Path, default=HERE / "docs" / "encoders.md")
     p.add_argument("--card", type=Path, default=None, help="model card whose comparison section to update")
     p.add_argument("--json", type=Path, default=None)
@@ -161,10 +165,16 @@ def main() -> int:
     if not args.skip_synthetic:
         for label, cfg in UNSEEN_SCENES.items():
             datasets.append((label, str(open_synthetic(cfg).root)))
-    if Path(args.sun3d).is_dir():
+    if args.skip_sun3d:
+        pass
+    elif Path(args.sun3d).is_dir():
         datasets.append(("SUN3D sample (real)", args.sun3d))
     else:
         print(f"no SUN3D frames at {args.sun3d}; skipping them", file=sys.stderr)
+    earlier = [json.loads(Path(m).read_text()) for m in args.merge]
+    for m, run in zip(args.merge, earlier):
+        if not (isinstance(run, dict) and "provenance" in run and "rows" in run):
+            p.error(f"--merge {m}: not the --json output of this script (needs 'provenance' and 'rows')")
     rows: list[dict] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,8 +186,19 @@ def main() -> int:
                     row["dataset"] = label
                     rows.append(row)
                     print(f"  5cm/5deg {row['5cm_5deg']:.0f} %, 2cm/2deg {row['2cm_2deg']:.0f} %, median {_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s", file=sys.stderr, flush=True)
-    body = tables(rows)
     note = provenance(args, time.perf_counter() - t0)
+    notes = [note] + [run["provenance"] for run in earlier]
+    mark = (lambda i: f" [{i + 1}]") if earlier else (lambda i: "")
+    for r in rows:
+        r["measured"] = note
+    mine = {(r["dataset"], r["encoder"], r["loss"]) for r in rows}
+    all_rows = [dict(r, run=mark(0)) for r in rows]
+    for i, run in enumerate(earlier, 1):
+        all_rows += [dict(r, run=mark(i)) for r in run["rows"] if (r["dataset"], r["encoder"], r["loss"]) not in mine]
+    order = {label: k for k, label in enumerate(list(UNSEEN_SCENES) + ["SUN3D sample (real)"])}
+    all_rows.sort(key=lambda r: order.get(r["dataset"], len(order)))
+    body = tables(all_rows)
+    note = "\n\n".join(f"{mark(i).strip()} {n}".strip() for i, n in enumerate(notes))
     doc = (
         "# Encoder comparison\n\n"
         "Written by `benchmarks/encoders.py`; do not edit by hand. `random` is the ACE architecture with "
@@ -192,7 +213,7 @@ def main() -> int:
     if args.card:
         replace_comparison(args.card, f"{note}\n\n{body}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        atomic_write_text(args.json, json.dumps({"provenance": notes[0], "rows": rows}, indent=2))
     print(body)
     print(f"written to {args.out}" + (f" and {args.card}" if args.card else ""))
     return 0
