@@ -328,7 +328,7 @@ class SiftContextEncoder(Encoder):
         config, tensors = read_scr_weights(path, card, cls.ARCHITECTURE, cls.VERSION)
         enc = cls(width=int(config.get("width", 128)), context_channels=int(config.get("context_channels", 128)))
         enc.load_state_dict(_checked_state(path, tensors, enc.learned_state(), cls.ARCHITECTURE), strict=False)
-        enc.source = str(Path(path).resolve())
+        enc.name, enc.source = "dsift-ctx-file", str(Path(path).resolve())
         return enc
 
 
@@ -616,7 +616,6 @@ def load_encoder(spec: str | None = None) -> Encoder:
         if architecture not in classes:
             raise EncoderError(f"{spec}: architecture {architecture!r} is not one this scr_ros reads ({', '.join(sorted(classes))})")
         enc = classes[architecture].from_file(spec)
-        enc.name = f"{'dsift-ctx' if architecture == SiftContextEncoder.ARCHITECTURE else 'xfeat'}-file"
     elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).exists():
         enc = AceEncoder.from_file(spec)
     else:

@@ -10,6 +10,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .errors import ScrError
+
 
 _UMASK_LOCK = threading.Lock()
 
@@ -66,8 +68,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def _check_writable_from(start: Path, path: Path, what: str) -> None:
     """The nearest existing folder at or above ``start`` must be a folder we may write into
     (folders missing below it are created when the output is written)."""
-    from .errors import ScrError
-
     probe = start
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -85,8 +85,6 @@ def check_output_file(path: str | os.PathLike, what: str = "output", replaceable
     (when given) returns None, and otherwise refused with the reason it returns. Raises
     :class:`ScrError` naming the path.
     """
-    from .errors import ScrError
-
     path = Path(path)
     if path.is_dir():
         raise ScrError(f"{what} {path} is a directory; give a file name")
@@ -100,8 +98,6 @@ def check_output_file(path: str | os.PathLike, what: str = "output", replaceable
 
 def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Like :func:`check_output_file` for a folder that is created or written into."""
-    from .errors import ScrError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ScrError(f"{what} {path} exists and is not a directory")

@@ -408,7 +408,8 @@ class MapBuilder:
         order_rng = np.random.default_rng(cfg.seed)
         expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(size / cfg.samples_per_image))
         t0, images_done = time.perf_counter(), 0
-        jobs = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)))
+        # Lazy, so a frame found unreadable in one pass is not read again in the next.
+        jobs = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)) if frames[i].name not in self.unreadable)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending = []
             for _ in range(3):  # keep a few images decoded and augmented ahead of the encoder

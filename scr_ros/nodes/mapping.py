@@ -14,6 +14,7 @@ stamp (in TF, or in a pose topic through :class:`PoseBuffer`) and hands the fram
 
 from __future__ import annotations
 
+import bisect
 import collections
 import datetime as _dt
 import json
@@ -225,19 +226,20 @@ class PoseBuffer:
             items = list(self._items)
         if not items:
             raise LookupError("no pose received yet")
-        before = [it for it in items if it[0] <= stamp_ns]
-        after = [it for it in items if it[0] >= stamp_ns]
-        nearest = min(items, key=lambda it: abs(it[0] - stamp_ns))
+        # Stamps increase (add refuses the others): the poses around the stamp are neighbours.
+        k = bisect.bisect_left(items, stamp_ns, key=lambda it: it[0])
+        around = items[max(0, k - 1) : k + 1]
+        nearest = min(around, key=lambda it: abs(it[0] - stamp_ns))
         if abs(nearest[0] - stamp_ns) <= self.EXACT_NS:
             return nearest[1].copy()
-        if before and after:
-            (ta, Ta), (tb, Tb) = before[-1], after[0]
-            if tb - ta <= self.max_gap_ns:
-                return interpolate_pose(Ta, Tb, (stamp_ns - ta) / (tb - ta))
-            raise LookupError(f"the poses around the image stamp are {(tb - ta) * 1e-9:.3f} s apart (pose_max_gap {self.max_gap_ns * 1e-9:g} s)")
-        if not after:
+        if k == len(items):
             raise LookupError(f"no pose at or after the image stamp (newest pose {(stamp_ns - items[-1][0]) * 1e-9:.3f} s older than the image)")
-        raise LookupError(f"the image is {(items[0][0] - stamp_ns) * 1e-9:.3f} s older than the oldest pose kept")
+        if k == 0:
+            raise LookupError(f"the image is {(items[0][0] - stamp_ns) * 1e-9:.3f} s older than the oldest pose kept")
+        (ta, Ta), (tb, Tb) = items[k - 1], items[k]
+        if tb - ta <= self.max_gap_ns:
+            return interpolate_pose(Ta, Tb, (stamp_ns - ta) / (tb - ta))
+        raise LookupError(f"the poses around the image stamp are {(tb - ta) * 1e-9:.3f} s apart (pose_max_gap {self.max_gap_ns * 1e-9:g} s)")
 
 
 @dataclass

@@ -87,11 +87,17 @@ class MappingNode(Node):
 
     # ------------------------------------------------------------------ inputs
 
+    def _note(self, what: str, reason: str, error: bool = False) -> None:
+        """Count ``reason`` by kind and log it, throttled per kind (scr_ros.nodes.rejections), not per call site."""
+        line = self.core.problems.add(what, reason)
+        if line and error:
+            self.get_logger().error(line)
+        elif line:
+            self.get_logger().warning(line)
+
     def _refuse(self, what: str, reason: str) -> None:
         self.core.counters["invalid"] += 1
-        line = self.core.problems.add(what, reason)  # throttled per kind of reason, not per call site
-        if line:
-            self.get_logger().warning(line)
+        self._note(what, reason)
 
     def on_image(self, msg) -> None:
         self.received += 1
@@ -152,22 +158,16 @@ class MappingNode(Node):
                 continue
             depth = self.depths.match(stamp) if p["use_depth"] else None
             if p["use_depth"] and depth is None:
-                line = self.core.problems.add("frame recorded without depth", "no depth image with this image's stamp")
-                if line:
-                    self.get_logger().warning(line)
+                self._note("frame recorded without depth", "no depth image with this image's stamp")
             try:
                 result = self.core.add_frame(image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth)
             except Exception as exc:  # noqa: BLE001 - never let one frame end the recording thread
-                line = self.core.problems.add("frame failed", f"{type(exc).__name__}: {exc}")
-                if line:
-                    self.get_logger().error(line)
+                self._note("frame failed", f"{type(exc).__name__}: {exc}", error=True)
                 continue
             if result.status == "recorded":
                 self.get_logger().info(f"keyframe {result.name} ({result.reason})")
             elif result.status == "invalid":
-                line = self.core.problems.add("frame skipped", result.reason)
-                if line:
-                    self.get_logger().warning(line)
+                self._note("frame skipped", result.reason)
 
     # ------------------------------------------------------------------ services
 
