@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 from scr_ros import __version__
-from scr_ros.cli import build_map, localize
+from scr_ros.pipeline import build_map, localize
 from scr_ros.datasets.synthetic import open_synthetic
 from scr_ros.fileio import atomic_write_text
-from scr_ros.pretrain import hardware_description
+from scr_ros.device import hardware_description
 from scr_ros.relocalize import RelocalizerConfig
-from scr_ros.synthetic import SceneConfig
+from scr_ros.renderer import SceneConfig
 
 HERE = Path(__file__).resolve().parent.parent
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from scr_ros.datasets import open_dataset
 from scr_ros.mapfile import load_map
-from scr_ros.nodes.params import RELOCALIZER_PARAMS, specs_by_name
-from scr_ros.nodes.relocalizer import pose_covariance, published_covariance
+from scr_ros.node_logic.params import RELOCALIZER_PARAMS, specs_by_name
+from scr_ros.node_logic.covariance import pose_covariance, published_covariance
 from scr_ros.relocalize import Relocalizer
 
 CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592

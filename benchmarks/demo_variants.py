@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scr_ros.cli import build_map, localize
+from scr_ros.pipeline import build_map, localize
 
 
 def main() -> int:

@@ -3,8 +3,8 @@
 
     python benchmarks/encoders.py [--encoders random,dsift,dsift-ctx,xfeat] [--ace-weights PATH]
         [--preset cpu] [--losses ace,ace-depth] [--sun3d ../shared/data/sun3d]
-        [--out docs/encoders.md] [--card scr_ros/weights/dsift_ctx.md] [--json results.json]
-        [--skip-synthetic | --skip-sun3d] [--merge EARLIER.json ...]
+        [--out docs/encoder_comparison.md] [--card scr_ros/weights/dsift_ctx.md] [--json results.json]
+        [--skip-synthetic | --skip-sun3d] [--scenes unseen-plain,...] [--merge EARLIER.json ...]
 
 For every encoder and loss (`ace`: RGB only; `ace-depth`: with the frames' depth), maps and
 relocalizes (the code paths of `scr map` / `scr localize`), each run in a fresh process so that
@@ -40,11 +40,12 @@ from pathlib import Path
 import torch
 
 from scr_ros import __version__
-from scr_ros.cli import build_map, localize
+from scr_ros.pipeline import build_map, localize
 from scr_ros.datasets.synthetic import open_synthetic
 from scr_ros.fileio import atomic_write_text
-from scr_ros.pretrain import hardware_description, replace_comparison
-from scr_ros.synthetic import SceneConfig
+from scr_ros.device import hardware_description
+from scr_ros.pretrain import replace_comparison
+from scr_ros.renderer import SceneConfig
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -150,8 +151,9 @@ def main() -> int:
     p.add_argument("--sun3d", default=str(HERE.parent / "shared" / "data" / "sun3d"))
     p.add_argument("--skip-synthetic", action="store_true", help="only the SUN3D frames")
     p.add_argument("--skip-sun3d", action="store_true", help="only the synthetic rooms")
+    p.add_argument("--scenes", default=",".join(UNSEEN_SCENES), help=f"comma-separated synthetic rooms (default: all of {', '.join(UNSEEN_SCENES)})")
     p.add_argument("--merge", type=Path, nargs="*", default=[], metavar="EARLIER.json", help="--json files of earlier runs whose rows to keep")
-    p.add_argument("--out", type=Path, default=HERE / "docs" / "encoders.md")
+    p.add_argument("--out", type=Path, default=HERE / "docs" / "encoder_comparison.md")
     p.add_argument("--card", type=Path, default=None, help="model card whose comparison section to update")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -161,10 +163,14 @@ def main() -> int:
         if not Path(args.ace_weights).is_file():
             p.error(f"--ace-weights {args.ace_weights}: no such file")
         encoders.append(args.ace_weights)
+    scenes = [s for s in args.scenes.split(",") if s]
+    unknown = sorted(set(scenes) - set(UNSEEN_SCENES))
+    if unknown:
+        p.error(f"--scenes: unknown {', '.join(unknown)}; choose from {', '.join(UNSEEN_SCENES)}")
     datasets: list[tuple[str, str]] = []
     if not args.skip_synthetic:
-        for label, cfg in UNSEEN_SCENES.items():
-            datasets.append((label, str(open_synthetic(cfg).root)))
+        for label in scenes:
+            datasets.append((label, str(open_synthetic(UNSEEN_SCENES[label]).root)))
     if args.skip_sun3d:
         pass
     elif Path(args.sun3d).is_dir():

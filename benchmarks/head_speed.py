@@ -20,7 +20,7 @@ import torch
 from scr_ros.device import cpu_has_fast_bf16
 from scr_ros.heads import build_head
 from scr_ros.losses import build_loss
-from scr_ros.pretrain import hardware_description
+from scr_ros.device import hardware_description
 
 CASES = [  # (width, residual blocks, batch, precision)
     (256, 1, 5120, "bf16"),

@@ -20,14 +20,14 @@ import resource
 import sys
 import time
 
-import numpy as np
 import torch
 
 from scr_ros.datasets import open_dataset
 from scr_ros.device import autocast_dtype, resolve_device
 from scr_ros.encoders import load_encoder
 from scr_ros.evaluate import STAGES, localize_frames, summarize
-from scr_ros.mapping import MapBuilder, preset
+from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping_config import preset
 from scr_ros.relocalize import Relocalizer
 
 

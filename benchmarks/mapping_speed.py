@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from scr_ros import __version__
-from scr_ros.cli import build_map, localize
+from scr_ros.pipeline import build_map, localize
 from scr_ros.encoders import DEFAULT_ENCODER
 from scr_ros.fileio import atomic_write_text
-from scr_ros.mapping import PRESETS
-from scr_ros.pretrain import hardware_description
+from scr_ros.mapping_config import PRESETS
+from scr_ros.device import hardware_description
 
 HERE = Path(__file__).resolve().parent.parent
 SUN3D = HERE.parent / "shared" / "data" / "sun3d"

@@ -24,7 +24,8 @@ from scr_ros.datasets import open_dataset
 from scr_ros.encoders import load_encoder
 from scr_ros.geometry import backproject
 from scr_ros.heads import build_head
-from scr_ros.mapping import MapBuilder, preset
+from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping_config import preset
 
 
 def main() -> int:

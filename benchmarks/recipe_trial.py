@@ -8,7 +8,7 @@ DATASET is a dataset folder, `synthetic:NAME`, or `sun3d` for ../shared/data/sun
 takes MappingConfig overrides as JSON, e.g. '{"batch_size": 2560, "head_config": {"width": 192}}'.
 Prints (and appends to --jsonl) one JSON row: accuracy (5cm/5deg, 2cm/2deg), median error,
 lost frames, mapping time by stage, iterations, buffer rows, median latency by stage, and the
-query frames outside 5 cm / 5 deg with their errors. The README's "Presets" section lists the
+query frames outside 5 cm / 5 deg with their errors. docs/cpu_recipe.md lists the
 trials behind the `cpu` preset with the command of each; run them one at a time on an idle
 machine, since their timings are part of the result.
 """
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from scr_ros.cli import build_map, localize
+from scr_ros.pipeline import build_map, localize
 
 SUN3D = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sun3d"
 

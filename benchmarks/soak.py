@@ -63,7 +63,7 @@ def main() -> int:
     from scr_ros.datasets import open_dataset
     from scr_ros.fileio import atomic_write_text
     from scr_ros.messages import encode_camera_info, encode_image, make_time, stamp_to_ns
-    from scr_ros.pretrain import hardware_description
+    from scr_ros.device import hardware_description
     from scr_ros.ros.common import rclpy_factory
 
     import torch
@@ -71,7 +71,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="scr_soak_"))
     map_path = args.map
     if map_path is None:
-        from scr_ros.cli import build_map
+        from scr_ros.pipeline import build_map
 
         map_path = work / "soak.safetensors"
         print(f"mapping {args.dataset} with preset {args.preset} ...", file=sys.stderr)

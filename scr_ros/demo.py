@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 from .datasets.synthetic import SCENES, render_to_folder
-from .synthetic import RENDERER_VERSION
 from .errors import ScrError
+from .reports import format_table, plot_results, write_csv, write_poses, write_report
+from .pipeline import build_map, localize
+from .progress import ProgressBar, counter
+from .renderer import RENDERER_VERSION
 
 # The default demo: the 640x480 'default' room with the cpu preset, sized to finish in under
 # ten minutes on two CPU cores. --quick: the small 'tiny' room with the test preset.
@@ -22,9 +25,6 @@ QUICK = {"scene": "tiny", "preset": "test"}
 
 
 def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool = False) -> dict:
-    from .cli import _Bar, _render_progress, build_map, localize
-    from .evaluate import format_table, plot_results, write_csv, write_poses, write_report
-
     settings = QUICK if quick else DEMO
     config = SCENES[settings["scene"]]
     out = Path(out)
@@ -41,9 +41,9 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
             raise ScrError(f"{scene_dir} holds a different or incomplete scene; remove it or choose another --out")
         say = f"reusing the rendered scene in {scene_dir}"
     else:
-        bar = _Bar(not quiet)
+        bar = ProgressBar(not quiet)
         t = time.perf_counter()
-        render_to_folder(config, scene_dir, _render_progress(bar))
+        render_to_folder(config, scene_dir, counter(bar, "render"))
         bar.close()
         say = f"rendered {config.mapping_frames} mapping + {config.query_frames} query frames ({config.width}x{config.height}) in {time.perf_counter() - t:.1f} s"
     if not quiet:

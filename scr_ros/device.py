@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -65,3 +68,23 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that wall-clock timings are honest."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (the CLI's default preset depends on it)."""
+    return torch.cuda.is_available()
+
+
+def hardware_description(device: torch.device) -> str:
+    """One line naming the GPU or CPU a figure was measured on, for reports and model cards."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"

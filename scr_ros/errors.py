@@ -17,5 +17,10 @@ class EncoderError(ScrError):
     """An encoder name is unknown or a weights file does not fit the architecture."""
 
 
+class MessageError(ScrError):
+    """A ROS message, or what it carries (image, camera info, pose), is malformed or cannot be
+    used (wrong encoding, size, NaN, an image that does not fit its intrinsics)."""
+
+
 class MappingCancelled(ScrError):
     """Map building was cancelled through its cancel event."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import transforms3d.quaternions as _tq
 
+from .errors import MessageError
+
 
 class InvalidPoseError(ValueError):
     """A matrix that should be a rigid transform is not one (NaN, not orthonormal, ...)."""
@@ -232,3 +234,29 @@ def look_at_rotation(forward: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1
     if roll_rad:
         R = R @ rotation_about_axis(np.array([0.0, 0.0, 1.0]), roll_rad)
     return R
+
+
+def check_transform(T: np.ndarray, what: str) -> np.ndarray:
+    """A 4x4 pose from any source, or :class:`MessageError` (NaN, not a rotation)."""
+    try:
+        return check_pose(np.asarray(T, dtype=np.float64), what=what, tol=1e-3)
+    except InvalidPoseError as exc:
+        raise MessageError(str(exc)) from None
+
+
+def camera_for_image(camera: PinholeCamera, width: int, height: int, allow_scaling: bool) -> PinholeCamera:
+    """The intrinsics for an image of ``width`` x ``height`` from camera_info intrinsics.
+
+    Same size: unchanged. A resized stream whose camera_info was not resized (same aspect ratio
+    within 1 %) is scaled when ``allow_scaling``; anything else raises :class:`MessageError`.
+    """
+    if (width, height) == (camera.width, camera.height):
+        return camera
+    sx, sy = width / camera.width, height / camera.height
+    if allow_scaling and abs(sx / sy - 1.0) < 0.01:
+        return camera.scaled(width, height)
+    raise MessageError(
+        f"image is {width}x{height} but camera_info is for {camera.width}x{camera.height}"
+        + ("" if allow_scaling else " (scaling is disabled)")
+        + "; publish a camera_info that matches the image"
+    )

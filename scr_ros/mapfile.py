@@ -7,9 +7,10 @@ position, the image height used, the mapping cameras, training figures, the crea
 SHA-256 of every stored tensor. Since format 2 a map may also carry its *implicit reconstruction*
 (``cloud.xyz`` float32 (N, 3) metres, ``cloud.rgb`` uint8 (N, 3)): the head's scene coordinates
 on the mapping frames that reproject within a few pixels, for display (rviz ``~/map_cloud``).
-Since format 3 it may carry a PCA of the encoder features (``projection.*``, header
-``projection``), applied before the head, and a keypoint classifier (``classifier.*``, header
-``classifier``); both are optional, so format-2 maps load unchanged.
+Since format 3 it may carry *map parts* (:mod:`scr_ros.map_parts`), each under its key as a
+header entry and ``KEY.*`` tensors: a PCA of the encoder features (``projection``), applied
+before the head, and a keypoint classifier (``classifier``); both are optional, so format-2 maps
+load unchanged.
 Loading checks all of it and refuses, with the reason, a file
 that is truncated, tampered with, from a newer format, or for a different head or encoder.
 
@@ -32,14 +33,12 @@ from safetensors.torch import save as _st_save
 
 from .errors import MapFileError
 from .fileio import atomic_write_bytes
-from .compact import PcaProjection
 from .heads import HEADS, SceneHead, build_head
-from .keypoints import KeypointClassifier
+from .map_parts import MapPart, ordered
 
 FORMAT = "scr_ros.map"
-FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional projection.* / classifier.*
+FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional map parts (projection.*, classifier.*)
 CLOUD_KEYS = ("cloud.xyz", "cloud.rgb")
-PART_PREFIXES = ("projection.", "classifier.")
 HEADER_KEY = "scr_ros"
 WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -68,24 +67,37 @@ class SceneMap:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     cloud_xyz: np.ndarray | None = field(default=None, repr=False)  # (N, 3) float32, map frame
     cloud_rgb: np.ndarray | None = field(default=None, repr=False)  # (N, 3) uint8
-    projection: PcaProjection | None = None  # encoder features -> head input (compact maps)
-    classifier: KeypointClassifier | None = None  # P(inlier) from the head's input features
-    classifier_info: dict = field(default_factory=dict)  # its training settings and figures
+    parts: dict[str, MapPart] = field(default_factory=dict)  # key -> part, in MAP_PARTS order
 
     @property
     def mean(self) -> list[float]:
         return [float(v) for v in self.head.mean]
 
+    @property
+    def projection(self):
+        """The PCA module (R-SCoRe) when the map has one, else None."""
+        part = self.parts.get("projection")
+        return None if part is None else part.module
+
+    @property
+    def classifier(self):
+        """The keypoint classifier module (Matching Rates) when the map has one, else None."""
+        part = self.parts.get("classifier")
+        return None if part is None else part.module
+
+    @property
+    def classifier_info(self) -> dict:
+        part = self.parts.get("classifier")
+        return {} if part is None else part.info
+
     def head_input(self, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features (N, C) -> what the head and classifier read (projected when the map has a PCA)."""
-        return features if self.projection is None else self.projection(features)
+        """Encoder features (N, C) -> what the head reads (every part's transform in turn)."""
+        for part in self.parts.values():
+            features = part.transform(features)
+        return features
 
     def header(self, weights_dtype: str, weights_sha256: str) -> dict:
-        parts = {}
-        if self.projection is not None:
-            parts["projection"] = self.projection.describe()
-        if self.classifier is not None:
-            parts["classifier"] = {"config": self.classifier.config, **self.classifier_info}
+        parts = {key: part.header() for key, part in self.parts.items()}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -107,9 +119,8 @@ class SceneMap:
             raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
         tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
         tensors["mean"] = self.head.mean.detach().cpu().float()  # the mean stays fp32: it is metres
-        for prefix, part in (("projection.", self.projection), ("classifier.", self.classifier)):
-            if part is not None:
-                tensors.update({prefix + k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in part.state_dict().items()})
+        for key, part in self.parts.items():
+            tensors.update({f"{key}.{k}": v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in part.module.state_dict().items()})
         if self.cloud_xyz is not None:
             xyz, rgb = np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3), np.asarray(self.cloud_rgb, np.uint8).reshape(-1, 3)
             if len(xyz) != len(rgb):
@@ -187,34 +198,30 @@ def load_map(path: str | Path) -> SceneMap:
     head_type, head_config = header["head"]["type"], header["head"]["config"]
     if head_type not in HEADS:
         raise MapFileError(f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})")
-    projection_info, classifier_info = header.get("projection"), header.get("classifier")
+    part_classes = {cls.key: cls for cls in ordered() if cls.key in header}
+    part_entries = {key: header[key] for key in part_classes}
     encoder_channels = header["encoder"]["out_channels"]
     if not 1 <= encoder_channels <= MAX_CHANNELS:
         raise MapFileError(f"{path}: encoder.out_channels {encoder_channels} is outside 1..{MAX_CHANNELS}")
 
-    def build_parts():
+    def build_parts() -> tuple[dict[str, MapPart], int]:
         # The header is untrusted: its parts are built on the meta device (no memory) until their
         # shapes have been compared with the file's tensors, then again for real.
-        projection = classifier = None
-        channels = encoder_channels
-        if projection_info is not None:
-            if projection_info.get("type") != "pca" or projection_info.get("in_channels") != channels:
-                raise ValueError(f"projection {projection_info} does not read the encoder's {channels} channels")
-            projection = PcaProjection(channels, projection_info["dim"])
-            channels = projection.dim
-        if classifier_info is not None:
-            classifier = KeypointClassifier(**classifier_info["config"])
-            if classifier.config["in_channels"] != channels:
-                raise ValueError(f"keypoint classifier reads {classifier.config['in_channels']} channels, the head input has {channels}")
-        return projection, classifier, channels
+        parts, channels = {}, encoder_channels
+        for key, entry in part_entries.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"entry {key!r} is not an object")
+            parts[key] = part_classes[key].from_header(entry, channels)
+            channels = parts[key].out_channels(channels)
+        return parts, channels
 
     try:
         with torch.device("meta"):
-            projection, classifier, head_in = build_parts()
+            parts, head_in = build_parts()
     except Exception as exc:  # noqa: BLE001 - the header is untrusted input
-        raise MapFileError(f"{path}: map header's projection / classifier entry is unusable: {exc}") from None
+        raise MapFileError(f"{path}: map header's {' / '.join(part_entries) or 'part'} entry is unusable: {exc}") from None
     if head_config.get("in_channels", head_in) != head_in:
-        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder{' (after PCA)' if projection_info else ''} gives {head_in}")
+        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder{' (after its map parts)' if part_entries else ''} gives {head_in}")
     if header["weights_dtype"] not in WEIGHT_DTYPES:
         raise MapFileError(f"{path}: unsupported weights dtype {header['weights_dtype']!r}")
     # The header is not covered by the weights checksum, so the head config is untrusted input:
@@ -222,9 +229,8 @@ def load_map(path: str | Path) -> SceneMap:
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
-        for prefix, part in (("projection.", projection_info and projection), ("classifier.", classifier_info and classifier)):
-            if part:
-                expected.update({prefix + k: tuple(v.shape) for k, v in part.state_dict().items()})
+        for key, part in parts.items():
+            expected.update({f"{key}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()})
         with safe_open(str(path), framework="pt") as f:
             stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS}
             cloud_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k in CLOUD_KEYS}
@@ -256,12 +262,11 @@ def load_map(path: str | Path) -> SceneMap:
     if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
         raise MapFileError(f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and {tensors['cloud.rgb'].dtype}")
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
-    projection, classifier, _ = build_parts()  # shapes checked: now with memory
-    parts = {}
-    for prefix, part in (("projection.", projection_info and projection), ("classifier.", classifier_info and classifier)):
-        if part:
-            part.load_state_dict({k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)})
-            parts[prefix[:-1]] = part.eval()
+    parts, _ = build_parts()  # shapes checked: now with memory
+    for key, part in parts.items():
+        prefix = key + "."
+        part.module.load_state_dict({k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)})
+        part.module.eval()
     head = build_head(head_type, **head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
     try:
@@ -284,7 +289,5 @@ def load_map(path: str | Path) -> SceneMap:
         created=header.get("created", ""),
         cloud_xyz=cloud.get("cloud.xyz"),
         cloud_rgb=cloud.get("cloud.rgb"),
-        projection=parts.get("projection"),
-        classifier=parts.get("classifier"),
-        classifier_info={k: v for k, v in (classifier_info or {}).items() if k != "config"},
+        parts=parts,
     )

@@ -26,12 +26,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .errors import ScrError
-from .geometry import InvalidPoseError, PinholeCamera, check_pose, matrix_to_quaternion, quaternion_to_matrix
-
-
-class MessageError(ScrError):
-    """A ROS message is malformed or cannot be used (wrong encoding, size, NaN, ...)."""
+from .errors import MessageError
+from .geometry import PinholeCamera, check_transform, matrix_to_quaternion, quaternion_to_matrix
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,24 +291,6 @@ def decode_camera_info(msg, source: str = "K") -> CameraInfo:
     return CameraInfo(PinholeCamera(float(fx), float(fy), float(cx), float(cy), w, h), distorted, str(msg.header.frame_id))
 
 
-def camera_for_image(camera: PinholeCamera, width: int, height: int, allow_scaling: bool) -> PinholeCamera:
-    """The intrinsics for an image of ``width`` x ``height`` from camera_info intrinsics.
-
-    Same size: unchanged. A resized stream whose camera_info was not resized (same aspect ratio
-    within 1 %) is scaled when ``allow_scaling``; anything else raises :class:`MessageError`.
-    """
-    if (width, height) == (camera.width, camera.height):
-        return camera
-    sx, sy = width / camera.width, height / camera.height
-    if allow_scaling and abs(sx / sy - 1.0) < 0.01:
-        return camera.scaled(width, height)
-    raise MessageError(
-        f"image is {width}x{height} but camera_info is for {camera.width}x{camera.height}"
-        + ("" if allow_scaling else " (scaling is disabled)")
-        + "; publish a camera_info that matches the image"
-    )
-
-
 def encode_camera_info(f: MessageFactory, camera: PinholeCamera, stamp_ns: int, frame_id: str):
     """A rectified, distortion-free sensor_msgs/CameraInfo for ``camera``."""
     K = camera.K
@@ -362,21 +340,14 @@ def _matrix(t: np.ndarray, q: np.ndarray, what: str) -> np.ndarray:
     return T
 
 
-def check_transform(T: np.ndarray, what: str) -> np.ndarray:
-    """A 4x4 pose from any source, or :class:`MessageError` (NaN, not a rotation)."""
-    try:
-        return check_pose(np.asarray(T, dtype=np.float64), what=what, tol=1e-3)
-    except InvalidPoseError as exc:
-        raise MessageError(str(exc)) from None
-
-
 def _position_orientation(f: MessageFactory, T: np.ndarray):
     T = check_transform(T, "pose to publish")
     q = matrix_to_quaternion(T[:3, :3])
     return T[:3, 3], q
 
 
-def make_pose(f: MessageFactory, T: np.ndarray):
+def make_pose_message(f: MessageFactory, T: np.ndarray):
+    """A geometry_msgs/Pose of the 4x4 transform ``T``."""
     t, q = _position_orientation(f, T)
     return f(
         "geometry_msgs/msg/Pose",
@@ -386,7 +357,7 @@ def make_pose(f: MessageFactory, T: np.ndarray):
 
 
 def make_pose_stamped(f: MessageFactory, T: np.ndarray, stamp_ns: int, frame_id: str):
-    return f("geometry_msgs/msg/PoseStamped", header=make_header(f, stamp_ns, frame_id), pose=make_pose(f, T))
+    return f("geometry_msgs/msg/PoseStamped", header=make_header(f, stamp_ns, frame_id), pose=make_pose_message(f, T))
 
 
 def make_pose_with_covariance_stamped(f: MessageFactory, T: np.ndarray, covariance: np.ndarray, stamp_ns: int, frame_id: str):
@@ -396,7 +367,7 @@ def make_pose_with_covariance_stamped(f: MessageFactory, T: np.ndarray, covarian
     return f(
         "geometry_msgs/msg/PoseWithCovarianceStamped",
         header=make_header(f, stamp_ns, frame_id),
-        pose=f("geometry_msgs/msg/PoseWithCovariance", pose=make_pose(f, T), covariance=cov.reshape(-1).copy()),
+        pose=f("geometry_msgs/msg/PoseWithCovariance", pose=make_pose_message(f, T), covariance=cov.reshape(-1).copy()),
     )
 
 

@@ -1,12 +1,18 @@
-"""Registries of interchangeable parts: name -> class, for heads, losses and selectors.
+"""Registries of interchangeable parts: name -> class, for encoders, heads, losses, selectors
+and map parts.
 
 Each paper's idea is one registered class; the trainer, the map file and the relocalizer look
 parts up by the name stored in a config or a map header, so adding one never touches them.
+Each kind lives in a package (``scr_ros/heads/``, ...) whose ``__init__`` calls
+:func:`import_parts`: every module dropped into the folder is imported and registers what it
+defines, so adding a part is adding a file.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
+from typing import Callable, Iterable
 
 
 class Registry(dict):
@@ -40,3 +46,11 @@ class Registry(dict):
             known = ", ".join([*also, *sorted(self)])
             raise error(f"unknown {self.kind} {name!r}; registered: {known}")
         return self[name]
+
+
+def import_parts(package: str, path: Iterable[str]) -> None:
+    """Import every module of the parts package ``package`` (its ``__path__``) except ``base``
+    and private ones, in name order, so that their registrations run."""
+    for info in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

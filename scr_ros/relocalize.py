@@ -19,7 +19,7 @@ import torch
 
 from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder, load_encoder_for_map
-from .errors import ScrError
+from .errors import EncoderError, ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
 from .mapfile import SceneMap
@@ -92,13 +92,12 @@ class Relocalizer:
         if encoder is None:
             encoder = load_encoder_for_map(scene_map.encoder)
         elif encoder.checksum() != scene_map.encoder["sha256"]:
-            from .errors import EncoderError
-
             raise EncoderError(f"encoder {encoder.name!r} does not match the map's encoder {scene_map.encoder['name']!r} (checksums differ)")
         self.encoder = encoder.to(self.device).eval()
         self.head = scene_map.head.to(self.device).eval()
-        self.projection = None if scene_map.projection is None else scene_map.projection.to(self.device).eval()
-        self.classifier = None if scene_map.classifier is None else scene_map.classifier.to(self.device).eval()
+        self.parts = [part.to(self.device) for part in scene_map.parts.values()]
+        # Per-correspondence signals this map gives selectors: the head's score, and the parts'.
+        self.signals = ({"score"} if self.head.predicts_score else set()) | {p.provides for p in self.parts if p.provides}
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
         self.selector  # refuse a selector this map cannot serve now rather than at the first frame
 
@@ -107,12 +106,10 @@ class Relocalizer:
         """The selector ``config`` asks for (built per call: the node may change the config live)."""
         name = self.config.selector
         if name == "auto":
-            name = auto_selector_name(self.classifier is not None, self.head.predicts_score)
+            name = auto_selector_name(self.signals)
         selector = build_selector(name, **self.config.selector_settings(name))
-        if selector.needs == "score" and not self.head.predicts_score:
-            raise ScrError("selector 'score' needs a map whose head predicts a discriminability score (scr map --score)")
-        if selector.needs == "probability" and self.classifier is None:
-            raise ScrError("selector 'classifier' needs a map with a keypoint classifier (scr map --classifier)")
+        if selector.needs is not None and selector.needs not in self.signals:
+            raise ScrError(f"selector '{name}' needs {selector.requires}")
         return selector
 
     @torch.no_grad()
@@ -127,9 +124,10 @@ class Relocalizer:
     @torch.no_grad()
     def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
         """Like :meth:`scene_coordinates`, plus the signals the selector needs: a dict with
-        ``score`` (N,) when the head predicts one and ``probability`` (N,) when the selector
-        uses the classifier (its time counts in the ``head`` stage). ``selector``: the one that
-        will pick from them (default: none, so no classifier pass)."""
+        ``score`` (N,) when the head predicts one and the signal a map part provides when the
+        selector needs it (e.g. the classifier's ``probability``; its time counts in the
+        ``head`` stage). ``selector``: the one that will pick from them (default: none, so no
+        part computes a signal)."""
         t0 = time.perf_counter()
         gray = to_gray(image)
         img, A = prepare(gray, self.map.image_height)
@@ -143,11 +141,12 @@ class Relocalizer:
         signals = {}
         with autocast(self.device, self.amp_dtype):
             x = feats[0].reshape(C, -1).T
-            if self.projection is not None:
-                x = self.projection(x)
+            for part in self.parts:
+                x = part.transform(x)
             coords, score = self.head.predict(x)
-            if selector is not None and selector.needs == "probability":
-                signals["probability"] = self.classifier.probability(x).float().cpu().numpy()
+            for part in self.parts:
+                if selector is not None and part.provides is not None and part.provides == selector.needs:
+                    signals[part.provides] = part.signal(x)
         if score is not None:
             signals["score"] = score.float().cpu().numpy()
         coords = coords.float().cpu().numpy().astype(np.float64)

@@ -8,11 +8,15 @@ import torch
 
 from scr_ros.cli import main
 from scr_ros.datasets import open_dataset
+from scr_ros.demo import run_demo
 
 
 def pytest_configure(config):
-    # The test machine is shared; the tensors here are tiny, one thread is plenty.
-    torch.set_num_threads(1)
+    # Tests run one at a time, and most of the suite's time is the few map builds, which the
+    # machine's cores (two on CI) train about 1.7x faster than one; the node processes the ROS
+    # tests start get the same default. At most two threads, so that a large machine running
+    # the suite does not make results depend on its core count.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture
@@ -36,9 +40,20 @@ def tiny(cache):
 
 @pytest.fixture(scope="session")
 def mapped(tiny, tmp_path_factory):
-    """`scr map` + `scr localize` on the tiny scene, run once for the tests below."""
+    """The one shared map of the test run: `scr demo --quick` (the tiny scene, test preset),
+    then `scr localize` of its map on synthetic:tiny with every output. Plumbing tests use this
+    map; the tests that check a mapping option build their own."""
     out = tmp_path_factory.mktemp("e2e")
-    map_path, report, poses, csv = out / "tiny.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
-    assert main(["map", "synthetic:tiny", "--out", str(map_path), "--preset", "test", "--device", "cpu"]) == 0
+    demo = out / "demo"
+    demo_report = run_demo(demo, quick=True, device="cpu", quiet=True)
+    map_path, report, poses, csv = demo / "map.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
     assert main(["localize", str(map_path), "synthetic:tiny", "--split", "test", "--report", str(report), "--poses", str(poses), "--csv", str(csv), "--device", "cpu"]) == 0
-    return {"map": map_path, "report": json.loads(report.read_text()), "poses": poses, "csv": csv}
+    return {"map": map_path, "report": json.loads(report.read_text()), "poses": poses, "csv": csv, "demo": demo, "demo_report": demo_report}
+
+
+@pytest.fixture(scope="session")
+def tiny_bag(tiny, tmp_path_factory):
+    """`scr bag convert synthetic:tiny` (mapping and query frames), read-only for the tests."""
+    out = tmp_path_factory.mktemp("tinybag") / "tiny"
+    assert main(["bag", "convert", "synthetic:tiny", "--out", str(out)]) == 0
+    return out

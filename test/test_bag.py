@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from scr_ros.bag.convert import BagError, convert, frame_stamps
+from scr_ros.bag.convert import convert, frame_stamps
+from scr_ros.bag.layout import BagError
 from scr_ros.bag.layout import T_BASE_CAMERA, Topics
 from scr_ros.bag.reader import BagSource
 from scr_ros.bag.tf import PoseSeries, TfBuffer, interpolate_pose
@@ -302,13 +303,6 @@ def write_bag_with_bad_messages(path: Path, frame, stamps):
 # scr bag replay / map against scr localize / map
 
 
-@pytest.fixture(scope="module")
-def tiny_bag(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tinybag") / "tiny"
-    assert main(["bag", "convert", "synthetic:tiny", "--out", str(out)]) == 0
-    return out
-
-
 def read_csv(path):
     with open(path) as fh:
         return list(csv.DictReader(fh))
@@ -361,6 +355,7 @@ def test_replay_skips_malformed_images_and_counts_them(mapped, tiny, tmp_path):
     assert "step 7 is smaller than width" in reason
 
 
+@pytest.mark.accuracy
 def test_bag_map_and_replay_match_folder_map_and_localize(mapped, tiny_bag, tmp_path):
     """The issue's acceptance check: bag path vs folder path, within training noise."""
     map_path, report = tmp_path / "bag.safetensors", tmp_path / "bag.json"

@@ -16,10 +16,12 @@ from scr_ros.cli import main
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import MappingCancelled
 from scr_ros.mapfile import load_map, read_header
-from scr_ros.mapping import MapBuilder, preset
+from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping_config import preset
 from scr_ros.relocalize import Relocalizer
 
 
+@pytest.mark.accuracy
 def test_tiny_scene_is_relocalized_accurately(mapped, tiny):
     report = mapped["report"]
     assert report["frames"] == len(tiny.frames("test"))
@@ -139,16 +141,17 @@ def test_relocalizer_declares_lost_frames(mapped, tiny):
     assert good.success and good.num_inliers >= reloc.config.min_inliers
 
 
-def test_demo_quick(tmp_path, cache):
-    from scr_ros.demo import run_demo
-
-    report = run_demo(tmp_path / "demo", quick=True, device="cpu", quiet=True)
+def test_demo_quick(mapped):
+    """`scr demo --quick` made the shared map (conftest): everything it promises is there."""
+    demo, report = mapped["demo"], mapped["demo_report"]
     for name in ("report.json", "frames.csv", "poses.txt", "plot.png", "map.safetensors", "scene/scene.json"):
-        assert (tmp_path / "demo" / name).is_file(), name
-    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert saved["mapping_seconds"] > 0
+        assert (demo / name).is_file(), name
+    saved = json.loads((demo / "report.json").read_text())
+    assert saved["mapping_seconds"] > 0 and saved["preset"] == "test" and saved["scene"] == "tiny"
     assert saved["accuracy"] == report["accuracy"]
-    assert (tmp_path / "demo" / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The demo relocalized the same frames with the same map as scr localize did.
+    assert saved["accuracy"] == mapped["report"]["accuracy"] and saved["frames"] == mapped["report"]["frames"]
+    assert (demo / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_depth_loss_buffer_holds_measured_depth_at_each_sample(tiny):
@@ -166,7 +169,7 @@ def test_depth_loss_buffer_holds_measured_depth_at_each_sample(tiny):
 
 
 def test_naming_the_presets_own_loss_keeps_its_settings():
-    from scr_ros.cli import mapping_config
+    from scr_ros.pipeline import mapping_config
 
     tuned = preset("cpu").loss_config
     assert tuned["depth_weight"] != preset("ace", loss="ace-depth").loss_config.get("depth_weight")

@@ -26,7 +26,7 @@ from scr_ros.datasets import open_dataset, render_to_folder
 from scr_ros.errors import DatasetError, EncoderError, MapFileError
 from scr_ros.fileio import atomic_directory, remove_stale_staging
 from scr_ros.mapfile import HEADER_KEY, load_map
-from scr_ros.synthetic import SceneConfig
+from scr_ros.renderer import SceneConfig
 
 SCR = [sys.executable, "-m", "scr_ros.cli"]
 
@@ -107,13 +107,13 @@ def test_unwritable_folders_are_refused_before_the_work(capsys, tmp_path, monkey
 
 
 def test_os_errors_at_the_end_are_one_line_not_a_traceback(capsys, tmp_path, monkeypatch, mapped):
-    import scr_ros.evaluate
+    import scr_ros.reports
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(scr_ros.evaluate, "atomic_write_bytes", disk_full)
-    monkeypatch.setattr(scr_ros.evaluate, "atomic_write_json", lambda path, obj: disk_full(path, b""))
+    monkeypatch.setattr(scr_ros.reports, "atomic_write_bytes", disk_full)
+    monkeypatch.setattr(scr_ros.reports, "atomic_write_json", lambda path, obj: disk_full(path, b""))
     code, err, _ = run_main(capsys, "localize", mapped["map"], "synthetic:tiny", "--report", tmp_path / "r.json", "--device", "cpu")
     assert code == 2 and err.strip().endswith(f"scr: error: [Errno 28] No space left on device: '{tmp_path / 'r.json'}'"), err
 
@@ -296,13 +296,6 @@ def test_killing_bag_convert_leaves_no_staging_and_the_next_run_cleans_up(tmp_pa
     with atomic_directory(tmp_path / "other", replace=False) as staging:
         staging.mkdir()
     assert (tmp_path / "other").is_dir()
-
-
-@pytest.fixture(scope="module")
-def tiny_bag(tmp_path_factory, cache):
-    bag = tmp_path_factory.mktemp("bags") / "tiny"
-    assert main(["bag", "convert", "synthetic:tiny", "--out", str(bag)]) == 0
-    return bag
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

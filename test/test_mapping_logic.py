@@ -12,7 +12,7 @@ from scr_ros.datasets import open_dataset
 from scr_ros.errors import DatasetError, MappingCancelled, ScrError
 from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
-from scr_ros.nodes.mapping import STAGE_SPAN, KeyframeSelector, MapBuildJob, MappingCore, PoseBuffer, SessionRecorder, StampMatcher, body_to_camera_matrix, interpolate_pose
+from scr_ros.node_logic.mapping_core import STAGE_SPAN, KeyframeSelector, MapBuildJob, MappingCore, PoseBuffer, SessionRecorder, StampMatcher, body_to_camera_matrix, interpolate_pose
 
 CAM = PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
 S = 1_000_000_000
@@ -140,7 +140,7 @@ def _fake_build(delay=0.0, fail=None):
     """Stands in for cli.build_map: reports progress, honours cancel, writes the output file."""
 
     def build(session, out, preset_name, device, encoder, head, quiet, progress, cancel):
-        from scr_ros.mapping import Progress
+        from scr_ros.progress import Progress
 
         for i in range(1, 11):
             if cancel.is_set():
@@ -271,7 +271,7 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 
 
 def test_float_array_parameters_are_checked():
-    from scr_ros.nodes.params import MAPPING_PARAMS, ParameterError, validate
+    from scr_ros.node_logic.params import MAPPING_PARAMS, ParameterError, validate
 
     assert validate(MAPPING_PARAMS, {"body_to_camera": [0, 0, 1, 0, 0, 0, 1]})["body_to_camera"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     with pytest.raises(ParameterError, match="needs 7 numbers"):

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
+from scr_ros.errors import MessageError
+from scr_ros.geometry import PinholeCamera, camera_for_image, make_pose, rotation_about_axis
 from scr_ros.messages import (
-    MessageError,
-    camera_for_image,
     decode_camera_info,
     decode_compressed_image,
     decode_depth,

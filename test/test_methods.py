@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from scr_ros.cli import build_map, localize, main, mapping_config
-from scr_ros.compact import PcaProjection
+from scr_ros.cli import main
+from scr_ros.pipeline import build_map, localize, mapping_config
+from scr_ros.pca import PcaProjection
 from scr_ros.errors import MapFileError, ScrError
 from scr_ros.heads import build_head
-from scr_ros.keypoints import ClassifierConfig, train_classifier
+from scr_ros.classifier import ClassifierConfig, train_classifier
 from scr_ros.losses import build_loss
 from scr_ros.mapfile import load_map
-from scr_ros.nodes.params import MAPPING_PARAMS, mapping_methods, validate
+from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods, validate
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.selectors import build_selector
 
@@ -192,6 +193,7 @@ def test_method_map_stores_pca_classifier_and_score_head(method_map):
     assert m.head.stem[0].weight.shape[1] == 32
 
 
+@pytest.mark.accuracy
 def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map, tiny):
     reports = {}
     for sel in ("all", "classifier", "score"):
@@ -237,6 +239,7 @@ def test_map_with_a_tampered_projection_header_is_refused(method_map, tmp_path):
         load_map(bad)
 
 
+@pytest.mark.accuracy
 def test_deep_head_maps_and_localizes(tiny, tmp_path):
     # Fewer epochs than the test preset: the deep head costs ~4x per iteration on a CPU.
     out = tmp_path / "deep.map"

@@ -1,4 +1,4 @@
-"""The nodes' interface as installed files describe it: parameters (spec table, YAML, README),
+"""The nodes' interface as installed files describe it: parameters (spec table, YAML, docs/ros.md),
 launch files, rviz config, entry points, and the ROS layer's imports of ROS-free code. Checked
 without ROS; the running nodes are covered by test/ros/ on a ROS 2 machine."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scr_ros.nodes.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, ParameterError, load_yaml_parameters, validate
+from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, ParameterError, load_yaml_parameters, parameter_table, validate, write_parameter_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = {"scr_relocalizer": ("relocalizer", RELOCALIZER_PARAMS), "scr_mapping": ("mapping", MAPPING_PARAMS)}
@@ -28,13 +28,21 @@ def test_yaml_holds_exactly_the_declared_parameters_with_valid_values(node):
 
 
 @pytest.mark.parametrize("node", NODES)
-def test_every_parameter_has_a_description_a_valid_default_and_a_readme_row(node):
-    readme = (ROOT / "README.md").read_text()
+def test_every_parameter_has_a_description_a_valid_default_and_a_row_in_the_docs(node):
+    page = (ROOT / "docs" / "ros.md").read_text()
     for spec in NODES[node][1]:
         assert len(spec.description) > 20, spec.name
         assert spec.check(spec.default) == spec.default
         assert (spec.min is None) == (spec.max is None), f"{spec.name}: the ROS descriptor range needs both bounds"
-        assert re.search(rf"^\| `{spec.name}` \|", readme, re.M), f"README lacks a table row for {node} parameter {spec.name}"
+        assert re.search(rf"^\| `{spec.name}` \|", page, re.M), f"docs/ros.md lacks a table row for {node} parameter {spec.name}"
+
+
+def test_the_parameter_tables_in_the_docs_are_current():
+    page = (ROOT / "docs" / "ros.md").read_text()
+    assert write_parameter_tables(page) == page, "docs/ros.md is stale: run python -m scr_ros.node_logic.params docs/ros.md"
+    table = parameter_table(RELOCALIZER_PARAMS)
+    assert "| `min_inliers` | 100 | 4 – 100000 | yes |" in table  # the format: default, range, live
+    assert "| `tf_mode` | \"map_to_odom\" | map_to_odom, map_to_camera, none |  |" in table
 
 
 def test_validation_messages_name_the_parameter():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib
 import subprocess
 import sys
 import xml.etree.ElementTree as ET

@@ -12,12 +12,8 @@ import torch
 
 from scr_ros.cli import main as scr_main
 from scr_ros.datasets.synthetic import SCENES
-from scr_ros.encoders import (
-    SiftContextEncoder,
-    card_checksum,
-    load_encoder,
-    load_encoder_for_map,
-)
+from scr_ros.encoders import SiftContextEncoder, load_encoder, load_encoder_for_map
+from scr_ros.encoders.weights import card_checksum
 from scr_ros.errors import EncoderError, MappingCancelled, ScrError
 from scr_ros.pretrain import SCENE_SEED_BASE, PretrainConfig, Pretrainer, photometric, replace_comparison, scene_config, write_model_card
 

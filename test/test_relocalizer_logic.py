@@ -10,19 +10,11 @@ import pytest
 from scr_ros.errors import ScrError
 from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project, rotation_about_axis
 from scr_ros.metrics import pose_error
-from scr_ros.nodes.params import ParameterError
-from scr_ros.nodes.relocalizer import (
-    CameraFrame,
-    JumpGate,
-    LatestSlot,
-    MapOdomBroadcast,
-    RateMeter,
-    RelocalizerCore,
-    covariance_of_child,
-    map_to_odom,
-    pose_covariance,
-    published_covariance,
-)
+from scr_ros.node_logic.mailbox import LatestSlot
+from scr_ros.node_logic.params import ParameterError
+from scr_ros.node_logic.covariance import covariance_of_child, pose_covariance, published_covariance
+from scr_ros.node_logic.map_odom import MapOdomBroadcast, map_to_odom
+from scr_ros.node_logic.relocalizer_core import CameraFrame, JumpGate, RateMeter, RelocalizerCore
 from scr_ros.ransac import RansacConfig, solve_pnp
 
 CAM = PinholeCamera(500.0, 500.0, 319.5, 239.5, 640, 480)

@@ -449,7 +449,7 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
 
 
 def test_parameters_with_one_bound_and_float_arrays_are_declared(ros_env):
-    from scr_ros.nodes.params import ParamSpec
+    from scr_ros.node_logic.params import ParamSpec
     from scr_ros.ros.common import declare_parameters
 
     node = rclpy.create_node("scr_ros_parameter_test")

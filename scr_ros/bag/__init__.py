@@ -8,7 +8,8 @@
 - :mod:`.replay`   ``scr bag replay``: the relocalizer node's logic over a bag, scored
 """
 
-from .convert import BagError, convert
+from .convert import convert
+from .layout import BagError
 from .layout import Frames, Topics
 from .reader import BagSource
 

@@ -23,11 +23,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..datasets.base import Frame
-from ..errors import ScrError
 from ..fileio import atomic_directory
 from ..geometry import invert_pose
 from ..messages import (
     encode_camera_info,
+    encode_compressed_image,
     encode_image,
     make_header,
     make_pose_stamped,
@@ -35,17 +35,12 @@ from ..messages import (
     rosbags_factory,
 )
 from . import layout
-from .layout import Frames, Topics
+from .layout import SPLITS_KEY, BagError, Frames, Topics
 
 # 2023-11-14T22:13:20Z: a fixed origin for datasets without timestamps, so conversions are
 # reproducible and stamps are plausible wall-clock times for tools that display them.
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 SPLIT_GAP_NS = 1_000_000_000
-SPLITS_KEY = "scr_ros.splits"  # custom_data: {"train": [first_ns, last_ns], "test": [...]}
-
-
-class BagError(ScrError):
-    """A bag cannot be written or read, or lacks what a command needs."""
 
 
 @dataclass
@@ -130,8 +125,6 @@ def new_bag(out: Path, storage: str = "mcap", overwrite: bool = False) -> Iterat
 
 def compressed_image(f, frame: Frame, rgb: np.ndarray, stamp_ns: int, frame_id: str, quality: int):
     """JPEG files go in unchanged (no second lossy step); anything else is encoded once."""
-    from ..messages import encode_compressed_image
-
     if frame.image_path.suffix.lower() in (".jpg", ".jpeg"):
         data = np.frombuffer(frame.image_path.read_bytes(), np.uint8)
         return f("sensor_msgs/msg/CompressedImage", header=make_header(f, stamp_ns, frame_id), format="rgb8; jpeg compressed bgr8", data=f.byte_array(data))

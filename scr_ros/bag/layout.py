@@ -20,11 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ScrError
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
+SPLITS_KEY = "scr_ros.splits"  # bag metadata custom_data: {"train": [first_ns, last_ns], "test": [...]}
+
+
+class BagError(ScrError):
+    """A bag cannot be written or read, or lacks what a command needs."""
 
 
 @dataclass(frozen=True)

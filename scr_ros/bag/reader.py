@@ -18,11 +18,10 @@ from typing import Iterator
 
 import numpy as np
 
-from ..geometry import PinholeCamera
+from ..errors import MessageError
+from ..geometry import PinholeCamera, camera_for_image
 from ..messages import (
     CameraInfo,
-    MessageError,
-    camera_for_image,
     decode_camera_info,
     decode_compressed_image,
     decode_depth,
@@ -32,7 +31,7 @@ from ..messages import (
     transform_to_matrix,
 )
 from . import layout
-from .convert import SPLITS_KEY, BagError
+from .layout import SPLITS_KEY, BagError
 from .layout import Topics
 from .tf import PoseSeries, TfBuffer
 

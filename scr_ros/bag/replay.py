@@ -1,6 +1,6 @@
 """``scr bag replay``: the relocalizer node's logic over every image of a bag, offline.
 
-Each image goes through :class:`~scr_ros.nodes.relocalizer.RelocalizerCore` exactly as in the
+Each image goes through :class:`~scr_ros.node_logic.relocalizer_core.RelocalizerCore` exactly as in the
 node (inlier threshold, jump gate with the bag's odometry, covariance), with TF from the bag and
 the clock set to the image stamp (nothing is stale offline). Its outcome is scored against
 ``/ground_truth/pose`` at the same stamp and written as ``scr localize`` writes it, plus a
@@ -19,10 +19,11 @@ import numpy as np
 
 from .. import __version__
 from ..evaluate import FrameResult, summarize
+from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
 from ..metrics import pose_error
-from ..nodes.relocalizer import CameraFrame, FrameOutcome, RelocalizerCore
-from .convert import BagError
-from .layout import Frames, Topics
+from ..node_logic.relocalizer_core import CameraFrame, FrameOutcome, RelocalizerCore
+from .layout import BagError
+from .layout import TF_TYPE, Frames, Topics
 from .reader import BagSource, SideData
 from .tf import TfBuffer
 
@@ -38,7 +39,7 @@ OUTPUT_TOPICS = {
 
 
 class BagTf:
-    """The node's TF source (:class:`~scr_ros.nodes.relocalizer.TfSource`) over a bag's TF."""
+    """The node's TF source (:class:`~scr_ros.node_logic.relocalizer_core.TfSource`) over a bag's TF."""
 
     def __init__(self, tf: TfBuffer, odom_frame: str, base_frame: str) -> None:
         self.tf, self.odom_frame, self.base_frame = tf, odom_frame, base_frame
@@ -172,8 +173,6 @@ class EstimateBag:
     scene points), TF ``map -> camera_estimate``, and the ground truth copied for comparison."""
 
     def __init__(self, writer, frames: Frames = Frames(), scene_points: bool = True) -> None:
-        from .layout import TF_TYPE
-
         self.w, self.frames, self.with_points = writer, frames, scene_points
         self.w.topic(OUTPUT_TOPICS["pose"], "geometry_msgs/msg/PoseStamped")
         self.w.topic(OUTPUT_TOPICS["pose_with_covariance"], "geometry_msgs/msg/PoseWithCovarianceStamped")
@@ -184,8 +183,6 @@ class EstimateBag:
         self.w.topic(GROUND_TRUTH_TOPIC, "geometry_msgs/msg/PoseStamped")
 
     def __call__(self, outcome: FrameOutcome, T_gt: np.ndarray | None) -> None:
-        from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
-
         f, s, fr = self.w.factory, outcome.stamp_ns, self.frames
         if outcome.localization is not None:
             self.w.write(OUTPUT_TOPICS["inliers"], f("std_msgs/msg/Int32", data=int(outcome.localization.num_inliers)), s)

@@ -19,8 +19,8 @@ from typing import Callable
 
 from ..errors import DatasetError
 from ..fileio import atomic_write_json
-from ..synthetic import RENDERER_VERSION, SceneConfig, SyntheticScene
-from ..synthetic.textures import FAMILIES
+from ..renderer import RENDERER_VERSION, SceneConfig, SyntheticScene
+from ..renderer.textures import FAMILIES
 from .base import Dataset
 from .posed_folder import open_posed_folder, write_frame, write_intrinsics
 
@@ -74,7 +74,7 @@ def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, in
             for done, _ in enumerate(pool.map(one, jobs), 1):
                 if progress:
                     progress(done, len(jobs))
-        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.synthetic", "renderer_version": RENDERER_VERSION, "config": config.to_dict()})
+        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.renderer", "renderer_version": RENDERER_VERSION, "config": config.to_dict()})
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

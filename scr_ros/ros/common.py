@@ -24,7 +24,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 
 from ..messages import MessageError, MessageFactory, transform_to_matrix
-from ..nodes.params import ParameterError, ParamSpec
+from ..node_logic.params import ParameterError, ParamSpec
 
 
 def _rclpy_class(typename: str) -> type:

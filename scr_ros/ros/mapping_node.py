@@ -28,9 +28,9 @@ from std_srvs.srv import Trigger
 
 from ..errors import ScrError
 from ..messages import MessageError, decode_camera_info, decode_compressed_image, decode_depth, decode_image, pose_to_matrix, stamp_to_ns
-from ..nodes.mapping import MappingCore, PoseBuffer, StampMatcher, body_to_camera_matrix
-from ..nodes.params import MAPPING_PARAMS
-from ..nodes.relocalizer import LatestSlot
+from ..node_logic.mapping_core import MappingCore, PoseBuffer, StampMatcher, body_to_camera_matrix
+from ..node_logic.params import MAPPING_PARAMS
+from ..node_logic.mailbox import LatestSlot
 from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, spin
 
 LEVELS = {"running": 0, "done": 0, "idle": 0, "cancelled": 1, "failed": 2}

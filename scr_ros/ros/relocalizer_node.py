@@ -1,7 +1,7 @@
 """``ros2 run scr_ros relocalizer_node``: camera image -> pose in the map, TF and clouds.
 
 Thin by design: decoding is :mod:`scr_ros.messages`, every decision is
-:class:`scr_ros.nodes.relocalizer.RelocalizerCore` (tested without ROS). This file wires topics,
+:class:`scr_ros.node_logic.relocalizer_core.RelocalizerCore` (tested without ROS). This file wires topics,
 parameters, TF and one inference thread:
 
     image callback --(newest only)--> LatestSlot --> inference thread --> publishers / TF
@@ -22,10 +22,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Int32
 from std_srvs.srv import Trigger
 
-from ..errors import ScrError
+from ..errors import MessageError, ScrError
+from ..geometry import camera_for_image
 from ..messages import (
-    MessageError,
-    camera_for_image,
     decode_camera_info,
     decode_compressed_image,
     decode_image,
@@ -35,8 +34,9 @@ from ..messages import (
     make_transform_stamped,
     stamp_to_ns,
 )
-from ..nodes.params import RELOCALIZER_PARAMS
-from ..nodes.relocalizer import CameraFrame, LatestSlot, RelocalizerCore
+from ..node_logic.params import RELOCALIZER_PARAMS
+from ..node_logic.mailbox import LatestSlot
+from ..node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, rclpy_factory, spin
 
 
@@ -156,7 +156,7 @@ class RelocalizerNode(Node):
                     self.get_logger().error(line)
 
     def _warn(self, line: str | None) -> None:
-        # Throttled per kind of reason by the core (scr_ros.nodes.rejections), not per call site.
+        # Throttled per kind of reason by the core (scr_ros.node_logic.rejections), not per call site.
         if line:
             self.get_logger().warning(line)
 

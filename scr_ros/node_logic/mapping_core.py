@@ -28,10 +28,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..errors import MappingCancelled, ScrError
+from ..datasets.base import read_pose_file
+from ..datasets.posed_folder import open_posed_folder, write_frame
+from ..errors import MappingCancelled, MessageError, ScrError
 from ..fileio import atomic_write_json
-from ..geometry import PinholeCamera, pose_from_position_quaternion, rotation_angle_deg
-from ..messages import MessageError, camera_for_image, check_transform
+from ..geometry import PinholeCamera, camera_for_image, check_transform, pose_from_position_quaternion, rotation_angle_deg
+from ..pipeline import build_map
 from .params import MAPPING_PARAMS, mapping_methods, validate
 from .rejections import Rejections
 
@@ -127,8 +129,6 @@ class SessionRecorder:
         names = self.frame_names()
         if not names:
             return None
-        from ..datasets.base import read_pose_file
-
         name = names[-1]
         meta_path = self.folder / "meta" / f"{name}.json"
         try:
@@ -138,8 +138,6 @@ class SessionRecorder:
         return read_pose_file(self.folder / "poses" / f"{name}.txt"), stamp
 
     def add(self, image: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None, reason: str = "") -> str:
-        from ..datasets.posed_folder import write_frame
-
         name = f"frame_{self.next_index:06d}"
         meta = {"stamp_ns": int(stamp_ns), "camera_frame": frame_id, "pose_frame": self.pose_frame, "keyframe": reason, "depth": depth is not None}
         atomic_write_json(self.folder / "meta" / f"{name}.json", meta)
@@ -410,8 +408,6 @@ class MapBuildJob:
     def start(self, session: Path, map_path: Path, preset_name: str, encoder: str | None, device: str, on_progress=None, on_done=None, head: str | None = None, **methods) -> str:
         """Start building; ``head`` and ``methods`` (``build_map`` keywords: depth, score,
         classifier, pca_dim, ...) select the papers' methods."""
-        from ..datasets.posed_folder import open_posed_folder
-
         with self._lock:
             if self.running:
                 raise ScrError(f"a build is already running ({self.status.summary()}); cancel it first")
@@ -434,9 +430,7 @@ class MapBuildJob:
                     on_progress(st)
 
             def run() -> None:
-                build = self._build
-                if build is None:
-                    from ..cli import build_map as build
+                build = self._build or build_map
                 try:
                     build(str(session), Path(map_path), preset_name, device, encoder, head, quiet=True, progress=progress, cancel=self._cancel, **methods)
                     self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0

@@ -1,9 +1,11 @@
 """The nodes' ROS parameters: name, default, range, description, and whether a change applies live.
 
-One table serves three readers: the node declares each parameter from it (with a
+One table serves four readers: the node declares each parameter from it (with a
 ParameterDescriptor carrying the description and range), :func:`validate` checks values from
-YAML / the command line / ``ros2 param set`` before a node uses them, and the tests check
-``config/*.yaml`` and the README against it.
+YAML / the command line / ``ros2 param set`` before a node uses them, :func:`parameter_table`
+writes the tables of docs/ros.md (``python -m scr_ros.node_logic.params docs/ros.md``), and the
+tests check ``config/*.yaml`` and that page against it. Choices that name registered parts
+(presets, heads) are read from their registries.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ScrError
+from ..fileio import atomic_write_text
+from ..heads import HEADS
+from ..mapping_config import PRESETS
+from ..pipeline import DEPTH_CHOICES, method_overrides
+from ..selectors import SELECTORS
 
 
 class ParameterError(ScrError):
@@ -103,11 +110,11 @@ RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
     _p("max_jump_translation", 0.5, "Metres a new fix may differ from the last fix carried forward by odometry before it is rejected as a jump (0: no check).", 0.0, 1000.0, dynamic=True),
     _p("max_jump_rotation_deg", 20.0, "Degrees a new fix may differ from the odometry prediction before it is rejected as a jump.", 0.0, 180.0, dynamic=True),
     _p("jump_reset_frames", 5, "After this many consecutive jump rejections the next good fix is accepted (recovers from a wrong earlier fix).", 1, 10000, dynamic=True),
-    _p("covariance_inflation", 400.0, "Factor on the inlier-geometry covariance: SCR errors are correlated, so the least-squares covariance is optimistic (see README).", 1.0, 1e9, dynamic=True),
+    _p("covariance_inflation", 400.0, "Factor on the inlier-geometry covariance: SCR errors are correlated, so the least-squares covariance is optimistic (see docs/ros.md, Covariance).", 1.0, 1e9, dynamic=True),
     _p("covariance_min_std_translation", 0.01, "Floor on the published position standard deviation, metres.", 0.0, 100.0, dynamic=True),
     _p("covariance_min_std_rotation_deg", 0.5, "Floor on the published rotation standard deviation, degrees.", 0.0, 180.0, dynamic=True),
     _p("publish_scene_points", True, "Publish ~/scene_points (this frame's scene coordinates, inliers green, outliers red).", dynamic=True),
-    _p("selector", "auto", "Which correspondences RANSAC sees: auto (the map's keypoint classifier, else its discriminability score, else all), all, score or classifier.", choices=("auto", "all", "score", "classifier"), dynamic=True),
+    _p("selector", "auto", "Which correspondences RANSAC sees: auto (the map's keypoint classifier, else its discriminability score, else all), all, score or classifier.", choices=("auto", *SELECTORS), dynamic=True),
     _p("score_percentile", 0.51, "Score selector: correspondences scoring below this percentile of the frame's scores are dropped before RANSAC (SS-DVR: 0.51).", 0.0, 99.0, dynamic=True),
     _p("classifier_min_probability", 0.5, "Classifier selector: keep correspondences whose inlier probability is at least this.", 0.0, 1.0, dynamic=True),
     _p("classifier_top_k", 1024, "Classifier selector: keep at most this many of the most likely inliers (0: no cap).", 0, 1000000, dynamic=True),
@@ -149,10 +156,10 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("min_rotation_deg", 5.0, "Record a keyframe after the camera turned this many degrees.", 0.0, 180.0, dynamic=True),
     _p("max_interval", 2.0, "Record a keyframe after this many seconds even without motion (0: never). All three keyframe thresholds 0: record every frame.", 0.0, 3600.0, dynamic=True),
     _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
-    _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=("ace", "cpu", "test")),
+    _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=tuple(PRESETS)),
     _p("encoder", "", "Encoder name or weights file; empty: the package default."),
-    _p("head", "ace", "Scene head: ace or deep (the deeper residual head of Matching Rates).", choices=("ace", "deep")),
-    _p("depth_loss", "auto", "Train with recorded depth: auto (the preset's loss, which uses depth where keyframes have it), on (ace-depth; refuses keyframes without depth) or off (RGB only).", choices=("auto", "on", "off")),
+    _p("head", "ace", "Scene head: ace or deep (the deeper residual head of Matching Rates).", choices=tuple(HEADS)),
+    _p("depth_loss", "auto", "Train with recorded depth: auto (the preset's loss, which uses depth where keyframes have it), on (ace-depth; refuses keyframes without depth) or off (RGB only).", choices=tuple(DEPTH_CHOICES)),
     _p("score", False, "Head also predicts a discriminability score; the relocalizer then drops low-score points (SS-DVR)."),
     _p("classifier", False, "Train a keypoint classifier with the map; the relocalizer uses it to rank correspondences (Matching Rates)."),
     _p("classifier_finetune_epochs", 0.0, "With classifier: fine-tune the head on the keypoints the classifier accepts for this many epochs (0: no fine-tuning).", 0.0, 100.0),
@@ -162,17 +169,10 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
 
 
 def mapping_methods(p: dict) -> dict:
-    """``build_map`` keywords for the mapping node's method parameters."""
-    out: dict = {"depth": {"auto": None, "on": True, "off": False}[p["depth_loss"]]}
-    if p["score"]:
-        out["score"] = True
-    if p["classifier"]:
-        out["classifier"] = True
-        if p["classifier_finetune_epochs"] > 0:
-            out["classifier_config"] = {"finetune_epochs": p["classifier_finetune_epochs"]}
-    if p["pca_dim"]:
-        out["pca_dim"] = p["pca_dim"]
-    return out
+    """``build_map`` keywords for the mapping node's method parameters (the fine-tuning epochs
+    count only with the classifier on)."""
+    finetune = p["classifier_finetune_epochs"] if p["classifier"] else 0.0
+    return {"depth": DEPTH_CHOICES[p["depth_loss"]], **method_overrides(p["score"], p["classifier"], finetune, p["pca_dim"])}
 
 
 def specs_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:
@@ -206,3 +206,55 @@ def load_yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
             return section["ros__parameters"]
     raise ParameterError(f"{path}: no '{node_name}: ros__parameters:' section")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return str(value)
+
+
+def parameter_table(specs: tuple[ParamSpec, ...]) -> str:
+    """The markdown table of docs/ros.md for one node's parameters."""
+    rows = ["| parameter | default | range / choices | live | description |", "|---|---|---|---|---|"]
+    for s in specs:
+        if s.choices:
+            allowed = ", ".join(s.choices)
+        elif s.length is not None:
+            allowed = f"{s.length} numbers"
+        elif s.min is not None:
+            allowed = f"{s.min:g} – {s.max:g}"
+        else:
+            allowed = ""
+        rows.append(f"| `{s.name}` | {_cell(s.default)} | {allowed} | {'yes' if s.dynamic else ''} | {s.description} |")
+    return "\n".join(rows) + "\n"
+
+
+TABLE_BEGIN = "<!-- parameters of {node}: written by python -m scr_ros.node_logic.params -->"
+TABLE_END = "<!-- end parameters of {node} -->"
+NODE_PARAMS = {"scr_relocalizer": RELOCALIZER_PARAMS, "scr_mapping": MAPPING_PARAMS}
+
+
+def write_parameter_tables(text: str) -> str:
+    """``text`` with the table between each node's markers replaced by :func:`parameter_table`."""
+    for node, specs in NODE_PARAMS.items():
+        begin, end = TABLE_BEGIN.format(node=node), TABLE_END.format(node=node)
+        if begin not in text or end not in text:
+            raise ScrError(f"no parameter table markers for {node}: expected {begin!r} ... {end!r}")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{parameter_table(specs)}{end}{tail}"
+    return text
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:] or ["docs/ros.md"]:
+        page = Path(name)
+        atomic_write_text(page, write_parameter_tables(page.read_text(encoding="utf-8")))
+        print(f"wrote the parameter tables of {page}")

@@ -1,21 +1,4 @@
-"""Training losses for scene coordinate heads, and their registry.
-
-A loss is built with the total number of training iterations (schedules depend on progress) and
-called with the head's predictions and the batch that produced them.
-
-Batch tensors (all on the training device, float32):
-
-* ``coords``  (N, 3) predicted scene coordinates, world frame;
-* ``pixels``  (N, 2) the pixel each feature was taken at, in the original image;
-* ``T_cam_world`` (N, 3, 4) world-to-camera transforms of the samples' frames;
-* ``intrinsics`` (N, 4) ``fx, fy, cx, cy`` of the samples' frames;
-* ``depth`` (N,) optional: measured depth (metres, z) at the pixel, NaN where unknown. Only losses
-  with ``uses_depth = True`` get it, and the MapBuilder loads depth images only for them.
-* ``score`` (N,) optional: the head's discriminability ``s_hat`` (heads built with ``score=True``).
-  With it, each sample's loss ``l`` becomes SS-DVR's ``s * l + alpha * ln(1 / s)`` with
-  ``s = 1 + exp(s_hat)`` (eq. 12): the optimum ``s = alpha / l`` makes ``s`` large where the
-  head can fit the point and small where it cannot (repetitive texture, flat regions).
-"""
+"""ACE's reprojection loss, and the same anchored by measured depth (SS-DVR, R-SCoRe "+ Depth")."""
 
 from __future__ import annotations
 
@@ -24,19 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .registry import Registry
-
-LOSSES = Registry("loss")
-register_loss = LOSSES.register
-
-
-def build_loss(name: str, total_iterations: int, **config):
-    return LOSSES.lookup(name)(total_iterations=total_iterations, **config)
-
-
-def world_to_camera(coords: torch.Tensor, T_cam_world: torch.Tensor) -> torch.Tensor:
-    """(N, 3) world points -> (N, 3) camera-frame points with per-row transforms (N, 3, 4)."""
-    return torch.einsum("nij,nj->ni", T_cam_world[:, :, :3], coords) + T_cam_world[:, :, 3]
+from .base import register_loss, world_to_camera
 
 
 @register_loss("ace")

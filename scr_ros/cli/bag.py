@@ -1,4 +1,5 @@
-"""``scr bag convert | info | map | replay``: argument parsing and console output only."""
+"""``scr bag convert | info | map | replay``: argument parsing and console output only; the work
+is in :mod:`scr_ros.bag`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..bag.convert import convert, new_bag
+from ..bag.layout import BagError
+from ..bag.layout import Topics
+from ..bag.record import record_session
+from ..bag.reader import BagSource, describe
+from ..bag.replay import EstimateBag, replay
+from ..device import cuda_available
 from ..errors import ScrError
-from .convert import BagError
-from .layout import Topics
+from ..reports import format_table, plot_error_cdf, plot_results, write_csv, write_poses, write_report
+from ..fileio import check_output_file, check_output_folder, remove_stale_staging
+from ..mapfile import not_a_map
+from ..mapping_config import PRESETS
+from ..node_logic.params import load_yaml_parameters
+from ..node_logic.relocalizer_core import RelocalizerCore
+from ..pipeline import DEPTH_CHOICES, build_map, open_dataset_reporting
+from ..progress import Progress, ProgressBar, counter
+from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, method_overrides
 
 
 def _topics(args) -> Topics:
@@ -25,20 +40,11 @@ def _topics(args) -> Topics:
     return Topics(**kw)
 
 
-def _progress(bar, stage: str):
-    from ..mapping import Progress
-
-    t0 = time.perf_counter()
-    return lambda done, total: bar(Progress(stage, done, total, time.perf_counter() - t0))
-
-
 def _default_split(bag: Path, wanted: str | None, fallback: str, topics: Topics) -> str:
     """The split a command reads: the one asked for, else ``fallback`` when the bag records
     splits (a converted dataset), else all of it."""
     if wanted:
         return wanted
-    from .reader import BagSource
-
     with BagSource(bag, topics) as src:
         return fallback if fallback in src.split_ranges() else "all"
 
@@ -47,13 +53,9 @@ def _default_split(bag: Path, wanted: str | None, fallback: str, topics: Topics)
 
 
 def cmd_convert(args) -> int:
-    from ..cli import _Bar, _open_dataset
-    from ..fileio import check_output_folder
-    from .convert import convert
-
     check_output_folder(args.out.parent, "folder for the bag")
-    bar = _Bar()
-    ds = _open_dataset(args.dataset, bar)
+    bar = ProgressBar()
+    ds = open_dataset_reporting(args.dataset, bar)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     frames = {s: ds.frames(s) for s in splits}
     if args.split == "all" and ds.splits.get("train") is ds.splits.get("test"):
@@ -73,7 +75,7 @@ def cmd_convert(args) -> int:
             odometry=not args.no_odometry,
             overwrite=args.overwrite,
             description=f"{ds.layout} {args.dataset} ({ds.description})" if ds.description else f"{ds.layout} {args.dataset}",
-            progress=_progress(bar, "convert"),
+            progress=counter(bar, "convert"),
         )
     finally:
         bar.close()
@@ -86,8 +88,6 @@ def cmd_convert(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .reader import BagSource, describe
-
     with BagSource(args.bag, _topics(args)) as src:
         print(describe(src))
     return 0
@@ -97,11 +97,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_map(args) -> int:
-    from ..cli import _Bar, build_map, method_overrides
-    from ..fileio import check_output_file, remove_stale_staging
-    from ..mapfile import not_a_map
-    from .mapping import record_session
-
     check_output_file(args.out, "map", not_a_map)
     if args.out.parent.is_dir():
         remove_stale_staging(args.out, "", infix=".session-")  # left by a killed run for this map
@@ -112,17 +107,17 @@ def cmd_map(args) -> int:
     session = args.session or Path(tempfile.mkdtemp(prefix=f".{args.out.name}.session-", dir=args.out.parent if args.out.parent.is_dir() else None))
     t0 = time.perf_counter()
     try:
-        bar = _Bar()
+        bar = ProgressBar()
         try:
             summary = record_session(
-                args.bag, session, args.pose_frame, split, args.depth, args.min_translation, args.min_rotation, args.max_interval, topics, progress=_progress(bar, "record")
+                args.bag, session, args.pose_frame, split, args.depth, args.min_translation, args.min_rotation, args.max_interval, topics, progress=counter(bar, "record")
             )
         finally:
             bar.close()
         print(f"{args.bag} ({split}): {summary.describe()}", file=sys.stderr)
         scene_map = build_map(
             str(session), args.out, args.preset, args.device, args.encoder, args.head, "train", args.seed, args.precision,
-            loss=args.loss, source=f"{args.bag} ({split})", depth={"auto": None, "on": True, "off": False}[args.depth], **method_overrides(args),
+            loss=args.loss, source=f"{args.bag} ({split})", depth=DEPTH_CHOICES[args.depth], **method_overrides(args),
         )
     finally:
         if args.session is None:
@@ -137,8 +132,6 @@ def cmd_map(args) -> int:
 
 
 def replay_params(args) -> dict:
-    from ..nodes.params import load_yaml_parameters
-
     params = {}
     if args.params:
         try:
@@ -152,14 +145,6 @@ def replay_params(args) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from ..cli import _Bar
-    from ..evaluate import format_table, plot_error_cdf, plot_results, write_csv, write_poses, write_report
-    from ..fileio import check_output_file, check_output_folder
-    from ..mapping import Progress
-    from ..nodes.relocalizer import RelocalizerCore
-    from .convert import new_bag
-    from .replay import EstimateBag, replay
-
     topics = _topics(args)
     split = _default_split(args.bag, args.split, "test", topics)
     core = RelocalizerCore(replay_params(args))
@@ -173,7 +158,7 @@ def cmd_replay(args) -> int:
             check_output_file(path, what)
     if args.out_bag:
         check_output_folder(args.out_bag.parent, "folder for the estimate bag")
-    bar = _Bar()
+    bar = ProgressBar()
     t0 = time.perf_counter()
     progress = lambda i, n, r, o: bar(Progress("localize", i, n, time.perf_counter() - t0))  # noqa: E731
 
@@ -223,9 +208,6 @@ def _topic_args(p, images=True, ground_truth=False, depth=False) -> None:
 
 
 def add_bag_parser(sub) -> None:
-    from ..cli import _cuda, add_method_arguments
-    from ..mapping import PRESETS
-
     bag = sub.add_parser("bag", help="rosbag2: convert datasets, inspect, map from and replay against bags")
     bsub = bag.add_subparsers(dest="bag_command", required=True, metavar="BAG_COMMAND")
 
@@ -253,18 +235,18 @@ def add_bag_parser(sub) -> None:
     m.add_argument("--split", default=None, choices=["train", "test", "all"], help="default: train for a converted dataset bag, else all")
     m.add_argument("--pose-frame", default="odom", metavar="FRAME", help="fixed frame the camera pose is looked up in (default odom: a converted bag's odometry is its ground truth)")
     m.add_argument(
-        "--depth", default="auto", choices=["auto", "on", "off"],
+        "--depth", default="auto", choices=list(DEPTH_CHOICES),
         help="use the registered depth topic (auto: when the bag has one, with the preset's loss; on: required, and trained with the ace-depth loss; off: RGB only)",
     )
     m.add_argument("--min-translation", type=float, default=0.0, metavar="M", help="keyframe selection as in the mapping node (default 0: every frame)")
     m.add_argument("--min-rotation", type=float, default=0.0, metavar="DEG")
     m.add_argument("--max-interval", type=float, default=0.0, metavar="SEC")
     m.add_argument("--session", type=Path, default=None, metavar="DIR", help="keep the recorded keyframes in this new folder (default: a temporary one)")
-    m.add_argument("--preset", default="cpu" if not _cuda() else "ace", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
-    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--preset", default="ace" if cuda_available() else "cpu", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
+    m.add_argument("--device", default="auto", choices=DEVICES)
     m.add_argument("--encoder", default=None, metavar="NAME|PATH")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    m.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     _topic_args(m, depth=True)
     add_method_arguments(m, depth=False)
     m.set_defaults(func=cmd_map)
@@ -283,6 +265,6 @@ def add_bag_parser(sub) -> None:
     r.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"], help="storage of --out-bag")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out-bag")
     r.add_argument("--no-scene-points", action="store_true", help="leave the per-frame scene points out of --out-bag")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--device", default="auto", choices=DEVICES)
     _topic_args(r, ground_truth=True)
     r.set_defaults(func=cmd_replay)

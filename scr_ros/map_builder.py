@@ -9,14 +9,13 @@
    registered loss (ACE's reprojection loss), AdamW and a one-cycle learning rate schedule,
    under autocast (fp16 on CUDA, bf16 on CPUs that have it).
 
-Optional stages from the papers, each a setting of :class:`MappingConfig`:
-
-- ``pca_dim``: a PCA of the features (``compact.PcaProjection``) is fitted on a first sample
-  of mapping features; the buffer then holds projected rows and the map stores the PCA.
-- ``score``: the head also predicts a discriminability score, trained by the loss (SS-DVR).
-- ``classifier``: after training, a keypoint classifier learns which buffer rows the head gets
-  right (``keypoints``), optionally followed by fine-tuning the head on the rows it accepts.
-- depth: the ``ace-depth`` loss (``scr map --depth``).
+Options from the papers, each a setting of :class:`MappingConfig`: ``score`` (the head also
+predicts SS-DVR's discriminability score, trained by the loss), the ``ace-depth`` loss
+(``scr map --depth``), and the *map parts* of :mod:`scr_ros.map_parts`, which the builder fits
+without naming them: every registered part the config wants (``pca_dim``: R-SCoRe's PCA,
+fitted on a first sample of features, after which the buffer holds projected rows;
+``classifier``: Matching Rates' keypoint classifier, fitted after the head) is fitted at its
+stage and stored in the map.
 
 Progress goes to an optional callback; a ``threading.Event`` (or anything with ``is_set()``)
 cancels between images / iterations. With the same seed, device and precision the result is
@@ -25,14 +24,12 @@ the same.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,139 +40,13 @@ from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder
 from .errors import DatasetError, MappingCancelled, ScrError
 from .geometry import invert_pose, project
-from .compact import PcaProjection
 from .heads import build_head
-from .imaging import Augmentation, apply_affine, augment, inside, invert_affine, prepare, to_gray
-from .keypoints import ClassifierConfig, inlier_labels, train_classifier
+from .imaging import apply_affine, augment, inside, invert_affine, prepare, to_gray
 from .losses import build_loss
+from .map_parts import MapPart, ordered
 from .mapfile import SceneMap
-
-
-@dataclass
-class MappingConfig:
-    """All settings of a mapping run; presets are partial dicts of these fields."""
-
-    image_height: int = 480
-    buffer_size: int = 8_000_000
-    samples_per_image: int = 1024
-    max_buffer_passes: int = 100  # stop filling after this many passes even if not full
-    batch_size: int = 5120
-    epochs: float = 16.0
-    lr_min: float = 5e-4
-    lr_max: float = 5e-3
-    weight_decay: float = 0.01
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    head: str = "ace"
-    head_config: dict = field(default_factory=dict)
-    loss: str = "ace"
-    loss_config: dict = field(default_factory=dict)
-    score: bool = False  # head predicts SS-DVR's discriminability score; the loss weighs by it
-    pca_dim: int = 0  # > 0: PCA of the encoder features to this many channels (R-SCoRe)
-    pca_samples: int = 100_000  # feature rows the PCA is fitted on
-    classifier: bool = False  # train a keypoint classifier after the head (Matching Rates)
-    classifier_config: dict = field(default_factory=dict)  # keypoints.ClassifierConfig fields
-    precision: str = "auto"
-    seed: int = 0
-    # The implicit reconstruction stored with the map (shown as the map cloud in rviz): head
-    # predictions on up to cloud_frames evenly spaced mapping frames, kept where they reproject
-    # within cloud_max_error_px under the frame's known pose. 0 frames: no cloud.
-    cloud_frames: int = 100
-    cloud_max_points: int = 200_000
-    cloud_max_error_px: float = 4.0
-
-    def buffer_bytes(self, channels: int = 512, depth: bool = False) -> int:
-        """Bytes of the training buffer: fp16 features (``pca_dim`` of them with a PCA), float32
-        pixel, int64 frame index, and a float32 depth when the loss uses depth."""
-        return self.buffer_size * (2 * (self.pca_dim or channels) + 8 + 8 + (4 if depth else 0))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MappingConfig":
-        d = dict(d)
-        if isinstance(d.get("augmentation"), dict):
-            d["augmentation"] = Augmentation(**d["augmentation"])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ScrError(f"unknown mapping settings: {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-
-# What the cpu and test presets share: the head, loss and augmentation tuned on CPU. A
-# 256-channel head trained longer beats a 512-channel one in the same time; ace-depth uses depth
-# where frames have it and is plain ACE where they do not. Narrower augmentation than ACE's
-# (scale 0.8-1.25, +-5 deg, which still covers an upright robot camera) leaves the small head
-# less to fit: on the demo scene it moved 5cm/5deg from 89 % to 91 % at 24 epochs (dsift).
-_CPU_TRAINING: dict = {
-    "augmentation": {"scale_min": 0.8, "scale_max": 1.25, "rotation_deg": 5.0},
-    "head_config": {"width": 256},
-    "loss": "ace-depth",
-    "loss_config": {"depth_weight": 10.0},
-}
-
-PRESETS: dict[str, dict] = {
-    # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations),
-    # 512-channel head, RGB-only reprojection loss.
-    "ace": {},
-    # Two CPU cores, ~500 frames in about five minutes with the xfeat encoder. Training is
-    # compute-bound (bf16 matrix products on two cores), so the recipe buys accuracy per second:
-    # batch 2560 runs 2.3x the iterations per second of batch 5120, and more, noisier steps did
-    # better in the same time; up to 12 buffer passes give small scenes (the 50 SUN3D mapping
-    # frames) a buffer of differently augmented views instead of 6 passes' worth. Narrower
-    # (128, 192) heads lost accuracy on SUN3D, a head without its residual block, 1M-row buffers
-    # and +-15 deg rotation lost it on the demo scene; torch.compile was slower. Trials, commands
-    # and figures: docs/cpu_recipe.md.
-    "cpu": {
-        **_CPU_TRAINING,
-        "buffer_size": 1_500_000,
-        "samples_per_image": 1024,
-        "max_buffer_passes": 12,
-        "epochs": 24.0,
-        "batch_size": 2560,
-    },
-    # Under a minute on two CPU cores, for tests and smoke runs: 240 px images, small buffer.
-    "test": {
-        **_CPU_TRAINING,
-        "image_height": 240,
-        "buffer_size": 200_000,
-        "samples_per_image": 512,
-        "max_buffer_passes": 4,
-        "epochs": 20.0,
-        "batch_size": 2048,
-    },
-}
-
-
-def preset(name: str, **overrides) -> MappingConfig:
-    """A :class:`MappingConfig` from a preset name plus field overrides."""
-    if name not in PRESETS:
-        raise ScrError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return MappingConfig.from_dict(copy.deepcopy({**PRESETS[name], **overrides}))
-
-
-@dataclass
-class Progress:
-    """A progress report: ``stage`` is ``buffer``, ``train`` or ``cloud`` (the map's point cloud)."""
-
-    stage: str
-    step: int
-    total: int
-    elapsed_s: float
-    loss: float | None = None
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.step / max(self.total, 1)
-
-    @property
-    def eta_s(self) -> float | None:
-        return self.elapsed_s * (self.total - self.step) / self.step if self.step else None
-
-
-class CancelToken(Protocol):
-    def is_set(self) -> bool: ...
+from .mapping_config import MappingConfig, preset
+from .progress import CancelToken, Progress
 
 
 @dataclass
@@ -220,10 +91,20 @@ class MapBuilder:
         self.unreadable: dict[str, str] = {}  # frame name -> why its image or depth could not be read
         self.encoder.to(self.device).eval()
         self.uses_depth = getattr(build_loss(self.config.loss, 1, **self.config.loss_config), "uses_depth", False)
-        if self.config.pca_dim and not 1 <= self.config.pca_dim <= encoder.out_channels:
-            raise ScrError(f"pca_dim {self.config.pca_dim} must be between 1 and the encoder's {encoder.out_channels} channels")
-        self.classifier_config = ClassifierConfig.from_dict(self.config.classifier_config)
-        self.projection: PcaProjection | None = None
+        self.wanted_parts = [cls for cls in ordered() if cls.wanted(self.config)]
+        for cls in self.wanted_parts:
+            cls.check(self.config, encoder.out_channels)
+        # Map parts fitted so far (key -> part); the head reads features through the "features" ones.
+        self.parts: dict[str, MapPart] = {}
+
+    def autocast_context(self):
+        """The autocast context mapping runs its networks under (for parts that train their own)."""
+        return autocast(self.device, self.amp_dtype)
+
+    def check_cancel(self) -> None:
+        """Raise MappingCancelled when the cancel token is set (called between images / iterations)."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise MappingCancelled("map building was cancelled")
 
     # ------------------------------------------------------------------ public
 
@@ -233,22 +114,21 @@ class MapBuilder:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
-        self.projection = None
-        if cfg.pca_dim:
-            sample = self.fill_buffer(frames, size=min(cfg.pca_samples, cfg.buffer_size), stage="pca")
-            self.projection = PcaProjection.fit(sample.features[: sample.size], cfg.pca_dim, seed=cfg.seed)
-            del sample
+        self.parts = {}
+        for cls in self.wanted_parts:
+            if cls.stage == "features":
+                self.parts[cls.key] = cls.fit(self, frames=frames)
         buffer = self.fill_buffer(frames)
         t_buffer = time.perf_counter() - t0
         head_config = {**cfg.head_config, **({"score": True} if cfg.score else {})}
-        head = build_head(cfg.head, in_channels=cfg.pca_dim or self.encoder.out_channels, **head_config)
+        head = build_head(cfg.head, in_channels=self.head_channels(), **head_config)
         head.set_mean(np.mean([f.pose[:3, 3] for f in frames], axis=0))
         t1 = time.perf_counter()
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
-        classifier, classifier_info = None, {}
-        if cfg.classifier:
-            classifier, classifier_info = self.train_keypoint_classifier(head, buffer)
+        for cls in self.wanted_parts:
+            if cls.stage == "trained":
+                self.parts[cls.key] = cls.fit(self, head=head, buffer=buffer)
         head.eval()
         cloud_xyz, cloud_rgb = self.reconstruct(head, frames)
         head.cpu()
@@ -261,8 +141,7 @@ class MapBuilder:
             "final_loss": final_loss,
             "buffer_seconds": round(t_buffer, 3),
             "train_seconds": round(t_train, 3),
-            **({"classifier_seconds": classifier_info["seconds"]} if classifier_info else {}),
-            **({"pca_explained_variance": round(self.projection.explained_variance, 4)} if self.projection is not None else {}),
+            **{k: v for part in self.parts.values() for k, v in part.training_figures().items()},
             "seconds": round(time.perf_counter() - t0, 3),
             **({"unreadable_frames": dict(sorted(self.unreadable.items()))} if self.unreadable else {}),
             "device": str(self.device),
@@ -279,41 +158,8 @@ class MapBuilder:
             cameras=[c.as_dict() for c in cameras[:16]],
             cloud_xyz=cloud_xyz,
             cloud_rgb=cloud_rgb,
-            projection=None if self.projection is None else self.projection.cpu(),
-            classifier=None if classifier is None else classifier.cpu(),
-            classifier_info=classifier_info,
+            parts={key: part.to("cpu") for key, part in self.parts.items()},
         )
-
-    def train_keypoint_classifier(self, head: torch.nn.Module, buf: "TrainingBuffer") -> tuple[torch.nn.Module, dict]:
-        """Label buffer rows by the trained head's reprojection error, train the classifier on
-        them, and optionally fine-tune the head on the rows it accepts."""
-        cc, dev = self.classifier_config, self.device
-        t0 = time.perf_counter()
-        head.eval()
-        n = buf.size
-        labels = inlier_labels(
-            head, buf.features[:n], buf.pixels[:n], buf.T_cam_world[buf.frame_index[:n]], buf.intrinsics[buf.frame_index[:n]],
-            cc.inlier_px, autocast_ctx=lambda: autocast(dev, self.amp_dtype),
-        )
-        t_label = time.perf_counter()
-        clf, stats = train_classifier(
-            buf.features[:n], labels, cc, seed=self.config.seed, autocast_ctx=lambda: autocast(dev, self.amp_dtype),
-            progress=lambda i, total, loss, el: self.progress(Progress("classifier", i, total, el, loss=loss)), check_cancel=self._check_cancel,
-        )
-        stats["label_seconds"] = round(t_label - t0, 3)
-        if cc.finetune_epochs > 0:
-            with torch.no_grad():
-                prob = torch.cat([clf.probability(buf.features[s : s + 65536].float()) for s in range(0, n, 65536)])
-            rows = torch.nonzero(prob >= cc.finetune_min_probability).squeeze(1)
-            stats["finetune_rows"] = int(len(rows))
-            if len(rows):
-                iterations, loss = self.train(
-                    head, buf, rows=rows, epochs=cc.finetune_epochs, lr=(cc.finetune_lr_min, cc.finetune_lr_max), stage="finetune", final_threshold=True
-                )
-                stats.update(finetune_iterations=iterations, finetune_final_loss=round(loss, 5))
-        stats["seconds"] = round(time.perf_counter() - t0, 3)
-        stats["inlier_px"] = cc.inlier_px
-        return clf, stats
 
     @torch.no_grad()
     def reconstruct(self, head: torch.nn.Module, frames: Sequence[Frame]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -327,7 +173,7 @@ class MapBuilder:
         xyz_all, rgb_all = [], []
         t0 = time.perf_counter()
         for k, i in enumerate(picks):
-            self._check_cancel()
+            self.check_cancel()
             frame = frames[i]
             try:
                 rgb = frame.load_image()
@@ -357,12 +203,17 @@ class MapBuilder:
 
     # ------------------------------------------------------------------ buffer
 
-    def _check_cancel(self) -> None:
-        if self.cancel is not None and self.cancel.is_set():
-            raise MappingCancelled("map building was cancelled")
-
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
-        return features if self.projection is None else self.projection.to(features.device)(features)
+        for part in self.parts.values():
+            features = part.transform(features)
+        return features
+
+    def head_channels(self) -> int:
+        """Channels the head reads: the encoder's, through the map parts fitted so far."""
+        channels = self.encoder.out_channels
+        for part in self.parts.values():
+            channels = part.out_channels(channels)
+        return channels
 
     def _check_memory(self) -> None:
         need = self.config.buffer_bytes(self.encoder.out_channels, self.uses_depth)
@@ -396,7 +247,7 @@ class MapBuilder:
         size = cfg.buffer_size if size is None else size
         self._check_memory()
         C = self.encoder.out_channels
-        width = C if self.projection is None else self.projection.dim
+        width = self.head_channels()
         buf = TrainingBuffer(
             features=torch.empty((size, width), dtype=torch.float16, device=dev),
             pixels=torch.empty((size, 2), dtype=torch.float32, device=dev),
@@ -417,7 +268,7 @@ class MapBuilder:
                 if job is not None:
                     pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
             while pending and buf.size < size:
-                self._check_cancel()
+                self.check_cancel()
                 (pass_index, fi), fut = pending.pop(0)
                 job = next(jobs, None)
                 if job is not None:
@@ -491,7 +342,7 @@ class MapBuilder:
         t0 = time.perf_counter()
         for it in range(iterations):
             if it % 16 == 0:
-                self._check_cancel()
+                self.check_cancel()
             if cursor + batch > n:
                 perm, cursor = torch.randperm(n, generator=gen), 0
             idx = perm[cursor : cursor + batch].to(dev)

@@ -1,17 +1,4 @@
-"""Correspondence selectors: which of a frame's 2D-3D matches RANSAC gets to see.
-
-A selector is registered by name and called with the per-correspondence signals the map can
-produce; it returns the indices to keep, best first. Signals (all (N,) numpy arrays or None):
-
-* ``score``: the head's discriminability ``s_hat`` (SS-DVR; heads built with ``score=True``);
-* ``probability``: the keypoint classifier's P(inlier) (Matching Rates; maps with a classifier);
-* ``pixels``: (N, 2) the correspondences' pixel positions, for selectors that spread their pick
-  over the image.
-
-Only finite correspondences are passed in. ``auto`` (the default of ``scr localize`` and the
-relocalizer node) uses the classifier when the map has one, else the score when the head has
-one, else everything.
-"""
+"""Matching Rates' selection by the keypoint classifier, spread over the image."""
 
 from __future__ import annotations
 
@@ -19,45 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ScrError
-from .registry import Registry
-
-SELECTORS = Registry("selector", name_attribute="name")
-register_selector = SELECTORS.register
-
-
-@register_selector("all")
-@dataclass
-class AllSelector:
-    """Every correspondence (ACE)."""
-
-    needs = None
-
-    def __call__(self, n: int, score=None, probability=None, pixels=None) -> np.ndarray:
-        return np.arange(n)
-
-
-@register_selector("score")
-@dataclass
-class ScoreSelector:
-    """Drop the correspondences whose discriminability score is below the ``percentile``-th
-    percentile of this frame's scores (SS-DVR section 4: "the 0.51 percentile of all
-    discriminability scores is used as the threshold", so 0.51 % of the points go; their Fig. 4
-    shows accuracy first rising, then falling as the percentile grows).
-    """
-
-    percentile: float = 0.51
-    needs = "score"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.percentile < 100.0:
-            raise ScrError(f"score selector: percentile must be in [0, 100), got {self.percentile}")
-
-    def __call__(self, n: int, score=None, probability=None, pixels=None) -> np.ndarray:
-        if score is None:
-            raise ScrError("the score selector needs a map whose head predicts a discriminability score (scr map --score)")
-        order = np.argsort(-score, kind="stable")
-        return order[: n - int(np.floor(self.percentile / 100.0 * n))]
+from ..errors import ScrError
+from .base import register_selector
 
 
 @register_selector("classifier")
@@ -79,6 +29,8 @@ class ClassifierSelector:
     min_keep: int = 200
     grid: int = 8
     needs = "probability"
+    auto_priority = 2
+    requires = "a map with a keypoint classifier (scr map --classifier)"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_probability <= 1.0:
@@ -88,7 +40,7 @@ class ClassifierSelector:
 
     def __call__(self, n: int, score=None, probability=None, pixels=None) -> np.ndarray:
         if probability is None:
-            raise ScrError("the classifier selector needs a map with a keypoint classifier (scr map --classifier)")
+            raise ScrError(f"the classifier selector needs {self.requires}")
         order = np.argsort(-probability, kind="stable")
         passing = int((probability >= self.min_probability).sum())
         keep = min(passing, self.top_k) if self.top_k else passing
@@ -112,15 +64,3 @@ def _spread_order(pixels: np.ndarray, grid: int) -> np.ndarray:
     rank = np.empty(len(cell), dtype=np.int64)
     rank[by_cell] = np.arange(len(cell)) - np.searchsorted(sorted_cells, sorted_cells)
     return np.argsort(rank, kind="stable")
-
-
-def build_selector(name: str, **config):
-    cls = SELECTORS.lookup(name, ScrError, also=("auto",))
-    try:
-        return cls(**config)
-    except TypeError as exc:
-        raise ScrError(f"bad settings for selector {name!r}: {exc}") from None
-
-
-def auto_selector_name(has_classifier: bool, has_score: bool) -> str:
-    return "classifier" if has_classifier else "score" if has_score else "all"

@@ -2,7 +2,7 @@
 
 Each image is paired with its registered depth (optional), its camera pose is looked up in TF
 at the image stamp (``pose_frame -> image frame``, as the node does), and
-:class:`~scr_ros.nodes.mapping.MappingCore` validates it, picks keyframes and records them into
+:class:`~scr_ros.node_logic.mapping_core.MappingCore` validates it, picks keyframes and records them into
 a session folder; the map is then built from that folder by the same ``build_map`` the node's
 build service and ``scr map`` run.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..nodes.mapping import MappingCore
-from .convert import BagError
+from ..node_logic.mapping_core import MappingCore
+from .layout import BagError
 from .layout import Topics
 from .reader import BagSource, readiness
 

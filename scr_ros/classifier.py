@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ScrError
+from .losses import world_to_camera
 
 
 @dataclass
@@ -88,8 +89,6 @@ def inlier_labels(head: nn.Module, features: torch.Tensor, pixels: torch.Tensor,
     features (N, C); pixels (N, 2); T_cam_world (N, 3, 4) and intrinsics (N, 4) per row.
     The error is Euclidean in pixels, as RANSAC measures it; points behind the camera are outliers.
     """
-    from .losses import world_to_camera
-
     out = torch.empty(len(features), dtype=torch.bool, device=features.device)
     for s in range(0, len(features), chunk):
         sl = slice(s, s + chunk)

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Protocol, TypeVar
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -32,50 +32,13 @@ from ..geometry import PinholeCamera, invert_pose, rotation_angle_deg
 from ..mapfile import SceneMap, load_map
 from ..ransac import RansacConfig
 from ..relocalize import Localization, Relocalizer, RelocalizerConfig
+from .covariance import covariance_of_child, pose_covariance, published_covariance
+from .map_odom import MapOdomBroadcast, map_to_odom
 from .params import RELOCALIZER_PARAMS, validate
 from .rejections import Rejections
 
-T = TypeVar("T")
-
 INLIER_RGB = (40, 220, 40)
 OUTLIER_RGB = (230, 40, 40)
-
-
-# --------------------------------------------------------------------------------------------
-# Newest-frame hand-off between the subscription callback and the inference thread
-
-
-class LatestSlot(Generic[T]):
-    """A one-item mailbox: :meth:`put` replaces what is waiting, :meth:`take` blocks for it.
-
-    The subscriber never waits and never queues: while inference runs, newer frames overwrite
-    older ones and only the newest is processed next. ``dropped`` counts the overwritten ones.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: T) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> T | None:
-        """The waiting item (removing it), or ``None`` after ``timeout`` seconds or on close."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class RateMeter:
@@ -100,109 +63,6 @@ class RateMeter:
         with self._lock:
             self._trim()
             return len(self._times) / self.window_s
-
-
-# --------------------------------------------------------------------------------------------
-# Geometry of the outputs
-
-
-def pose_covariance(T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """Least-squares covariance (6, 6) of a PnP pose from its inlier correspondences.
-
-    Perturbation model, as ROS's PoseWithCovariance reads it: the camera position moves by
-    ``dp`` and its orientation by a small rotation ``phi`` about the *world* (header frame) axes,
-    ``R' = exp([phi]x) R``; the order is (x, y, z, rot_x, rot_y, rot_z). With the reprojection
-    Jacobian J (2N x 6) at the inliers and the residual variance s^2 = sum r^2 / (2N - 6), the
-    covariance is s^2 (J^T J)^-1 -- exact for independent Gaussian pixel noise.
-
-    Args:
-        T_world_cam: (4, 4) estimated camera-to-world pose.
-        pixels: (N, 2) inlier pixels; points: (N, 3) their scene coordinates (world frame).
-    """
-    pixels = np.asarray(pixels, np.float64)
-    points = np.asarray(points, np.float64)
-    n = len(points)
-    if n < 4:
-        raise ValueError(f"a pose covariance needs at least 4 inliers, got {n}")
-    R, p = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    d = points - p  # world-frame offsets from the camera centre
-    Xc = d @ R  # camera-frame points, R^T d row-wise
-    x, y, z = Xc[:, 0], Xc[:, 1], np.maximum(Xc[:, 2], 1e-6)
-    # d(u, v)/d(Xc): (N, 2, 3)
-    Jp = np.zeros((n, 2, 3))
-    Jp[:, 0, 0] = camera.fx / z
-    Jp[:, 0, 2] = -camera.fx * x / z**2
-    Jp[:, 1, 1] = camera.fy / z
-    Jp[:, 1, 2] = -camera.fy * y / z**2
-    # dXc/d(dp) = -R^T ; dXc/d(phi) = R^T [d]x   (from Xc' = R^T exp(-[phi]x)(X - p - dp))
-    skew = np.zeros((n, 3, 3))
-    skew[:, 0, 1], skew[:, 0, 2] = -d[:, 2], d[:, 1]
-    skew[:, 1, 0], skew[:, 1, 2] = d[:, 2], -d[:, 0]
-    skew[:, 2, 0], skew[:, 2, 1] = -d[:, 1], d[:, 0]
-    J_t = -Jp @ R.T  # (N, 2, 3)
-    J_r = Jp @ (R.T[None] @ skew)
-    J = np.concatenate([J_t, J_r], axis=2).reshape(2 * n, 6)
-    proj = np.stack([camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy], axis=1)
-    sigma2 = float(np.sum((proj - pixels) ** 2)) / max(2 * n - 6, 1)
-    return sigma2 * np.linalg.pinv(J.T @ J)
-
-
-def published_covariance(cov: np.ndarray, inflation: float, min_std_translation: float, min_std_rotation_rad: float) -> np.ndarray:
-    """Scale the least-squares covariance and add floors so it is never overconfident."""
-    floor = np.diag([min_std_translation**2] * 3 + [min_std_rotation_rad**2] * 3)
-    out = inflation * np.asarray(cov, np.float64) + floor
-    return 0.5 * (out + out.T)
-
-
-def covariance_of_child(cov_parent_pose: np.ndarray, T_world_a: np.ndarray, T_a_b: np.ndarray) -> np.ndarray:
-    """Covariance of ``T_world_b = T_world_a @ T_a_b`` given the covariance of ``T_world_a``.
-
-    Same world-frame perturbation model as :func:`pose_covariance`: a rotation ``phi`` of frame
-    a moves b's origin by ``phi x (R_a t_ab)``, so dp_b = dp_a - [R_a t_ab]x phi, phi_b = phi_a.
-    """
-    o = T_world_a[:3, :3] @ T_a_b[:3, 3]
-    skew = np.array([[0.0, -o[2], o[1]], [o[2], 0.0, -o[0]], [-o[1], o[0], 0.0]])
-    J = np.eye(6)
-    J[:3, 3:] = -skew
-    return J @ cov_parent_pose @ J.T
-
-
-def map_to_odom(T_map_cam: np.ndarray, T_odom_base: np.ndarray, T_base_cam: np.ndarray) -> np.ndarray:
-    """REP-105's correction: ``T_map_odom = T_map_cam . T_cam_base . T_odom_base^-1``.
-
-    All three at the image stamp, so that map -> odom -> base -> camera reproduces the fix.
-    """
-    return T_map_cam @ invert_pose(T_base_cam) @ invert_pose(T_odom_base)
-
-
-class MapOdomBroadcast:
-    """The last map -> odom correction and the stamps it is (re-)published with.
-
-    Like slam_toolbox and AMCL the transform is future-dated by ``tolerance``: it is stamped
-    ``now + tolerance`` on every fix and on every re-publication, so lookups at the newest
-    odometry find it. Stamps strictly increase (tf2 rejects repeated stamps for a frame pair).
-    """
-
-    def __init__(self, tolerance_s: float) -> None:
-        self.tolerance_ns = int(round(tolerance_s * 1e9))
-        self.T_map_odom: np.ndarray | None = None
-        self._last_stamp = -1
-        self._lock = threading.Lock()
-
-    def update(self, T_map_odom: np.ndarray) -> None:
-        with self._lock:
-            self.T_map_odom = np.array(T_map_odom, dtype=np.float64)
-
-    def next(self, now_ns: int) -> tuple[np.ndarray, int] | None:
-        """(T_map_odom, stamp) to publish now, or ``None`` without a fix or a new stamp."""
-        with self._lock:
-            if self.T_map_odom is None:
-                return None
-            stamp = int(now_ns) + self.tolerance_ns
-            if stamp <= self._last_stamp:
-                return None
-            self._last_stamp = stamp
-            return self.T_map_odom.copy(), stamp
 
 
 class JumpGate:

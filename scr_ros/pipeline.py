@@ -1,0 +1,206 @@
+"""The library API: build a map from a dataset, localize a dataset's frames in a map.
+
+This is the whole path in two calls, the one the CLI, the demo, the bag tool, the mapping node,
+the benchmarks and the tests use::
+
+    from scr_ros.pipeline import build_map, localize
+
+    scene_map = build_map("synthetic:tiny", "tiny.safetensors", preset_name="test")
+    results, report, dataset, scene_map = localize("tiny.safetensors", "synthetic:tiny", split="test")
+    print(report["accuracy"]["5cm_5deg"])
+
+``build_map``: frames -> :class:`~scr_ros.map_builder.MapBuilder` (encoder -> training buffer ->
+head training -> map point cloud) -> map file. ``localize``: map file -> per frame
+:class:`~scr_ros.relocalize.Relocalizer` (encoder -> head -> selector -> PnP-RANSAC) -> pose
+errors and a report. Both check what they can (output paths, dataset files, settings) before
+the long work starts, and show a progress bar on stderr unless ``quiet``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .datasets import Dataset, open_dataset
+from .datasets.base import check_frames
+from .encoders import load_encoder, load_encoder_for_map
+from .errors import ScrError
+from .evaluate import localize_frames, summarize
+from .fileio import check_output_file
+from .heads import HEADS
+from .mapfile import SceneMap, load_map, not_a_map
+from .map_builder import MapBuilder
+from .mapping_config import MappingConfig, preset
+from .progress import Progress, ProgressBar, counter
+from .relocalize import Relocalizer, RelocalizerConfig
+
+
+def mapping_config(preset_name: str, head: str | None = None, loss: str | None = None, depth: bool | None = None, **overrides) -> MappingConfig:
+    """The preset's config with a head, loss or depth choice applied (``scr map --head/--loss/--depth``).
+
+    Naming the preset's own head or loss keeps its tuned settings (e.g. the cpu preset's depth
+    weight); another loss starts from its defaults, another head keeps only the preset's width
+    (the CPU presets narrow every head). ``depth`` True selects ``ace-depth`` (SS-DVR's
+    beta = 0.1 unless the preset tunes it), False the RGB-only ``ace`` loss, None the preset's
+    choice. ``overrides`` are :class:`~scr_ros.mapping_config.MappingConfig` fields.
+    """
+    cfg = preset(preset_name, **overrides)
+    if head and head != cfg.head:
+        HEADS.lookup(head, ScrError)
+        cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
+    if loss and loss != cfg.loss:
+        cfg.loss, cfg.loss_config = loss, {}
+    if depth is not None:
+        wanted = "ace-depth" if depth else "ace"
+        if loss and loss != wanted:
+            raise ScrError(f"--loss {loss} contradicts --{'' if depth else 'no-'}depth (which means loss {wanted})")
+        if cfg.loss != wanted:
+            cfg.loss, cfg.loss_config = wanted, {}
+    return cfg
+
+
+# scr bag map --depth and the mapping node's depth_loss: what each choice means for mapping_config.
+DEPTH_CHOICES = {"auto": None, "on": True, "off": False}
+
+
+def method_overrides(score: bool = False, classifier: bool = False, finetune_epochs: float = 0.0, pca_dim: int = 0) -> dict:
+    """MappingConfig overrides for the papers' switches, as ``scr map``, ``scr bag map`` and the
+    mapping node name them: SS-DVR's score, Matching Rates' keypoint classifier (and fine-tuning
+    the head on what it accepts), R-SCoRe's PCA."""
+    out: dict = {}
+    if score:
+        out["score"] = True
+    if classifier:
+        out["classifier"] = True
+        if finetune_epochs:
+            out["classifier_config"] = {"finetune_epochs": float(finetune_epochs)}
+    elif finetune_epochs:
+        raise ScrError("--finetune fine-tunes on the keypoint classifier's selection; add --classifier")
+    if pca_dim:
+        out["pca_dim"] = int(pca_dim)
+    return out
+
+
+def open_dataset_reporting(spec: str, report) -> Dataset:
+    """:func:`~scr_ros.datasets.open_dataset`, reporting a synthetic scene's rendering to ``report``."""
+    ds = open_dataset(spec, progress=counter(report, "render"))
+    if isinstance(report, ProgressBar):
+        report.close()
+    return ds
+
+
+def build_map(
+    dataset_spec: str,
+    out: str | Path,
+    preset_name: str = "cpu",
+    device: str = "auto",
+    encoder_spec: str | None = None,
+    head: str | None = None,
+    split: str = "train",
+    seed: int = 0,
+    precision: str = "auto",
+    quiet: bool = False,
+    loss: str | None = None,
+    progress=None,
+    cancel=None,
+    source: str | None = None,
+    depth: bool | None = None,
+    **overrides,
+) -> SceneMap:
+    """Map ``split`` of a dataset and save the map (atomically) to ``out``; returns the map.
+
+    Args:
+        dataset_spec: a dataset folder or ``synthetic:NAME``.
+        out: the map file to write; refused up front when it cannot be written or is not a map.
+        preset_name, head, loss, depth, overrides: the training settings (:func:`mapping_config`).
+        encoder_spec: a registered encoder name or a weights file (default: the default encoder).
+        progress: called with :class:`~scr_ros.progress.Progress` reports (default: a bar on
+            stderr unless ``quiet``).
+        cancel: anything with ``is_set()``; the build stops with MappingCancelled when it is set.
+        source: where the frames came from, for the map header, when ``dataset_spec`` is an
+            intermediate folder (``scr bag map``, the mapping node).
+    """
+    out = Path(out)
+    check_output_file(out, "map", not_a_map)  # before minutes of work, not after
+    bar = ProgressBar(not quiet and progress is None)
+    ds = open_dataset_reporting(dataset_spec, bar)
+    frames = ds.frames(split)
+    check_frames(frames, f"{split} frames")
+    cfg = mapping_config(preset_name, head, loss, depth, seed=seed, precision=precision, **overrides)
+    if depth and not any(f.depth_path for f in frames):
+        raise ScrError(f"--depth: the {split} frames of {dataset_spec} have no depth images")
+    encoder = load_encoder(encoder_spec)
+    builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
+    if not quiet:
+        extras = [name for name, on in (("score", cfg.score), ("keypoint classifier", cfg.classifier), (f"PCA {cfg.pca_dim}", cfg.pca_dim)) if on]
+        print(
+            f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
+            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}{''.join(', ' + e for e in extras)}"
+            f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
+            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB",
+            file=sys.stderr,
+        )
+    try:
+        scene_map = builder.build(frames, preset_name=preset_name)
+    finally:
+        bar.close()
+    scene_map.training["dataset"] = source or str(dataset_spec)
+    scene_map.training["split"] = split
+    scene_map.save(out)
+    return scene_map
+
+
+def localize(
+    map_path: str | Path,
+    dataset_spec: str,
+    split: str = "test",
+    device: str = "auto",
+    encoder_spec: str | None = None,
+    quiet: bool = False,
+    config: RelocalizerConfig | None = None,
+):
+    """Localize ``split`` of a dataset in the map at ``map_path``.
+
+    Returns ``(results, report, dataset, scene_map)``: one
+    :class:`~scr_ros.evaluate.FrameResult` per readable frame, the summary report (accuracy at
+    the standard thresholds, medians, timings, provenance), the opened dataset and the map.
+    An unreadable query image is skipped and listed in the report, not fatal.
+    """
+    scene_map = load_map(map_path)
+    encoder = load_encoder_for_map(scene_map.encoder, override=encoder_spec)
+    bar = ProgressBar(not quiet)
+    ds = open_dataset_reporting(dataset_spec, bar)
+    frames = ds.frames(split)
+    reloc = Relocalizer(scene_map, encoder, device=device, config=config)
+    t0 = time.perf_counter()
+    skipped: list[dict] = []
+
+    def skip(name: str, reason: str) -> None:
+        # One unreadable query image must not cost the evaluation of all the others.
+        skipped.append({"frame": name, "reason": reason})
+        if not quiet:
+            print(f"scr: warning: frame {name} skipped: {reason}", file=sys.stderr)
+
+    try:
+        results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)), on_skip=skip)
+    finally:
+        bar.close()
+    if not results:
+        raise ScrError(f"no {split} frame of {dataset_spec} could be read ({len(skipped)} skipped; first: {skipped[0]['reason'] if skipped else 'none'})")
+    report = summarize(
+        results,
+        frames_skipped=len(skipped),
+        skipped=skipped,
+        map=str(map_path),
+        dataset=str(dataset_spec),
+        split=split,
+        encoder=scene_map.encoder["name"],
+        head=scene_map.head.head_type,
+        selector=reloc.selector.name,
+        map_bytes=Path(map_path).stat().st_size,
+        device=str(reloc.device),
+        scr_ros_version=__version__,
+    )
+    return results, report, ds, scene_map

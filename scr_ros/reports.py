@@ -1,0 +1,150 @@
+"""Writing what an evaluation found: the JSON report, per-frame CSV, a poses file, the console
+table and plots (trajectory, error CDF). All files are written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .evaluate import STAGES, FrameResult
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .geometry import pose_to_position_quaternion
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    return atomic_write_json(path, report)
+
+
+def write_csv(results: Sequence[FrameResult], path: str | Path) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["name", "status", "reason", "translation_error_cm", "rotation_error_deg", "inliers", "inlier_ratio"]
+        + [f"{s}_ms" for s in STAGES]
+        + ["est_x", "est_y", "est_z", "est_qx", "est_qy", "est_qz", "est_qw", "gt_x", "gt_y", "gt_z", "gt_qx", "gt_qy", "gt_qz", "gt_qw"]
+    )
+    for r in results:
+        est = np.r_[pose_to_position_quaternion(r.T_est)] if r.T_est is not None else [float("nan")] * 7
+        gt = np.r_[pose_to_position_quaternion(r.T_gt)]
+        w.writerow(
+            [r.name, "ok" if r.success else "lost", r.reason, f"{r.translation_error_m * 100:.3f}", f"{r.rotation_error_deg:.4f}", r.num_inliers, f"{r.inlier_ratio:.4f}"]
+            + [f"{r.timings_ms.get(s, float('nan')):.2f}" for s in STAGES]
+            + [f"{v:.6f}" for v in est]
+            + [f"{v:.6f}" for v in gt]
+        )
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_poses(results: Sequence[FrameResult], path: str | Path) -> Path:
+    """TUM-like text: ``name tx ty tz qx qy qz qw inliers`` per localized frame (camera-to-world,
+    quaternion x, y, z, w); lost frames are listed in comments."""
+    lines = ["# name tx ty tz qx qy qz qw inliers  (T_world_cam: camera-to-world, quaternion x y z w)"]
+    for r in results:
+        if r.T_est is None:
+            lines.append(f"# {r.name} lost: {r.reason}")
+            continue
+        p, q = pose_to_position_quaternion(r.T_est)
+        lines.append(f"{r.name} " + " ".join(f"{v:.6f}" for v in (*p, *q)) + f" {r.num_inliers}")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def plot_results(results: Sequence[FrameResult], path: str | Path, mapping_poses: Sequence[np.ndarray] = (), title: str = "") -> Path:
+    """Top-down trajectory (ground truth, estimates, mapping cameras) and per-frame errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_traj, ax_err) = plt.subplots(1, 2, figsize=(12, 5))
+    if len(mapping_poses):
+        m = np.array([T[:3, 3] for T in mapping_poses])
+        ax_traj.plot(m[:, 0], m[:, 1], ".", color="0.8", ms=3, label="mapping cameras")
+    gt = np.array([r.T_gt[:3, 3] for r in results])
+    ax_traj.plot(gt[:, 0], gt[:, 1], "-", color="tab:green", lw=1.5, label="ground truth")
+    est = np.array([r.T_est[:3, 3] for r in results if r.T_est is not None])
+    if len(est):
+        ax_traj.plot(est[:, 0], est[:, 1], "x", color="tab:blue", ms=4, label="estimate")
+    lost = np.array([r.T_gt[:3, 3] for r in results if r.T_est is None])
+    if len(lost):
+        ax_traj.plot(lost[:, 0], lost[:, 1], "o", mfc="none", color="tab:red", label="lost")
+    ax_traj.set_aspect("equal")
+    ax_traj.set_xlabel("x [m]")
+    ax_traj.set_ylabel("y [m]")
+    ax_traj.set_title("trajectory (top view)")
+    ax_traj.legend(loc="best", fontsize=8)
+    idx = np.arange(len(results))
+    t_cm = np.array([min(r.translation_error_m * 100, 1e3) for r in results])
+    r_deg = np.array([min(r.rotation_error_deg, 180.0) for r in results])
+    ax_err.semilogy(idx, np.maximum(t_cm, 1e-3), ".-", color="tab:blue", label="translation [cm]")
+    ax_err.semilogy(idx, np.maximum(r_deg, 1e-3), ".-", color="tab:orange", label="rotation [deg]")
+    ax_err.axhline(5.0, color="0.5", ls="--", lw=1, label="5 cm / 5 deg")
+    ax_err.set_xlabel("query frame")
+    ax_err.set_title("error per frame (lost frames at the top)")
+    ax_err.legend(loc="best", fontsize=8)
+    return _save_png(fig, path, title)
+
+
+def _save_png(fig, path: str | Path, title: str = "") -> Path:
+    """Title, lay out, and write ``fig`` atomically as a PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def format_table(report: dict) -> str:
+    """A short human-readable summary of a report."""
+    acc = report["accuracy"]
+    tcm, rdeg = report.get("median_translation_cm"), report.get("median_rotation_deg")
+    rows = [
+        ("frames", f"{report['frames']}  (lost {report['lost']})" + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else "")),
+        ("10cm/5deg", f"{acc['10cm_5deg']:.1f} %"),
+        ("5cm/5deg", f"{acc['5cm_5deg']:.1f} %"),
+        ("2cm/2deg", f"{acc['2cm_2deg']:.1f} %"),
+        ("1cm/1deg", f"{acc['1cm_1deg']:.1f} %"),
+        ("median error", f"{tcm:.2f} cm, {rdeg:.2f} deg" if tcm is not None and rdeg is not None else "n/a (most frames lost)"),
+        ("median inliers", f"{report['median_inliers']:.0f} ({100 * report['median_inlier_ratio']:.1f} %)"),
+        ("latency (median)", ", ".join(f"{k} {v:.0f} ms" for k, v in report["timing_ms"].items())),
+    ]
+    if "mapping_seconds" in report:
+        rows.insert(0, ("mapping time", f"{report['mapping_seconds']:.1f} s"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def plot_error_cdf(results: Sequence[FrameResult], path: str | Path, title: str = "") -> Path:
+    """Cumulative distribution of translation and rotation errors; lost frames never reach it,
+    so each curve ends at the share of localized frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(results), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, values, unit, marks in (
+        (axes[0], [r.translation_error_m * 100 for r in results], "translation error [cm]", (2, 5, 10)),
+        (axes[1], [r.rotation_error_deg for r in results], "rotation error [deg]", (2, 5)),
+    ):
+        v = np.sort(np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64))
+        if len(v):
+            ax.step(np.r_[0.0, v], np.r_[0.0, np.arange(1, len(v) + 1) / n] * 100, where="post", color="tab:blue")
+            ax.set_xscale("symlog", linthresh=1.0)
+        for m in marks:
+            ax.axvline(m, color="0.6", ls="--", lw=1)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel(unit)
+        ax.set_ylabel("frames within [%]")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{len(results)} frames, {sum(not r.success for r in results)} lost")
+    return _save_png(fig, path, title)
