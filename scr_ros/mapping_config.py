@@ -34,6 +34,8 @@ class MappingConfig:
     pca_samples: int = 100_000  # feature rows the PCA is fitted on
     classifier: bool = False  # train a keypoint classifier after the head (Matching Rates)
     classifier_config: dict = field(default_factory=dict)  # classifier.ClassifierConfig fields
+    # Map parts that have no setting above: key -> their settings (scr map --part KEY[=JSON]).
+    parts: dict = field(default_factory=dict)
     precision: str = "auto"
     seed: int = 0
     # The implicit reconstruction stored with the map (shown as the map cloud in rviz): head

@@ -32,6 +32,7 @@ from .fileio import check_output_file
 from .heads import HEADS
 from .mapfile import SceneMap, load_map, not_a_map
 from .map_builder import MapBuilder
+from .map_parts import MAP_PARTS
 from .mapping_config import MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
@@ -65,11 +66,21 @@ def mapping_config(preset_name: str, head: str | None = None, loss: str | None =
 DEPTH_CHOICES = {"auto": None, "on": True, "off": False}
 
 
-def method_overrides(score: bool = False, classifier: bool = False, finetune_epochs: float = 0.0, pca_dim: int = 0) -> dict:
+def method_overrides(score: bool = False, classifier: bool = False, finetune_epochs: float = 0.0, pca_dim: int = 0, parts: dict | None = None) -> dict:
     """MappingConfig overrides for the papers' switches, as ``scr map``, ``scr bag map`` and the
     mapping node name them: SS-DVR's score, Matching Rates' keypoint classifier (and fine-tuning
-    the head on what it accepts), R-SCoRe's PCA."""
+    the head on what it accepts), R-SCoRe's PCA, and ``parts``: other registered map parts by
+    key, with their settings (``--part KEY[=JSON]``, the node's ``map_parts``)."""
     out: dict = {}
+    for key, settings in (parts or {}).items():
+        if key not in MAP_PARTS:
+            raise ScrError(f"unknown map part {key!r}; registered: {', '.join(sorted(MAP_PARTS))}")
+        if MAP_PARTS[key].switch:
+            raise ScrError(f"map part {key!r} has its own option: {MAP_PARTS[key].switch}")
+        if not isinstance(settings, dict):
+            raise ScrError(f"the settings of map part {key!r} must be a JSON object, got {settings!r}")
+    if parts:
+        out["parts"] = {key: dict(settings) for key, settings in parts.items()}
     if score:
         out["score"] = True
     if classifier:

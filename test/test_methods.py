@@ -2,20 +2,25 @@
 depth loss switch, compact maps. Unit checks first, then end-to-end maps on the tiny scene."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from scr_ros.cli import main
-from scr_ros.pipeline import build_map, localize, mapping_config
-from scr_ros.pca import PcaProjection
+from scr_ros.classifier import ClassifierConfig, train_classifier
+from scr_ros.cli import main, make_parser
+from scr_ros.cli.options import method_overrides
+from scr_ros.encoders import load_encoder
 from scr_ros.errors import MapFileError, ScrError
 from scr_ros.heads import build_head
-from scr_ros.classifier import ClassifierConfig, train_classifier
 from scr_ros.losses import build_loss
+from scr_ros.map_builder import MapBuilder
+from scr_ros.map_parts import MAP_PARTS, MapPart
 from scr_ros.mapfile import load_map
 from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods, validate
+from scr_ros.pca import PcaProjection
+from scr_ros.pipeline import build_map, localize, mapping_config
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.selectors import build_selector
 
@@ -288,3 +293,49 @@ def test_registries_refuse_a_name_twice_and_list_the_known_ones():
     assert made.kind == "w" and parts.lookup("w") is made
     with pytest.raises(ScrError, match=r"unknown selector 'x'; registered: auto, all, classifier, score"):
         SELECTORS.lookup("x", ScrError, also=("auto",))
+
+
+class _RowCounter(MapPart):
+    """A map part as a new file would add one: it records how many buffer rows the head was
+    trained on, as a one-weight module, and hands the selectors a constant signal."""
+
+    key, stage, provides = "row-counter", "trained", "rows"
+
+    @classmethod
+    def fit(cls, builder, frames=None, head=None, buffer=None):
+        module = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            module.weight.fill_(float(buffer.size))
+        return cls(module, {"rows": int(buffer.size), "label": cls.settings(builder.config).get("label", "")})
+
+    def header(self):
+        return dict(self.info)
+
+    @classmethod
+    def from_header(cls, entry, in_channels):
+        return cls(torch.nn.Linear(1, 1, bias=False), entry)
+
+    def signal(self, features):
+        return np.full(len(features), float(self.module.weight.detach()), np.float32)
+
+
+def test_a_new_map_part_is_switched_on_fitted_stored_and_loaded_without_touching_the_engines(monkeypatch, tiny, tmp_path):
+    monkeypatch.setitem(MAP_PARTS, "row-counter", _RowCounter)
+    args = make_parser().parse_args(["map", "synthetic:tiny", "--out", "m", "--part", 'row-counter={"label": "x"}'])
+    overrides = method_overrides(args)
+    assert overrides == {"parts": {"row-counter": {"label": "x"}}}
+    config = mapping_config("test", buffer_size=4000, samples_per_image=256, epochs=1.0, batch_size=512, **overrides)
+    built = MapBuilder(load_encoder("dsift"), config, device="cpu").build(tiny.frames("train")[:6])
+    path = built.save(tmp_path / "m.safetensors")
+    loaded = load_map(path)
+    part = loaded.parts["row-counter"]
+    assert part.info == {"rows": built.training["buffer_size"], "label": "x"}
+    assert float(part.module.weight.detach()) == built.training["buffer_size"]  # its tensor went through the file
+    assert Relocalizer(loaded, load_encoder("dsift"), device="cpu").signals == {"rows"}
+    # Refused with a reason: an unknown key, a part that has its own option, settings that are not an object.
+    for bad, message in (("nope", "unknown map part 'nope'"), ("projection", "has its own option: --pca DIM"), ("row-counter=[1]", "must be a JSON object"), ("row-counter={", "not JSON")):
+        with pytest.raises(ScrError, match=re.escape(message)):
+            method_overrides(make_parser().parse_args(["map", "d", "--out", "m", "--part", bad]))
+    with pytest.raises(ScrError, match="'map_parts' must be a JSON object"):
+        mapping_methods(validate(MAPPING_PARAMS, {"map_parts": "[1]"}))
+    assert mapping_methods(validate(MAPPING_PARAMS, {"map_parts": '{"row-counter": {}}'}))["parts"] == {"row-counter": {}}

@@ -4,10 +4,13 @@ and their translation into library settings."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from .. import pipeline
+from ..errors import ScrError
 from ..heads import HEADS
 from ..losses import LOSSES
+from ..map_parts import MAP_PARTS
 from ..relocalize import RelocalizerConfig
 from ..selectors import SELECTORS
 
@@ -30,11 +33,28 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     g.add_argument("--classifier", action="store_true", help="train a keypoint classifier that ranks correspondences for RANSAC (Matching Rates)")
     g.add_argument("--finetune", type=float, default=None, metavar="EPOCHS", help="with --classifier: fine-tune the head on the keypoints it accepts for EPOCHS epochs")
     g.add_argument("--pca", type=int, default=None, metavar="DIM", help="compact map: PCA of the encoder features to DIM channels, stored in the map (R-SCoRe uses 128)")
+    generic = sorted(key for key, cls in MAP_PARTS.items() if not cls.switch)
+    g.add_argument(
+        "--part", action="append", default=[], metavar="KEY[=JSON]",
+        help=f"also fit the registered map part KEY, with settings as a JSON object ({', '.join(generic) or 'none registered besides the switches above'})",
+    )
 
 
 def method_overrides(args) -> dict:
     """MappingConfig overrides from :func:`add_method_arguments`' options."""
-    return pipeline.method_overrides(args.score, args.classifier, args.finetune or 0.0, args.pca or 0)
+    return pipeline.method_overrides(args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part))
+
+
+def parse_parts(specs: list[str]) -> dict:
+    """``--part KEY`` / ``--part KEY=JSON`` options -> {key: settings}."""
+    parts = {}
+    for spec in specs:
+        key, _, text = spec.partition("=")
+        try:
+            parts[key] = json.loads(text) if text else {}
+        except json.JSONDecodeError as exc:
+            raise ScrError(f"--part {spec}: the settings are not JSON ({exc})") from None
+    return parts
 
 
 def add_selector_arguments(p: argparse.ArgumentParser) -> None:

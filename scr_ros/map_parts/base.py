@@ -35,6 +35,9 @@ class MapPart:
     key = ""
     stage = "trained"
     provides: str | None = None
+    # The scr map option of a part with a MappingConfig field of its own (e.g. "--pca DIM");
+    # None: the part is switched on by ``MappingConfig.parts`` (``scr map --part KEY[=JSON]``).
+    switch: str | None = None
 
     def __init__(self, module: nn.Module, info: dict | None = None) -> None:
         self.module = module
@@ -43,8 +46,14 @@ class MapPart:
     # -------------------------------------------------------------- mapping
     @classmethod
     def wanted(cls, config) -> bool:
-        """Whether a :class:`~scr_ros.mapping_config.MappingConfig` asks for this part."""
-        raise NotImplementedError
+        """Whether a :class:`~scr_ros.mapping_config.MappingConfig` asks for this part (by
+        default: its key is in ``config.parts``)."""
+        return cls.key in config.parts
+
+    @classmethod
+    def settings(cls, config) -> dict:
+        """This part's settings from ``config.parts`` (empty when it has none)."""
+        return dict(config.parts.get(cls.key) or {})
 
     @classmethod
     def check(cls, config, encoder_channels: int) -> None:

@@ -21,6 +21,7 @@ class ClassifierPart(MapPart):
 
     stage = "trained"
     provides = "probability"
+    switch = "--classifier"
 
     @classmethod
     def wanted(cls, config) -> bool:

@@ -15,6 +15,7 @@ class PcaPart(MapPart):
     features before the buffer fills; the buffer and the head then hold ``pca_dim`` channels."""
 
     stage = "features"
+    switch = "--pca DIM"
 
     @classmethod
     def wanted(cls, config) -> bool:

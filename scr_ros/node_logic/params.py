@@ -10,6 +10,7 @@ tests check ``config/*.yaml`` and that page against it. Choices that name regist
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("classifier", False, "Train a keypoint classifier with the map; the relocalizer uses it to rank correspondences (Matching Rates)."),
     _p("classifier_finetune_epochs", 0.0, "With classifier: fine-tune the head on the keypoints the classifier accepts for this many epochs (0: no fine-tuning).", 0.0, 100.0),
     _p("pca_dim", 0, "Compact map: PCA of the encoder features to this many channels, stored in the map (0: off; R-SCoRe uses 128).", 0, 4096),
+    _p("map_parts", "", "Other registered map parts to fit with the map, as a JSON object of part key -> settings (scr map --part); empty: none."),
     DEVICE,
 )
 
@@ -172,7 +174,13 @@ def mapping_methods(p: dict) -> dict:
     """``build_map`` keywords for the mapping node's method parameters (the fine-tuning epochs
     count only with the classifier on)."""
     finetune = p["classifier_finetune_epochs"] if p["classifier"] else 0.0
-    return {"depth": DEPTH_CHOICES[p["depth_loss"]], **method_overrides(p["score"], p["classifier"], finetune, p["pca_dim"])}
+    try:
+        parts = json.loads(p["map_parts"]) if p["map_parts"] else {}
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"parameter 'map_parts' is not JSON: {exc}") from None
+    if not isinstance(parts, dict):
+        raise ParameterError(f"parameter 'map_parts' must be a JSON object (part key -> settings), got {p['map_parts']!r}")
+    return {"depth": DEPTH_CHOICES[p["depth_loss"]], **method_overrides(p["score"], p["classifier"], finetune, p["pca_dim"], parts)}
 
 
 def specs_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:
