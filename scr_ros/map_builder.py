@@ -43,7 +43,7 @@ from .geometry import invert_pose, project
 from .heads import build_head
 from .imaging import apply_affine, augment, inside, invert_affine, prepare, to_gray
 from .losses import build_loss
-from .map_parts import MapPart, ordered
+from .map_parts import MapPart, ordered, transform_features
 from .mapfile import SceneMap
 from .mapping_config import MappingConfig, preset
 from .progress import CancelToken, Progress
@@ -204,9 +204,7 @@ class MapBuilder:
     # ------------------------------------------------------------------ buffer
 
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
-        for part in self.parts.values():
-            features = part.transform(features)
-        return features
+        return transform_features(self.parts.values(), features)
 
     def head_channels(self) -> int:
         """Channels the head reads: the encoder's, through the map parts fitted so far."""

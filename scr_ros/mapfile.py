@@ -34,7 +34,7 @@ from safetensors.torch import save as _st_save
 from .errors import MapFileError
 from .fileio import atomic_write_bytes
 from .heads import HEADS, SceneHead, build_head
-from .map_parts import MapPart, ordered
+from .map_parts import MapPart, ordered, transform_features
 
 FORMAT = "scr_ros.map"
 FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional map parts (projection.*, classifier.*)
@@ -92,9 +92,7 @@ class SceneMap:
 
     def head_input(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder features (N, C) -> what the head reads (every part's transform in turn)."""
-        for part in self.parts.values():
-            features = part.transform(features)
-        return features
+        return transform_features(self.parts.values(), features)
 
     def header(self, weights_dtype: str, weights_sha256: str) -> dict:
         parts = {key: part.header() for key, part in self.parts.items()}

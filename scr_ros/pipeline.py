@@ -94,11 +94,11 @@ def method_overrides(score: bool = False, classifier: bool = False, finetune_epo
     return out
 
 
-def open_dataset_reporting(spec: str, report) -> Dataset:
-    """:func:`~scr_ros.datasets.open_dataset`, reporting a synthetic scene's rendering to ``report``."""
-    ds = open_dataset(spec, progress=counter(report, "render"))
-    if isinstance(report, ProgressBar):
-        report.close()
+def open_dataset_reporting(spec: str, bar: ProgressBar) -> Dataset:
+    """:func:`~scr_ros.datasets.open_dataset`, showing a synthetic scene's rendering on ``bar``
+    (closed afterwards, so what the caller prints next starts on a line of its own)."""
+    ds = open_dataset(spec, progress=counter(bar, "render"))
+    bar.close()
     return ds
 
 

@@ -22,6 +22,7 @@ from .encoders import Encoder, load_encoder_for_map
 from .errors import EncoderError, ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
+from .map_parts import transform_features
 from .mapfile import SceneMap
 from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
@@ -140,13 +141,12 @@ class Relocalizer:
         _, C, fh, fw = feats.shape
         signals = {}
         with autocast(self.device, self.amp_dtype):
-            x = feats[0].reshape(C, -1).T
-            for part in self.parts:
-                x = part.transform(x)
+            x = transform_features(self.parts, feats[0].reshape(C, -1).T)
             coords, score = self.head.predict(x)
+            needed = None if selector is None else selector.needs
             for part in self.parts:
-                if selector is not None and part.provides is not None and part.provides == selector.needs:
-                    signals[part.provides] = part.signal(x)
+                if needed is not None and part.provides == needed:
+                    signals[needed] = part.signal(x)
         if score is not None:
             signals["score"] = score.float().cpu().numpy()
         coords = coords.float().cpu().numpy().astype(np.float64)

@@ -30,16 +30,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 
 def layer_of(module: str) -> int:
-    best, best_len = None, -1
+    # A prefix covers the module and its submodules; the root package covers only itself.
     for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            exact_root = prefix == "scr_ros" and module == "scr_ros"
-            covers = module == prefix or (prefix != "scr_ros" and module.startswith(prefix + "."))
-            if (exact_root or covers) and len(prefix) > best_len:
-                best, best_len = index, len(prefix)
-    if best is None:
-        raise AssertionError(f"{module} is in no layer; add it to LAYERS and docs/architecture.md")
-    return best
+        if any(module == p or (p != "scr_ros" and module.startswith(p + ".")) for p in prefixes):
+            return index
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS and docs/architecture.md")
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:

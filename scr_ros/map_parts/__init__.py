@@ -24,11 +24,11 @@ Shapes: features (N, C) -> transform -> (N, C') -> head; ``signal(features (N, C
 """
 
 from ..registry import import_parts
-from .base import MAP_PARTS, STAGES, MapPart, ordered, register_map_part
+from .base import MAP_PARTS, STAGES, MapPart, ordered, register_map_part, transform_features
 
 import_parts(__name__, __path__)
 
 from .classifier import ClassifierPart  # noqa: E402 - the built-in parts, for direct use
 from .projection import PcaPart  # noqa: E402
 
-__all__ = ["MAP_PARTS", "STAGES", "ClassifierPart", "MapPart", "PcaPart", "ordered", "register_map_part"]
+__all__ = ["MAP_PARTS", "STAGES", "ClassifierPart", "MapPart", "PcaPart", "ordered", "register_map_part", "transform_features"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,13 @@ MAP_PARTS = Registry("map part", name_attribute="key")
 register_map_part = MAP_PARTS.register
 
 STAGES = ("features", "trained")
+
+
+def transform_features(parts: Iterable["MapPart"], features: torch.Tensor) -> torch.Tensor:
+    """Encoder features (N, C) -> what the head reads: every part's transform in turn."""
+    for part in parts:
+        features = part.transform(features)
+    return features
 
 
 def ordered() -> list[type["MapPart"]]:

@@ -48,4 +48,4 @@ class PcaPart(MapPart):
         return self.module.dim
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
-        return self.module.to(features.device)(features)
+        return self.module(features)
