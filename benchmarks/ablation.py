@@ -5,11 +5,23 @@
         [--rows baseline,deep,classifier,score,depth,pca,best] [--out docs/ablation.md]
         [--json docs/ablation.json] [--resume]
 
+    # part 2 (large and ambiguous scenes): GLACE, R-SCoRe, two workers
+    python benchmarks/ablation.py --resume --preset test --scenes integrated \
+        --rows baseline,glace,global-descriptor,global-covisibility,rscore,best-large,workers-1,workers-2
+
 Rows: the ACE head baseline (RGB-only `ace` loss, every correspondence to RANSAC), each switch
 alone, and the best combination (the switches whose mean 5cm/5deg over the measured scenes is
 not below the baseline's; `deep` joins only if it helps). The keypoint classifier's map is
 localized twice, with its selector and with all correspondences, so its effect on RANSAC is
 measured on the same head.
+
+Part 2's rows (issue 18): `glace` (GLACE's position decoder, `--head glace`), `global-descriptor`
+and `global-covisibility` (the two global encodings, `--part ...`, on ACE's head), `rscore`
+(R-SCoRe's head: position decoder plus refinement module), `best-large` (the better global
+encoding of the two with the better of the two heads), and `workers-1` / `workers-2` (the
+baseline mapped by one process and by `torchrun --nproc_per_node 2` over gloo, for the time).
+The `integrated` scene is the synthetic four-room scene (rooms sharing walls and furniture,
+320x240, mapped at 240 px); `large` the 10 x 8 m synthetic room.
 
 Scenes: the synthetic room (seed 0, the demo room's generator seed) with its lighting-change
 (seed 1) and repetitive-texture (seed 2) variants at 80 mapping / 40 query views, and the real
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +44,10 @@ import torch
 
 from scr_ros import __version__
 from scr_ros.pipeline import build_map, localize
+from scr_ros.datasets.synthetic import SCENES as NAMED_SCENES
 from scr_ros.datasets.synthetic import open_synthetic
+from scr_ros.mapfile import load_map
+from scr_ros.mapping_config import preset as mapping_preset
 from scr_ros.fileio import atomic_write_text
 from scr_ros.device import hardware_description
 from scr_ros.relocalize import RelocalizerConfig
@@ -56,6 +72,18 @@ ROWS: dict[str, tuple[dict, tuple[str, ...]]] = {
 }
 SWITCH = {"deep": {"head": "deep"}, "classifier": {"classifier": True}, "score": {"score": True}, "depth": {"depth": True}, "pca": {"pca_dim": 128}}
 
+# Part 2: large and ambiguous scenes.
+ROWS.update({
+    "glace": ({"depth": False, "head": "glace"}, ("all",)),
+    "global-descriptor": ({"depth": False, "parts": {"global-descriptor": {}}}, ("all",)),
+    "global-covisibility": ({"depth": False, "parts": {"global-covisibility": {}}}, ("all",)),
+    "rscore": ({"depth": False, "head": "rscore"}, ("all",)),
+    "workers-1": ({"depth": False, "workers": 1}, ("all",)),
+    "workers-2": ({"depth": False, "workers": 2}, ("all",)),
+})
+# Scenes of part 2, named synthetic scenes, with their mapping overrides.
+NAMED = {"integrated": {"image_height": 240}, "large": {}, "tiny": {}}
+
 
 def git_commit() -> str:
     try:
@@ -64,11 +92,29 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, dataset: str, preset: str, tmp: Path) -> list[dict]:
+def map_with_workers(dataset: str, map_path: Path, preset: str, workers: int, overrides: dict) -> float:
+    """The baseline map built by ``workers`` processes under torchrun (a subprocess, as a user
+    runs it); returns its mapping seconds."""
+    if overrides:
+        raise SystemExit(f"the workers rows take no mapping overrides ({overrides}); run them on a scene without")
+    cmd = [sys.executable, "-m", "scr_ros.cli", "map", dataset, "--out", str(map_path), "--preset", preset, "--no-depth"]
+    if workers > 1:
+        cmd[1:3] = ["-m", "torch.distributed.run", "--nproc_per_node", str(workers), "-m", "scr_ros.cli"]
+    subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS=str(max(1, torch.get_num_threads() // workers))))
+    return load_map(map_path).training["seconds"]
+
+
+def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, dataset: str, preset: str, tmp: Path, overrides: dict | None = None) -> list[dict]:
     kwargs = dict(kwargs)
     head = kwargs.pop("head", None)
+    workers = kwargs.pop("workers", None)
     map_path = tmp / f"{scene}-{label}.map"
-    scene_map = build_map(dataset, map_path, preset, "auto", None, head, quiet=True, **kwargs)
+    if workers:
+        defaults = mapping_preset(preset).to_dict()
+        map_with_workers(dataset, map_path, preset, workers, {k: v for k, v in (overrides or {}).items() if defaults.get(k) != v})
+        scene_map = load_map(map_path)
+    else:
+        scene_map = build_map(dataset, map_path, preset, "auto", None, head, quiet=True, **kwargs, **(overrides or {}))
     out = []
     for sel in selectors:
         _, r, _, _ = localize(map_path, dataset, "test", "auto", quiet=True, config=RelocalizerConfig(selector=sel))
@@ -91,6 +137,9 @@ def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, da
             "ransac_iterations": r["median_ransac_iterations"],
             "map_bytes": r["map_bytes"],
             "commit": git_commit(),
+            "preset": preset,
+            "hardware": hardware_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+            **({"workers": workers} if workers else {}),
         })
     map_path.unlink()
     return out
@@ -111,6 +160,15 @@ def best_switches(rows: list[dict]) -> dict:
     return chosen
 
 
+def best_large(rows: list[dict]) -> dict:
+    """Part 2's best combination on a scene: the better head of glace / rscore with the better
+    global encoding, each judged by 5cm/5deg (ties: the cheaper, glace and the descriptor)."""
+    score = {r["row"]: r["5cm_5deg"] for r in rows}
+    head = "rscore" if score.get("rscore", -1) > score.get("glace", -1) else "glace"
+    part = "global-covisibility" if score.get("global-covisibility", -1) > score.get("global-descriptor", -1) else "global-descriptor"
+    return {"depth": False, "head": head, "parts": {part: {}}}
+
+
 def _f(v, spec, none="n/a"):
     return none if v is None else format(v, spec)
 
@@ -118,7 +176,9 @@ def _f(v, spec, none="n/a"):
 def tables(rows: list[dict]) -> str:
     out = []
     for scene in dict.fromkeys(r["scene"] for r in rows):
-        out.append(f"**{scene}**\n")
+        presets = sorted({r.get("preset", "cpu") for r in rows if r["scene"] == scene})
+        machines = sorted({r["hardware"] for r in rows if r["scene"] == scene and "hardware" in r})
+        out.append(f"**{scene}** (preset {', '.join(presets)}{'; measured on ' + ' and '.join(machines) if machines else ''})\n")
         out.append("| row | 5cm/5° | 2cm/2° | median | lost | mapping | encoder / head / select / RANSAC / refine / total (ms) | inlier ratio | RANSAC it. | correspondences | map size |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
@@ -187,6 +247,8 @@ def main() -> int:
             scenes.append(("SUN3D (real)", args.sun3d))
         elif name in SCENES:
             scenes.append((f"synthetic {name}", str(open_synthetic(SCENES[name]).root)))
+        elif name in NAMED:
+            scenes.append((f"synthetic {name} (named)", str(open_synthetic(NAMED_SCENES[name]).root)))
         else:
             p.error(f"unknown scene {name!r}")
     wanted = args.rows.split(",")
@@ -198,10 +260,15 @@ def main() -> int:
                     continue
                 if label == "best":
                     kwargs, selectors = best_switches([r for r in rows if r["scene"] == scene]), ("auto",)
+                elif label == "best-large":
+                    kwargs, selectors = best_large([r for r in rows if r["scene"] == scene]), ("auto",)
                 else:
                     kwargs, selectors = ROWS[label]
                 print(f"{scene}: {label} ...", file=sys.stderr, flush=True)
-                new = run_row(label, kwargs, selectors, scene, dataset, args.preset, Path(tmp))
+                overrides = next((NAMED[n] for n in NAMED if scene == f"synthetic {n} (named)"), {})
+                new = run_row(label, kwargs, selectors, scene, dataset, args.preset, Path(tmp), overrides)
+                if label == "best-large":
+                    new[0]["row"] = f"best-large ({new[0]['switches']['head']}, {next(iter(new[0]['switches']['parts']))})"
                 if label == "best":
                     on = [k if v is True else f"{k}={v}" for k, v in new[0]["switches"].items() if v is not False]
                     new[0]["row"] = f"best ({', '.join(on) or 'baseline'})"

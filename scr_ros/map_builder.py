@@ -34,16 +34,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .datasets.base import Frame
 from .device import autocast, autocast_dtype, resolve_device, synchronize
 from .encoders import Encoder
 from .errors import DatasetError, MappingCancelled, ScrError
 from .geometry import invert_pose, project
-from .heads import build_head
+from .heads import HEADS, build_head
 from .imaging import apply_affine, augment, inside, invert_affine, prepare, to_gray
 from .losses import build_loss
-from .map_parts import MapPart, ordered, transform_features
+from .map_parts import MapPart, head_input, ordered, transform_features
 from .mapfile import SceneMap
 from .mapping_config import MappingConfig, preset
 from .progress import CancelToken, Progress
@@ -84,9 +84,10 @@ class MapBuilder:
     ) -> None:
         self.encoder = encoder
         self.config = config or preset("ace")
-        self.device = resolve_device(device)
+        self.device = distributed.local_device(resolve_device(device))
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
-        self.progress = progress or (lambda p: None)
+        # Under several workers only rank 0 reports progress (and writes the map).
+        self.progress = (progress if distributed.is_main() else None) or (lambda p: None)
         self.cancel = cancel
         self.unreadable: dict[str, str] = {}  # frame name -> why its image or depth could not be read
         self.encoder.to(self.device).eval()
@@ -94,12 +95,39 @@ class MapBuilder:
         self.wanted_parts = [cls for cls in ordered() if cls.wanted(self.config)]
         for cls in self.wanted_parts:
             cls.check(self.config, encoder.out_channels)
+        context = [cls.key for cls in self.wanted_parts if cls.gives_context]
+        if len(context) > 1:
+            raise ScrError(f"map parts {' and '.join(context)} both give a global encoding; choose one")
+        later = [cls.key for cls in self.wanted_parts if cls.stage == "trained"]
+        if context and later:
+            raise ScrError(f"map part {later[0]} reads training rows without their global encoding, so it cannot be combined with {context[0]} yet")
         # Map parts fitted so far (key -> part); the head reads features through the "features" ones.
         self.parts: dict[str, MapPart] = {}
 
     def autocast_context(self):
         """The autocast context mapping runs its networks under (for parts that train their own)."""
         return autocast(self.device, self.amp_dtype)
+
+    @property
+    def context_part(self) -> MapPart | None:
+        """The fitted part that gives images a global encoding, if any."""
+        return next((part for part in self.parts.values() if part.gives_context), None)
+
+    def encode_frame(self, frame: Frame) -> torch.Tensor | None:
+        """Encoder features (1, C, h, w) of a mapping frame at the map's image height, without
+        augmentation; None (and the frame recorded as unreadable) when its image cannot be read."""
+        encoded = self._encode(frame)
+        return None if encoded is None else encoded[0]
+
+    def _encode(self, frame: Frame):
+        try:
+            rgb = frame.load_image()
+        except DatasetError as exc:
+            self.unreadable[frame.name] = str(exc)
+            return None
+        img, A = prepare(to_gray(rgb), self.config.image_height)
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            return self.encoder(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device)), rgb, A
 
     def check_cancel(self) -> None:
         """Raise MappingCancelled when the cancel token is set (called between images / iterations)."""
@@ -118,24 +146,28 @@ class MapBuilder:
         for cls in self.wanted_parts:
             if cls.stage == "features":
                 self.parts[cls.key] = cls.fit(self, frames=frames)
+                distributed.broadcast_module(self.parts[cls.key].module)
         buffer = self.fill_buffer(frames)
         t_buffer = time.perf_counter() - t0
-        head_config = {**cfg.head_config, **({"score": True} if cfg.score else {})}
+        positions = np.stack([f.pose[:3, 3] for f in frames])
+        head_config = {**HEADS.lookup(cfg.head).scene_defaults(positions), **cfg.head_config, **({"score": True} if cfg.score else {})}
         head = build_head(cfg.head, in_channels=self.head_channels(), **head_config)
-        head.set_mean(np.mean([f.pose[:3, 3] for f in frames], axis=0))
+        head.fit_to_cameras(positions, seed=cfg.seed)
         t1 = time.perf_counter()
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
         for cls in self.wanted_parts:
             if cls.stage == "trained":
                 self.parts[cls.key] = cls.fit(self, head=head, buffer=buffer)
+                distributed.broadcast_module(self.parts[cls.key].module)
         head.eval()
-        cloud_xyz, cloud_rgb = self.reconstruct(head, frames)
+        # The map's point cloud is only needed where the map is written.
+        cloud_xyz, cloud_rgb = self.reconstruct(head, frames) if distributed.is_main() else (None, None)
         head.cpu()
         cameras = sorted({f.camera for f in frames}, key=lambda c: (c.width, c.height, c.fx))
         training = {
             "frames": len(frames),
-            "buffer_size": buffer.size,
+            "buffer_size": int(distributed.all_sum(buffer.size)),
             "buffer_passes": buffer.passes,
             "iterations": iterations,
             "final_loss": final_loss,
@@ -145,6 +177,7 @@ class MapBuilder:
             "seconds": round(time.perf_counter() - t0, 3),
             **({"unreadable_frames": dict(sorted(self.unreadable.items()))} if self.unreadable else {}),
             "device": str(self.device),
+            **({"workers": distributed.world_size()} if distributed.world_size() > 1 else {}),
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
             "preset": preset_name,
             "config": cfg.to_dict(),
@@ -175,16 +208,14 @@ class MapBuilder:
         for k, i in enumerate(picks):
             self.check_cancel()
             frame = frames[i]
-            try:
-                rgb = frame.load_image()
-            except DatasetError as exc:
-                self.unreadable[frame.name] = str(exc)
+            encoded = self._encode(frame)
+            if encoded is None:
                 continue
-            img, A = prepare(to_gray(rgb), cfg.image_height)
+            feats, rgb, A = encoded
+            context = self.context_part.frame_context(int(i)) if self.context_part else None
             with autocast(dev, self.amp_dtype):
-                feats = self.encoder(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(dev))
                 _, C, fh, fw = feats.shape
-                coords = head(self._head_input(feats[0].reshape(C, -1).T))
+                coords = head(head_input(self._head_input(feats[0].reshape(C, -1).T), context))
             coords = coords.float().cpu().numpy().astype(np.float64)
             px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
             proj, z = project(coords, frame.pose, frame.camera)
@@ -206,15 +237,19 @@ class MapBuilder:
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         return transform_features(self.parts.values(), features)
 
-    def head_channels(self) -> int:
-        """Channels the head reads: the encoder's, through the map parts fitted so far."""
+    def local_channels(self) -> int:
+        """Channels of a buffer row: the encoder's, through the map parts fitted so far."""
         channels = self.encoder.out_channels
         for part in self.parts.values():
             channels = part.out_channels(channels)
         return channels
 
+    def head_channels(self) -> int:
+        """Channels the head reads: a buffer row plus any global encoding."""
+        return self.local_channels() + sum(part.context_channels() for part in self.parts.values())
+
     def _check_memory(self) -> None:
-        need = self.config.buffer_bytes(self.encoder.out_channels, self.uses_depth)
+        need = self.config.buffer_bytes(self.encoder.out_channels, self.uses_depth) // distributed.world_size()
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
         else:
@@ -240,12 +275,14 @@ class MapBuilder:
 
     def fill_buffer(self, frames: Sequence[Frame], size: int | None = None, stage: str = "buffer") -> TrainingBuffer:
         """Rows of head input (projected features once a PCA is fitted); ``size`` rows at most
-        (default ``buffer_size``)."""
+        (default ``buffer_size``). Under several workers each fills its share (a worker takes every
+        ``world_size``-th image of the same shuffled order) and holds only that."""
         cfg, dev = self.config, self.device
-        size = cfg.buffer_size if size is None else size
+        workers, rank = distributed.world_size(), distributed.rank()
+        size = -(-(cfg.buffer_size if size is None else size) // workers)
         self._check_memory()
         C = self.encoder.out_channels
-        width = self.head_channels()
+        width = self.local_channels()
         buf = TrainingBuffer(
             features=torch.empty((size, width), dtype=torch.float16, device=dev),
             pixels=torch.empty((size, 2), dtype=torch.float32, device=dev),
@@ -258,7 +295,8 @@ class MapBuilder:
         expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(size / cfg.samples_per_image))
         t0, images_done = time.perf_counter(), 0
         # Lazy, so a frame found unreadable in one pass is not read again in the next.
-        jobs = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)) if frames[i].name not in self.unreadable)
+        order = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)))
+        jobs = (job for n, job in enumerate(order) if n % workers == rank and frames[job[1]].name not in self.unreadable)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending = []
             for _ in range(3):  # keep a few images decoded and augmented ahead of the encoder
@@ -321,11 +359,19 @@ class MapBuilder:
         last 5 %). ``final_threshold`` trains at the loss's end-of-schedule inlier threshold
         (fine-tuning a trained head)."""
         cfg, dev = self.config, self.device
+        workers = distributed.world_size()
         n = buf.size if rows is None else len(rows)
-        batch = min(cfg.batch_size, n)
-        iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * n / batch)))
+        # Several workers: each draws its share of the batch from its share of the buffer, so
+        # the global batch, the epochs over the whole buffer and the iterations stay those of
+        # one worker; DDP averages the workers' gradients.
+        batch = min(-(-cfg.batch_size // workers), n)
+        total_rows = distributed.all_sum(n)
+        iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * total_rows / (batch * workers))))
         lr_min, lr_max = (cfg.lr_min, cfg.lr_max) if lr is None else lr
         head.to(dev).train()
+        model = _TrainingOutputs(head)
+        if distributed.active():
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         loss_fn = build_loss(cfg.loss, total_iterations=iterations, **cfg.loss_config)
         opt = torch.optim.AdamW(head.parameters(), lr=lr_min, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -333,7 +379,9 @@ class MapBuilder:
         )
         use_scaler = dev.type == "cuda" and self.amp_dtype == torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed + distributed.rank())
+        context_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 7919 * (1 + distributed.rank()))
+        context = self.context_part
         perm, cursor = torch.randperm(n, generator=gen), 0
         tail = max(1, iterations // 20)
         recent: list[float] = []
@@ -348,11 +396,16 @@ class MapBuilder:
                 idx = rows[idx]
             cursor += batch
             frames = buf.frame_index[idx]
+            x = buf.features[idx].float()
+            if context is not None:
+                x = head_input(x, context.training_context(frames, context_gen))
             with autocast(dev, self.amp_dtype):
-                coords, score = head.predict(buf.features[idx].float())
+                outputs, score = model(x)
             depth = buf.depth[idx] if buf.depth is not None else None
-            loss, _ = loss_fn(
-                coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score
+            # Heads with a coarse and a refined output (R-SCoRe) have both supervised.
+            loss = sum(
+                loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score)[0]
+                for coords in outputs
             )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -368,4 +421,15 @@ class MapBuilder:
             if it % 10 == 0 or it == iterations - 1:
                 synchronize(dev)
                 self.progress(Progress(stage, it + 1, iterations, time.perf_counter() - t0, loss=sum(recent) / len(recent)))
-        return iterations, float(np.mean(recent))
+        return iterations, distributed.all_sum(float(np.mean(recent))) / workers
+
+
+class _TrainingOutputs(torch.nn.Module):
+    """The head's training outputs as ``forward``, the call DistributedDataParallel wraps."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor):
+        return self.head.training_outputs(features)

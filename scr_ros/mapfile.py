@@ -116,7 +116,8 @@ class SceneMap:
         if weights_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
         tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
-        tensors["mean"] = self.head.mean.detach().cpu().float()  # the mean stays fp32: it is metres
+        for k in self.head.full_precision:  # metres in the map frame stay fp32 (the mean, GLACE's centres)
+            tensors[k] = getattr(self.head, k).detach().cpu().float()
         for key, part in self.parts.items():
             tensors.update({f"{key}.{k}": v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in part.module.state_dict().items()})
         if self.cloud_xyz is not None:
@@ -211,7 +212,8 @@ def load_map(path: str | Path) -> SceneMap:
                 raise ValueError(f"entry {key!r} is not an object")
             parts[key] = part_classes[key].from_header(entry, channels)
             channels = parts[key].out_channels(channels)
-        return parts, channels
+        # The head reads the local features after the parts' transforms plus any global encoding.
+        return parts, channels + sum(part.context_channels() for part in parts.values())
 
     try:
         with torch.device("meta"):
@@ -253,7 +255,7 @@ def load_map(path: str | Path) -> SceneMap:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     wanted = WEIGHT_DTYPES[header["weights_dtype"]]
     for k, v in tensors.items():
-        if k not in CLOUD_KEYS and k != "mean" and v.is_floating_point() and v.dtype != wanted:
+        if k not in CLOUD_KEYS and k not in HEADS[head_type].full_precision and v.is_floating_point() and v.dtype != wanted:
             raise MapFileError(f"{path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, but the header says weights_dtype {header['weights_dtype']}")
         if v.is_floating_point() and not torch.isfinite(v.float()).all():
             raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")

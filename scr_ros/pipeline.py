@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, distributed
 from .datasets import Dataset, open_dataset
 from .datasets.base import check_frames
+from .device import resolve_device
 from .encoders import load_encoder, load_encoder_for_map
 from .errors import ScrError
 from .evaluate import localize_frames, summarize
@@ -38,19 +39,26 @@ from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
 
 
-def mapping_config(preset_name: str, head: str | None = None, loss: str | None = None, depth: bool | None = None, **overrides) -> MappingConfig:
+def mapping_config(
+    preset_name: str, head: str | None = None, loss: str | None = None, depth: bool | None = None, head_config: dict | None = None, **overrides
+) -> MappingConfig:
     """The preset's config with a head, loss or depth choice applied (``scr map --head/--loss/--depth``).
 
     Naming the preset's own head or loss keeps its tuned settings (e.g. the cpu preset's depth
     weight); another loss starts from its defaults, another head keeps only the preset's width
     (the CPU presets narrow every head). ``depth`` True selects ``ace-depth`` (SS-DVR's
     beta = 0.1 unless the preset tunes it), False the RGB-only ``ace`` loss, None the preset's
-    choice. ``overrides`` are :class:`~scr_ros.mapping_config.MappingConfig` fields.
+    choice. ``head_config``: head settings on top of the preset's (``scr map --head-config``).
+    ``overrides`` are :class:`~scr_ros.mapping_config.MappingConfig` fields.
     """
     cfg = preset(preset_name, **overrides)
     if head and head != cfg.head:
         HEADS.lookup(head, ScrError)
         cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
+    if head_config:
+        if not isinstance(head_config, dict):
+            raise ScrError(f"head settings must be a JSON object, got {head_config!r}")
+        cfg.head_config = {**cfg.head_config, **head_config}
     if loss and loss != cfg.loss:
         cfg.loss, cfg.loss_config = loss, {}
     if depth is not None:
@@ -132,9 +140,15 @@ def build_map(
         cancel: anything with ``is_set()``; the build stops with MappingCancelled when it is set.
         source: where the frames came from, for the map header, when ``dataset_spec`` is an
             intermediate folder (``scr bag map``, the mapping node).
+
+    Started by ``torchrun --nproc_per_node N`` this is one of N workers training one head with
+    DistributedDataParallel (:mod:`scr_ros.distributed`); rank 0 reports progress and writes
+    the map, the others return the same map unsaved.
     """
     out = Path(out)
     check_output_file(out, "map", not_a_map)  # before minutes of work, not after
+    distributed.init_from_env(resolve_device(device))
+    quiet = quiet or not distributed.is_main()
     bar = ProgressBar(not quiet and progress is None)
     ds = open_dataset_reporting(dataset_spec, bar)
     frames = ds.frames(split)
@@ -150,7 +164,8 @@ def build_map(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
             f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}{''.join(', ' + e for e in extras)}"
             f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
-            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB",
+            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB"
+            f"{f' over {distributed.world_size()} workers' if distributed.world_size() > 1 else ''}",
             file=sys.stderr,
         )
     try:
@@ -159,7 +174,8 @@ def build_map(
         bar.close()
     scene_map.training["dataset"] = source or str(dataset_spec)
     scene_map.training["split"] = split
-    scene_map.save(out)
+    if distributed.is_main():
+        scene_map.save(out)
     return scene_map
 
 

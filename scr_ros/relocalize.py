@@ -1,12 +1,16 @@
 """Relocalizer: one image -> camera pose, via encoder, head and PnP-RANSAC.
 
-    image --to_gray/resize--> encoder --features--> [PCA] --> head --scene coordinates-->
-        selector --> RANSAC --> pose
+    image --to_gray/resize--> encoder --features--> [PCA] [+ global encoding] --> head
+        --scene coordinates--> selector --> RANSAC --> pose
 
 Every feature gives one 2D-3D correspondence: its pixel in the original image and the scene
 coordinate the head predicts for it. A selector (``selectors``) may keep only the promising
 ones: by the head's discriminability score, or by the map's keypoint classifier. A frame with
 fewer than ``min_inliers`` RANSAC inliers is reported *lost* with a reason and no pose.
+
+A map with a global encoding (GLACE, R-SCoRe) gives the head one of several encodings per
+query (the query's own descriptor, or those of the mapping images it retrieves); each
+hypothesis runs head, selector and RANSAC, and the pose with most inliers is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .encoders import Encoder, load_encoder_for_map
 from .errors import EncoderError, ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
-from .map_parts import transform_features
+from .map_parts import head_input, transform_features
 from .mapfile import SceneMap
 from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
@@ -41,6 +45,9 @@ class RelocalizerConfig:
     classifier_top_k: int = 1024
     classifier_min_keep: int = 200
     classifier_grid: int = 8
+    # Global-encoding hypotheses per query for maps that have a global encoding (0: the map's
+    # own default; R-SCoRe's gains level off past 10).
+    hypotheses: int = 0
 
     def selector_settings(self, name: str) -> dict:
         return {
@@ -66,6 +73,8 @@ class Localization:
     num_candidates: int = 0  # finite correspondences before selection (num_correspondences: after)
     selector: str = "all"
     ransac_inliers: int = 0  # RANSAC's inliers among the num_correspondences it saw
+    hypothesis: int = 0  # which global-encoding hypothesis gave the result (0 for maps without)
+    hypotheses: int = 1  # how many were tried
 
     # num_inliers / inlier_mask count every finite correspondence that agrees with the final pose;
     # after a selector that is more than RANSAC saw, since the pose is refined on all of them.
@@ -97,6 +106,7 @@ class Relocalizer:
         self.encoder = encoder.to(self.device).eval()
         self.head = scene_map.head.to(self.device).eval()
         self.parts = [part.to(self.device) for part in scene_map.parts.values()]
+        self.context_part = next((p for p in self.parts if p.gives_context), None)
         # Per-correspondence signals this map gives selectors: the head's score, and the parts'.
         self.signals = ({"score"} if self.head.predicts_score else set()) | {p.provides for p in self.parts if p.provides}
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
@@ -123,36 +133,54 @@ class Relocalizer:
         return pixels, coords, timings
 
     @torch.no_grad()
-    def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-        """Like :meth:`scene_coordinates`, plus the signals the selector needs: a dict with
-        ``score`` (N,) when the head predicts one and the signal a map part provides when the
-        selector needs it (e.g. the classifier's ``probability``; its time counts in the
-        ``head`` stage). ``selector``: the one that will pick from them (default: none, so no
-        part computes a signal)."""
+    def encode(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray, dict]:
+        """image -> encoder features (1, C, h, w), the pixels (h*w, 2) they stand for in the
+        original image, and timings (ms)."""
         t0 = time.perf_counter()
-        gray = to_gray(image)
-        img, A = prepare(gray, self.map.image_height)
+        img, A = prepare(to_gray(image), self.map.image_height)
         x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device)
         t1 = time.perf_counter()
         with autocast(self.device, self.amp_dtype):
             feats = self.encoder(x)
         synchronize(self.device)
         t2 = time.perf_counter()
-        _, C, fh, fw = feats.shape
+        pixels = apply_affine(invert_affine(A), self.encoder.feature_pixels(*feats.shape[2:]))
+        return feats, pixels, {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
+
+    @torch.no_grad()
+    def contexts(self, feats: torch.Tensor) -> list[torch.Tensor | None]:
+        """The global-encoding hypotheses for a query's features (``[None]`` for maps without)."""
+        if self.context_part is None:
+            return [None]
+        return list(self.context_part.query_contexts(feats, self.config.hypotheses))
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None) -> tuple[np.ndarray, dict]:
+        """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3) and the selector's signals."""
+        C = feats.shape[1]
         signals = {}
         with autocast(self.device, self.amp_dtype):
             x = transform_features(self.parts, feats[0].reshape(C, -1).T)
-            coords, score = self.head.predict(x)
+            coords, score = self.head.predict(head_input(x, context))
             needed = None if selector is None else selector.needs
             for part in self.parts:
                 if needed is not None and part.provides == needed:
                     signals[needed] = part.signal(x)
         if score is not None:
             signals["score"] = score.float().cpu().numpy()
-        coords = coords.float().cpu().numpy().astype(np.float64)
-        t3 = time.perf_counter()
-        pixels = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
-        timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "head": (t3 - t2) * 1e3}
+        return coords.float().cpu().numpy().astype(np.float64), signals
+
+    @torch.no_grad()
+    def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+        """Like :meth:`scene_coordinates`, plus the signals the selector needs: a dict with
+        ``score`` (N,) when the head predicts one and the signal a map part provides when the
+        selector needs it (e.g. the classifier's ``probability``; its time counts in the
+        ``head`` stage). ``selector``: the one that will pick from them (default: none, so no
+        part computes a signal). With a global encoding: the first hypothesis's."""
+        feats, pixels, timings = self.encode(image)
+        t0 = time.perf_counter()
+        coords, signals = self.predict(feats, self.contexts(feats)[0], selector)
+        timings["head"] = (time.perf_counter() - t0) * 1e3
         return pixels, coords, signals, timings
 
     def localize(self, image: np.ndarray, camera: PinholeCamera) -> Localization:
@@ -162,7 +190,28 @@ class Relocalizer:
         if (w, h) != (camera.width, camera.height):
             raise ValueError(f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with camera.scaled()")
         selector = self.selector
-        pixels, coords, signals, timings = self.correspondences(image, selector)
+        feats, pixels, timings = self.encode(image)
+        contexts = self.contexts(feats)
+        best = None
+        for k, context in enumerate(contexts):
+            t0 = time.perf_counter()
+            coords, signals = self.predict(feats, context, selector)
+            head_ms = (time.perf_counter() - t0) * 1e3
+            result = self._solve(pixels, coords, signals, camera, selector, dict(timings, head=head_ms), t_start)
+            result.hypothesis, result.hypotheses = k, len(contexts)
+            if best is not None:
+                for stage in ("head", "select", "ransac", "refine"):
+                    if stage in result.timings_ms or stage in best.timings_ms:
+                        result.timings_ms[stage] = result.timings_ms.get(stage, 0.0) + best.timings_ms.get(stage, 0.0)
+            if best is None or result.num_inliers > best.num_inliers:
+                best = result
+            else:
+                best.timings_ms = result.timings_ms
+        best.timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+        return best
+
+    def _solve(self, pixels, coords, signals, camera, selector, timings, t_start) -> Localization:
+        """Selector, RANSAC and acceptance for one set of correspondences."""
         t0 = time.perf_counter()
         finite = np.flatnonzero(np.all(np.isfinite(coords), axis=1))
         picked = finite[selector(len(finite), pixels=pixels[finite], **{k: v[finite] for k, v in signals.items()})]

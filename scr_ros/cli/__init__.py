@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, distributed
 from ..demo import run_demo
 from ..device import cuda_available
 from ..errors import MappingCancelled, ScrError
@@ -37,8 +37,10 @@ def cmd_map(args) -> int:
     t0 = time.perf_counter()
     scene_map = build_map(
         args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision,
-        loss=args.loss, depth=args.depth, **method_overrides(args),
+        loss=args.loss, depth=args.depth, head_config=args.head_config, **method_overrides(args),
     )
+    if not distributed.is_main():
+        return 0  # rank 0 of a torchrun launch writes the map and reports
     tr = scene_map.training
     print(
         f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scr: error: {exc}", file=sys.stderr)
         return 2
     finally:
+        distributed.shutdown()  # leaves a torchrun launch's process group (no-op otherwise)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -117,7 +117,7 @@ def cmd_map(args) -> int:
         print(f"{args.bag} ({split}): {summary.describe()}", file=sys.stderr)
         scene_map = build_map(
             str(session), args.out, args.preset, args.device, args.encoder, args.head, "train", args.seed, args.precision,
-            loss=args.loss, source=f"{args.bag} ({split})", depth=DEPTH_CHOICES[args.depth], **method_overrides(args),
+            loss=args.loss, source=f"{args.bag} ({split})", depth=DEPTH_CHOICES[args.depth], head_config=args.head_config, **method_overrides(args),
         )
     finally:
         if args.session is None:

@@ -23,6 +23,10 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     own ``--depth``)."""
     g = p.add_argument_group("methods from the papers (see docs/ablation.md for their measured effect)")
     g.add_argument("--head", default=None, metavar="NAME", help=f"registered head: {', '.join(HEADS)} (default: the preset's, ace)")
+    g.add_argument(
+        "--head-config", type=_json_object, default=None, metavar="JSON",
+        help='head settings on top of the preset\'s, e.g. \'{"clusters": 50}\' for GLACE\'s position decoder (default: the head\'s, some chosen from the mapping cameras)',
+    )
     g.add_argument("--loss", default=None, metavar="NAME", help=f"registered loss: {', '.join(LOSSES)} (default: the preset's)")
     if depth:
         g.add_argument(
@@ -38,6 +42,16 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
         "--part", action="append", default=[], metavar="KEY[=JSON]",
         help=f"also fit the registered map part KEY, with settings as a JSON object ({', '.join(generic) or 'none registered besides the switches above'})",
     )
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text}")
+    return value
 
 
 def method_overrides(args) -> dict:
@@ -66,6 +80,7 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier-min-probability", type=float, default=d.classifier_min_probability, metavar="P", help=f"classifier selector: keep points with P(inlier) >= P (default {d.classifier_min_probability})")
     g.add_argument("--classifier-top-k", type=int, default=d.classifier_top_k, metavar="K", help=f"classifier selector: at most the K most likely (0: no cap; default {d.classifier_top_k})")
     g.add_argument("--classifier-grid", type=int, default=d.classifier_grid, metavar="G", help=f"classifier selector: spread the capped pick over GxG image cells (0: plain ranking; default {d.classifier_grid})")
+    g.add_argument("--hypotheses", type=int, default=d.hypotheses, metavar="N", help="maps with a global encoding: localize with N encodings (the query's own and/or those of the N nearest mapping images) and keep the pose with most inliers (default: the map's)")
 
 
 def relocalizer_config(args) -> RelocalizerConfig:
@@ -73,5 +88,5 @@ def relocalizer_config(args) -> RelocalizerConfig:
     return RelocalizerConfig(
         selector=args.selector, score_percentile=args.score_percentile,
         classifier_min_probability=args.classifier_min_probability, classifier_top_k=args.classifier_top_k,
-        classifier_grid=args.classifier_grid,
+        classifier_grid=args.classifier_grid, hypotheses=args.hypotheses,
     )

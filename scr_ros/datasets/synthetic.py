@@ -19,19 +19,31 @@ from typing import Callable
 
 from ..errors import DatasetError
 from ..fileio import atomic_write_json
-from ..renderer import RENDERER_VERSION, SceneConfig, SyntheticScene
+from ..renderer import RENDERER_VERSION, IntegratedConfig, SceneConfig, integrated_rooms
 from ..renderer.textures import FAMILIES
 from .base import Dataset
 from .posed_folder import open_posed_folder, write_frame, write_intrinsics
 
-SCENES: dict[str, SceneConfig] = {
+_TINY = SceneConfig(seed=4, room_size=(3.5, 3.0, 2.5), width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=6, texel_density=160.0)
+
+SCENES: dict[str, SceneConfig | IntegratedConfig] = {
     # The demo scene: a 6 x 5 x 2.8 m room, 12 pieces of furniture.
     "default": SceneConfig(),
     "lighting": SceneConfig(seed=1, lighting_change=True),
     "repetitive": SceneConfig(seed=2, repetitive_texture=True),
     "large": SceneConfig(seed=3, room_size=(10.0, 8.0, 3.0), num_objects=24, mapping_frames=600, query_frames=150),
     # Small and fast: the end-to-end tests' fixture and `scr demo --quick` (a 3.5 x 3 m room at 320x240).
-    "tiny": SceneConfig(seed=4, room_size=(3.5, 3.0, 2.5), width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=6, texel_density=160.0),
+    "tiny": _TINY,
+    # Four tiny-sized rooms in one map (like 12-Scenes' i19): rooms 0 and 1 have the same walls,
+    # rooms 0 and 2 the same furniture, room 3 is unlike the others; 100 mapping and 25 query
+    # frames each. Local appearance repeats across rooms, so a head without global context
+    # has to average their coordinates.
+    "integrated": IntegratedConfig(
+        integrated_rooms(
+            dataclasses.replace(_TINY, mapping_frames=100, query_frames=25),
+            seeds=[20, 21, 22, 23], wall_seeds=[100, 100, None, None], furniture_seeds=[200, None, 200, None],
+        )
+    ),
 }
 
 
@@ -43,16 +55,28 @@ def cache_root() -> Path:
     return Path(base) / "scr_ros"
 
 
-def config_digest(config: SceneConfig) -> str:
-    """Cache key: the config and the renderer version (a renderer change must not reuse old pixels)."""
+def _key_dict(config: SceneConfig) -> dict:
     config_dict = config.to_dict()
+    # Fields added later are left out at their defaults, so older scenes keep their key.
     if tuple(config_dict["texture_families"]) == FAMILIES:
-        del config_dict["texture_families"]  # added later; scenes with the default keep their key
+        del config_dict["texture_families"]
+    for name in ("wall_seed", "furniture_seed"):
+        if config_dict[name] is None:
+            del config_dict[name]
+    return config_dict
+
+
+def config_digest(config: SceneConfig | IntegratedConfig) -> str:
+    """Cache key: the config and the renderer version (a renderer change must not reuse old pixels)."""
+    if isinstance(config, IntegratedConfig):
+        config_dict = {"rooms": [_key_dict(r) for r in config.rooms], "gap": config.gap}
+    else:
+        config_dict = _key_dict(config)
     key = {"renderer_version": RENDERER_VERSION, "config": config_dict}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
+def render_to_folder(config: SceneConfig | IntegratedConfig, out: Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
     """Render the mapping and query trajectories of ``config`` into the posed folder ``out``."""
     out = Path(out)
     if out.exists():
@@ -60,7 +84,7 @@ def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, in
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        scene = SyntheticScene(config)
+        scene = config.build()
         jobs = [("train", i, False) for i in range(config.mapping_frames)] + [("test", i, True) for i in range(config.query_frames)]
         for split in ("train", "test"):
             write_intrinsics(tmp / split, scene.camera)
@@ -82,13 +106,13 @@ def render_to_folder(config: SceneConfig, out: Path, progress: Callable[[int, in
     return out
 
 
-def resolve_scene(name: str) -> SceneConfig:
+def resolve_scene(name: str) -> SceneConfig | IntegratedConfig:
     if name not in SCENES:
         raise DatasetError(f"unknown synthetic scene {name!r}; available: {', '.join(SCENES)}")
     return SCENES[name]
 
 
-def open_synthetic(name_or_config: str | SceneConfig, cache: Path | None = None, progress=None) -> Dataset:
+def open_synthetic(name_or_config: str | SceneConfig | IntegratedConfig, cache: Path | None = None, progress=None) -> Dataset:
     """The dataset of a named scene (or a config), rendering it into the cache on first use."""
     config = resolve_scene(name_or_config) if isinstance(name_or_config, str) else name_or_config
     label = name_or_config if isinstance(name_or_config, str) else "custom"
@@ -100,5 +124,5 @@ def open_synthetic(name_or_config: str | SceneConfig, cache: Path | None = None,
             if not folder.is_dir():  # another process may have rendered it meanwhile
                 raise
     ds = open_posed_folder(folder)
-    ds.layout, ds.description = "synthetic", f"synthetic scene {label!r} ({dataclasses.asdict(config)})"
+    ds.layout, ds.description = "synthetic", f"synthetic scene {label!r} ({config.to_dict()})"
     return ds

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SceneHead, check_int, register_head
+from .base import SceneHead, check_int, dehomogenize, register_head
 
 
 @register_head("ace")
@@ -91,8 +91,7 @@ class AceHead(SceneHead):
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.out(x.float())
             if self.homogeneous:
-                h = F.softplus(out[:, 3:4], beta=self.beta) + self.max_inv_scale
-                xyz = out[:, :3] / h.clamp(max=self.min_inv_scale)
+                xyz = dehomogenize(out, self.beta, self.max_inv_scale, self.min_inv_scale)
             else:
                 xyz = out[:, :3]
             return xyz + self.mean, (out[:, -1] if self.predicts_score else None)

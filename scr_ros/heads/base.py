@@ -9,8 +9,10 @@ buffer. Heads are registered by name; a map stores the name and the constructor 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..registry import Registry
 
@@ -29,6 +31,8 @@ class SceneHead(nn.Module):
 
     head_type = "base"
     predicts_score = False
+    # Buffers in map-frame metres, stored as float32 even in an fp16 map.
+    full_precision: tuple[str, ...] = ("mean",)
 
     def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """features (N, C) -> (scene coordinates (N, 3), s_hat (N,) or None)."""
@@ -42,11 +46,36 @@ class SceneHead(nn.Module):
     def set_mean(self, mean) -> None:
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(3))
 
+    @classmethod
+    def scene_defaults(cls, positions: np.ndarray) -> dict:
+        """Constructor keywords this head picks from the mapping camera positions (F, 3), e.g.
+        GLACE's depth by scene size; the mapping config's head settings override them."""
+        return {}
+
+    def fit_to_cameras(self, positions: np.ndarray, seed: int = 0) -> None:
+        """Set what the head derives from the mapping camera positions (F, 3) before training:
+        the mean they are predicted around (GLACE's head adds its cluster centres)."""
+        self.set_mean(np.mean(positions, axis=0))
+
+    def training_outputs(self, features: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """features (N, C) -> (every coordinate output the loss supervises, each (N, 3); s_hat).
+
+        One output for most heads; R-SCoRe's head also supervises its coarse output."""
+        coords, score = self.predict(features)
+        return [coords], score
+
     def forward_map(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, C, h, w) -> scene coordinates (B, 3, h, w)."""
         B, C, h, w = features.shape
         rows = features.permute(0, 2, 3, 1).reshape(-1, C)
         return self(rows).reshape(B, h, w, 3).permute(0, 3, 1, 2)
+
+
+def dehomogenize(out: torch.Tensor, beta: float, max_inv_scale: float, min_inv_scale: float) -> torch.Tensor:
+    """ACE's homogeneous output (N, 4) -> offsets (N, 3): ``(x, y, z) / h`` with
+    ``h = softplus(w, beta) + max_inv_scale`` clamped to ``min_inv_scale``."""
+    h = F.softplus(out[:, 3:4], beta=beta) + max_inv_scale
+    return out[:, :3] / h.clamp(max=min_inv_scale)
 
 
 def check_int(name: str, value, lo: int, hi: int) -> None:

@@ -20,15 +20,20 @@ Adding a part: a module in this folder with a :class:`MapPart` subclass register
 changes. Parts are fitted, applied and rebuilt in :func:`ordered` order: ``features`` parts
 first (the classifier reads what the PCA outputs).
 
-Shapes: features (N, C) -> transform -> (N, C') -> head; ``signal(features (N, C'))`` -> (N,).
+A part may also give each image a *global encoding* (``gives_context``: GLACE's and R-SCoRe's,
+:mod:`.global_encoding`), appended to every feature the head reads; at query time it offers
+several hypotheses and the relocalizer keeps the pose with most inliers.
+
+Shapes: features (N, C) -> transform -> (N, C') [+ context (D,) -> (N, C' + D)] -> head;
+``signal(features (N, C'))`` -> (N,).
 """
 
 from ..registry import import_parts
-from .base import MAP_PARTS, STAGES, MapPart, ordered, register_map_part, transform_features
+from .base import MAP_PARTS, STAGES, MapPart, head_input, ordered, register_map_part, transform_features
 
 import_parts(__name__, __path__)
 
 from .classifier import ClassifierPart  # noqa: E402 - the built-in parts, for direct use
 from .projection import PcaPart  # noqa: E402
 
-__all__ = ["MAP_PARTS", "STAGES", "ClassifierPart", "MapPart", "PcaPart", "ordered", "register_map_part", "transform_features"]
+__all__ = ["MAP_PARTS", "STAGES", "ClassifierPart", "MapPart", "PcaPart", "head_input", "ordered", "register_map_part", "transform_features"]

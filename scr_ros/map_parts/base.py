@@ -26,6 +26,14 @@ def transform_features(parts: Iterable["MapPart"], features: torch.Tensor) -> to
     return features
 
 
+def head_input(features: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Local rows (N, C) and one image's encoding (D,) or per-row encodings (N, D) -> (N, C + D)."""
+    if context is None:
+        return features
+    context = context.to(features.dtype)
+    return torch.cat([features, context.expand(len(features), -1) if context.dim() == 1 else context], dim=1)
+
+
 def ordered() -> list[type["MapPart"]]:
     """The registered parts in the order they are fitted, applied and rebuilt: ``features``
     parts first (what they output is what later parts read), then ``trained`` ones."""
@@ -93,6 +101,28 @@ class MapPart:
     def transform(self, features: torch.Tensor) -> torch.Tensor:
         """features (N, C) -> (N, out_channels(C)); what the head and later parts read."""
         return features
+
+    # ------------------------------------------------------------- global context
+    # A part with ``gives_context`` (GLACE's and R-SCoRe's global encodings) gives each image an
+    # encoding that is appended to every feature the head reads: from the mapping frame's own
+    # entry while training (with the part's augmentation), and from hypotheses at query time.
+    gives_context = False
+
+    def context_channels(self) -> int:
+        return 0
+
+    def training_context(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Mapping frame indices (B,) -> augmented encodings (B, D) for training rows."""
+        raise NotImplementedError(f"map part {self.key!r} gives no context")
+
+    def frame_context(self, frame_index: int) -> torch.Tensor:
+        """The encoding (D,) of mapping frame ``frame_index``, without augmentation."""
+        raise NotImplementedError(f"map part {self.key!r} gives no context")
+
+    def query_contexts(self, features: torch.Tensor, hypotheses: int) -> torch.Tensor:
+        """Encoder features (1, C, h, w) of a query -> up to ``hypotheses`` encodings (H, D), the
+        most promising first (0: the part's own default)."""
+        raise NotImplementedError(f"map part {self.key!r} gives no context")
 
     def signal(self, features: torch.Tensor) -> np.ndarray:
         """The ``provides`` signal (N,) for the features the head reads."""

@@ -120,6 +120,7 @@ RELOCALIZER_PARAMS: tuple[ParamSpec, ...] = (
     _p("classifier_min_probability", 0.5, "Classifier selector: keep correspondences whose inlier probability is at least this.", 0.0, 1.0, dynamic=True),
     _p("classifier_top_k", 1024, "Classifier selector: keep at most this many of the most likely inliers (0: no cap).", 0, 1000000, dynamic=True),
     _p("classifier_grid", 8, "Classifier selector: when the cap leaves candidates out, spread the kept ones over a grid of this many cells per image side (0: the plain most-likely ranking).", 0, 64, dynamic=True),
+    _p("hypotheses", 0, "Maps with a global encoding (GLACE, R-SCoRe): localize with this many encodings per frame and keep the pose with most inliers (0: the map's default).", 0, 100, dynamic=True),
 )
 
 MAPPING_PARAMS: tuple[ParamSpec, ...] = (
@@ -159,7 +160,8 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
     _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=tuple(PRESETS)),
     _p("encoder", "", "Encoder name or weights file; empty: the package default."),
-    _p("head", "ace", "Scene head: ace or deep (the deeper residual head of Matching Rates).", choices=tuple(HEADS)),
+    _p("head", "ace", "Scene head: ace, deep (Matching Rates' deeper head), glace (GLACE's position decoder) or rscore (R-SCoRe's, with refinement).", choices=tuple(HEADS)),
+    _p("head_config", "", "Head settings on top of the preset's, as a JSON object (scr map --head-config), e.g. {\"clusters\": 50}; empty: the head's defaults."),
     _p("depth_loss", "auto", "Train with recorded depth: auto (the preset's loss, which uses depth where keyframes have it), on (ace-depth; refuses keyframes without depth) or off (RGB only).", choices=tuple(DEPTH_CHOICES)),
     _p("score", False, "Head also predicts a discriminability score; the relocalizer then drops low-score points (SS-DVR)."),
     _p("classifier", False, "Train a keypoint classifier with the map; the relocalizer uses it to rank correspondences (Matching Rates)."),
@@ -180,7 +182,13 @@ def mapping_methods(p: dict) -> dict:
         raise ParameterError(f"parameter 'map_parts' is not JSON: {exc}") from None
     if not isinstance(parts, dict):
         raise ParameterError(f"parameter 'map_parts' must be a JSON object (part key -> settings), got {p['map_parts']!r}")
-    return {"depth": DEPTH_CHOICES[p["depth_loss"]], **method_overrides(p["score"], p["classifier"], finetune, p["pca_dim"], parts)}
+    try:
+        head_config = json.loads(p["head_config"]) if p["head_config"] else None
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"parameter 'head_config' is not JSON: {exc}") from None
+    if head_config is not None and not isinstance(head_config, dict):
+        raise ParameterError(f"parameter 'head_config' must be a JSON object, got {p['head_config']!r}")
+    return {"depth": DEPTH_CHOICES[p["depth_loss"]], **({"head_config": head_config} if head_config else {}), **method_overrides(p["score"], p["classifier"], finetune, p["pca_dim"], parts)}
 
 
 def specs_by_name(specs: tuple[ParamSpec, ...]) -> dict[str, ParamSpec]:

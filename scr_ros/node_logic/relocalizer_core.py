@@ -247,6 +247,7 @@ class RelocalizerCore:
             classifier_min_probability=p["classifier_min_probability"],
             classifier_top_k=p["classifier_top_k"],
             classifier_grid=p["classifier_grid"],
+            hypotheses=p["hypotheses"],
         )
 
     # ---------------------------------------------------------------- one frame

@@ -45,12 +45,22 @@ class SceneConfig:
     # Materials of furniture and of the plain base of walls, floor and ceiling (decals keep
     # their own mix); pretraining scenes add EXTRA_FAMILIES.
     texture_families: tuple[str, ...] = FAMILIES
+    # Rooms of an integrated scene may look alike: rooms of the same size with the same
+    # wall_seed get the same floor, ceiling and pair of walls facing along x (the two walls
+    # facing along y stay their own, so not every view is ambiguous); rooms with the same
+    # furniture_seed get furniture of the same sizes and materials (placed by ``seed``).
+    # None: everything comes from ``seed``.
+    wall_seed: int | None = None
+    furniture_seed: int | None = None
 
     def camera(self) -> PinholeCamera:
         return PinholeCamera(self.focal, self.focal, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def build(self) -> "SyntheticScene":
+        return SyntheticScene(self)
 
 
 @dataclass(frozen=True)
@@ -145,16 +155,27 @@ class SyntheticScene:
         Lx, Ly, Lz = self.room
         cams = np.array([T[:3, 3] for T in self.mapping_poses + self.query_poses]).reshape(-1, 3)
         boxes: list[_Box] = []
-        for _ in range(self.config.num_objects * 50):
+        shared = None if self.config.furniture_seed is None else np.random.default_rng([self.config.furniture_seed, 1])
+        size = None
+        for attempt in range(self.config.num_objects * (100 if shared is not None else 50)):
             if len(boxes) == self.config.num_objects:
                 break
-            hx, hy = rng.uniform(0.1, 0.5, size=2)
-            if rng.random() < 0.3:  # a wall cabinet / shelf, off the floor
-                hz = rng.uniform(0.1, 0.3)
-                cz = rng.uniform(0.9, Lz - 0.4)
+            if shared is not None:
+                # Shared furniture: the k-th piece has the same size in every room with this
+                # furniture_seed; only its place comes from the room's own seed.
+                if size is None or attempt % 50 == 0:
+                    size = shared.uniform(0.1, 0.5, size=2), shared.random() < 0.3, shared.random()
+                (hx, hy), on_wall, u = size
+                hz = 0.1 + 0.2 * u if on_wall else 0.15 + (min(0.9, Lz / 2 - 0.2) - 0.15) * u
+                cz = rng.uniform(0.9, Lz - 0.4) if on_wall else hz
             else:
-                hz = rng.uniform(0.15, min(0.9, Lz / 2 - 0.2))
-                cz = hz
+                hx, hy = rng.uniform(0.1, 0.5, size=2)
+                if rng.random() < 0.3:  # a wall cabinet / shelf, off the floor
+                    hz = rng.uniform(0.1, 0.3)
+                    cz = rng.uniform(0.9, Lz - 0.4)
+                else:
+                    hz = rng.uniform(0.15, min(0.9, Lz / 2 - 0.2))
+                    cz = hz
             center = np.array([rng.uniform(hx, Lx - hx), rng.uniform(hy, Ly - hy), cz])
             box = _Box(center, np.array([hx, hy, hz]), float(rng.uniform(-0.6, 0.6)))
             corners = box.corners()
@@ -165,11 +186,12 @@ class SyntheticScene:
             if any(np.linalg.norm(box.center[:2] - b.center[:2]) < np.linalg.norm(box.half[:2]) + np.linalg.norm(b.half[:2]) for b in boxes):
                 continue
             boxes.append(box)
+            size = None
         return boxes
 
     def _build_faces(self, rng: np.random.Generator) -> None:
         """Per face: a texture, a world->atlas-texel affine map and a normal."""
-        cfg, (Lx, Ly, Lz) = self.config, self.room
+        cfg = self.config
         d = cfg.texel_density
         faces = []  # (origin, u_axis, v_axis, size_u, size_v, normal)
         # Room: face index 2*axis + (1 if the ray leaves through the max side); normals point inwards.
@@ -195,16 +217,19 @@ class SyntheticScene:
                         (R @ origin_local + box.center, R[:, a1], R[:, a2], 2 * box.half[a1], 2 * box.half[a2], sgn * R[:, axis])
                     )
         textures, affines, normals = [], [], []
-        period = int(rng.integers(40, 80))
+        wall_rng = rng if cfg.wall_seed is None else np.random.default_rng([cfg.wall_seed, 2])
+        furniture_rng = rng if cfg.furniture_seed is None else np.random.default_rng([cfg.furniture_seed, 3])
+        period = int(wall_rng.integers(40, 80))
         for i, (origin, u, v, su, sv, normal) in enumerate(faces):
             w = int(np.ceil(su * d)) + 2 * MARGIN
             h = int(np.ceil(sv * d)) + 2 * MARGIN
+            surface_rng = rng if i in (2, 3) else wall_rng  # faces 2, 3: the walls facing along y
             if cfg.repetitive_texture and i < 6:
-                tex = periodic_texture(rng, h, w, period)
+                tex = periodic_texture(surface_rng, h, w, period)
             elif i < 6:
-                tex = decorated_surface(rng, h, w, d, None if cfg.texture_families == FAMILIES else cfg.texture_families)
+                tex = decorated_surface(surface_rng, h, w, d, None if cfg.texture_families == FAMILIES else cfg.texture_families)
             else:
-                tex = make_texture(rng, h, w, cfg.texture_families[int(rng.integers(len(cfg.texture_families)))])
+                tex = make_texture(furniture_rng, h, w, cfg.texture_families[int(furniture_rng.integers(len(cfg.texture_families)))])
             textures.append(tex)
             normals.append(normal)
             affines.append((origin, u, v))

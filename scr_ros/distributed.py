@@ -1,0 +1,87 @@
+"""Mapping on several workers with PyTorch DistributedDataParallel, in one place.
+
+``torchrun --nproc_per_node N ... scr map ...`` starts N copies of ``scr map``; each calls
+:func:`init_from_env`, which joins the process group torchrun describes in the environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): NCCL when the
+workers have GPUs, gloo on CPUs. Outside torchrun every function here behaves as a single
+worker (rank 0 of 1), so the engines call them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from .errors import ScrError
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Whether this worker writes files and reports progress (rank 0, or the only worker)."""
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Whether torchrun (or another launcher) started this process as one of several workers."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group of a torchrun launch (no-op otherwise); returns whether joined.
+
+    Each worker uses the GPU of its ``LOCAL_RANK`` (``cuda:LOCAL_RANK``) when ``device`` is CUDA."""
+    if not launched() or active():
+        return active()
+    if not dist.is_available():
+        raise ScrError("this torch build has no torch.distributed; map with one worker")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This worker's device: ``cuda:LOCAL_RANK`` for a CUDA device under several workers."""
+    if device.type == "cuda" and active() and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def all_sum(value: float) -> float:
+    """The sum of ``value`` over the workers."""
+    if not active():
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Give every worker rank 0's parameters and buffers of ``module`` (e.g. a fitted PCA)."""
+    if not active():
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.numel():
+            dist.broadcast(t.data, src=0)
+
+
+def shutdown() -> None:
+    if active():
+        dist.destroy_process_group()
