@@ -261,7 +261,12 @@ def main() -> int:
                 if label == "best":
                     kwargs, selectors = best_switches([r for r in rows if r["scene"] == scene]), ("auto",)
                 elif label == "best-large":
-                    kwargs, selectors = best_large([r for r in rows if r["scene"] == scene]), ("auto",)
+                    # Chosen on the scene's own rows, or on the integrated scene's where this
+                    # scene did not measure the parts.
+                    own = [r for r in rows if r["scene"] == scene]
+                    if not {"glace", "rscore", "global-descriptor", "global-covisibility"} <= {r["row"] for r in own}:
+                        own = [r for r in rows if r["scene"] == "synthetic integrated (named)"]
+                    kwargs, selectors = best_large(own), ("auto",)
                 else:
                     kwargs, selectors = ROWS[label]
                 print(f"{scene}: {label} ...", file=sys.stderr, flush=True)
