@@ -36,8 +36,9 @@ def is_main() -> bool:
 
 
 def launched() -> bool:
-    """Whether torchrun (or another launcher) started this process as one of several workers."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether torchrun (or another launcher) started this process as a worker (``torchrun
+    --nproc_per_node 1`` too: a group of one runs the same DDP code, NCCL included)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -71,6 +72,39 @@ def all_sum(value: float) -> float:
         t = t.cuda()
     dist.all_reduce(t)
     return float(t.item())
+
+
+def all_gather_ints(value: int) -> list[int]:
+    """Every worker's ``value``, in rank order (``[value]`` for one worker)."""
+    if not active():
+        return [int(value)]
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    out = [torch.zeros_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [int(x.item()) for x in out]
+
+
+def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Every worker's ``rows`` (N_r, ...) put together in the order of their global ``index``
+    (N_r,), on every worker (gloo and NCCL gather equal shapes, so the parts are padded)."""
+    if not active():
+        return rows[torch.argsort(index)]
+    sizes = all_gather_ints(len(rows))
+    most = max(sizes)
+    cuda = dist.get_backend() == "nccl"
+    dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    padded = torch.zeros((most, *rows.shape[1:]), dtype=rows.dtype, device=dev)
+    padded[: len(rows)] = rows
+    pad_index = torch.zeros(most, dtype=torch.int64, device=dev)
+    pad_index[: len(index)] = index
+    parts, indices = [torch.zeros_like(padded) for _ in sizes], [torch.zeros_like(pad_index) for _ in sizes]
+    dist.all_gather(parts, padded)
+    dist.all_gather(indices, pad_index)
+    whole = torch.cat([p[:n] for p, n in zip(parts, sizes)])
+    order = torch.argsort(torch.cat([i[:n] for i, n in zip(indices, sizes)]))
+    return whole[order].to(rows.device)
 
 
 def broadcast_module(module: nn.Module) -> None:

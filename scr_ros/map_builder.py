@@ -61,6 +61,8 @@ class TrainingBuffer:
     intrinsics: torch.Tensor  # (F, 4) float32: fx, fy, cx, cy
     size: int = 0
     passes: int = 0
+    # Under several workers: each row's number in the buffer one worker would have filled.
+    global_index: torch.Tensor | None = None
 
 
 class MapBuilder:
@@ -275,73 +277,112 @@ class MapBuilder:
 
     def fill_buffer(self, frames: Sequence[Frame], size: int | None = None, stage: str = "buffer") -> TrainingBuffer:
         """Rows of head input (projected features once a PCA is fitted); ``size`` rows at most
-        (default ``buffer_size``). Under several workers each fills its share (a worker takes every
-        ``world_size``-th image of the same shuffled order) and holds only that."""
+        (default ``buffer_size``).
+
+        Under several workers (torchrun) the workers take turns over the same shuffled images,
+        worker r the r-th of each round of N, and agree after each round how many rows each
+        keeps: together they hold exactly the rows one worker would (same images, same
+        augmentation, same picks), each only its own, with their row numbers in the whole buffer
+        (``global_index``)."""
         cfg, dev = self.config, self.device
         workers, rank = distributed.world_size(), distributed.rank()
-        size = -(-(cfg.buffer_size if size is None else size) // workers)
+        total = cfg.buffer_size if size is None else size
+        capacity = total if workers == 1 else min(total, -(-total // workers) + 4 * cfg.samples_per_image)
         self._check_memory()
         C = self.encoder.out_channels
         width = self.local_channels()
         buf = TrainingBuffer(
-            features=torch.empty((size, width), dtype=torch.float16, device=dev),
-            pixels=torch.empty((size, 2), dtype=torch.float32, device=dev),
-            frame_index=torch.empty((size,), dtype=torch.int64, device=dev),
-            depth=torch.full((size,), float("nan"), dtype=torch.float32, device=dev) if self.uses_depth else None,
+            features=torch.empty((capacity, width), dtype=torch.float16, device=dev),
+            pixels=torch.empty((capacity, 2), dtype=torch.float32, device=dev),
+            frame_index=torch.empty((capacity,), dtype=torch.int64, device=dev),
+            depth=torch.full((capacity,), float("nan"), dtype=torch.float32, device=dev) if self.uses_depth else None,
             T_cam_world=torch.as_tensor(np.stack([invert_pose(f.pose)[:3] for f in frames]), dtype=torch.float32, device=dev),
             intrinsics=torch.as_tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32, device=dev),
+            global_index=None if workers == 1 else torch.empty((capacity,), dtype=torch.int64, device=dev),
         )
         order_rng = np.random.default_rng(cfg.seed)
-        expected_images = min(cfg.max_buffer_passes * len(frames), math.ceil(size / cfg.samples_per_image))
-        t0, images_done = time.perf_counter(), 0
-        # Lazy, so a frame found unreadable in one pass is not read again in the next.
-        order = ((p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames)))
-        jobs = (job for n, job in enumerate(order) if n % workers == rank and frames[job[1]].name not in self.unreadable)
+        jobs = [(p, int(i)) for p in range(cfg.max_buffer_passes) for i in order_rng.permutation(len(frames))]
+        rounds = -(-len(jobs) // workers)
+        mine = jobs[rank::workers]  # this worker's image in each round
+        expected_images = min(len(mine), math.ceil(total / cfg.samples_per_image / workers))
+        t0, images_done, filled = time.perf_counter(), 0, 0
+
+        def submit(k: int):
+            # A frame found unreadable is not read again in a later pass.
+            if k < len(mine) and frames[mine[k][1]].name not in self.unreadable:
+                return pool.submit(self._prepare, frames[mine[k][1]], *mine[k])
+            return None
+
         with ThreadPoolExecutor(max_workers=2) as pool:
-            pending = []
-            for _ in range(3):  # keep a few images decoded and augmented ahead of the encoder
-                job = next(jobs, None)
-                if job is not None:
-                    pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
-            while pending and buf.size < size:
+            ahead = {k: submit(k) for k in range(3)}  # a few images decoded and augmented ahead of the encoder
+            for k in range(rounds):
+                if filled >= total:
+                    break
                 self.check_cancel()
-                (pass_index, fi), fut = pending.pop(0)
-                job = next(jobs, None)
-                if job is not None:
-                    pending.append((job, pool.submit(self._prepare, frames[job[1]], *job)))
-                try:
-                    img, A, (h0, w0), rng, depth = fut.result()
-                except DatasetError as exc:
-                    # A file that passed the checks at open but does not decode: skipped and
-                    # recorded in the map (training.unreadable_frames), not fatal.
-                    self.unreadable[frames[fi].name] = str(exc)
+                fut = ahead.pop(k, None)
+                ahead[k + 3] = submit(k + 3)
+                candidate, found = 0, None
+                if fut is not None:
+                    fi = mine[k][1]
+                    try:
+                        img, A, (h0, w0), rng, depth = fut.result()
+                    except DatasetError as exc:
+                        # A file that passed the checks at open but does not decode: skipped and
+                        # recorded in the map (training.unreadable_frames), not fatal.
+                        self.unreadable[frames[fi].name] = str(exc)
+                    else:
+                        with torch.no_grad(), autocast(dev, self.amp_dtype):
+                            feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
+                        _, _, fh, fw = feats.shape
+                        px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
+                        valid = np.flatnonzero(inside(px, w0, h0))
+                        candidate, found = min(cfg.samples_per_image, len(valid)), (feats, px, valid, rng, depth, fi)
                     images_done += 1
-                    continue
-                with torch.no_grad(), autocast(dev, self.amp_dtype):
-                    feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
-                _, _, fh, fw = feats.shape
-                px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
-                valid = np.flatnonzero(inside(px, w0, h0))
-                take = min(cfg.samples_per_image, len(valid), size - buf.size)
+                counts = distributed.all_gather_ints(candidate)
+                before = filled + sum(counts[:rank])
+                take = max(0, min(candidate, total - before))
                 if take > 0:
+                    feats, px, valid, rng, depth, fi = found
+                    if buf.size + take > len(buf.features):
+                        self._grow(buf, max(buf.size + take, int(len(buf.features) * 1.25)))
                     pick = np.sort(rng.choice(valid, size=take, replace=False))
                     rows = self._head_input(feats[0].reshape(C, -1).T[torch.as_tensor(pick, device=dev)].float())
                     s = slice(buf.size, buf.size + take)
                     buf.features[s] = rows.to(torch.float16)
                     buf.pixels[s] = torch.as_tensor(px[pick], dtype=torch.float32, device=dev)
                     buf.frame_index[s] = fi
+                    if buf.global_index is not None:
+                        buf.global_index[s] = torch.arange(before, before + take, device=dev)
                     if depth is not None:
                         q = np.round(px[pick]).astype(int)
                         buf.depth[s] = torch.as_tensor(depth[q[:, 1], q[:, 0]], dtype=torch.float32, device=dev)
                     buf.size += take
-                buf.passes = pass_index + 1
-                images_done += 1
-                self.progress(Progress(stage, images_done, expected_images, time.perf_counter() - t0, message=f"{buf.size} samples"))
-            for _, fut in pending:
-                fut.cancel()
-        if buf.size == 0:
+                filled = min(total, filled + sum(counts))
+                buf.passes = jobs[min(k * workers + workers, len(jobs)) - 1][0] + 1
+                if fut is not None:
+                    self.progress(Progress(stage, images_done, expected_images, time.perf_counter() - t0, message=f"{buf.size} samples"))
+            for fut in ahead.values():
+                if fut is not None:
+                    fut.cancel()
+        if filled == 0:
             raise ScrError("the training buffer is empty: no valid features in the mapping frames")
         return buf
+
+    def all_features(self, buf: TrainingBuffer) -> torch.Tensor:
+        """The buffer's feature rows (N, C) as one worker holds them: under several workers,
+        every worker's rows put together in buffer order (for fits that need all of a sample,
+        such as the PCA)."""
+        rows = buf.features[: buf.size]
+        return rows if buf.global_index is None else distributed.gather_rows(rows, buf.global_index[: buf.size])
+
+    @staticmethod
+    def _grow(buf: TrainingBuffer, capacity: int) -> None:
+        # Only under several workers, when this worker's images gave more rows than its share.
+        for name in ("features", "pixels", "frame_index", "depth", "global_index"):
+            t = getattr(buf, name)
+            if t is not None:
+                extra = torch.full((capacity - len(t), *t.shape[1:]), float("nan") if name == "depth" else 0, dtype=t.dtype, device=t.device)
+                setattr(buf, name, torch.cat([t, extra]))
 
     # ------------------------------------------------------------------ training
 
@@ -360,13 +401,23 @@ class MapBuilder:
         (fine-tuning a trained head)."""
         cfg, dev = self.config, self.device
         workers = distributed.world_size()
-        n = buf.size if rows is None else len(rows)
-        # Several workers: each draws its share of the batch from its share of the buffer, so
-        # the global batch, the epochs over the whole buffer and the iterations stay those of
-        # one worker; DDP averages the workers' gradients.
-        batch = min(-(-cfg.batch_size // workers), n)
-        total_rows = distributed.all_sum(n)
-        iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * total_rows / (batch * workers))))
+        # Row numbers are those of the whole buffer. Several workers draw the same global batches
+        # (the same seed) and each computes the part of a batch it holds, its loss weighted by
+        # that part's share of the batch: DDP's average of the workers' gradients is then the
+        # gradient one worker computes on the whole batch, and the head trains as it would on
+        # one worker, up to the order of floating-point sums. (Fine-tuning on selected ``rows``
+        # draws from each worker's own rows instead.)
+        local = None
+        if rows is None:
+            n = int(distributed.all_sum(buf.size))
+            if buf.global_index is not None:
+                local = torch.full((n,), -1, dtype=torch.int64, device=dev)
+                local[buf.global_index[: buf.size]] = torch.arange(buf.size, device=dev)
+            batch = min(cfg.batch_size, n)
+        else:
+            n = len(rows)
+            batch = min(-(-cfg.batch_size // workers), n)
+        iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * n / batch)))
         lr_min, lr_max = (cfg.lr_min, cfg.lr_max) if lr is None else lr
         head.to(dev).train()
         model = _TrainingOutputs(head)
@@ -379,7 +430,7 @@ class MapBuilder:
         )
         use_scaler = dev.type == "cuda" and self.amp_dtype == torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        gen = torch.Generator().manual_seed(cfg.seed + distributed.rank())
+        gen = torch.Generator().manual_seed(cfg.seed + (0 if rows is None else distributed.rank()))
         context_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 7919 * (1 + distributed.rank()))
         context = self.context_part
         perm, cursor = torch.randperm(n, generator=gen), 0
@@ -392,8 +443,15 @@ class MapBuilder:
             if cursor + batch > n:
                 perm, cursor = torch.randperm(n, generator=gen), 0
             idx = perm[cursor : cursor + batch].to(dev)
+            share = 1.0
             if rows is not None:
                 idx = rows[idx]
+            elif local is not None:
+                idx = local[idx]
+                idx = idx[idx >= 0]
+                share = len(idx) * workers / batch
+                if len(idx) == 0:  # none of this batch is here: take part in DDP's all-reduce with zero weight
+                    idx, share = torch.zeros(1, dtype=torch.int64, device=dev), 0.0
             cursor += batch
             frames = buf.frame_index[idx]
             x = buf.features[idx].float()
@@ -403,7 +461,7 @@ class MapBuilder:
                 outputs, score = model(x)
             depth = buf.depth[idx] if buf.depth is not None else None
             # Heads with a coarse and a refined output (R-SCoRe) have both supervised.
-            loss = sum(
+            loss = share * sum(
                 loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score)[0]
                 for coords in outputs
             )

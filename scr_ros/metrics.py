@@ -13,7 +13,9 @@ import numpy as np
 from .geometry import rotation_angle_deg
 
 # name -> (metres, degrees)
+# The usual indoor thresholds, and 25 cm / 2 deg, the large-scene one (Cambridge, Aachen).
 THRESHOLDS: dict[str, tuple[float, float]] = {
+    "25cm_2deg": (0.25, 2.0),
     "10cm_5deg": (0.10, 5.0),
     "5cm_5deg": (0.05, 5.0),
     "2cm_2deg": (0.02, 2.0),

@@ -108,6 +108,7 @@ def format_table(report: dict) -> str:
     tcm, rdeg = report.get("median_translation_cm"), report.get("median_rotation_deg")
     rows = [
         ("frames", f"{report['frames']}  (lost {report['lost']})" + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else "")),
+        ("25cm/2deg", f"{acc['25cm_2deg']:.1f} %"),
         ("10cm/5deg", f"{acc['10cm_5deg']:.1f} %"),
         ("5cm/5deg", f"{acc['5cm_5deg']:.1f} %"),
         ("2cm/2deg", f"{acc['2cm_2deg']:.1f} %"),

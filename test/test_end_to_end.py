@@ -37,8 +37,9 @@ def test_report_has_the_promised_fields(mapped):
     r = mapped["report"]
     for key in ("frames", "lost", "accuracy", "median_translation_cm", "median_rotation_deg", "timing_ms"):
         assert key in r
-    assert set(r["accuracy"]) == {"10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg"}
+    assert set(r["accuracy"]) == {"25cm_2deg", "10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg"}
     assert r["accuracy"]["1cm_1deg"] <= r["accuracy"]["2cm_2deg"] <= r["accuracy"]["5cm_5deg"] <= r["accuracy"]["10cm_5deg"]
+    assert r["accuracy"]["2cm_2deg"] <= r["accuracy"]["25cm_2deg"]
     for stage in ("encoder", "head", "ransac", "total"):
         assert r["timing_ms"][stage] > 0
     assert r["timing_ms"]["total"] >= r["timing_ms"]["encoder"] + r["timing_ms"]["ransac"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -267,6 +268,18 @@ def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map
     assert min(np.linalg.norm(train[int(i)].pose[:3, 3] - frames[0].pose[:3, 3]) for i in nearest) < 1.0
 
 
+def test_relocalizer_node_logic_uses_the_global_encoding(glace_map, tiny):
+    from scr_ros.node_logic.relocalizer_core import CameraFrame, RelocalizerCore
+
+    core = RelocalizerCore({"map_path": str(glace_map), "device": "cpu", "max_image_age": 1.0, "hypotheses": 3})
+    core.load_map(str(glace_map))
+    f = tiny.frames("test")[2]
+    out = core.process(CameraFrame(f.load_image(), f.camera, 10**9, "camera_optical"), 10**9)
+    assert out.status == "ok", out.reason
+    assert out.localization.hypotheses == 3
+    assert np.linalg.norm(out.T_map_cam[:3, 3] - f.pose[:3, 3]) < 0.15
+
+
 def test_scr_localize_takes_hypotheses(glace_map, tmp_path):
     report = tmp_path / "r.json"
     assert main(["localize", str(glace_map), "synthetic:tiny", "--report", str(report), "--hypotheses", "1", "--device", "cpu"]) == 0
@@ -320,25 +333,46 @@ def test_node_parameters_reach_the_new_switches():
 # ----------------------------------------------------------------------------- several workers
 
 
-def test_two_gloo_workers_map_as_well_as_one(tiny, mapped, tmp_path):
-    """torchrun --nproc_per_node 2 ... scr map: one head trained with DDP on two CPU processes,
-    the buffer split between them; the map localizes as well as the one-process map of the same
-    preset (the shared test map)."""
-    out = tmp_path / "ddp.safetensors"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-        "-m", "scr_ros.cli", "map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu",
-    ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+def _torchrun(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2`` on a free local port, one thread per worker."""
+    with socket.socket() as s:  # a free port for the two workers to meet on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), *args]
+    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_gloo_workers_hold_the_one_worker_buffer_and_take_its_steps(tiny, tmp_path):
+    """The workers' buffer shares, put together, are exactly the one-worker buffer, and a few
+    training steps give the one-worker weights up to float rounding (fp32)."""
+    sys.path.insert(0, str(ROOT / "test"))
+    import ddp_worker
+
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    ddp_worker.run(str(one))
+    run = _torchrun([str(ROOT / "test" / "ddp_worker.py"), str(two)])
     assert run.returncode == 0, run.stderr[-3000:]
-    scene_map = load_map(out)
-    assert scene_map.training["workers"] == 2
-    single = load_map(mapped["map"]).training
-    assert scene_map.training["buffer_size"] == pytest.approx(single["buffer_size"], rel=0.01)
-    assert scene_map.training["iterations"] == pytest.approx(single["iterations"], rel=0.01)
+    a, b = torch.load(one), torch.load(two)
+    for name in ("features", "pixels", "frame_index"):
+        assert torch.equal(a[name], b[name]), name
+    assert a["passes"] == b["passes"] and a["iterations"] == b["iterations"] == 5
+    assert max((a["head"][k] - b["head"][k]).abs().max().item() for k in a["head"]) < 1e-4
+
+
+def test_two_gloo_workers_map_as_well_as_one(tiny, mapped, tmp_path):
+    """torchrun --nproc_per_node 2 ... scr map: the map of two workers has the one-worker map's
+    buffer size, passes and iterations, and localizes as well. (The heads are not the same
+    numbers: training amplifies float rounding, and one worker with one thread and with two
+    threads differ as much as one worker and two, see docs/methods.md.)"""
+    out = tmp_path / "ddp.safetensors"
+    run = _torchrun(["-m", "scr_ros.cli", "map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    ddp, one = load_map(out).training, load_map(mapped["map"]).training
+    assert ddp["workers"] == 2 and "workers" not in one
+    assert ddp["buffer_size"] == one["buffer_size"] and ddp["iterations"] == one["iterations"] and ddp["buffer_passes"] == one["buffer_passes"]
+    assert ddp["final_loss"] == pytest.approx(one["final_loss"], rel=0.15)
     report = tmp_path / "r.json"
     assert main(["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]) == 0
-    ddp, one = json.loads(report.read_text()), mapped["report"]
-    assert ddp["accuracy"]["5cm_5deg"] >= one["accuracy"]["5cm_5deg"] - 10
-    assert ddp["median_translation_cm"] <= one["median_translation_cm"] * 1.5 + 0.5
+    r_ddp, r_one = json.loads(report.read_text()), mapped["report"]
+    assert r_ddp["accuracy"]["10cm_5deg"] >= r_one["accuracy"]["10cm_5deg"] - 10
+    assert r_ddp["median_translation_cm"] <= r_one["median_translation_cm"] * 1.5 + 0.5

@@ -197,8 +197,12 @@ def test_build_job_reports_failures_and_refuses_empty_sessions(tmp_path, image):
 
 
 def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
-    """Record the tiny scene through the core as the node would, then build with the real builder."""
-    core = MappingCore({"session_folder": str(tmp_path / "s"), "preset": "test", "device": "cpu", "min_translation": 0.05, "min_rotation_deg": 5.0})
+    """Record the tiny scene through the core as the node would, then build with the real builder
+    (GLACE's head with a global encoding: the node's head, head_config and map_parts reach it)."""
+    core = MappingCore({
+        "session_folder": str(tmp_path / "s"), "preset": "test", "device": "cpu", "min_translation": 0.05, "min_rotation_deg": 5.0,
+        "head": "glace", "head_config": '{"clusters": 2}', "map_parts": '{"global-descriptor": {}}',
+    })
     core.start_recording()
     for i, f in enumerate(tiny.frames("train")[::4]):
         core.add_frame(f.load_image(), f.camera, f.pose, i * S // 10, "camera_optical")
@@ -212,6 +216,7 @@ def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
     assert core.build_job.status.state == "done", core.build_job.status.message
     scene_map = load_map(core.map_path)
     assert scene_map.training["frames"] == core.counters["recorded"] and scene_map.cloud_xyz is not None
+    assert scene_map.head.head_type == "glace" and scene_map.head.clusters == 2 and "global-descriptor" in scene_map.parts
 
 
 def test_pose_buffer_interpolates_between_the_poses_around_the_image_stamp():

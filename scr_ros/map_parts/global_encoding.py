@@ -178,10 +178,10 @@ class GlobalEncodingPart(MapPart):
     def training_context(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.neighbours is not None and self.neighbour_probability > 0:
             dev = frame_index.device
-            degree = self.degree.to(dev)[frame_index]
+            degree = self.degree[frame_index]
             swap = (torch.rand(len(frame_index), generator=generator, device=dev) < self.neighbour_probability) & (degree > 0)
             pick = (torch.rand(len(frame_index), generator=generator, device=dev) * degree.clamp(min=1)).long()
-            other = self.neighbours.to(dev)[frame_index, pick]
+            other = self.neighbours[frame_index, pick]
             frame_index = torch.where(swap, other, frame_index)
         g = self._table()[frame_index].float()
         if self.noise > 0:
@@ -201,6 +201,12 @@ class GlobalEncodingPart(MapPart):
             return torch.cat([own[None], self.module.database[nearest[0]].float()])
         nearest, _ = retrieve(own, self.module.database, n)
         return self.module.encodings[nearest[0]].float()
+
+    def to(self, device) -> "GlobalEncodingPart":
+        super().to(device)
+        if self.neighbours is not None:
+            self.neighbours, self.degree = self.neighbours.to(device), self.degree.to(device)
+        return self
 
     def nearest_frames(self, features: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``n`` mapping frames whose descriptors are nearest the query's: indices, similarities."""

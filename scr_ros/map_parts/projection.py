@@ -30,7 +30,7 @@ class PcaPart(MapPart):
     def fit(cls, builder, frames=None, head=None, buffer=None) -> "PcaPart":
         cfg = builder.config
         sample = builder.fill_buffer(frames, size=min(cfg.pca_samples, cfg.buffer_size), stage="pca")
-        return cls(PcaProjection.fit(sample.features[: sample.size], cfg.pca_dim, seed=cfg.seed))
+        return cls(PcaProjection.fit(builder.all_features(sample), cfg.pca_dim, seed=cfg.seed))
 
     def training_figures(self) -> dict:
         return {"pca_explained_variance": round(self.module.explained_variance, 4)}
