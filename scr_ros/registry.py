@@ -48,6 +48,16 @@ class Registry(dict):
         return self[name]
 
 
+    def build(self, name: str, **config):
+        """An instance of the class registered as ``name``; an unknown name, or keywords the
+        class does not take, raise ``ValueError``."""
+        cls = self.lookup(name)
+        try:
+            return cls(**config)
+        except TypeError as exc:
+            raise ValueError(f"bad configuration for {self.kind} {name!r}: {exc}") from exc
+
+
 def import_parts(package: str, path: Iterable[str]) -> None:
     """Import every module of the parts package ``package`` (its ``__path__``) except ``base``
     and private ones, in name order, so that their registrations run."""

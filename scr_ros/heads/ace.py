@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SceneHead, check_int, dehomogenize, register_head
+from .base import Dehomogenize, SceneHead, check_int, register_head
 
 
 @register_head("ace")
@@ -53,8 +51,6 @@ class AceHead(SceneHead):
         for name, flag in (("homogeneous", homogeneous), ("score", score)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be true or false, got {flag!r}")
-        if not (isinstance(min_scale, (int, float)) and isinstance(max_scale, (int, float)) and 0 < min_scale < max_scale and max_scale > 1):
-            raise ValueError(f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}")
         self.skip = nn.Identity() if in_channels == width else nn.Linear(in_channels, width)
         self.stem = nn.ModuleList([nn.Linear(in_channels, width), nn.Linear(width, width), nn.Linear(width, width)])
         self.blocks = nn.ModuleList(
@@ -68,9 +64,7 @@ class AceHead(SceneHead):
         self.out = nn.Linear(width, (4 if homogeneous else 3) + (1 if score else 0))
         self.homogeneous = homogeneous
         self.predicts_score = score
-        self.max_inv_scale = 1.0 / max_scale
-        self.min_inv_scale = 1.0 / min_scale
-        self.beta = math.log(2.0) / (1.0 - self.max_inv_scale)
+        self.dehomogenize = Dehomogenize(min_scale, max_scale)
 
     @staticmethod
     def _mlp(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +85,7 @@ class AceHead(SceneHead):
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.out(x.float())
             if self.homogeneous:
-                xyz = dehomogenize(out, self.beta, self.max_inv_scale, self.min_inv_scale)
+                xyz = self.dehomogenize(out)
             else:
                 xyz = out[:, :3]
             return xyz + self.mean, (out[:, -1] if self.predicts_score else None)

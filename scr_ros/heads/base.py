@@ -9,6 +9,8 @@ buffer. Heads are registered by name; a map stores the name and the constructor 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -71,11 +73,21 @@ class SceneHead(nn.Module):
         return self(rows).reshape(B, h, w, 3).permute(0, 3, 1, 2)
 
 
-def dehomogenize(out: torch.Tensor, beta: float, max_inv_scale: float, min_inv_scale: float) -> torch.Tensor:
+class Dehomogenize:
     """ACE's homogeneous output (N, 4) -> offsets (N, 3): ``(x, y, z) / h`` with
-    ``h = softplus(w, beta) + max_inv_scale`` clamped to ``min_inv_scale``."""
-    h = F.softplus(out[:, 3:4], beta=beta) + max_inv_scale
-    return out[:, :3] / h.clamp(max=min_inv_scale)
+    ``h = softplus(w) + 1/max_scale`` clamped to ``1/min_scale``; softplus's beta is chosen so
+    that w = 0 gives h = 1."""
+
+    def __init__(self, min_scale: float, max_scale: float) -> None:
+        if not (isinstance(min_scale, (int, float)) and isinstance(max_scale, (int, float)) and 0 < min_scale < max_scale and max_scale > 1):
+            raise ValueError(f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}")
+        self.max_inv_scale = 1.0 / max_scale
+        self.min_inv_scale = 1.0 / min_scale
+        self.beta = math.log(2.0) / (1.0 - self.max_inv_scale)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        h = F.softplus(out[:, 3:4], beta=self.beta) + self.max_inv_scale
+        return out[:, :3] / h.clamp(max=self.min_inv_scale)
 
 
 def check_int(name: str, value, lo: int, hi: int) -> None:
@@ -85,8 +97,4 @@ def check_int(name: str, value, lo: int, hi: int) -> None:
 
 def build_head(name: str, **config) -> SceneHead:
     """Instantiate a registered head; unknown names or keywords raise ``ValueError``."""
-    cls = HEADS.lookup(name)
-    try:
-        return cls(**config)
-    except TypeError as exc:
-        raise ValueError(f"bad configuration for head {name!r}: {exc}") from exc
+    return HEADS.build(name, **config)

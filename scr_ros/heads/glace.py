@@ -32,7 +32,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .base import SceneHead, check_int, dehomogenize, register_head
+from .base import Dehomogenize, SceneHead, check_int, register_head
 
 # The scene-size rule of GLACE's supplement: one residual block indoors, two for Cambridge
 # Landmarks (hundreds of metres), three with a doubled middle layer for Aachen (kilometres). We
@@ -133,8 +133,6 @@ class GlaceHead(SceneHead):
         check_int("refine_blocks", refine_blocks, 0, 64)
         if not isinstance(score, bool):
             raise ValueError(f"score must be true or false, got {score!r}")
-        if not (isinstance(min_scale, (int, float)) and isinstance(max_scale, (int, float)) and 0 < min_scale < max_scale and max_scale > 1):
-            raise ValueError(f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}")
         self.register_buffer("centres", torch.zeros(clusters, 3))
         self.first = _Residual(width, 1, in_channels)
         self.blocks = nn.ModuleList(_Residual(width, expansion) for _ in range(num_blocks))
@@ -146,9 +144,7 @@ class GlaceHead(SceneHead):
             self.refine_decoder = _decoder(width, 4)
         self.clusters = clusters
         self.predicts_score = score
-        self.max_inv_scale = 1.0 / max_scale
-        self.min_inv_scale = 1.0 / min_scale
-        self.beta = math.log(2.0) / (1.0 - self.max_inv_scale)
+        self.dehomogenize = Dehomogenize(min_scale, max_scale)
 
     @classmethod
     def scene_defaults(cls, positions: np.ndarray) -> dict:
@@ -173,7 +169,7 @@ class GlaceHead(SceneHead):
             out = self.decoder[-1](hidden.float())
             k = self.clusters
             weights = torch.softmax(out[:, :k], dim=1)
-            coarse = weights @ self.centres + dehomogenize(out[:, k : k + 4], self.beta, self.max_inv_scale, self.min_inv_scale)
+            coarse = weights @ self.centres + self.dehomogenize(out[:, k : k + 4])
             score = out[:, -1] if self.predicts_score else None
         if not self.refine_blocks:
             return [coarse], score
@@ -185,7 +181,7 @@ class GlaceHead(SceneHead):
         hidden = _run(self.refine_decoder, y)
         with torch.autocast(device_type=y.device.type, enabled=False):
             out = self.refine_decoder[-1](hidden.float())
-            fine = coarse + dehomogenize(out, self.beta, self.max_inv_scale, self.min_inv_scale)
+            fine = coarse + self.dehomogenize(out)
         return [fine, coarse], score
 
     def training_outputs(self, features: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:

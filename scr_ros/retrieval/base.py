@@ -62,11 +62,8 @@ class ImageDescriptor(nn.Module):
 
 
 def build_descriptor(name: str, **config) -> ImageDescriptor:
-    cls = DESCRIPTORS.lookup(name)
-    try:
-        return cls(**config)
-    except TypeError as exc:
-        raise ValueError(f"bad configuration for image descriptor {name!r}: {exc}") from exc
+    """Instantiate a registered descriptor; unknown names or keywords raise ``ValueError``."""
+    return DESCRIPTORS.build(name, **config)
 
 
 def retrieve(query: torch.Tensor, database: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
