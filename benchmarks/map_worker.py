@@ -16,10 +16,8 @@ from scr_ros.pipeline import build_map
 
 def main() -> int:
     dataset, out, preset = sys.argv[1:4]
-    try:
-        build_map(dataset, out, preset, quiet=True)
-    finally:
-        distributed.shutdown()
+    build_map(dataset, out, preset, quiet=True)
+    distributed.shutdown()
     return 0
 
 

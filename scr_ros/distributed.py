@@ -116,6 +116,11 @@ def broadcast_module(module: nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group. ``wait``: first wait for every worker to get here, so none tears
+    its side down while another still works (that aborted gloo workers at exit); pass False
+    after an error, when the others may never arrive."""
     if active():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()

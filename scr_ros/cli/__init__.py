@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     previous = _terminate_like_ctrl_c()
+    finished = False
     try:
-        return args.func(args)
+        status = args.func(args)
+        finished = True
+        return status
     except MappingCancelled as exc:
         print(f"scr: cancelled: {exc}", file=sys.stderr)
         return 130
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scr: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()  # leaves a torchrun launch's process group (no-op otherwise)
+        distributed.shutdown(wait=finished)  # leaves a torchrun launch's process group (no-op otherwise)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
