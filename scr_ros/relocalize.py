@@ -155,12 +155,20 @@ class Relocalizer:
         return list(self.context_part.query_contexts(feats, self.config.hypotheses))
 
     @torch.no_grad()
-    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None) -> tuple[np.ndarray, dict]:
-        """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3) and the selector's signals."""
-        C = feats.shape[1]
+    def local_rows(self, feats: torch.Tensor) -> torch.Tensor:
+        """Encoder features (1, C, h, w) -> the rows (h*w, C') the head reads before any global
+        encoding: the map parts' transforms (e.g. the PCA)."""
+        with autocast(self.device, self.amp_dtype):
+            return transform_features(self.parts, feats[0].reshape(feats.shape[1], -1).T)
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None, rows: torch.Tensor | None = None) -> tuple[np.ndarray, dict]:
+        """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3) and the selector's signals.
+        ``rows``: :meth:`local_rows` of ``feats`` when already computed (one per frame, however
+        many hypotheses)."""
+        x = self.local_rows(feats) if rows is None else rows
         signals = {}
         with autocast(self.device, self.amp_dtype):
-            x = transform_features(self.parts, feats[0].reshape(C, -1).T)
             coords, score = self.head.predict(head_input(x, context))
             needed = None if selector is None else selector.needs
             for part in self.parts:
@@ -192,10 +200,12 @@ class Relocalizer:
         selector = self.selector
         feats, pixels, timings = self.encode(image)
         contexts = self.contexts(feats)
+        rows = None
         best = None
         for k, context in enumerate(contexts):
             t0 = time.perf_counter()
-            coords, signals = self.predict(feats, context, selector)
+            rows = self.local_rows(feats) if rows is None else rows  # once a frame; its time counts in "head"
+            coords, signals = self.predict(feats, context, selector, rows=rows)
             head_ms = (time.perf_counter() - t0) * 1e3
             result = self._solve(pixels, coords, signals, camera, selector, dict(timings, head=head_ms), t_start)
             result.hypothesis, result.hypotheses = k, len(contexts)
