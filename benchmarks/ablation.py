@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -84,6 +85,16 @@ ROWS.update({
     "workers-1": ({"workers": 1}, ("all",)),
     "workers-2": ({"workers": 2}, ("all",)),
 })
+# Part 3: classification before regression. RGB-only like part 2: HSCNet's labels then come
+# from its first ACE-style stage (triangulated), SS-DVR's structural ones too; hscnet-depth takes
+# HSCNet's labels from depth (the preset's ace-depth loss loads it), the paper's dense setting.
+ROWS.update({
+    "hscnet": ({"depth": False, "head": "hscnet"}, ("all",)),
+    "hscnet-txf": ({"depth": False, "head": "hscnet-txf"}, ("all",)),
+    "hscnet-depth": ({"depth": True, "head": "hscnet"}, ("all",)),
+    "ss-dvr": ({"depth": False, "score": True, "parts": {"partitions": {}}}, ("score",)),
+})
+PART3 = ("hscnet", "hscnet-txf", "hscnet-depth", "ss-dvr")
 # Scenes of part 2, named synthetic scenes, with their mapping overrides.
 NAMED = {"integrated": {"image_height": 240}, "large": {}, "tiny": {}}
 
@@ -120,7 +131,7 @@ def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, da
         scene_map = build_map(dataset, map_path, preset, "auto", None, head, quiet=True, **kwargs, **(overrides or {}))
     out = []
     for sel in selectors:
-        _, r, _, _ = localize(map_path, dataset, "test", "auto", quiet=True, config=RelocalizerConfig(selector=sel))
+        results, r, _, _ = localize(map_path, dataset, "test", "auto", quiet=True, config=RelocalizerConfig(selector=sel))
         out.append({
             "label": label,
             "row": label if len(selectors) == 1 or sel != "all" else f"{label} (selector all)",
@@ -145,6 +156,8 @@ def run_row(label: str, kwargs: dict, selectors: tuple[str, ...], scene: str, da
             "encoder": r["encoder"],
             "hardware": hardware_description(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
             **({"workers": workers} if workers else {}),
+            # Per query frame (in order): translation error in cm, None when lost; for paired comparisons.
+            "per_frame_cm": [round(x.translation_error_m * 100, 3) if x.success else None for x in results],
         })
     map_path.unlink()
     return out
@@ -182,6 +195,43 @@ def encoder_of(r: dict) -> str:
 
 def group(rows: list[dict], scene: str, encoder: str) -> list[dict]:
     return [r for r in rows if r["scene"] == scene and encoder_of(r) == encoder]
+
+
+def paired(rows: list[dict]) -> str:
+    """Part 3's rows against part 2's best combination on the same scene, frame by frame: how
+    many query frames each localizes better (a lost frame is worse than any pose), the median
+    of the per-frame differences in translation error over frames both localize, and the
+    two-sided sign test's p-value."""
+    from scipy.stats import binomtest
+
+    lines = []
+    for scene, encoder in dict.fromkeys((r["scene"], encoder_of(r)) for r in rows):
+        own = group(rows, scene, encoder)
+        ref = next((r for r in own if r["label"] == "best-large" and "per_frame_cm" in r), None)
+        if ref is None:
+            continue
+        for r in own:
+            if r["label"] not in PART3 or len(r.get("per_frame_cm", ())) != len(ref["per_frame_cm"]):
+                continue
+            a = [math.inf if v is None else v for v in r["per_frame_cm"]]
+            b = [math.inf if v is None else v for v in ref["per_frame_cm"]]
+            better = sum(x < y for x, y in zip(a, b))
+            worse = sum(x > y for x, y in zip(a, b))
+            both = [x - y for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
+            p = binomtest(better, better + worse).pvalue if better + worse else 1.0
+            median = f"{sorted(both)[len(both) // 2]:+.1f} cm" if both else "n/a"
+            lines.append(f"| {scene} | {r['row']} | {ref['row']} | {better} | {worse} | {len(a) - better - worse} | {median} | {p:.3f} |")
+    if not lines:
+        return ""
+    return "\n".join([
+        "**Paired comparison with part 2's best combination** (same query frames; `better` / `worse`: frames where the row's "
+        "translation error is lower / higher, a lost frame counting as worse than any pose; `median difference`: row minus "
+        "reference over frames both localize, negative is better; p: two-sided sign test)\n",
+        "| scene | row | against | better | worse | tied | median difference | p |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+    ])
 
 
 def _f(v, spec, none="n/a"):
@@ -239,13 +289,21 @@ def write_doc(path: Path, rows: list[dict], args, seconds: float) -> None:
         "`integrated` scene is four 3.5 x 3 m rooms in one map (320x240, 100 mapping / 25 query views each; "
         "rooms 0 and 1 share their floor, ceiling and two walls, rooms 0 and 2 their furniture), mapped at 240 px; "
         "`large` the 10 x 8 m synthetic room (600 / 150 views at 640x480). Part 2's rows are RGB-only like the "
-        "baseline, except the workers rows. Latency columns are per-frame medians by stage (with several hypotheses, summed over them); "
+        "baseline, except the workers rows. Part 3 (issue 19, classification before regression): `hscnet` "
+        "HSCNet's hierarchical head (`--head hscnet`: 25 x 25 labels, the first level times the rooms; RGB-only, so its labels "
+        "come from a first ACE-style stage of the preset's epochs, only its well-reprojecting rows, spread by label propagation), "
+        "`hscnet-txf` the same with HSCNet++'s transformer conditioning, `hscnet-depth` HSCNet with labels from depth "
+        "(`--depth`: the paper's dense setting; compare it with `depth`, not the baseline), `ss-dvr` SS-DVR's semantic-structural "
+        "partitions, label classifier and partition-aware fusion (`--part partitions`) with its discriminability score "
+        "and filter (`--score`). Latency columns are per-frame medians by stage (with several hypotheses, summed over them); "
         "inlier ratio, RANSAC iterations and correspondences are per-frame medians of what RANSAC saw.\n\n"
         f"Measured by `python benchmarks/ablation.py {' '.join(sys.argv[1:])}` with scr_ros {__version__} (commit {commit}), "
         f"preset `{args.preset}`, on {hardware_description(device)}; {seconds / 60:.0f} min in this run. {provenance}"
         f"Part 1's synthetic scenes: 80 mapping / 40 query views at 640x480; SUN3D: the sample frames in ../shared/data/sun3d. "
         f"Each scene's heading names its preset and, for rows that record it, the machine.\n\n"
         + tables(rows)
+        + "\n"
+        + paired(rows)
     )
     atomic_write_text(path, doc)
 
@@ -259,6 +317,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=HERE / "docs" / "ablation.md")
     p.add_argument("--json", type=Path, default=HERE / "docs" / "ablation.json")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --json and measure only the missing ones")
+    p.add_argument("--redo", default="", help="with --resume: measure these rows again on the chosen scenes (e.g. best-large, for per-frame errors)")
     args = p.parse_args()
 
     rows: list[dict] = json.loads(args.json.read_text()) if args.resume and args.json.is_file() else []
@@ -278,6 +337,11 @@ def main() -> int:
         else:
             p.error(f"unknown scene {name!r}")
     wanted = args.rows.split(",")
+    redo = set(filter(None, args.redo.split(",")))
+    if redo:
+        chosen = {scene for scene, _ in scenes}
+        rows = [r for r in rows if not (r["label"] in redo and r["scene"] in chosen and encoder_of(r) == encoder)]
+        done = {(r["scene"], r["label"]) for r in rows if encoder_of(r) == encoder}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for scene, dataset in scenes:
@@ -310,6 +374,7 @@ def main() -> int:
                 write_doc(args.out, rows, args, time.perf_counter() - t0)
     write_doc(args.out, rows, args, time.perf_counter() - t0)
     print(tables(rows))
+    print(paired(rows))
     print(f"written to {args.out} and {args.json}")
     return 0
 

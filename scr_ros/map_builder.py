@@ -63,6 +63,8 @@ class TrainingBuffer:
     passes: int = 0
     # Under several workers: each row's number in the buffer one worker would have filled.
     global_index: torch.Tensor | None = None
+    # Per-row targets of heads that classify (HSCNet: label point, region, sub-region, valid).
+    targets: dict | None = None
 
 
 class MapBuilder:
@@ -103,8 +105,17 @@ class MapBuilder:
         later = [cls.key for cls in self.wanted_parts if cls.stage == "trained"]
         if context and later:
             raise ScrError(f"map part {later[0]} reads training rows without their global encoding, so it cannot be combined with {context[0]} yet")
+        adapting = [cls.key for cls in self.wanted_parts if cls.trains_with_head]
+        if adapting and later:
+            raise ScrError(f"map part {later[0]} reads training rows before {adapting[0]} transforms them, so the two cannot be combined yet")
+        labelled = [cls.key for cls in self.wanted_parts if cls.stage == "buffer"]
+        if HEADS.lookup(self.config.head).labels_loss:
+            labelled.append(f"head {self.config.head}")
+        if context and labelled:
+            raise ScrError(f"{labelled[0]} labels scene points without the global encoding of {context[0]}, so the two cannot be combined yet")
         # Map parts fitted so far (key -> part); the head reads features through the "features" ones.
         self.parts: dict[str, MapPart] = {}
+        self._scene_points = None
 
     def autocast_context(self):
         """The autocast context mapping runs its networks under (for parts that train their own)."""
@@ -141,20 +152,26 @@ class MapBuilder:
     def build(self, frames: Sequence[Frame], preset_name: str | None = None) -> SceneMap:
         if len(frames) == 0:
             raise ScrError("no mapping frames")
+        self._frame_height = max(f.camera.height for f in frames)
         cfg = self.config
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
-        self.parts = {}
+        self.parts, self._scene_points = {}, None
         for cls in self.wanted_parts:
             if cls.stage == "features":
                 self.parts[cls.key] = cls.fit(self, frames=frames)
                 distributed.broadcast_module(self.parts[cls.key].module)
         buffer = self.fill_buffer(frames)
         t_buffer = time.perf_counter() - t0
+        for cls in self.wanted_parts:
+            if cls.stage == "buffer":
+                self.parts[cls.key] = cls.fit(self, buffer=buffer)
+                distributed.broadcast_module(self.parts[cls.key].module)
         positions = np.stack([f.pose[:3, 3] for f in frames])
         head_config = {**HEADS.lookup(cfg.head).scene_defaults(positions), **cfg.head_config, **({"score": True} if cfg.score else {})}
         head = build_head(cfg.head, in_channels=self.head_channels(), **head_config)
         head.fit_to_cameras(positions, seed=cfg.seed)
+        buffer.targets = head.fit_to_rows(self, buffer)
         t1 = time.perf_counter()
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
@@ -176,6 +193,7 @@ class MapBuilder:
             "buffer_seconds": round(t_buffer, 3),
             "train_seconds": round(t_train, 3),
             **{k: v for part in self.parts.values() for k, v in part.training_figures().items()},
+            **head.training_figures(),
             "seconds": round(time.perf_counter() - t0, 3),
             **({"unreadable_frames": dict(sorted(self.unreadable.items()))} if self.unreadable else {}),
             "device": str(self.device),
@@ -375,6 +393,48 @@ class MapBuilder:
         rows = buf.features[: buf.size]
         return rows if buf.global_index is None else distributed.gather_rows(rows, buf.global_index[: buf.size])
 
+    def feature_cell_px(self) -> float:
+        """One feature cell in original-image pixels: the encoder stride at the map's image height
+        (for the tallest mapping camera)."""
+        return self.encoder.stride * self._frame_height / self.config.image_height
+
+    def scene_points(self, buffer: TrainingBuffer, epochs: float | None, max_error_px: float) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """A scene point (N, 3) for the buffer's rows, where one is known (N,) bool, and where
+        they come from (``depth`` or ``triangulated``), for heads and parts that label points.
+
+        From measured depth when the buffer holds depth for at least half of its rows;
+        otherwise from a first ACE-style stage: an ACE head trained ``epochs`` (None: the
+        config's) on the buffer with the mapping loss, its predictions kept where they reproject
+        within ``max_error_px``. Computed once per build and shared."""
+        if self._scene_points is not None:
+            return self._scene_points
+        cfg, n = self.config, buffer.size
+        rows = buffer.frame_index[:n]
+        T, K, px = buffer.T_cam_world[rows], buffer.intrinsics[rows], buffer.pixels[:n]
+        ray = torch.stack([(px[:, 0] - K[:, 2]) / K[:, 0], (px[:, 1] - K[:, 3]) / K[:, 1], torch.ones_like(px[:, 0])], dim=1)
+        depth = buffer.depth[:n] if buffer.depth is not None else None
+        known = None if depth is None else torch.isfinite(depth) & (depth > 0)
+        if known is not None and distributed.all_sum(float(known.sum())) >= 0.5 * distributed.all_sum(n):
+            cam = torch.nan_to_num(depth)[:, None] * ray
+            points = torch.einsum("nji,nj->ni", T[:, :, :3], cam - T[:, :, 3])
+            self._scene_points = (points, known, "depth")
+            return self._scene_points
+        positions = -torch.einsum("nji,nj->ni", buffer.T_cam_world[:, :, :3], buffer.T_cam_world[:, :, 3]).cpu().numpy()
+        first = build_head("ace", in_channels=self.head_channels(), width=int(cfg.head_config.get("width", 512)))
+        first.fit_to_cameras(positions, seed=cfg.seed)
+        self.train(first, buffer, epochs=cfg.epochs if epochs is None else epochs, stage="labels")
+        first.eval()
+        points = torch.empty((n, 3), device=self.device)
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            for s in range(0, n, 65536):
+                points[s : s + 65536] = first(buffer.features[s : s + 65536].float()).float()
+        cam = torch.einsum("nij,nj->ni", T[:, :, :3], points) + T[:, :, 3]
+        z = cam[:, 2]
+        proj = torch.stack([K[:, 0] * cam[:, 0] / z.clamp(min=1e-6) + K[:, 2], K[:, 1] * cam[:, 1] / z.clamp(min=1e-6) + K[:, 3]], dim=1)
+        known = (z > 0.1) & ((proj - px).norm(dim=1) < max_error_px)
+        self._scene_points = (points, known, "triangulated")
+        return self._scene_points
+
     @staticmethod
     def _grow(buf: TrainingBuffer, capacity: int) -> None:
         # Only under several workers, when this worker's images gave more rows than its share.
@@ -420,11 +480,18 @@ class MapBuilder:
         iterations = max(1, int(round((cfg.epochs if epochs is None else epochs) * n / batch)))
         lr_min, lr_max = (cfg.lr_min, cfg.lr_max) if lr is None else lr
         head.to(dev).train()
-        model = _TrainingOutputs(head)
+        # Parts that train with the head (SS-DVR's feature fusion) transform rows on the way in.
+        adapters = [part.module.to(dev).train() for part in self.parts.values() if part.trains_with_head]
+        model = _TrainingOutputs(head, adapters)
         if distributed.active():
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        loss_fn = build_loss(cfg.loss, total_iterations=iterations, **cfg.loss_config)
-        opt = torch.optim.AdamW(head.parameters(), lr=lr_min, weight_decay=cfg.weight_decay)
+        # A head that classifies is trained by its own loss, on the targets it made from the rows.
+        loss_name = head.labels_loss or cfg.loss
+        loss_fn = build_loss(loss_name, total_iterations=iterations, **(cfg.loss_config if loss_name == cfg.loss else {}))
+        targets = buf.targets if head.labels_loss else None
+        if head.labels_loss and targets is None:
+            raise ScrError(f"head {head.head_type!r} has no labels for the training rows; call its fit_to_rows first")
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr_min, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr_max, total_steps=iterations, div_factor=lr_max / lr_min, cycle_momentum=False
         )
@@ -434,6 +501,15 @@ class MapBuilder:
         context_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 7919 * (1 + distributed.rank()))
         context = self.context_part
         perm, cursor = torch.randperm(n, generator=gen), 0
+        # Heads that attend among an image's rows (HSCNet++) train on batches of whole images'
+        # samples, as at query time, rather than on rows of hundreds of images a few at a time
+        # (one worker; under several, rows are drawn as for other heads).
+        per_image = getattr(head, "rows_per_image", 0) if rows is None and local is None else 0
+        if per_image:
+            frame_of = buf.frame_index[:n].cpu()
+            by_frame = torch.argsort(frame_of, stable=True)
+            _, frame_rows = torch.unique_consecutive(frame_of[by_frame], return_counts=True)
+            frame_start = torch.cumsum(frame_rows, 0) - frame_rows
         tail = max(1, iterations // 20)
         recent: list[float] = []
         t0 = time.perf_counter()
@@ -444,7 +520,11 @@ class MapBuilder:
                 perm, cursor = torch.randperm(n, generator=gen), 0
             idx = perm[cursor : cursor + batch].to(dev)
             share = 1.0
-            if rows is not None:
+            if per_image:
+                pick = torch.randint(len(frame_rows), (max(1, batch // per_image),), generator=gen)
+                offset = (torch.rand(len(pick), per_image, generator=gen) * frame_rows[pick, None]).long() + frame_start[pick, None]
+                idx = by_frame[offset.reshape(-1)].to(dev)
+            elif rows is not None:
                 idx = rows[idx]
             elif local is not None:
                 idx = local[idx]
@@ -455,14 +535,14 @@ class MapBuilder:
             cursor += batch
             frames = buf.frame_index[idx]
             x = buf.features[idx].float()
-            if context is not None:
-                x = head_input(x, context.training_context(frames, context_gen))
+            batch_targets = None if targets is None else {k: v[idx] for k, v in targets.items()}
             with autocast(dev, self.amp_dtype):
-                outputs, score = model(x)
+                outputs, score, logits = model(x, None if context is None else context.training_context(frames, context_gen), batch_targets, frames)
             depth = buf.depth[idx] if buf.depth is not None else None
+            labels = {"logits": logits, "targets": batch_targets} if batch_targets is not None else {}
             # Heads with a coarse and a refined output (R-SCoRe) have both supervised.
             loss = share * sum(
-                loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score)[0]
+                loss_fn(coords.float(), buf.pixels[idx], buf.T_cam_world[frames], buf.intrinsics[frames], iterations if final_threshold else it, depth=depth, score=score, **labels)[0]
                 for coords in outputs
             )
             opt.zero_grad(set_to_none=True)
@@ -483,11 +563,16 @@ class MapBuilder:
 
 
 class _TrainingOutputs(torch.nn.Module):
-    """The head's training outputs as ``forward``, the call DistributedDataParallel wraps."""
+    """The head's training outputs as ``forward``, the call DistributedDataParallel wraps:
+    local rows (N, C) through the parts that train with the head, plus the global encoding
+    (N, D) if any, into the head."""
 
-    def __init__(self, head: torch.nn.Module) -> None:
+    def __init__(self, head: torch.nn.Module, adapters: Sequence[torch.nn.Module] = ()) -> None:
         super().__init__()
         self.head = head
+        self.adapters = torch.nn.ModuleList(adapters)
 
-    def forward(self, features: torch.Tensor):
-        return self.head.training_outputs(features)
+    def forward(self, features: torch.Tensor, context: torch.Tensor | None = None, targets: dict | None = None, groups: torch.Tensor | None = None):
+        for adapter in self.adapters:
+            features = adapter(features)
+        return self.head.training_outputs(head_input(features, context), targets, groups)

@@ -389,9 +389,13 @@ def make_transform_stamped(f: MessageFactory, T: np.ndarray, stamp_ns: int, pare
 # --------------------------------------------------------------------------------------------
 # Point clouds
 
+POINT_FIELD_UINT32 = 6  # sensor_msgs/PointField.UINT32
 POINT_FIELD_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 # x, y, z, rgb: rgb is rviz's convention, a float32 field whose bytes are 0x00RRGGBB (little endian).
 CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+# With point labels (the predicted region / partition of each scene point): a uint32 "label"
+# field, which rviz's Intensity colour transformer can colour by.
+LABELLED_CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("label", "<u4")])
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -400,8 +404,9 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
 
 
-def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str):
-    """Points (N, 3) metres and colours (N, 3) uint8 -> unordered sensor_msgs/PointCloud2 (x, y, z, rgb).
+def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str, labels: np.ndarray | None = None):
+    """Points (N, 3) metres and colours (N, 3) uint8 -> unordered sensor_msgs/PointCloud2 (x, y, z, rgb),
+    plus a uint32 ``label`` field when ``labels`` (N,) non-negative integers are given.
 
     Non-finite points are dropped so the cloud is dense.
     """
@@ -409,14 +414,21 @@ def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_
     rgb = np.asarray(rgb).reshape(-1, 3)
     if len(rgb) != len(xyz):
         raise MessageError(f"{len(xyz)} points but {len(rgb)} colours")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(xyz) or (len(labels) and labels.min() < 0):
+            raise MessageError(f"{len(xyz)} points need as many non-negative labels, got {len(labels)}")
+    dtype = CLOUD_DTYPE if labels is None else LABELLED_CLOUD_DTYPE
     keep = np.all(np.isfinite(xyz), axis=1) & np.all(np.abs(xyz) < 3e38, axis=1)
-    cloud = np.empty(int(keep.sum()), dtype=CLOUD_DTYPE)
+    cloud = np.empty(int(keep.sum()), dtype=dtype)
     for i, axis in enumerate("xyz"):
         cloud[axis] = xyz[keep, i]
     cloud["rgb"] = pack_rgb(rgb[keep])
+    if labels is not None:
+        cloud["label"] = labels[keep]
     fields = [
-        f("sensor_msgs/msg/PointField", name=name, offset=int(CLOUD_DTYPE.fields[name][1]), datatype=POINT_FIELD_FLOAT32, count=1)
-        for name in ("x", "y", "z", "rgb")
+        f("sensor_msgs/msg/PointField", name=name, offset=int(dtype.fields[name][1]), datatype=POINT_FIELD_UINT32 if name == "label" else POINT_FIELD_FLOAT32, count=1)
+        for name in dtype.names
     ]
     return f(
         "sensor_msgs/msg/PointCloud2",
@@ -425,8 +437,8 @@ def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_
         width=int(len(cloud)),
         fields=fields,
         is_bigendian=False,
-        point_step=int(CLOUD_DTYPE.itemsize),
-        row_step=int(CLOUD_DTYPE.itemsize * len(cloud)),
+        point_step=int(dtype.itemsize),
+        row_step=int(dtype.itemsize * len(cloud)),
         data=f.byte_array(cloud.view(np.uint8).reshape(-1)),
         is_dense=True,
     )
@@ -451,3 +463,18 @@ def read_point_cloud(msg) -> tuple[np.ndarray, np.ndarray | None]:
         return xyz, None
     packed = rec["rgb"].astype(np.uint32)
     return xyz, np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+
+
+def read_point_labels(msg) -> np.ndarray | None:
+    """The uint32 ``label`` field (N,) of a sensor_msgs/PointCloud2, or None when it has none."""
+    offsets = {fld.name: (int(fld.offset), int(fld.datatype)) for fld in msg.fields}
+    if "label" not in offsets:
+        return None
+    if offsets["label"][1] != POINT_FIELD_UINT32:
+        raise MessageError("point cloud's label field is not uint32")
+    step, n = int(msg.point_step), int(msg.width) * int(msg.height)
+    data = _bytes(msg.data)
+    if data.size < step * n or offsets["label"][0] + 4 > step:
+        raise MessageError(f"point cloud data has {data.size} bytes, expected {step * n}")
+    dtype = np.dtype({"names": ["label"], "formats": [(">" if msg.is_bigendian else "<") + "u4"], "offsets": [offsets["label"][0]], "itemsize": step})
+    return np.frombuffer(data[: step * n].tobytes(), dtype=dtype)["label"].astype(np.int64)

@@ -1,6 +1,6 @@
 """Relocalizer: one image -> camera pose, via encoder, head and PnP-RANSAC.
 
-    image --to_gray/resize--> encoder --features--> [PCA] [+ global encoding] --> head
+    image --to_gray/resize--> encoder --features--> [PCA] [partition fusion] [+ global encoding] --> head
         --scene coordinates--> selector --> RANSAC --> pose
 
 Every feature gives one 2D-3D correspondence: its pixel in the original image and the scene
@@ -26,7 +26,7 @@ from .encoders import Encoder, load_encoder_for_map
 from .errors import EncoderError, ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
-from .map_parts import head_input, transform_features
+from .map_parts import head_input
 from .mapfile import SceneMap
 from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
@@ -75,6 +75,10 @@ class Localization:
     ransac_inliers: int = 0  # RANSAC's inliers among the num_correspondences it saw
     hypothesis: int = 0  # which global-encoding hypothesis gave the result (0 for maps without)
     hypotheses: int = 1  # how many were tried
+    # Maps whose head or a part classifies points (HSCNet's regions, SS-DVR's partitions): the
+    # predicted label (N,) of each scene coordinate, and its name.
+    labels: np.ndarray | None = None
+    labels_name: str | None = None
 
     # num_inliers / inlier_mask count every finite correspondence that agrees with the final pose;
     # after a selector that is more than RANSAC saw, since the pose is refined on all of them.
@@ -107,6 +111,8 @@ class Relocalizer:
         self.head = scene_map.head.to(self.device).eval()
         self.parts = [part.to(self.device) for part in scene_map.parts.values()]
         self.context_part = next((p for p in self.parts if p.gives_context), None)
+        # What names each point's label, if anything: the head's classes, else a part's.
+        self.labels_name = self.head.labels_name or next((p.labels_name for p in self.parts if p.labels_name), None)
         # Per-correspondence signals this map gives selectors: the head's score, and the parts'.
         self.signals = ({"score"} if self.head.predicts_score else set()) | {p.provides for p in self.parts if p.provides}
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
@@ -158,25 +164,36 @@ class Relocalizer:
     def local_rows(self, feats: torch.Tensor) -> torch.Tensor:
         """Encoder features (1, C, h, w) -> the rows (h*w, C') the head reads before any global
         encoding: the map parts' transforms (e.g. the PCA)."""
+        return self._local_rows(feats)[0]
+
+    def _local_rows(self, feats: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        """:meth:`local_rows` and the point labels of a part that gives them (else None)."""
+        x, labels = feats[0].reshape(feats.shape[1], -1).T, None
         with autocast(self.device, self.amp_dtype):
-            return transform_features(self.parts, feats[0].reshape(feats.shape[1], -1).T)
+            for part in self.parts:
+                if part.labels_name and not self.head.labels_name:
+                    labels = part.point_labels(x).cpu().numpy()
+                x = part.transform(x)
+        return x, labels
 
     @torch.no_grad()
-    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None, rows: torch.Tensor | None = None) -> tuple[np.ndarray, dict]:
-        """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3) and the selector's signals.
-        ``rows``: :meth:`local_rows` of ``feats`` when already computed (one per frame, however
-        many hypotheses)."""
-        x = self.local_rows(feats) if rows is None else rows
+    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None, rows: tuple | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+        """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3), the selector's signals and
+        each point's label (None for maps without). ``rows``: ``_local_rows(feats)`` when
+        already computed (once per frame, however many hypotheses)."""
+        x, labels = self._local_rows(feats) if rows is None else rows
         signals = {}
         with autocast(self.device, self.amp_dtype):
-            coords, score = self.head.predict(head_input(x, context))
+            coords, score, head_labels = self.head.predict_labels(head_input(x, context))
             needed = None if selector is None else selector.needs
             for part in self.parts:
                 if needed is not None and part.provides == needed:
                     signals[needed] = part.signal(x)
         if score is not None:
             signals["score"] = score.float().cpu().numpy()
-        return coords.float().cpu().numpy().astype(np.float64), signals
+        if head_labels is not None:
+            labels = head_labels.cpu().numpy()
+        return coords.float().cpu().numpy().astype(np.float64), signals, labels
 
     @torch.no_grad()
     def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
@@ -187,7 +204,7 @@ class Relocalizer:
         part computes a signal). With a global encoding: the first hypothesis's."""
         feats, pixels, timings = self.encode(image)
         t0 = time.perf_counter()
-        coords, signals = self.predict(feats, self.contexts(feats)[0], selector)
+        coords, signals, _ = self.predict(feats, self.contexts(feats)[0], selector)
         timings["head"] = (time.perf_counter() - t0) * 1e3
         return pixels, coords, signals, timings
 
@@ -204,11 +221,12 @@ class Relocalizer:
         best = None
         for k, context in enumerate(contexts):
             t0 = time.perf_counter()
-            rows = self.local_rows(feats) if rows is None else rows  # once a frame; its time counts in "head"
-            coords, signals = self.predict(feats, context, selector, rows=rows)
+            rows = self._local_rows(feats) if rows is None else rows  # once a frame; its time counts in "head"
+            coords, signals, labels = self.predict(feats, context, selector, rows=rows)
             head_ms = (time.perf_counter() - t0) * 1e3
             result = self._solve(pixels, coords, signals, camera, selector, dict(timings, head=head_ms), t_start)
             result.hypothesis, result.hypotheses = k, len(contexts)
+            result.labels, result.labels_name = labels, self.labels_name
             if best is not None:
                 for stage in ("head", "select", "ransac", "refine"):
                     if stage in result.timings_ms or stage in best.timings_ms:

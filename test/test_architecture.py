@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("scr_ros", "scr_ros.errors", "scr_ros.registry", "scr_ros.geometry", "scr_ros.metrics", "scr_ros.fileio", "scr_ros.device", "scr_ros.progress", "scr_ros.distributed")),
     ("data", ("scr_ros.imaging", "scr_ros.messages", "scr_ros.datasets", "scr_ros.renderer")),
-    ("parts", ("scr_ros.encoders", "scr_ros.heads", "scr_ros.losses", "scr_ros.selectors", "scr_ros.classifier", "scr_ros.pca", "scr_ros.retrieval", "scr_ros.covisibility", "scr_ros.map_parts", "scr_ros.ransac", "scr_ros.mapfile")),
+    ("parts", ("scr_ros.labels", "scr_ros.encoders", "scr_ros.heads", "scr_ros.losses", "scr_ros.selectors", "scr_ros.classifier", "scr_ros.pca", "scr_ros.retrieval", "scr_ros.covisibility", "scr_ros.map_parts", "scr_ros.ransac", "scr_ros.mapfile")),
     ("engines", ("scr_ros.mapping_config", "scr_ros.map_builder", "scr_ros.relocalize", "scr_ros.evaluate", "scr_ros.reports", "scr_ros.pretrain")),
     ("pipeline", ("scr_ros.pipeline", "scr_ros.demo")),
     ("node logic and bag tools", ("scr_ros.node_logic", "scr_ros.bag")),

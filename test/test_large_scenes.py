@@ -64,7 +64,8 @@ def test_refinement_head_supervises_coarse_and_refined_outputs():
     assert head.config["num_blocks"] == 3 and head.config["refine_blocks"] == 3 and head.config["expansion"] == 2
     head.fit_to_cameras(np.random.default_rng(0).normal(size=(20, 3)))
     x = torch.randn(7, 8)
-    outputs, score = head.training_outputs(x)
+    outputs, score, logits = head.training_outputs(x)
+    assert logits == {}
     assert len(outputs) == 2 and score is None
     assert torch.equal(head(x), outputs[0]) and not torch.allclose(outputs[0], outputs[1])
     outputs[0].sum().backward()

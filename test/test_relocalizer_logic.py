@@ -214,7 +214,8 @@ def test_core_localizes_and_composes_map_to_odom(core_and_frames, rng):
     eig = np.linalg.eigvalsh(out.covariance)
     assert np.all(eig > 0) and np.sqrt(out.covariance[0, 0]) >= 0.01
     assert np.allclose(core.broadcast.T_map_odom, out.T_map_odom)
-    xyz, rgb = out.scene_points()
+    xyz, rgb, labels = out.scene_points()
+    assert labels is None  # an ACE map labels no points
     assert len(xyz) == len(out.localization.pixels) and rgb.dtype == np.uint8
     assert (rgb[out.localization.inlier_mask] == [40, 220, 40]).all() and (rgb[~out.localization.inlier_mask] == [230, 40, 40]).all()
 

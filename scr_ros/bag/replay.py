@@ -188,7 +188,7 @@ class EstimateBag:
             self.w.write(OUTPUT_TOPICS["inliers"], f("std_msgs/msg/Int32", data=int(outcome.localization.num_inliers)), s)
             points = outcome.scene_points() if self.with_points else None
             if points is not None:
-                self.w.write(OUTPUT_TOPICS["scene_points"], make_point_cloud(f, *points, s, fr.map), s)
+                self.w.write(OUTPUT_TOPICS["scene_points"], make_point_cloud(f, points[0], points[1], s, fr.map, labels=points[2]), s)
         if outcome.published:
             self.w.write(OUTPUT_TOPICS["pose"], make_pose_stamped(f, outcome.T_map_cam, s, fr.map), s)
             self.w.write(OUTPUT_TOPICS["pose_with_covariance"], make_pose_with_covariance_stamped(f, outcome.T_map_pose, outcome.covariance, s, fr.map), s)

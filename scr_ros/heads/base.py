@@ -59,12 +59,35 @@ class SceneHead(nn.Module):
         the mean they are predicted around (GLACE's head adds its cluster centres)."""
         self.set_mean(np.mean(positions, axis=0))
 
-    def training_outputs(self, features: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """features (N, C) -> (every coordinate output the loss supervises, each (N, 3); s_hat).
+    def training_outputs(self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
+        """features (N, C) -> (every coordinate output the loss supervises, each (N, 3); s_hat;
+        logits by label name).
 
-        One output for most heads; R-SCoRe's head also supervises its coarse output."""
+        One output and no logits for most heads; R-SCoRe's head also supervises its coarse
+        output, HSCNet's returns its region and sub-region logits. ``targets``: the per-row
+        targets :meth:`fit_to_rows` gave (HSCNet conditions on the true labels while training);
+        ``groups`` (N,): which image each row comes from, for heads that attend within an image."""
         coords, score = self.predict(features)
-        return [coords], score
+        return [coords], score, {}
+
+    # A head that classifies before it regresses names the loss that trains it (its labels come
+    # from :meth:`fit_to_rows`) and the label it gives each point (published with scene points).
+    labels_loss: str | None = None
+    labels_name: str | None = None
+
+    def fit_to_rows(self, builder, buffer) -> dict | None:
+        """Fit what the head derives from the training rows before training (HSCNet's label
+        hierarchy) and return per-row targets (name -> tensor (N, ...)), or None."""
+        return None
+
+    def training_figures(self) -> dict:
+        """Entries for the map's ``training`` block."""
+        return {}
+
+    def predict_labels(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """features (N, C) of one image -> (scene coordinates (N, 3), s_hat (N,) or None, label
+        (N,) int64 or None)."""
+        return (*self.predict(features), None)
 
     def forward_map(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, C, h, w) -> scene coordinates (B, 3, h, w)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -32,6 +31,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ..labels import kmeans
 from .base import Dehomogenize, SceneHead, check_int, register_head
 
 # The scene-size rule of GLACE's supplement: one residual block indoors, two for Cambridge
@@ -56,13 +56,7 @@ def position_groups(positions: np.ndarray, link: float = MODE_LINK) -> int:
 def kmeans_pp_centres(positions: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """``k`` cluster centres (k, 3) of the positions by k-means with k-means++ seeding; with
     fewer distinct positions than ``k`` the centres repeat."""
-    points = np.unique(np.asarray(positions, np.float32).reshape(-1, 3), axis=0)
-    if len(points) <= k:
-        return np.resize(points, (k, 3)).astype(np.float32)
-    cv2.setRNGSeed(seed)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)
-    _, _, centres = cv2.kmeans(points, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
-    return centres[np.lexsort(centres.T[::-1])].astype(np.float32)  # a fixed order for a fixed input
+    return kmeans(np.asarray(positions, np.float32).reshape(-1, 3), k, seed)
 
 
 class _Residual(nn.Module):
@@ -184,8 +178,8 @@ class GlaceHead(SceneHead):
             fine = coarse + self.dehomogenize(out)
         return [fine, coarse], score
 
-    def training_outputs(self, features: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        return self._outputs(features)
+    def training_outputs(self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
+        return (*self._outputs(features), {})
 
     def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         outputs, score = self._outputs(features)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MAP_PARTS = Registry("map part", name_attribute="key")
 register_map_part = MAP_PARTS.register
 
-STAGES = ("features", "trained")
+STAGES = ("features", "buffer", "trained")
 
 
 def transform_features(parts: Iterable["MapPart"], features: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,12 @@ class MapPart:
     # None: the part is switched on by ``MappingConfig.parts`` (``scr map --part KEY[=JSON]``).
     switch: str | None = None
 
+    # A part whose module trains together with the head (SS-DVR's feature fusion): the buffer
+    # holds rows before it, and training passes them through ``module`` (its ``transform``).
+    trains_with_head = False
+    # The name of the label the part gives each point (published with the scene points), if any.
+    labels_name: str | None = None
+
     def __init__(self, module: nn.Module, info: dict | None = None) -> None:
         self.module = module
         self.info = dict(info or {})
@@ -76,8 +82,9 @@ class MapPart:
 
     @classmethod
     def fit(cls, builder, frames: Sequence["Frame"] | None = None, head: nn.Module | None = None, buffer=None) -> "MapPart":
-        """Fit on ``frames`` (stage ``features``) or on the trained ``head`` and training
-        ``buffer`` (stage ``trained``); ``builder`` is the MapBuilder (device, progress, cancel)."""
+        """Fit on ``frames`` (stage ``features``), on the training ``buffer`` before the head
+        trains (stage ``buffer``), or on the trained ``head`` and ``buffer`` (stage ``trained``);
+        ``builder`` is the MapBuilder (device, progress, cancel, scene points)."""
         raise NotImplementedError
 
     def training_figures(self) -> dict:
@@ -123,6 +130,10 @@ class MapPart:
         """Encoder features (1, C, h, w) of a query -> up to ``hypotheses`` encodings (H, D), the
         most promising first (0: the part's own default)."""
         raise NotImplementedError(f"map part {self.key!r} gives no context")
+
+    def point_labels(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``labels_name`` label (N,) int64 of each feature this part reads."""
+        raise NotImplementedError(f"map part {self.key!r} gives no labels")
 
     def signal(self, features: torch.Tensor) -> np.ndarray:
         """The ``provides`` signal (N,) for the features the head reads."""

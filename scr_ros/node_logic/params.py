@@ -160,7 +160,7 @@ MAPPING_PARAMS: tuple[ParamSpec, ...] = (
     _p("depth_max_age", 0.05, "Seconds between an image and the depth image paired with it (registered depth shares the image stamp).", 0.0, 1.0),
     _p("preset", "cpu", "Mapping preset: ace (paper settings, for a GPU), cpu, or test (seconds, for smoke tests).", choices=tuple(PRESETS)),
     _p("encoder", "", "Encoder name or weights file; empty: the package default."),
-    _p("head", "ace", "Scene head: ace, deep (Matching Rates' deeper head), glace (GLACE's position decoder) or rscore (R-SCoRe's, with refinement).", choices=tuple(HEADS)),
+    _p("head", "ace", "Scene head: ace, deep (Matching Rates' deeper head), glace (GLACE's position decoder), rscore (R-SCoRe's, with refinement), hscnet or hscnet-txf (HSCNet / HSCNet++: regions and sub-regions classified before the residual; labels from depth when depth_loss uses it, else from a first ACE-style stage).", choices=tuple(HEADS)),
     _p("head_config", "", "Head settings on top of the preset's, as a JSON object (scr map --head-config), e.g. {\"clusters\": 50}; empty: the head's defaults."),
     _p("depth_loss", "auto", "Train with recorded depth: auto (the preset's loss, which uses depth where keyframes have it), on (ace-depth; refuses keyframes without depth) or off (RGB only).", choices=tuple(DEPTH_CHOICES)),
     _p("score", False, "Head also predicts a discriminability score; the relocalizer then drops low-score points (SS-DVR)."),

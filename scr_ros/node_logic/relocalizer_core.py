@@ -151,13 +151,15 @@ class FrameOutcome:
     def published(self) -> bool:
         return self.status == "ok"
 
-    def scene_points(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(xyz (N, 3), rgb (N, 3) uint8) of this frame's scene coordinates: inliers green, outliers red."""
+    def scene_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """(xyz (N, 3), rgb (N, 3) uint8, labels (N,) or None) of this frame's scene coordinates:
+        inliers green, outliers red; labels are the predicted region / partition of each point
+        for maps that classify (HSCNet heads, SS-DVR partitions)."""
         loc = self.localization
         if loc is None or len(loc.scene_coords) == 0:
             return None
         rgb = np.where(loc.inlier_mask[:, None], np.array(INLIER_RGB, np.uint8), np.array(OUTLIER_RGB, np.uint8)).astype(np.uint8)
-        return loc.scene_coords, rgb
+        return loc.scene_coords, rgb, loc.labels
 
 
 @dataclass
@@ -224,6 +226,7 @@ class RelocalizerCore:
             f"loaded map {path}: encoder {scene_map.encoder.get('name')}, head {scene_map.head.head_type}, "
             f"{tr.get('frames', '?')} mapping frames, {0 if scene_map.cloud_xyz is None else len(scene_map.cloud_xyz)} cloud points, "
             f"on {relocalizer.device}"
+            + (f"; scene points carry each point's predicted {relocalizer.labels_name} as 'label'" if relocalizer.labels_name else "")
         )
 
     @property

@@ -166,7 +166,7 @@ class RelocalizerNode(Node):
             self.pub_inliers.publish(Int32(data=int(out.localization.num_inliers)))
             points = out.scene_points() if p["publish_scene_points"] else None
             if points is not None:
-                self.pub_scene_points.publish(make_point_cloud(f, *points, out.stamp_ns, p["map_frame"]))
+                self.pub_scene_points.publish(make_point_cloud(f, points[0], points[1], out.stamp_ns, p["map_frame"], labels=points[2]))
         if not out.published:
             self._warn(self.core.not_localized(out))
             return
