@@ -173,6 +173,8 @@ class MapBuilder:
         head.fit_to_cameras(positions, seed=cfg.seed)
         buffer.targets = head.fit_to_rows(self, buffer)
         t1 = time.perf_counter()
+        # Labels of scene points (first ACE stage, k-means, partition classifier), when any.
+        t_labels = t1 - t0 - t_buffer if buffer.targets is not None or self._scene_points is not None else None
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
         for cls in self.wanted_parts:
@@ -191,6 +193,7 @@ class MapBuilder:
             "iterations": iterations,
             "final_loss": final_loss,
             "buffer_seconds": round(t_buffer, 3),
+            **({"label_seconds": round(t_labels, 3)} if t_labels is not None else {}),
             "train_seconds": round(t_train, 3),
             **{k: v for part in self.parts.values() for k, v in part.training_figures().items()},
             **head.training_figures(),
@@ -427,7 +430,8 @@ class MapBuilder:
         points = torch.empty((n, 3), device=self.device)
         with torch.no_grad(), autocast(self.device, self.amp_dtype):
             for s in range(0, n, 65536):
-                points[s : s + 65536] = first(buffer.features[s : s + 65536].float()).float()
+                e = min(s + 65536, n)  # the buffer's tensors may hold more rows than it filled
+                points[s:e] = first(buffer.features[s:e].float()).float()
         cam = torch.einsum("nij,nj->ni", T[:, :, :3], points) + T[:, :, 3]
         z = cam[:, 2]
         proj = torch.stack([K[:, 0] * cam[:, 0] / z.clamp(min=1e-6) + K[:, 2], K[:, 1] * cam[:, 1] / z.clamp(min=1e-6) + K[:, 3]], dim=1)

@@ -43,9 +43,17 @@ def cmd_map(args) -> int:
         return 0  # rank 0 of a torchrun launch writes the map and reports
     tr = scene_map.training
     print(
-        f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, training {tr['train_seconds']:.1f} s, "
+        f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, "
+        + (f"labels {tr['label_seconds']:.1f} s, " if "label_seconds" in tr else "")
+        + f"training {tr['train_seconds']:.1f} s, "
         f"{tr['iterations']} iterations, final loss {tr['final_loss']:.3f}); total {time.perf_counter() - t0:.1f} s"
     )
+    labels = tr.get("labels") or tr.get("partitions")
+    if labels:
+        print(
+            f"labels: scene points from {'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
+            f"{labels['labelled_rows']:.0%} of the training rows, {labels['propagated_rows']:.0%} more by propagation"
+        )
     print(f"map written to {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
