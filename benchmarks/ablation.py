@@ -9,6 +9,12 @@
     python benchmarks/ablation.py --resume --preset test --scenes integrated \
         --rows baseline,glace,global-descriptor,global-covisibility,rscore,best-large,workers-1,workers-2
 
+    # part 3 (classification before regression), with part 2's best measured again for the
+    # paired comparison (per-frame errors)
+    python benchmarks/ablation.py --resume --preset cpu --scenes integrated,repetitive,lighting,sun3d \
+        --rows baseline,best-large,hscnet,ss-dvr --redo best-large
+    python benchmarks/ablation.py --resume --preset cpu --scenes sun3d --rows hscnet-txf
+
 Rows: the ACE head baseline (RGB-only `ace` loss, every correspondence to RANSAC), each switch
 alone, and the best combination (the switches whose mean 5cm/5deg over the measured scenes is
 not below the baseline's; `deep` joins only if it helps). The keypoint classifier's map is
@@ -293,7 +299,7 @@ def write_doc(path: Path, rows: list[dict], args, seconds: float) -> None:
         "HSCNet's hierarchical head (`--head hscnet`: 25 x 25 labels, the first level times the rooms; RGB-only, so its labels "
         "come from a first ACE-style stage of the preset's epochs, only its well-reprojecting rows, spread by label propagation), "
         "`hscnet-txf` the same with HSCNet++'s transformer conditioning, `hscnet-depth` HSCNet with labels from depth "
-        "(`--depth`: the paper's dense setting; compare it with `depth`, not the baseline), `ss-dvr` SS-DVR's semantic-structural "
+        "(`--depth`: the paper's dense setting; compare it with `depth`, not the baseline; defined, not yet measured), `ss-dvr` SS-DVR's semantic-structural "
         "partitions, label classifier and partition-aware fusion (`--part partitions`) with its discriminability score "
         "and filter (`--score`). Latency columns are per-frame medians by stage (with several hypotheses, summed over them); "
         "inlier ratio, RANSAC iterations and correspondences are per-frame medians of what RANSAC saw.\n\n"
