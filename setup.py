@@ -48,7 +48,8 @@ setup(
         "scipy>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "mcap>=1.1"],
+        # ruff pinned: its formatter's style is part of what CI checks (.ci/run).
+        "test": ["pytest>=7", "mcap>=1.1", "ruff==0.17.6"],
         # ROS 2 Jazzy's Python wheels from PyPI: enough to run both nodes with tf_mode none and a
         # pose topic, and the real-node tests. tf2_ros (TF modes), launch and rosbag2 come only
         # with a ROS 2 installation.

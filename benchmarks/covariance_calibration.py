@@ -22,8 +22,8 @@ import numpy as np
 
 from scr_ros.datasets import open_dataset
 from scr_ros.mapfile import load_map
-from scr_ros.node_logic.params import RELOCALIZER_PARAMS, specs_by_name
 from scr_ros.node_logic.covariance import pose_covariance, published_covariance
+from scr_ros.node_logic.params import RELOCALIZER_PARAMS, specs_by_name
 from scr_ros.relocalize import Relocalizer
 
 CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592
@@ -49,7 +49,10 @@ def main() -> None:
 
     spec = specs_by_name(RELOCALIZER_PARAMS)
     inflation = spec["covariance_inflation"].default
-    floor_t, floor_r = spec["covariance_min_std_translation"].default, math.radians(spec["covariance_min_std_rotation_deg"].default)
+    floor_t, floor_r = (
+        spec["covariance_min_std_translation"].default,
+        math.radians(spec["covariance_min_std_rotation_deg"].default),
+    )
 
     reloc = Relocalizer(load_map(args.map), device=args.device)
     frames = open_dataset(args.dataset).frames(args.split)[: args.max_frames]
@@ -72,12 +75,22 @@ def main() -> None:
     errs, stds = np.array(errs), np.array(stds)
     k = float(np.median(d2_raw) / CHI2_6_MEDIAN)
     print(f"{args.dataset} ({args.split}): {len(d2_raw)} of {len(frames)} frames localized")
-    print(f"median |error|  position {np.median(np.linalg.norm(errs[:, :3], axis=1)) * 100:.2f} cm, rotation {np.degrees(np.median(np.linalg.norm(errs[:, 3:], axis=1))):.2f} deg")
-    print(f"median raw std  position {np.median(np.linalg.norm(stds[:, :3], axis=1)) * 100:.3f} cm, rotation {np.degrees(np.median(np.linalg.norm(stds[:, 3:], axis=1))):.3f} deg")
+    print(
+        f"median |error|  position {np.median(np.linalg.norm(errs[:, :3], axis=1)) * 100:.2f} cm, rotation "
+        f"{np.degrees(np.median(np.linalg.norm(errs[:, 3:], axis=1))):.2f} deg"
+    )
+    print(
+        f"median raw std  position {np.median(np.linalg.norm(stds[:, :3], axis=1)) * 100:.3f} cm, rotation "
+        f"{np.degrees(np.median(np.linalg.norm(stds[:, 3:], axis=1))):.3f} deg"
+    )
     print(f"median d^2 under the raw covariance: {np.median(d2_raw):.1f} (calibrated: {CHI2_6_MEDIAN})")
     print(f"inflation that calibrates the median: {k:.0f}")
-    print(f"with the node defaults (inflation {inflation:g}, floors {floor_t * 100:g} cm / {math.degrees(floor_r):g} deg): "
-          f"median d^2 {np.median(d2_pub):.2f}, inside the 95 % ellipsoid {100 * np.mean(d2_pub < CHI2_6_95):.0f} % of frames")
+    print(
+        f"with the node defaults (inflation {inflation:g}, floors {floor_t * 100:g} cm / {math.degrees(floor_r):g} "
+        "deg): "
+        f"median d^2 {np.median(d2_pub):.2f}, inside the 95 % ellipsoid {100 * np.mean(d2_pub < CHI2_6_95):.0f} % "
+        "of frames"
+    )
 
 
 if __name__ == "__main__":

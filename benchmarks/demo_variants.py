@@ -35,13 +35,22 @@ def main() -> int:
         for variant in args.variants.split(","):
             encoder, loss = variant.split(":")
             map_path = Path(tmp) / f"{encoder}-{loss}.safetensors"
-            scene_map = build_map(f"synthetic:{args.scene}", map_path, args.preset, "cpu", encoder, None, loss=loss, quiet=True)
+            scene_map = build_map(
+                f"synthetic:{args.scene}",
+                map_path,
+                preset_name=args.preset,
+                device="cpu",
+                encoder_spec=encoder,
+                loss=loss,
+                quiet=True,
+            )
             _, report, _, _ = localize(map_path, f"synthetic:{args.scene}", "test", "cpu", encoder, quiet=True)
             acc = report["accuracy"]
             t, r = report["median_translation_cm"], report["median_rotation_deg"]
             median = f"{t:.1f} cm, {r:.2f} deg" if t is not None else "n/a (most lost)"
             print(
-                f"| {encoder} | {loss} | {acc['5cm_5deg']:.0f} % | {acc['10cm_5deg']:.0f} % | {acc['2cm_2deg']:.0f} % | {median} | "
+                f"| {encoder} | {loss} | {acc['5cm_5deg']:.0f} % | {acc['10cm_5deg']:.0f} % | {acc['2cm_2deg']:.0f} "
+                f"% | {median} | "
                 f"{100 * report['median_inlier_ratio']:.0f} % | {scene_map.training['seconds']:.0f} s |",
                 flush=True,
             )

@@ -40,10 +40,10 @@ from pathlib import Path
 import torch
 
 from scr_ros import __version__
-from scr_ros.pipeline import build_map, localize
 from scr_ros.datasets.synthetic import open_synthetic
-from scr_ros.fileio import atomic_write_text
 from scr_ros.device import hardware_description
+from scr_ros.fileio import atomic_write_text
+from scr_ros.pipeline import build_map, localize
 from scr_ros.pretrain import replace_comparison
 from scr_ros.renderer import SceneConfig
 
@@ -57,9 +57,13 @@ UNSEEN_SCENES = {
 }
 
 
-def run_one(encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path, loss: str | None = None) -> dict:
+def run_one(
+    encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path, loss: str | None = None
+) -> dict:
     map_path = tmp / f"{label}-{Path(encoder).stem}.safetensors"
-    scene_map = build_map(dataset, map_path, preset, device, encoder, None, quiet=True, loss=loss)
+    scene_map = build_map(
+        dataset, map_path, preset_name=preset, device=device, encoder_spec=encoder, quiet=True, loss=loss
+    )
     _, report, _, _ = localize(map_path, dataset, "test", device, encoder, quiet=True)
     map_path.unlink()
     timing = report["timing_ms"]
@@ -102,16 +106,23 @@ def tables(rows: list[dict]) -> str:
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         out.append(f"**{dataset}**\n")
-        out.append("| encoder | loss | 5cm/5° | 2cm/2° | 10cm/5° | median | lost | mapping | latency: encoder + head + RANSAC = total | map | peak memory |")
+        out.append(
+            "| encoder | loss | 5cm/5° | 2cm/2° | 10cm/5° | median | lost | mapping | latency: encoder + head + "
+            "RANSAC = total | map | peak memory |"
+        )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["dataset"] != dataset:
                 continue
-            median = f"{r['median_cm']:.1f} cm, {r['median_deg']:.2f}°" if r["median_cm"] is not None else "n/a (most lost)"
+            median = (
+                f"{r['median_cm']:.1f} cm, {r['median_deg']:.2f}°" if r["median_cm"] is not None else "n/a (most lost)"
+            )
             loss = "RGB only" if r["loss"] == "ace" else ("with depth" if r["loss"] == "ace-depth" else r["loss"])
             out.append(
-                f"| `{r['encoder']}`{r.get('run', '')} | {loss} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
-                f"{r['mapping_s']:.0f} s | {_fmt(r['encoder_ms'], '.0f')} + {_fmt(r['head_ms'], '.0f')} + {_fmt(r['ransac_ms'], '.0f')} = {_fmt(r['latency_ms'], '.0f')} ms | "
+                f"| `{r['encoder']}`{r.get('run', '')} | {loss} | {r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | "
+                f"{r['10cm_5deg']:.0f} % | {median} | {r['lost']}/{r['frames']} | "
+                f"{r['mapping_s']:.0f} s | {_fmt(r['encoder_ms'], '.0f')} + {_fmt(r['head_ms'], '.0f')} + "
+                f"{_fmt(r['ransac_ms'], '.0f')} = {_fmt(r['latency_ms'], '.0f')} ms | "
                 f"{r['map_mib']:.1f} MiB | {r['peak_mib']:.0f} MiB |"
             )
         out.append("")
@@ -120,7 +131,9 @@ def tables(rows: list[dict]) -> str:
 
 def provenance(args, seconds: float) -> str:
     try:
-        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -137,7 +150,9 @@ def provenance(args, seconds: float) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoders", default="random,dsift,dsift-ctx,xfeat", help="comma-separated registered names or weights files")
+    p.add_argument(
+        "--encoders", default="random,dsift,dsift-ctx,xfeat", help="comma-separated registered names or weights files"
+    )
     p.add_argument("--ace-weights", default=None, metavar="PATH", help="also compare ACE-format encoder weights")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--device", default="auto")
@@ -151,8 +166,19 @@ def main() -> int:
     p.add_argument("--sun3d", default=str(HERE.parent / "shared" / "data" / "sun3d"))
     p.add_argument("--skip-synthetic", action="store_true", help="only the SUN3D frames")
     p.add_argument("--skip-sun3d", action="store_true", help="only the synthetic rooms")
-    p.add_argument("--scenes", default=",".join(UNSEEN_SCENES), help=f"comma-separated synthetic rooms (default: all of {', '.join(UNSEEN_SCENES)})")
-    p.add_argument("--merge", type=Path, nargs="*", default=[], metavar="EARLIER.json", help="--json files of earlier runs whose rows to keep")
+    p.add_argument(
+        "--scenes",
+        default=",".join(UNSEEN_SCENES),
+        help=f"comma-separated synthetic rooms (default: all of {', '.join(UNSEEN_SCENES)})",
+    )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="EARLIER.json",
+        help="--json files of earlier runs whose rows to keep",
+    )
     p.add_argument("--out", type=Path, default=HERE / "docs" / "encoder_comparison.md")
     p.add_argument("--card", type=Path, default=None, help="model card whose comparison section to update")
     p.add_argument("--json", type=Path, default=None)
@@ -191,7 +217,12 @@ def main() -> int:
                     row = run_isolated(encoder, dataset, label.split()[0], args.preset, args.device, Path(tmp), loss)
                     row["dataset"] = label
                     rows.append(row)
-                    print(f"  5cm/5deg {row['5cm_5deg']:.0f} %, 2cm/2deg {row['2cm_2deg']:.0f} %, median {_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"  5cm/5deg {row['5cm_5deg']:.0f} %, 2cm/2deg {row['2cm_2deg']:.0f} %, median "
+                        f"{_fmt(row['median_cm'], '.2f')} cm, mapping {row['mapping_s']:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     note = provenance(args, time.perf_counter() - t0)
     notes = [note] + [run["provenance"] for run in earlier]
     mark = (lambda i: f" [{i + 1}]") if earlier else (lambda i: "")

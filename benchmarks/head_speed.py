@@ -17,10 +17,9 @@ import time
 
 import torch
 
-from scr_ros.device import cpu_has_fast_bf16
+from scr_ros.device import cpu_has_fast_bf16, hardware_description
 from scr_ros.heads import build_head
 from scr_ros.losses import build_loss
-from scr_ros.device import hardware_description
 
 CASES = [  # (width, residual blocks, batch, precision)
     (256, 1, 5120, "bf16"),
@@ -36,7 +35,9 @@ CASES = [  # (width, residual blocks, batch, precision)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
-def measure(channels: int, width: int, blocks: int, batch: int, precision: str, iterations: int, compile_step: bool = False) -> dict:
+def measure(
+    channels: int, width: int, blocks: int, batch: int, precision: str, iterations: int, compile_step: bool = False
+) -> dict:
     torch.manual_seed(0)
     rows, frames = 1_500_000, 50
     features = torch.randn(rows, channels).half()
@@ -80,8 +81,14 @@ def measure(channels: int, width: int, blocks: int, batch: int, precision: str, 
             parts[k] += dt
     total = time.perf_counter() - t_start
     return {
-        "width": width, "blocks": blocks, "batch": batch, "precision": precision, "compiled": compile_step,
-        "it_per_s": iterations / total, "samples_per_s": iterations * batch / total, "warmup_s": first_s,
+        "width": width,
+        "blocks": blocks,
+        "batch": batch,
+        "precision": precision,
+        "compiled": compile_step,
+        "it_per_s": iterations / total,
+        "samples_per_s": iterations * batch / total,
+        "warmup_s": first_s,
         "ms": {k: 1000 * v / iterations for k, v in parts.items()},
     }
 
@@ -92,16 +99,28 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
     args = p.parse_args()
-    print(f"{hardware_description(torch.device('cpu'))}; native bf16: {cpu_has_fast_bf16()}; {args.channels} input channels")
-    print("| width | blocks | batch | precision | compiled | it/s | samples/s | gather / forward+loss / backward / optimizer (ms) |")
+    print(
+        f"{hardware_description(torch.device('cpu'))}; native bf16: {cpu_has_fast_bf16()}; {args.channels} input "
+        "channels"
+    )
+    print(
+        "| width | blocks | batch | precision | compiled | it/s | samples/s | gather / forward+loss / backward / "
+        "optimizer (ms) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     cases = [(*c, False) for c in CASES] + ([(256, 1, 5120, "bf16", True)] if args.compile else [])
     for width, blocks, batch, precision, compiled in cases:
-        iterations = max(3, args.iterations // 10) if precision == "fp16" else args.iterations  # fp16 on a CPU is very slow
+        iterations = (
+            max(3, args.iterations // 10) if precision == "fp16" else args.iterations
+        )  # fp16 on a CPU is very slow
         r = measure(args.channels, width, blocks, batch, precision, iterations, compiled)
         ms = " / ".join(f"{v:.1f}" for v in r["ms"].values())
         extra = f" (first 5 steps incl. compilation: {r['warmup_s']:.0f} s)" if compiled else ""
-        print(f"| {width} | {blocks} | {batch} | {precision} | {'yes' if compiled else 'no'} | {r['it_per_s']:.1f}{extra} | {r['samples_per_s']:,.0f} | {ms} |", flush=True)
+        print(
+            f"| {width} | {blocks} | {batch} | {precision} | {'yes' if compiled else 'no'} | "
+            f"{r['it_per_s']:.1f}{extra} | {r['samples_per_s']:,.0f} | {ms} |",
+            flush=True,
+        )
     return 0
 
 

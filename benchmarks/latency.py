@@ -26,7 +26,7 @@ from scr_ros.datasets import open_dataset
 from scr_ros.device import autocast_dtype, resolve_device
 from scr_ros.encoders import load_encoder
 from scr_ros.evaluate import STAGES, localize_frames, summarize
-from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset
 from scr_ros.relocalize import Relocalizer
 
@@ -53,7 +53,9 @@ def run(device_name: str, args) -> dict:
     timing = report["timing_ms"]
     out = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "precision": str(autocast_dtype(device, cfg.precision)).replace("torch.", ""),
         "scene": args.scene,

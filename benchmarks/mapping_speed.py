@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from scr_ros import __version__
-from scr_ros.pipeline import build_map, localize
+from scr_ros.device import hardware_description
 from scr_ros.encoders import DEFAULT_ENCODER
 from scr_ros.fileio import atomic_write_text
 from scr_ros.mapping_config import PRESETS
-from scr_ros.device import hardware_description
+from scr_ros.pipeline import build_map, localize
 
 HERE = Path(__file__).resolve().parent.parent
 SUN3D = HERE.parent / "shared" / "data" / "sun3d"
@@ -63,7 +63,9 @@ def run(recipe: str, dataset: str, loss: str | None, tmp: Path) -> dict:
     encoder, overrides = (BEFORE["encoder"], BEFORE["overrides"]) if recipe == "before" else (DEFAULT_ENCODER, {})
     map_path = tmp / f"{recipe}.safetensors"
     t0 = time.perf_counter()
-    scene_map = build_map(dataset, map_path, "cpu", "cpu", encoder, None, quiet=True, loss=loss, **overrides)
+    scene_map = build_map(
+        dataset, map_path, preset_name="cpu", device="cpu", encoder_spec=encoder, quiet=True, loss=loss, **overrides
+    )
     wall = time.perf_counter() - t0
     _, report, _, _ = localize(map_path, dataset, "test", "cpu", quiet=True)
     map_path.unlink()
@@ -95,13 +97,15 @@ def run(recipe: str, dataset: str, loss: str | None, tmp: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     out = [
-        "| dataset | recipe | encoder, loss | iterations (it/s) | buffer | training | cloud | mapping | 5cm/5° | 2cm/2° | median | latency |",
+        "| dataset | recipe | encoder, loss | iterations (it/s) | buffer | training | cloud | mapping | 5cm/5° | "
+        "2cm/2° | median | latency |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         median = "n/a" if r["median_cm"] is None else f"{r['median_cm']:.2f} cm, {r['median_deg']:.2f}°"
         out.append(
-            f"| {r['label']} | {r['recipe']} | `{r['encoder']}`, `{r['loss']}` | {r['iterations']} ({r['iterations_per_s']:.1f}) | "
+            f"| {r['label']} | {r['recipe']} | `{r['encoder']}`, `{r['loss']}` | {r['iterations']} "
+            f"({r['iterations_per_s']:.1f}) | "
             f"{r['buffer_s']:.0f} s | {r['train_s']:.0f} s | {r['cloud_s']:.0f} s | **{r['mapping_s']:.0f} s** | "
             f"{r['5cm_5deg']:.0f} % | {r['2cm_2deg']:.0f} % | {median} | {r['latency_ms']:.0f} ms |"
         )
@@ -116,8 +120,16 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default=f"synthetic:default,{SUN3D}", help="comma-separated datasets (a missing SUN3D folder is skipped)")
-    p.add_argument("--loss", default=None, help="mapping loss for every dataset (default: the preset's on synthetic scenes, `ace` on real ones)")
+    p.add_argument(
+        "--datasets",
+        default=f"synthetic:default,{SUN3D}",
+        help="comma-separated datasets (a missing SUN3D folder is skipped)",
+    )
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="mapping loss for every dataset (default: the preset's on synthetic scenes, `ace` on real ones)",
+    )
     p.add_argument("--out", type=Path, default=HERE / "docs" / "mapping_speed.md")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -137,9 +149,16 @@ def main() -> int:
                 row = run(recipe, dataset, loss, Path(tmp))
                 row["label"] = label
                 rows.append(row)
-                print(f"  mapping {row['mapping_s']:.0f} s, {row['iterations_per_s']:.1f} it/s, 5cm/5deg {row['5cm_5deg']:.0f} %", file=sys.stderr, flush=True)
+                print(
+                    f"  mapping {row['mapping_s']:.0f} s, {row['iterations_per_s']:.1f} it/s, 5cm/5deg "
+                    f"{row['5cm_5deg']:.0f} %",
+                    file=sys.stderr,
+                    flush=True,
+                )
     try:
-        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     now = PRESETS["cpu"]

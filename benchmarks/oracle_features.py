@@ -24,7 +24,7 @@ from scr_ros.datasets import open_dataset
 from scr_ros.encoders import load_encoder
 from scr_ros.geometry import backproject
 from scr_ros.heads import build_head
-from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset
 
 
@@ -64,8 +64,10 @@ def main() -> int:
     err = np.linalg.norm(pred - truth, axis=1)
     ratio = np.linalg.norm(pred - centres, axis=1) / np.linalg.norm(truth - centres, axis=1)
     label = "oracle features" if not args.no_oracle else f"{args.encoder} features"
-    print(f"{label}, loss {args.loss}, {iterations} iterations: median 3D error {np.median(err) * 100:.1f} cm, "
-          f"median depth ratio {np.median(ratio):.3f} (1 = triangulated), final loss {loss:.3f}")
+    print(
+        f"{label}, loss {args.loss}, {iterations} iterations: median 3D error {np.median(err) * 100:.1f} cm, "
+        f"median depth ratio {np.median(ratio):.3f} (1 = triangulated), final loss {loss:.3f}"
+    )
     return 0
 
 

@@ -41,7 +41,16 @@ def main() -> int:
     overrides = json.loads(args.set)
     with tempfile.TemporaryDirectory() as tmp:
         map_path = Path(tmp) / "map.safetensors"
-        scene_map = build_map(dataset, map_path, args.preset, args.device, args.encoder, None, quiet=True, loss=args.loss, **overrides)
+        scene_map = build_map(
+            dataset,
+            map_path,
+            preset_name=args.preset,
+            device=args.device,
+            encoder_spec=args.encoder,
+            quiet=True,
+            loss=args.loss,
+            **overrides,
+        )
         results, report, _, _ = localize(map_path, dataset, "test", args.device, args.encoder, quiet=True)
     tr = scene_map.training
     row = {

@@ -53,6 +53,7 @@ def main() -> int:
     args = p.parse_args()
 
     import rclpy
+    import torch
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
@@ -61,12 +62,10 @@ def main() -> int:
 
     from scr_ros import __version__
     from scr_ros.datasets import open_dataset
+    from scr_ros.device import hardware_description
     from scr_ros.fileio import atomic_write_text
     from scr_ros.messages import encode_camera_info, encode_image, make_time, stamp_to_ns
-    from scr_ros.device import hardware_description
     from scr_ros.ros.common import rclpy_factory
-
-    import torch
 
     work = Path(tempfile.mkdtemp(prefix="scr_soak_"))
     map_path = args.map
@@ -75,15 +74,28 @@ def main() -> int:
 
         map_path = work / "soak.safetensors"
         print(f"mapping {args.dataset} with preset {args.preset} ...", file=sys.stderr)
-        build_map(args.dataset, map_path, args.preset, "cpu", None, None, quiet=True)
+        build_map(args.dataset, map_path, preset_name=args.preset, device="cpu", quiet=True)
     frames = open_dataset(args.dataset).frames("test")
 
-    env = {**os.environ, "ROS_DOMAIN_ID": str(190 + os.getpid() % 40), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "ROS_DOMAIN_ID": str(190 + os.getpid() % 40),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+    }
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     params = work / "params.yaml"
-    params.write_text(f"scr_relocalizer:\n  ros__parameters:\n    map_path: {json.dumps(str(map_path))}\n    device: cpu\n    tf_mode: none\n")
+    params.write_text(
+        f"scr_relocalizer:\n  ros__parameters:\n    map_path: {json.dumps(str(map_path))}\n    device: cpu\n    "
+        "tf_mode: none\n"
+    )
     log = open(work / "node.log", "wb")
-    node_proc = subprocess.Popen([str(Path(sys.executable).parent / "relocalizer_node"), "--ros-args", "--params-file", str(params)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    node_proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "relocalizer_node"), "--ros-args", "--params-file", str(params)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     rclpy.init()
     node = rclpy.create_node("scr_soak_feeder")
@@ -158,7 +170,13 @@ def main() -> int:
         "dropped": int(d.get("dropped (newer frame arrived)", 0)),
         "poses": len(latencies),
         "processed_hz": int(d.get("frames processed", 0)) / elapsed,
-        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max())} if len(lat) else None,
+        "latency_ms": {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "max": float(lat.max()),
+        }
+        if len(lat)
+        else None,
         "node_latency_ms": float(d.get("latency median (ms)", "nan")),
         "rss_mib": {"after_1_min": rss_warm, "end": rss_end, "samples": rss},
         "alive_at_end": alive,
@@ -172,8 +190,11 @@ def main() -> int:
     L = row["latency_ms"] or {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
     samples = ", ".join(f"{t // 60}:{t % 60:02d} {m:.0f}" for t, m in rss)
     if row["processed_hz"] < 0.95 * args.rate:
-        keep_up = (f"The node processed {row['processed_hz']:.1f} of the {args.rate:g} frames a second; by design it drops all but the "
-                   "newest waiting frame, so latency stays bounded instead of growing with a queue.")
+        keep_up = (
+            f"The node processed {row['processed_hz']:.1f} of the {args.rate:g} frames a second; by design it drops "
+            "all but the "
+            "newest waiting frame, so latency stays bounded instead of growing with a queue."
+        )
     else:
         keep_up = f"The node kept up with {args.rate:g} Hz."
     text = f"""# Soak: the relocalizer node at {args.rate:g} Hz
@@ -185,17 +206,17 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 
 | | |
 |---|---|
-| duration | {row['minutes']:.1f} min |
-| frames sent / received by the node | {sent} / {row['received']} |
-| processed (newest frame only) | {row['processed']} ({row['processed_hz']:.1f} Hz) |
-| dropped (a newer frame arrived first) | {row['dropped']} |
-| poses received | {row['poses']} |
-| latency, image stamp to pose here: p50 / p99 / max | {L['p50']:.0f} / {L['p99']:.0f} / {L['max']:.0f} ms |
-| node's own median processing time | {row['node_latency_ms']:.0f} ms |
+| duration | {row["minutes"]:.1f} min |
+| frames sent / received by the node | {sent} / {row["received"]} |
+| processed (newest frame only) | {row["processed"]} ({row["processed_hz"]:.1f} Hz) |
+| dropped (a newer frame arrived first) | {row["dropped"]} |
+| poses received | {row["poses"]} |
+| latency, image stamp to pose here: p50 / p99 / max | {L["p50"]:.0f} / {L["p99"]:.0f} / {L["max"]:.0f} ms |
+| node's own median processing time | {row["node_latency_ms"]:.0f} ms |
 | resident memory after 1 min / at the end | {rss_warm:.0f} / {rss_end:.0f} MiB |
 | memory samples (m:ss MiB) | {samples} |
 | node up at the end, exit code on SIGINT | {alive}, {code} |
-| last diagnostics summary | {row['diagnostics']} |
+| last diagnostics summary | {row["diagnostics"]} |
 
 {keep_up}
 """

@@ -31,7 +31,9 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scene_map = build_map(args.data, out / "map.safetensors", args.preset, args.device, args.encoder, None)
+    scene_map = build_map(
+        args.data, out / "map.safetensors", preset_name=args.preset, device=args.device, encoder_spec=args.encoder
+    )
     results, report, _, _ = localize(out / "map.safetensors", args.data, "test", args.device, args.encoder)
     report["mapping_seconds"] = scene_map.training["seconds"]
     report["preset"] = args.preset
@@ -39,7 +41,12 @@ def main() -> int:
     write_csv(results, out / "frames.csv")
     plot_results(results, out / "plot.png", title=f"SUN3D sample, preset {args.preset}, encoder {report['encoder']}")
     print(format_table(report))
-    print(json.dumps({k: report[k] for k in ("accuracy", "median_translation_cm", "median_rotation_deg", "mapping_seconds")}, indent=2))
+    print(
+        json.dumps(
+            {k: report[k] for k in ("accuracy", "median_translation_cm", "median_rotation_deg", "mapping_seconds")},
+            indent=2,
+        )
+    )
     return 0
 
 

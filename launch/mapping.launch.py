@@ -26,12 +26,13 @@ frame_id at the image stamp.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
 
 PACKAGE = "scr_ros"
 
@@ -78,28 +79,52 @@ def generate_launch_description():
     return LaunchDescription(
         [
             DeclareLaunchArgument(
-                "session_folder", default_value="",
+                "session_folder",
+                default_value="",
                 description="Folder the keyframes are recorded into; empty: keep the params file's session_folder",
             ),
             DeclareLaunchArgument(
-                "map_path", default_value="",
-                description="Where build_map writes the map; empty: keep the params file's map_path (default SESSION_FOLDER/map.safetensors)",
+                "map_path",
+                default_value="",
+                description="Where build_map writes the map; empty: keep the params file's map_path (default "
+                "SESSION_FOLDER/map.safetensors)",
             ),
-            DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="sensor_msgs/Image topic (its /compressed sibling with use_compressed in the params file)"),
-            DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info", description="sensor_msgs/CameraInfo topic"),
-            DeclareLaunchArgument("depth_topic", default_value="/camera/depth/image_raw", description="Depth image registered to the colour image (32FC1 m or 16UC1 mm), used with use_depth"),
-            DeclareLaunchArgument("use_depth", default_value="false", description="Record depth with each keyframe"),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"),
             DeclareLaunchArgument(
-                "pose_frame", default_value="map", choices=["map", "odom"],
+                "image_topic",
+                default_value="/camera/image_raw",
+                description="sensor_msgs/Image topic (its /compressed sibling with use_compressed in the params file)",
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic", default_value="/camera/camera_info", description="sensor_msgs/CameraInfo topic"
+            ),
+            DeclareLaunchArgument(
+                "depth_topic",
+                default_value="/camera/depth/image_raw",
+                description="Depth image registered to the colour image (32FC1 m or 16UC1 mm), used with use_depth",
+            ),
+            DeclareLaunchArgument("use_depth", default_value="false", description="Record depth with each keyframe"),
+            DeclareLaunchArgument(
+                "use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"
+            ),
+            DeclareLaunchArgument(
+                "pose_frame",
+                default_value="map",
+                choices=["map", "odom"],
                 description="Fixed frame the camera poses are looked up in (TF pose_frame -> image frame)",
             ),
-            DeclareLaunchArgument("record_on_start", default_value="false", description="Record from the start instead of waiting for ~/start_recording"),
             DeclareLaunchArgument(
-                "params_file", default_value=os.path.join(share, "config", "mapping.yaml"),
+                "record_on_start",
+                default_value="false",
+                description="Record from the start instead of waiting for ~/start_recording",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "mapping.yaml"),
                 description="ROS 2 parameter file with a 'scr_mapping: ros__parameters:' section",
             ),
-            DeclareLaunchArgument("rviz", default_value="false", description="Also start rviz2 with config/scr_ros.rviz"),
+            DeclareLaunchArgument(
+                "rviz", default_value="false", description="Also start rviz2 with config/scr_ros.rviz"
+            ),
             OpaqueFunction(function=_node),
             Node(
                 package="rviz2",

@@ -21,12 +21,13 @@ Topics: the node subscribes to ``image`` (or ``image/compressed`` with use_compr
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
 
 PACKAGE = "scr_ros"
 
@@ -70,22 +71,40 @@ def generate_launch_description():
     return LaunchDescription(
         [
             DeclareLaunchArgument(
-                "map_path", default_value="",
+                "map_path",
+                default_value="",
                 description="Map file (.safetensors); empty: keep the params file's map_path",
             ),
-            DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="sensor_msgs/Image topic (its /compressed sibling with use_compressed)"),
-            DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info", description="sensor_msgs/CameraInfo topic"),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"),
             DeclareLaunchArgument(
-                "tf_mode", default_value="map_to_odom", choices=["map_to_odom", "map_to_camera", "none"],
+                "image_topic",
+                default_value="/camera/image_raw",
+                description="sensor_msgs/Image topic (its /compressed sibling with use_compressed)",
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic", default_value="/camera/camera_info", description="sensor_msgs/CameraInfo topic"
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"
+            ),
+            DeclareLaunchArgument(
+                "tf_mode",
+                default_value="map_to_odom",
+                choices=["map_to_odom", "map_to_camera", "none"],
                 description="TF published: map -> odom (REP-105), map -> camera, or none",
             ),
-            DeclareLaunchArgument("use_compressed", default_value="false", description="Subscribe to IMAGE_TOPIC/compressed instead of IMAGE_TOPIC"),
             DeclareLaunchArgument(
-                "params_file", default_value=os.path.join(share, "config", "relocalizer.yaml"),
+                "use_compressed",
+                default_value="false",
+                description="Subscribe to IMAGE_TOPIC/compressed instead of IMAGE_TOPIC",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "relocalizer.yaml"),
                 description="ROS 2 parameter file with a 'scr_relocalizer: ros__parameters:' section",
             ),
-            DeclareLaunchArgument("rviz", default_value="false", description="Also start rviz2 with config/scr_ros.rviz"),
+            DeclareLaunchArgument(
+                "rviz", default_value="false", description="Also start rviz2 with config/scr_ros.rviz"
+            ),
             OpaqueFunction(function=_node),
             Node(
                 package="rviz2",

@@ -25,7 +25,12 @@ from gensim.models import Word2Vec
 
 
 def frustum_overlap(
-    T_world_cam: np.ndarray, intrinsics: np.ndarray, sizes: np.ndarray, samples: int = 256, max_depth: float = 8.0, seed: int = 0
+    T_world_cam: np.ndarray,
+    intrinsics: np.ndarray,
+    sizes: np.ndarray,
+    samples: int = 256,
+    max_depth: float = 8.0,
+    seed: int = 0,
 ) -> np.ndarray:
     """Directed overlap O (F, F): ``O[i, j]`` = O(i -> j) of the module docstring (diagonal 1)."""
     T = np.asarray(T_world_cam, np.float64)
@@ -52,7 +57,9 @@ def frustum_overlap(
         to_i = points - centres[i]
         to_j = points[None] - centres[:, None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
-            cos = np.einsum("nk,fnk->fn", to_i, to_j) / (np.linalg.norm(to_i, axis=1)[None] * np.linalg.norm(to_j, axis=2))
+            cos = np.einsum("nk,fnk->fn", to_i, to_j) / (
+                np.linalg.norm(to_i, axis=1)[None] * np.linalg.norm(to_j, axis=2)
+            )
         overlap[i] = np.where(visible, np.nan_to_num(np.clip(cos, 0.0, 1.0)), 0.0).sum(axis=1) / samples
     return overlap
 
@@ -68,7 +75,9 @@ def covisibility_graph(overlap: np.ndarray, threshold: float = 0.2) -> np.ndarra
     return weights
 
 
-def node2vec_walks(weights: np.ndarray, walks_per_node: int = 10, length: int = 80, p: float = 0.25, q: float = 4.0, seed: int = 0) -> list[list[int]]:
+def node2vec_walks(
+    weights: np.ndarray, walks_per_node: int = 10, length: int = 80, p: float = 0.25, q: float = 4.0, seed: int = 0
+) -> list[list[int]]:
     """Second-order random walks on the weighted graph: from t to v, the next node x is drawn
     with probability proportional to ``w(v, x)`` times 1/p if x is t, 1 if x neighbours t, and
     1/q otherwise. A node without edges gives a walk of itself alone."""
@@ -101,14 +110,29 @@ def _stable_hash(text: str) -> int:
 
 
 def node2vec_embeddings(
-    weights: np.ndarray, dim: int = 256, p: float = 0.25, q: float = 4.0, walks_per_node: int = 10, length: int = 80, window: int = 10, seed: int = 0
+    weights: np.ndarray,
+    dim: int = 256,
+    p: float = 0.25,
+    q: float = 4.0,
+    walks_per_node: int = 10,
+    length: int = 80,
+    window: int = 10,
+    seed: int = 0,
 ) -> np.ndarray:
     """Unit Node2Vec embeddings (F, dim) of the graph's nodes (skip-gram, negative sampling,
     one worker so that the same seed gives the same embeddings)."""
     walks = node2vec_walks(weights, walks_per_node, length, p, q, seed)
     model = Word2Vec(
-        [[str(v) for v in walk] for walk in walks], vector_size=dim, window=window, min_count=0, sg=1,
-        negative=5, workers=1, epochs=1, seed=seed, hashfxn=_stable_hash,
+        [[str(v) for v in walk] for walk in walks],
+        vector_size=dim,
+        window=window,
+        min_count=0,
+        sg=1,
+        negative=5,
+        workers=1,
+        epochs=1,
+        seed=seed,
+        hashfxn=_stable_hash,
     )
     emb = np.stack([model.wv[str(v)] for v in range(len(weights))]).astype(np.float32)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

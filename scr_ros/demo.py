@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .datasets.synthetic import SCENES, render_to_folder
 from .errors import ScrError
-from .reports import format_table, plot_results, write_csv, write_poses, write_report
 from .pipeline import build_map, localize
 from .progress import ProgressBar, counter
 from .renderer import RENDERER_VERSION
+from .reports import format_table, plot_results, write_csv, write_poses, write_report
 
 # The default demo: the 640x480 'default' room with the cpu preset, sized to finish in under
 # ten minutes on two CPU cores. --quick: the small 'tiny' room with the test preset.
@@ -45,12 +45,16 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
         t = time.perf_counter()
         render_to_folder(config, scene_dir, counter(bar, "render"))
         bar.close()
-        say = f"rendered {config.mapping_frames} mapping + {config.query_frames} query frames ({config.width}x{config.height}) in {time.perf_counter() - t:.1f} s"
+        size = f"{config.width}x{config.height}"
+        say = (
+            f"rendered {config.mapping_frames} mapping + {config.query_frames} query frames ({size}) "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
     if not quiet:
         print(f"[1/3] scene '{settings['scene']}': {say}", file=sys.stderr)
         print(f"[2/3] mapping with preset '{settings['preset']}'", file=sys.stderr)
     map_path = out / "map.safetensors"
-    scene_map = build_map(str(scene_dir), map_path, settings["preset"], device, None, None, quiet=quiet)
+    scene_map = build_map(str(scene_dir), map_path, preset_name=settings["preset"], device=device, quiet=quiet)
     if not quiet:
         print(f"[3/3] relocalizing {config.query_frames} query frames", file=sys.stderr)
     results, report, ds, _ = localize(map_path, str(scene_dir), "test", device, quiet=quiet)
@@ -61,7 +65,12 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
     write_report(report, out / "report.json")
     write_csv(results, out / "frames.csv")
     write_poses(results, out / "poses.txt")
-    plot_results(results, out / "plot.png", mapping_poses=[f.pose for f in ds.frames("train")], title=f"scr demo: scene '{settings['scene']}'")
+    plot_results(
+        results,
+        out / "plot.png",
+        mapping_poses=[f.pose for f in ds.frames("train")],
+        title=f"scr demo: scene '{settings['scene']}'",
+    )
     if not quiet:
         print(format_table(report))
         print(f"  {'total time'.ljust(16)}  {report['demo_seconds']:.1f} s")

@@ -23,7 +23,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ScrError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); use --device cpu")
+            raise ScrError(
+                f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); use --device cpu"
+            )
         return torch.device(spec)
     if spec == "cpu":
         return torch.device("cpu")

@@ -5,6 +5,12 @@ class ScrError(Exception):
     """Base class: an error the user can act on (bad file, bad argument, missing data)."""
 
 
+class SettingsError(ScrError, ValueError):
+    """A part, selector or parameter name is unknown, or one of its settings is of the wrong
+    type, out of range or not one of the choices. (A ValueError too, so code that checks
+    constructor arguments the usual way catches it.)"""
+
+
 class DatasetError(ScrError):
     """A dataset folder or one of its files is missing or malformed."""
 

@@ -62,8 +62,18 @@ def localize_frames(
         loc = relocalizer.localize(image, frame.camera)
         t_err, r_err = pose_error(loc.T_world_cam, frame.pose)
         res = FrameResult(
-            frame.name, loc.success, loc.reason, loc.T_world_cam, frame.pose, t_err, r_err, loc.num_inliers, loc.inlier_ratio, loc.timings_ms,
-            loc.ransac_iterations, loc.num_correspondences,
+            frame.name,
+            loc.success,
+            loc.reason,
+            loc.T_world_cam,
+            frame.pose,
+            t_err,
+            r_err,
+            loc.num_inliers,
+            loc.inlier_ratio,
+            loc.timings_ms,
+            loc.ransac_iterations,
+            loc.num_correspondences,
         )
         results.append(res)
         if progress:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .errors import ScrError
 
-
 _UMASK_LOCK = threading.Lock()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import transforms3d.quaternions as _tq
 
 from .errors import MessageError
@@ -205,7 +206,9 @@ def project(points_world: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCa
     return px, z
 
 
-def backproject(pixels: np.ndarray, depth: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndarray | None = None) -> np.ndarray:
+def backproject(
+    pixels: np.ndarray, depth: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndarray | None = None
+) -> np.ndarray:
     """Lift pixels (N, 2) with depths (N,) (metres along z) to 3D points (N, 3).
 
     Points are in the camera frame, or in the world frame when ``T_world_cam`` is given.
@@ -218,7 +221,9 @@ def backproject(pixels: np.ndarray, depth: np.ndarray, camera: PinholeCamera, T_
     return X if T_world_cam is None else transform_points(T_world_cam, X)
 
 
-def look_at_rotation(forward: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0]), roll_rad: float = 0.0) -> np.ndarray:
+def look_at_rotation(
+    forward: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0]), roll_rad: float = 0.0
+) -> np.ndarray:
     """Rotation (3, 3) of an optical-frame camera looking along ``forward`` (world coords).
 
     The camera's y axis (down) points away from ``up``; ``roll_rad`` rotates about the optical axis.
@@ -260,3 +265,36 @@ def camera_for_image(camera: PinholeCamera, width: int, height: int, allow_scali
         + ("" if allow_scaling else " (scaling is disabled)")
         + "; publish a camera_info that matches the image"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The same geometry on torch tensors, batched with one camera per row (training losses, labels)
+#
+# Shapes: points (N, 3); pixels (N, 2); T_cam_world (N, 3, 4) world-to-camera, the top three rows
+# of inverse poses; intrinsics (N, 4) as fx, fy, cx, cy. Optical axes, pixel (0, 0) the centre of
+# the top-left pixel, as everywhere.
+
+
+def world_to_camera(points: torch.Tensor, T_cam_world: torch.Tensor) -> torch.Tensor:
+    """World points (N, 3) -> camera-frame points (N, 3) under per-row transforms (N, 3, 4)."""
+    return torch.einsum("nij,nj->ni", T_cam_world[:, :, :3], points) + T_cam_world[:, :, 3]
+
+
+def camera_to_world(points_cam: torch.Tensor, T_cam_world: torch.Tensor) -> torch.Tensor:
+    """Camera-frame points (N, 3) -> world points (N, 3): the inverse of :func:`world_to_camera`."""
+    return torch.einsum("nji,nj->ni", T_cam_world[:, :, :3], points_cam - T_cam_world[:, :, 3])
+
+
+def project_points(points_cam: torch.Tensor, intrinsics: torch.Tensor, min_depth: float) -> torch.Tensor:
+    """Camera-frame points (N, 3) -> pixels (N, 2); depths below ``min_depth`` are clamped to it
+    (a finite pixel for points behind the camera, which callers mark invalid by their depth)."""
+    fx, fy, cx, cy = intrinsics.unbind(1)
+    z = points_cam[:, 2].clamp(min=min_depth)
+    return torch.stack([fx * points_cam[:, 0] / z + cx, fy * points_cam[:, 1] / z + cy], dim=1)
+
+
+def pixel_rays(pixels: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """Pixels (N, 2) -> their rays (N, 3) in the camera frame, scaled to z = 1 (so depth times
+    the ray is the back-projected point)."""
+    fx, fy, cx, cy = intrinsics.unbind(1)
+    return torch.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy, torch.ones_like(fx)], dim=1)

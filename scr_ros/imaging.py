@@ -83,7 +83,9 @@ class Augmentation:
     contrast: float = 0.1
 
 
-def augment(gray: np.ndarray, image_height: int, rng: np.random.Generator, aug: Augmentation) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    gray: np.ndarray, image_height: int, rng: np.random.Generator, aug: Augmentation
+) -> tuple[np.ndarray, np.ndarray]:
     """Prepare ``gray`` with a random scale, in-plane rotation, brightness and contrast.
 
     Returns:

@@ -36,10 +36,21 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, attempts: int = 3) -> np.n
 
 def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """Index (N,) of the nearest of ``centres`` (k, D) for each of ``points`` (N, D)."""
-    return torch.cat([torch.cdist(points[s : s + chunk].float(), centres.float()).argmin(dim=1) for s in range(0, len(points), chunk)]) if len(points) else torch.zeros(0, dtype=torch.int64, device=points.device)
+    return (
+        torch.cat(
+            [
+                torch.cdist(points[s : s + chunk].float(), centres.float()).argmin(dim=1)
+                for s in range(0, len(points), chunk)
+            ]
+        )
+        if len(points)
+        else torch.zeros(0, dtype=torch.int64, device=points.device)
+    )
 
 
-def hierarchical_kmeans(points: np.ndarray, regions: int, subregions: int, seed: int = 0, max_points: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def hierarchical_kmeans(
+    points: np.ndarray, regions: int, subregions: int, seed: int = 0, max_points: int = 200_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Two-level k-means of scene points (N, 3): region centres (R, 3) and sub-region centres
     (R, S, 3). At most ``max_points`` random points are clustered (the centres of a few hundred
     thousand points are those of millions, to well under a sub-region's size)."""
@@ -57,7 +68,9 @@ def hierarchical_kmeans(points: np.ndarray, regions: int, subregions: int, seed:
     return top, sub
 
 
-def assign_hierarchy(points: torch.Tensor, region_centres: torch.Tensor, subregion_centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_hierarchy(
+    points: torch.Tensor, region_centres: torch.Tensor, subregion_centres: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points (N, 3) -> (region (N,), sub-region (N,)): the nearest region centre, then the
     nearest sub-region centre of that region."""
     region = nearest(points, region_centres)
@@ -68,12 +81,14 @@ def assign_hierarchy(points: torch.Tensor, region_centres: torch.Tensor, subregi
     return region, sub
 
 
-def minibatch_kmeans(features: torch.Tensor, k: int, batch_size: int = 4096, iterations: int = 200, seed: int = 0) -> torch.Tensor:
+def minibatch_kmeans(
+    features: torch.Tensor, k: int, batch_size: int = 4096, iterations: int = 200, seed: int = 0
+) -> torch.Tensor:
     """SS-DVR's mini-batch k-means (eq. 3-4): ``k`` centres (k, C) float32 of ``features`` (N, C).
 
     Centres start from k-means++ seeding on a sample of rows (the paper draws them at random;
-    two random starts in one class can leave a class without a centre); each iteration assigns a random batch to its nearest
-    centres and moves each centre towards its members' mean with step ``n_batch / count``,
+    two random starts in one class can leave a class without a centre); each iteration assigns a
+    random batch to its nearest centres and moves each centre towards its members' mean with step ``n_batch / count``,
     ``count`` being how many rows the centre has taken so far (so each centre converges to the
     mean of everything it was given)."""
     if len(features) < k:

@@ -8,8 +8,8 @@ SHA-256 of every stored tensor. Since format 2 a map may also carry its *implici
 (``cloud.xyz`` float32 (N, 3) metres, ``cloud.rgb`` uint8 (N, 3)): the head's scene coordinates
 on the mapping frames that reproject within a few pixels, for display (rviz ``~/map_cloud``).
 Since format 3 it may carry *map parts* (:mod:`scr_ros.map_parts`), each under its key as a
-header entry and ``KEY.*`` tensors: a PCA of the encoder features (``projection``), applied
-before the head, and a keypoint classifier (``classifier``); both are optional, so format-2 maps
+header entry and ``KEY.*`` tensors: e.g. a PCA of the encoder features (``projection``), applied
+before the head, and a keypoint classifier (``classifier``); all are optional, so format-2 maps
 load unchanged.
 Loading checks all of it and refuses, with the reason, a file
 that is truncated, tampered with, from a newer format, or for a different head or encoder.
@@ -34,7 +34,7 @@ from safetensors.torch import save as _st_save
 from .errors import MapFileError
 from .fileio import atomic_write_bytes
 from .heads import HEADS, SceneHead, build_head
-from .map_parts import MapPart, ordered, transform_features
+from .map_parts import MapPart, ordered
 
 FORMAT = "scr_ros.map"
 FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional map parts (projection.*, classifier.*)
@@ -73,29 +73,8 @@ class SceneMap:
     def mean(self) -> list[float]:
         return [float(v) for v in self.head.mean]
 
-    @property
-    def projection(self):
-        """The PCA module (R-SCoRe) when the map has one, else None."""
-        part = self.parts.get("projection")
-        return None if part is None else part.module
-
-    @property
-    def classifier(self):
-        """The keypoint classifier module (Matching Rates) when the map has one, else None."""
-        part = self.parts.get("classifier")
-        return None if part is None else part.module
-
-    @property
-    def classifier_info(self) -> dict:
-        part = self.parts.get("classifier")
-        return {} if part is None else part.info
-
-    def head_input(self, features: torch.Tensor) -> torch.Tensor:
-        """Encoder features (N, C) -> what the head reads (every part's transform in turn)."""
-        return transform_features(self.parts.values(), features)
-
     def header(self, weights_dtype: str, weights_sha256: str) -> dict:
-        parts = {key: part.header() for key, part in self.parts.items()}
+        parts = {type(part).header_key(): part.header() for part in self.parts.values()}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -115,13 +94,23 @@ class SceneMap:
         """Write the map atomically. fp16 weights (ACE's choice) halve the size at no measurable cost."""
         if weights_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weights_dtype must be one of {list(WEIGHT_DTYPES)}")
-        tensors = {k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()}
+        tensors = {
+            k: v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in self.head.state_dict().items()
+        }
         for k in self.head.full_precision:  # metres in the map frame stay fp32 (the mean, GLACE's centres)
             tensors[k] = getattr(self.head, k).detach().cpu().float()
-        for key, part in self.parts.items():
-            tensors.update({f"{key}.{k}": v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous() for k, v in part.module.state_dict().items()})
+        for part in self.parts.values():
+            tensors.update(
+                {
+                    f"{type(part).header_key()}.{k}": v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous()
+                    for k, v in part.module.state_dict().items()
+                }
+            )
         if self.cloud_xyz is not None:
-            xyz, rgb = np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3), np.asarray(self.cloud_rgb, np.uint8).reshape(-1, 3)
+            xyz, rgb = (
+                np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3),
+                np.asarray(self.cloud_rgb, np.uint8).reshape(-1, 3),
+            )
             if len(xyz) != len(rgb):
                 raise ValueError(f"map cloud has {len(xyz)} points but {len(rgb)} colours")
             tensors["cloud.xyz"], tensors["cloud.rgb"] = torch.from_numpy(xyz.copy()), torch.from_numpy(rgb.copy())
@@ -159,15 +148,24 @@ def read_header(path: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise MapFileError(f"{path}: map header is not valid JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise MapFileError(f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, expected {FORMAT!r}")
+        raise MapFileError(
+            f"{path}: header format is {header.get('format') if isinstance(header, dict) else header!r}, expected "
+            f"{FORMAT!r}"
+        )
     version = header.get("format_version")
     if not isinstance(version, int):
         raise MapFileError(f"{path}: header has no integer format_version")
     if version > FORMAT_VERSION:
-        raise MapFileError(f"{path}: map format version {version} is newer than this scr_ros reads ({FORMAT_VERSION}); upgrade scr_ros")
+        raise MapFileError(
+            f"{path}: map format version {version} is newer than this scr_ros reads ({FORMAT_VERSION}); upgrade scr_ros"
+        )
     if version < 1:
         raise MapFileError(f"{path}: invalid map format version {version}")
-    _require(header, path, {"encoder": dict, "head": dict, "mean": list, "image_height": int, "weights_dtype": str, "weights_sha256": str})
+    _require(
+        header,
+        path,
+        {"encoder": dict, "head": dict, "mean": list, "image_height": int, "weights_dtype": str, "weights_sha256": str},
+    )
     _require(header["encoder"], path, {"name": str, "sha256": str, "out_channels": int}, prefix="encoder.")
     _require(header["head"], path, {"type": str, "config": dict}, prefix="head.")
     return header
@@ -187,7 +185,9 @@ def _require(d: dict, path: Path, fields: dict, prefix: str = "") -> None:
         if key not in d:
             raise MapFileError(f"{path}: map header lacks '{prefix}{key}'")
         if not isinstance(d[key], typ) or (typ is int and isinstance(d[key], bool)):
-            raise MapFileError(f"{path}: map header field '{prefix}{key}' should be {typ.__name__}, got {type(d[key]).__name__}")
+            raise MapFileError(
+                f"{path}: map header field '{prefix}{key}' should be {typ.__name__}, got {type(d[key]).__name__}"
+            )
 
 
 def load_map(path: str | Path) -> SceneMap:
@@ -196,9 +196,12 @@ def load_map(path: str | Path) -> SceneMap:
     header = read_header(path)
     head_type, head_config = header["head"]["type"], header["head"]["config"]
     if head_type not in HEADS:
-        raise MapFileError(f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})")
-    part_classes = {cls.key: cls for cls in ordered() if cls.key in header}
-    part_entries = {key: header[key] for key in part_classes}
+        raise MapFileError(
+            f"{path}: head type {head_type!r} is unknown to this scr_ros (known: {', '.join(sorted(HEADS))})"
+        )
+    # Parts by key, found under their header key (the PCA is "projection" in files).
+    part_classes = {cls.key: cls for cls in ordered() if cls.header_key() in header}
+    part_entries = {key: header[cls.header_key()] for key, cls in part_classes.items()}
     encoder_channels = header["encoder"]["out_channels"]
     if not 1 <= encoder_channels <= MAX_CHANNELS:
         raise MapFileError(f"{path}: encoder.out_channels {encoder_channels} is outside 1..{MAX_CHANNELS}")
@@ -213,15 +216,19 @@ def load_map(path: str | Path) -> SceneMap:
             parts[key] = part_classes[key].from_header(entry, channels)
             channels = parts[key].out_channels(channels)
         # The head reads the local features after the parts' transforms plus any global encoding.
-        return parts, channels + sum(part.context_channels() for part in parts.values())
+        return parts, channels + sum(part.encoding_channels() for part in parts.values())
 
     try:
         with torch.device("meta"):
             parts, head_in = build_parts()
     except Exception as exc:  # noqa: BLE001 - the header is untrusted input
-        raise MapFileError(f"{path}: map header's {' / '.join(part_entries) or 'part'} entry is unusable: {exc}") from None
+        entries = " / ".join(cls.header_key() for cls in part_classes.values()) or "part"
+        raise MapFileError(f"{path}: map header's {entries} entry is unusable: {exc}") from None
     if head_config.get("in_channels", head_in) != head_in:
-        raise MapFileError(f"{path}: head expects {head_config.get('in_channels')} input channels but the encoder{' (after its map parts)' if part_entries else ''} gives {head_in}")
+        raise MapFileError(
+            f"{path}: head expects {head_config.get('in_channels')} input channels but the "
+            f"encoder{' (after its map parts)' if part_entries else ''} gives {head_in}"
+        )
     if header["weights_dtype"] not in WEIGHT_DTYPES:
         raise MapFileError(f"{path}: unsupported weights dtype {header['weights_dtype']!r}")
     # The header is not covered by the weights checksum, so the head config is untrusted input:
@@ -230,7 +237,9 @@ def load_map(path: str | Path) -> SceneMap:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
         for key, part in parts.items():
-            expected.update({f"{key}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()})
+            expected.update(
+                {f"{part_classes[key].header_key()}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()}
+            )
         with safe_open(str(path), framework="pt") as f:
             stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS}
             cloud_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k in CLOUD_KEYS}
@@ -238,7 +247,10 @@ def load_map(path: str | Path) -> SceneMap:
         raise MapFileError(f"{path}: head {head_type!r} with config {head_config} cannot be built: {exc}") from None
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or unexpected:
-        raise MapFileError(f"{path}: weights do not fit head {head_type!r} {head_config}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise MapFileError(
+            f"{path}: weights do not fit head {head_type!r} {head_config}: missing {missing[:4]}, unexpected "
+            f"{unexpected[:4]}"
+        )
     for k, shape in stored.items():
         if shape != expected[k]:
             raise MapFileError(f"{path}: tensor {k} has shape {shape}, head expects {expected[k]}")
@@ -255,17 +267,30 @@ def load_map(path: str | Path) -> SceneMap:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     wanted = WEIGHT_DTYPES[header["weights_dtype"]]
     for k, v in tensors.items():
-        if k not in CLOUD_KEYS and k not in HEADS[head_type].full_precision and v.is_floating_point() and v.dtype != wanted:
-            raise MapFileError(f"{path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, but the header says weights_dtype {header['weights_dtype']}")
+        if (
+            k not in CLOUD_KEYS
+            and k not in HEADS[head_type].full_precision
+            and v.is_floating_point()
+            and v.dtype != wanted
+        ):
+            raise MapFileError(
+                f"{path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, but the header says weights_dtype "
+                f"{header['weights_dtype']}"
+            )
         if v.is_floating_point() and not torch.isfinite(v.float()).all():
             raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")
     if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
-        raise MapFileError(f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and {tensors['cloud.rgb'].dtype}")
+        raise MapFileError(
+            f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and "
+            f"{tensors['cloud.rgb'].dtype}"
+        )
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
     parts, _ = build_parts()  # shapes checked: now with memory
     for key, part in parts.items():
-        prefix = key + "."
-        part.module.load_state_dict({k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)})
+        prefix = part_classes[key].header_key() + "."
+        part.module.load_state_dict(
+            {k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)}
+        )
         part.module.eval()
     head = build_head(head_type, **head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
@@ -276,7 +301,9 @@ def load_map(path: str | Path) -> SceneMap:
     if header_mean.shape != (3,) or not np.all(np.isfinite(header_mean)):
         raise MapFileError(f"{path}: header mean {header['mean']} is not a finite 3-vector")
     if not np.allclose(head.mean.numpy(), header_mean, atol=1e-4):
-        raise MapFileError(f"{path}: header mean {header_mean.tolist()} disagrees with the stored mean {head.mean.tolist()}")
+        raise MapFileError(
+            f"{path}: header mean {header_mean.tolist()} disagrees with the stored mean {head.mean.tolist()}"
+        )
     if not 8 <= header["image_height"] <= 4096:
         raise MapFileError(f"{path}: implausible image_height {header['image_height']}")
     head.eval()

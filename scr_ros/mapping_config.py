@@ -30,11 +30,8 @@ class MappingConfig:
     loss: str = "ace"
     loss_config: dict = field(default_factory=dict)
     score: bool = False  # head predicts SS-DVR's discriminability score; the loss weighs by it
-    pca_dim: int = 0  # > 0: PCA of the encoder features to this many channels (R-SCoRe)
-    pca_samples: int = 100_000  # feature rows the PCA is fitted on
-    classifier: bool = False  # train a keypoint classifier after the head (Matching Rates)
-    classifier_config: dict = field(default_factory=dict)  # classifier.ClassifierConfig fields
-    # Map parts that have no setting above: key -> their settings (scr map --part KEY[=JSON]).
+    # The map parts to fit (scr_ros.map_parts), key -> settings (scr map --part KEY[=JSON],
+    # --pca, --classifier): each part declares its settings, and the builder fills in defaults.
     parts: dict = field(default_factory=dict)
     precision: str = "auto"
     seed: int = 0
@@ -46,22 +43,38 @@ class MappingConfig:
     cloud_max_error_px: float = 4.0
 
     def buffer_bytes(self, channels: int = 512, depth: bool = False) -> int:
-        """Bytes of the training buffer: fp16 features (``pca_dim`` of them with a PCA), float32
-        pixel, int64 frame index, and a float32 depth when the loss uses depth."""
-        return self.buffer_size * (2 * (self.pca_dim or channels) + 8 + 8 + (4 if depth else 0))
+        """Bytes of the training buffer for rows of ``channels`` (after any PCA): fp16 features,
+        float32 pixel, int64 frame index, and a float32 depth when the loss uses depth."""
+        return self.buffer_size * (2 * channels + 8 + 8 + (4 if depth else 0))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "MappingConfig":
-        d = dict(d)
+        d = upgrade_settings(d)
         if isinstance(d.get("augmentation"), dict):
             d["augmentation"] = Augmentation(**d["augmentation"])
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ScrError(f"unknown mapping settings: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def upgrade_settings(d: dict) -> dict:
+    """Mapping settings as written before the PCA and the keypoint classifier were map parts like
+    the others (maps' ``training.config``, old ablation rows) -> today's, with ``parts``."""
+    d = dict(d)
+    parts = dict(d.get("parts") or {})
+    pca_dim, pca_samples = d.pop("pca_dim", 0), d.pop("pca_samples", None)
+    if pca_dim:
+        parts["pca"] = {"dim": pca_dim, **({"samples": pca_samples} if pca_samples is not None else {})}
+    classifier, classifier_config = d.pop("classifier", False), d.pop("classifier_config", None) or {}
+    if classifier:
+        parts["classifier"] = dict(classifier_config)
+    if parts or "parts" in d:
+        d["parts"] = parts
+    return d
 
 
 # What the cpu and test presets share: the head, loss and augmentation tuned on CPU. A

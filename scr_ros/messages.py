@@ -29,7 +29,6 @@ import numpy as np
 from .errors import MessageError
 from .geometry import PinholeCamera, check_transform, matrix_to_quaternion, quaternion_to_matrix
 
-
 # --------------------------------------------------------------------------------------------
 # Building messages in either world
 
@@ -43,7 +42,12 @@ class MessageFactory:
         float_array: the same for variable-length ``float64[]`` fields.
     """
 
-    def __init__(self, lookup: Callable[[str], type], byte_array: Callable[[np.ndarray], Any], float_array: Callable[[np.ndarray], Any]) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], type],
+        byte_array: Callable[[np.ndarray], Any],
+        float_array: Callable[[np.ndarray], Any],
+    ) -> None:
         self._lookup = lookup
         self._classes: dict[str, type] = {}
         self.byte_array = byte_array
@@ -121,7 +125,10 @@ def _raw_array(msg, channels: int, dtype) -> np.ndarray:
     itemsize = np.dtype(dtype).itemsize
     row = w * channels * itemsize
     if step < row:
-        raise MessageError(f"image step {step} is smaller than width x pixel size ({w} x {channels * itemsize} = {row} bytes) for {msg.encoding!r}")
+        raise MessageError(
+            f"image step {step} is smaller than width x pixel size ({w} x {channels * itemsize} = {row} bytes) for "
+            f"{msg.encoding!r}"
+        )
     data = _bytes(msg.data)
     if data.size < step * h:
         raise MessageError(f"image data has {data.size} bytes, expected step x height = {step} x {h} = {step * h}")
@@ -205,7 +212,9 @@ def encode_image(f: MessageFactory, image: np.ndarray, stamp_ns: int, frame_id: 
     converts the RGB input.
     """
     img = np.asarray(image)
-    default = {(3, "uint8"): "rgb8", (2, "uint8"): "mono8", (2, "uint16"): "16UC1", (2, "float32"): "32FC1"}.get((img.ndim, img.dtype.name))
+    default = {(3, "uint8"): "rgb8", (2, "uint8"): "mono8", (2, "uint16"): "16UC1", (2, "float32"): "32FC1"}.get(
+        (img.ndim, img.dtype.name)
+    )
     encoding = encoding or default
     if encoding is None:
         raise MessageError(f"no image encoding for an array of shape {img.shape} and dtype {img.dtype}")
@@ -233,7 +242,12 @@ def encode_compressed_image(f: MessageFactory, rgb: np.ndarray, stamp_ns: int, f
     if not ok:
         raise MessageError("JPEG encoding failed")
     fmt = "rgb8; jpeg compressed bgr8" if img.ndim == 3 else "mono8; jpeg compressed mono8"
-    return f("sensor_msgs/msg/CompressedImage", header=make_header(f, stamp_ns, frame_id), format=fmt, data=f.byte_array(buf.reshape(-1)))
+    return f(
+        "sensor_msgs/msg/CompressedImage",
+        header=make_header(f, stamp_ns, frame_id),
+        format=fmt,
+        data=f.byte_array(buf.reshape(-1)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,7 +302,9 @@ def decode_camera_info(msg, source: str = "K") -> CameraInfo:
         fy, cy, h = fy / by, (cy + 0.5) / by - 0.5, h // by
     D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
     distorted = source == "K" and D.size > 0 and bool(np.any(D != 0))
-    return CameraInfo(PinholeCamera(float(fx), float(fy), float(cx), float(cy), w, h), distorted, str(msg.header.frame_id))
+    return CameraInfo(
+        PinholeCamera(float(fx), float(fy), float(cx), float(cy), w, h), distorted, str(msg.header.frame_id)
+    )
 
 
 def encode_camera_info(f: MessageFactory, camera: PinholeCamera, stamp_ns: int, frame_id: str):
@@ -360,7 +376,9 @@ def make_pose_stamped(f: MessageFactory, T: np.ndarray, stamp_ns: int, frame_id:
     return f("geometry_msgs/msg/PoseStamped", header=make_header(f, stamp_ns, frame_id), pose=make_pose_message(f, T))
 
 
-def make_pose_with_covariance_stamped(f: MessageFactory, T: np.ndarray, covariance: np.ndarray, stamp_ns: int, frame_id: str):
+def make_pose_with_covariance_stamped(
+    f: MessageFactory, T: np.ndarray, covariance: np.ndarray, stamp_ns: int, frame_id: str
+):
     cov = np.asarray(covariance, dtype=np.float64)
     if cov.shape != (6, 6) or not np.all(np.isfinite(cov)):
         raise MessageError(f"pose covariance must be a finite 6x6 matrix, got shape {cov.shape}")
@@ -404,7 +422,9 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
 
 
-def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str, labels: np.ndarray | None = None):
+def make_point_cloud(
+    f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_ns: int, frame_id: str, labels: np.ndarray | None = None
+):
     """Points (N, 3) metres and colours (N, 3) uint8 -> unordered sensor_msgs/PointCloud2 (x, y, z, rgb),
     plus a uint32 ``label`` field when ``labels`` (N,) non-negative integers are given.
 
@@ -427,7 +447,13 @@ def make_point_cloud(f: MessageFactory, xyz: np.ndarray, rgb: np.ndarray, stamp_
     if labels is not None:
         cloud["label"] = labels[keep]
     fields = [
-        f("sensor_msgs/msg/PointField", name=name, offset=int(dtype.fields[name][1]), datatype=POINT_FIELD_UINT32 if name == "label" else POINT_FIELD_FLOAT32, count=1)
+        f(
+            "sensor_msgs/msg/PointField",
+            name=name,
+            offset=int(dtype.fields[name][1]),
+            datatype=POINT_FIELD_UINT32 if name == "label" else POINT_FIELD_FLOAT32,
+            count=1,
+        )
         for name in dtype.names
     ]
     return f(
@@ -456,7 +482,14 @@ def read_point_cloud(msg) -> tuple[np.ndarray, np.ndarray | None]:
         raise MessageError(f"point cloud data has {data.size} bytes, expected {step * n}")
     end = ">" if msg.is_bigendian else "<"
     names = ["x", "y", "z"] + (["rgb"] if "rgb" in offsets else [])
-    dtype = np.dtype({"names": names, "formats": [end + "f4"] * 3 + [end + "u4"] * (len(names) - 3), "offsets": [offsets[k][0] for k in names], "itemsize": step})
+    dtype = np.dtype(
+        {
+            "names": names,
+            "formats": [end + "f4"] * 3 + [end + "u4"] * (len(names) - 3),
+            "offsets": [offsets[k][0] for k in names],
+            "itemsize": step,
+        }
+    )
     rec = np.frombuffer(data[: step * n].tobytes(), dtype=dtype)
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1).astype(np.float32)
     if "rgb" not in offsets:
@@ -476,5 +509,12 @@ def read_point_labels(msg) -> np.ndarray | None:
     data = _bytes(msg.data)
     if data.size < step * n or offsets["label"][0] + 4 > step:
         raise MessageError(f"point cloud data has {data.size} bytes, expected {step * n}")
-    dtype = np.dtype({"names": ["label"], "formats": [(">" if msg.is_bigendian else "<") + "u4"], "offsets": [offsets["label"][0]], "itemsize": step})
+    dtype = np.dtype(
+        {
+            "names": ["label"],
+            "formats": [(">" if msg.is_bigendian else "<") + "u4"],
+            "offsets": [offsets["label"][0]],
+            "itemsize": step,
+        }
+    )
     return np.frombuffer(data[: step * n].tobytes(), dtype=dtype)["label"].astype(np.int64)

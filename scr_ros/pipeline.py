@@ -9,7 +9,7 @@ the benchmarks and the tests use::
     results, report, dataset, scene_map = localize("tiny.safetensors", "synthetic:tiny", split="test")
     print(report["accuracy"]["5cm_5deg"])
 
-``build_map``: frames -> :class:`~scr_ros.map_builder.MapBuilder` (encoder -> training buffer ->
+``build_map``: frames -> :class:`~scr_ros.mapping.MapBuilder` (encoder -> training buffer ->
 head training -> map point cloud) -> map file. ``localize``: map file -> per frame
 :class:`~scr_ros.relocalize.Relocalizer` (encoder -> head -> selector -> PnP-RANSAC) -> pose
 errors and a report. Both check what they can (output paths, dataset files, settings) before
@@ -31,16 +31,21 @@ from .errors import ScrError
 from .evaluate import localize_frames, summarize
 from .fileio import check_output_file
 from .heads import HEADS
-from .mapfile import SceneMap, load_map, not_a_map
-from .map_builder import MapBuilder
 from .map_parts import MAP_PARTS
+from .mapfile import SceneMap, load_map, not_a_map
+from .mapping import MapBuilder
 from .mapping_config import MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
 
 
 def mapping_config(
-    preset_name: str, head: str | None = None, loss: str | None = None, depth: bool | None = None, head_config: dict | None = None, **overrides
+    preset_name: str,
+    head: str | None = None,
+    loss: str | None = None,
+    depth: bool | None = None,
+    head_config: dict | None = None,
+    **overrides,
 ) -> MappingConfig:
     """The preset's config with a head, loss or depth choice applied (``scr map --head/--loss/--depth``).
 
@@ -53,7 +58,7 @@ def mapping_config(
     """
     cfg = preset(preset_name, **overrides)
     if head and head != cfg.head:
-        HEADS.lookup(head, ScrError)
+        HEADS.lookup(head)
         cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
     if head_config:
         if not isinstance(head_config, dict):
@@ -74,31 +79,43 @@ def mapping_config(
 DEPTH_CHOICES = {"auto": None, "on": True, "off": False}
 
 
-def method_overrides(score: bool = False, classifier: bool = False, finetune_epochs: float = 0.0, pca_dim: int = 0, parts: dict | None = None) -> dict:
-    """MappingConfig overrides for the papers' switches, as ``scr map``, ``scr bag map`` and the
-    mapping node name them: SS-DVR's score, Matching Rates' keypoint classifier (and fine-tuning
-    the head on what it accepts), R-SCoRe's PCA, and ``parts``: other registered map parts by
-    key, with their settings (``--part KEY[=JSON]``, the node's ``map_parts``)."""
-    out: dict = {}
+def method_overrides(
+    score: bool = False,
+    classifier: bool = False,
+    finetune_epochs: float = 0.0,
+    pca_dim: int = 0,
+    parts: dict | None = None,
+) -> dict:
+    """MappingConfig overrides for the papers' switches as ``scr map``, ``scr bag map`` and the
+    mapping node name them, translated here and nowhere else: SS-DVR's ``score``, and the map
+    parts to fit, ``parts`` (key -> settings: ``--part KEY[=JSON]``, the node's ``map_parts``)
+    with the shorthands ``classifier`` (Matching Rates' keypoint classifier, ``finetune_epochs``
+    of fine-tuning the head on what it accepts) and ``pca_dim`` (R-SCoRe's PCA). A part's
+    settings are checked against its declaration when the build starts."""
     for key, settings in (parts or {}).items():
-        if key not in MAP_PARTS:
-            raise ScrError(f"unknown map part {key!r}; registered: {', '.join(sorted(MAP_PARTS))}")
-        if MAP_PARTS[key].switch:
-            raise ScrError(f"map part {key!r} has its own option: {MAP_PARTS[key].switch}")
+        MAP_PARTS.lookup(key)
         if not isinstance(settings, dict):
             raise ScrError(f"the settings of map part {key!r} must be a JSON object, got {settings!r}")
-    if parts:
-        out["parts"] = {key: dict(settings) for key, settings in parts.items()}
-    if score:
-        out["score"] = True
+    parts = {key: dict(settings) for key, settings in (parts or {}).items()}
+
+    def shorthand(key: str, setting: str, value) -> None:
+        given = parts.setdefault(key, {})
+        if setting is not None:
+            if given.get(setting, value) != value:
+                raise ScrError(
+                    f"map part {key}: {setting} is given twice with different values ({given[setting]!r} and {value!r})"
+                )
+            given[setting] = value
+
     if classifier:
-        out["classifier"] = True
-        if finetune_epochs:
-            out["classifier_config"] = {"finetune_epochs": float(finetune_epochs)}
+        shorthand("classifier", "finetune_epochs" if finetune_epochs else None, float(finetune_epochs))
     elif finetune_epochs:
         raise ScrError("--finetune fine-tunes on the keypoint classifier's selection; add --classifier")
     if pca_dim:
-        out["pca_dim"] = int(pca_dim)
+        shorthand("pca", "dim", int(pca_dim))
+    out: dict = {"parts": parts} if parts else {}
+    if score:
+        out["score"] = True
     return out
 
 
@@ -113,6 +130,7 @@ def open_dataset_reporting(spec: str, bar: ProgressBar) -> Dataset:
 def build_map(
     dataset_spec: str,
     out: str | Path,
+    *,
     preset_name: str = "cpu",
     device: str = "auto",
     encoder_spec: str | None = None,
@@ -159,12 +177,14 @@ def build_map(
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
     if not quiet:
-        extras = [name for name, on in (("score", cfg.score), ("keypoint classifier", cfg.classifier), (f"PCA {cfg.pca_dim}", cfg.pca_dim)) if on]
+        extras = (["score"] if cfg.score else []) + [f"map part {key}" for key in builder.part_settings]
         print(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
-            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss {cfg.loss}{''.join(', ' + e for e in extras)}"
+            f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss "
+            f"{cfg.loss}{''.join(', ' + e for e in extras)}"
             f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
-            f"{cfg.buffer_size:,} samples, at most {cfg.buffer_bytes(encoder.out_channels, builder.uses_depth) / 2**30:.2f} GiB"
+            f"{cfg.buffer_size:,} samples, at most "
+            f"{cfg.buffer_bytes(builder.row_channels, builder.uses_depth) / 2**30:.2f} GiB"
             f"{f' over {distributed.world_size()} workers' if distributed.world_size() > 1 else ''}",
             file=sys.stderr,
         )
@@ -211,11 +231,16 @@ def localize(
             print(f"scr: warning: frame {name} skipped: {reason}", file=sys.stderr)
 
     try:
-        results = localize_frames(reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)), on_skip=skip)
+        results = localize_frames(
+            reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)), on_skip=skip
+        )
     finally:
         bar.close()
     if not results:
-        raise ScrError(f"no {split} frame of {dataset_spec} could be read ({len(skipped)} skipped; first: {skipped[0]['reason'] if skipped else 'none'})")
+        raise ScrError(
+            f"no {split} frame of {dataset_spec} could be read ({len(skipped)} skipped; first: "
+            f"{skipped[0]['reason'] if skipped else 'none'})"
+        )
     report = summarize(
         results,
         frames_skipped=len(skipped),

@@ -24,6 +24,9 @@ class Progress:
     elapsed_s: float
     loss: float | None = None
     message: str = ""
+    # Where the whole job stands (0..1) when the stage is one of several (map building: the
+    # builder weighs each stage by its usual share of the time); never decreases within a job.
+    overall: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -43,7 +46,10 @@ STAGE_NAMES = {
     "pool": "rendering pool",
     "pretrain": "pretraining",
     "pca": "sampling features for PCA",
+    "global": "global encodings",
     "buffer": "filling buffer",
+    "labels": "first stage for labels",
+    "partitions": "training partition classifier",
     "classifier": "training keypoint classifier",
     "finetune": "fine-tuning head on keypoints",
     "train": "training head",
@@ -78,7 +84,14 @@ class ProgressBar:
             self.close()
             self.stage = p.stage
             unit = "it" if p.stage in ("train", "pretrain") else "img"
-            self.bar = tqdm(total=p.total, desc=STAGE_NAMES.get(p.stage, p.stage), unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(
+                total=p.total,
+                desc=STAGE_NAMES.get(p.stage, p.stage),
+                unit=unit,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
         self.bar.total = p.total
         self.bar.n = p.step
         post = {}

@@ -54,7 +54,9 @@ class PnPResult:
     iterations: int
 
 
-def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera, config: RansacConfig | None = None) -> PnPResult | None:
+def solve_pnp(
+    points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera, config: RansacConfig | None = None
+) -> PnPResult | None:
     """Robustly estimate the camera pose from pixels (N, 2) and world points (N, 3).
 
     Returns ``None`` when there are fewer than 4 correspondences or RANSAC finds no model.
@@ -77,7 +79,13 @@ def solve_pnp(points2d: np.ndarray, points3d: np.ndarray, camera: PinholeCamera,
     return PnPResult(invert_pose(T_cam_world), inliers, int(inliers.sum()), int(info.get("iterations", 0)))
 
 
-def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, config: RansacConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def refine_pose(
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    T_world_cam: np.ndarray,
+    camera: PinholeCamera,
+    config: RansacConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Re-score a pose on a larger set of correspondences and refine it on their inliers.
 
     Used after RANSAC ran on a selected subset (the keypoint classifier's): the subset makes the
@@ -92,7 +100,11 @@ def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndar
     points2d = np.ascontiguousarray(points2d, dtype=np.float64)
     points3d = np.ascontiguousarray(points3d, dtype=np.float64)
     cam = _poselib_camera(camera)
-    options = {"loss_type": "CAUCHY", "loss_scale": 0.5 * float(config.max_reproj_error), "max_iterations": int(config.refine_iterations)}
+    options = {
+        "loss_type": "CAUCHY",
+        "loss_scale": 0.5 * float(config.max_reproj_error),
+        "max_iterations": int(config.refine_iterations),
+    }
     inliers = _reprojection_inliers(points2d, points3d, T_world_cam, camera, config.max_reproj_error)
     for _ in range(config.refine_rounds):
         if inliers.sum() < 4:
@@ -105,17 +117,27 @@ def refine_pose(points2d: np.ndarray, points3d: np.ndarray, T_world_cam: np.ndar
         if not np.all(np.isfinite(T_refined)):
             break
         T_world_cam = invert_pose(T_refined)
-        previous, inliers = inliers, _reprojection_inliers(points2d, points3d, T_world_cam, camera, config.max_reproj_error)
+        previous, inliers = (
+            inliers,
+            _reprojection_inliers(points2d, points3d, T_world_cam, camera, config.max_reproj_error),
+        )
         if np.array_equal(previous, inliers):
             break
     return T_world_cam, inliers
 
 
 def _poselib_camera(camera: PinholeCamera) -> dict:
-    return {"model": "PINHOLE", "width": int(camera.width), "height": int(camera.height), "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
+    return {
+        "model": "PINHOLE",
+        "width": int(camera.width),
+        "height": int(camera.height),
+        "params": [camera.fx, camera.fy, camera.cx, camera.cy],
+    }
 
 
-def _reprojection_inliers(points2d, points3d, T_world_cam, camera: PinholeCamera, max_reproj_error: float) -> np.ndarray:
+def _reprojection_inliers(
+    points2d, points3d, T_world_cam, camera: PinholeCamera, max_reproj_error: float
+) -> np.ndarray:
     proj, z = project(points3d, T_world_cam, camera)
     with np.errstate(invalid="ignore"):
         return (z > 0) & (np.linalg.norm(proj - points2d, axis=1) < max_reproj_error)

@@ -14,6 +14,8 @@ import importlib
 import pkgutil
 from typing import Callable, Iterable
 
+from .errors import SettingsError
+
 
 class Registry(dict):
     """``{name: class}`` for one ``kind`` of part.
@@ -39,23 +41,26 @@ class Registry(dict):
 
         return wrap
 
-    def lookup(self, name: str, error: type[Exception] = ValueError, also: tuple[str, ...] = ()) -> type:
-        """The class registered as ``name``; an unknown name raises ``error`` listing the known
-        ones (``also``: names the caller resolves itself, such as a selector's ``auto``)."""
+    def lookup(self, name: str, also: tuple[str, ...] = ()) -> type:
+        """The class registered as ``name``; an unknown name raises :class:`SettingsError`
+        listing the known ones (``also``: names the caller resolves itself, such as a
+        selector's ``auto``)."""
         if name not in self:
             known = ", ".join([*also, *sorted(self)])
-            raise error(f"unknown {self.kind} {name!r}; registered: {known}")
+            raise SettingsError(f"unknown {self.kind} {name!r}; registered: {known}")
         return self[name]
 
-
     def build(self, name: str, **config):
-        """An instance of the class registered as ``name``; an unknown name, or keywords the
-        class does not take, raise ``ValueError``."""
+        """An instance of the class registered as ``name``: the one way every kind of part is
+        built from a name and settings. An unknown name, a keyword the class does not take or a
+        value it refuses all raise :class:`SettingsError` naming the part."""
         cls = self.lookup(name)
         try:
             return cls(**config)
-        except TypeError as exc:
-            raise ValueError(f"bad configuration for {self.kind} {name!r}: {exc}") from exc
+        except SettingsError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"bad settings for {self.kind} {name!r}: {exc}") from None
 
 
 def import_parts(package: str, path: Iterable[str]) -> None:

@@ -26,7 +26,7 @@ from .encoders import Encoder, load_encoder_for_map
 from .errors import EncoderError, ScrError
 from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
-from .map_parts import head_input
+from .map_parts import append_encoding
 from .mapfile import SceneMap
 from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
@@ -37,23 +37,14 @@ class RelocalizerConfig:
     ransac: RansacConfig = field(default_factory=RansacConfig)
     min_inliers: int = 100  # a correct pose on a 640x480 frame typically has several hundred
     precision: str = "auto"  # autocast for encoder and head, as in mapping
-    # Which correspondences RANSAC sees: auto (the map's classifier, else its score, else all),
-    # all, score or classifier; the settings below belong to the score / classifier selectors.
+    # Which correspondences RANSAC sees: auto (the map's classifier, else its score, else all)
+    # or a registered selector's name; ``selector_settings``: selector name -> its settings
+    # (each selector declares them; unset ones take its defaults).
     selector: str = "auto"
-    score_percentile: float = 0.51
-    classifier_min_probability: float = 0.5
-    classifier_top_k: int = 1024
-    classifier_min_keep: int = 200
-    classifier_grid: int = 8
+    selector_settings: dict[str, dict] = field(default_factory=dict)
     # Global-encoding hypotheses per query for maps that have a global encoding (0: the map's
     # own default; R-SCoRe's gains level off past 10).
     hypotheses: int = 0
-
-    def selector_settings(self, name: str) -> dict:
-        return {
-            "score": {"percentile": self.score_percentile},
-            "classifier": {"min_probability": self.classifier_min_probability, "top_k": self.classifier_top_k, "min_keep": self.classifier_min_keep, "grid": self.classifier_grid},
-        }.get(name, {})
 
 
 @dataclass
@@ -99,22 +90,33 @@ class Relocalizer:
         config: RANSAC and acceptance settings.
     """
 
-    def __init__(self, scene_map: SceneMap, encoder: Encoder | None = None, device="auto", config: RelocalizerConfig | None = None):
+    def __init__(
+        self,
+        scene_map: SceneMap,
+        encoder: Encoder | None = None,
+        device="auto",
+        config: RelocalizerConfig | None = None,
+    ):
         self.map = scene_map
         self.config = config or RelocalizerConfig()
         self.device = resolve_device(device)
         if encoder is None:
             encoder = load_encoder_for_map(scene_map.encoder)
         elif encoder.checksum() != scene_map.encoder["sha256"]:
-            raise EncoderError(f"encoder {encoder.name!r} does not match the map's encoder {scene_map.encoder['name']!r} (checksums differ)")
+            raise EncoderError(
+                f"encoder {encoder.name!r} does not match the map's encoder {scene_map.encoder['name']!r} "
+                "(checksums differ)"
+            )
         self.encoder = encoder.to(self.device).eval()
         self.head = scene_map.head.to(self.device).eval()
         self.parts = [part.to(self.device) for part in scene_map.parts.values()]
-        self.context_part = next((p for p in self.parts if p.gives_context), None)
+        self.encoding_part = next((p for p in self.parts if p.gives_global_encoding), None)
         # What names each point's label, if anything: the head's classes, else a part's.
         self.labels_name = self.head.labels_name or next((p.labels_name for p in self.parts if p.labels_name), None)
         # Per-correspondence signals this map gives selectors: the head's score, and the parts'.
-        self.signals = ({"score"} if self.head.predicts_score else set()) | {p.provides for p in self.parts if p.provides}
+        self.signals = ({"score"} if self.head.predicts_score else set()) | {
+            p.provides for p in self.parts if p.provides
+        }
         self.amp_dtype = autocast_dtype(self.device, self.config.precision)
         self.selector  # refuse a selector this map cannot serve now rather than at the first frame
 
@@ -124,19 +126,10 @@ class Relocalizer:
         name = self.config.selector
         if name == "auto":
             name = auto_selector_name(self.signals)
-        selector = build_selector(name, **self.config.selector_settings(name))
+        selector = build_selector(name, **self.config.selector_settings.get(name, {}))
         if selector.needs is not None and selector.needs not in self.signals:
             raise ScrError(f"selector '{name}' needs {selector.requires}")
         return selector
-
-    @torch.no_grad()
-    def scene_coordinates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Dense 2D-3D correspondences for ``image`` (RGB uint8 or grey).
-
-        Returns pixels (N, 2) in the original image, scene coordinates (N, 3) and stage timings (ms).
-        """
-        pixels, coords, _, timings = self.correspondences(image)
-        return pixels, coords, timings
 
     @torch.no_grad()
     def encode(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray, dict]:
@@ -154,20 +147,16 @@ class Relocalizer:
         return feats, pixels, {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
 
     @torch.no_grad()
-    def contexts(self, feats: torch.Tensor) -> list[torch.Tensor | None]:
+    def encodings(self, feats: torch.Tensor) -> list[torch.Tensor | None]:
         """The global-encoding hypotheses for a query's features (``[None]`` for maps without)."""
-        if self.context_part is None:
+        if self.encoding_part is None:
             return [None]
-        return list(self.context_part.query_contexts(feats, self.config.hypotheses))
+        return list(self.encoding_part.query_encodings(feats, self.config.hypotheses))
 
-    @torch.no_grad()
-    def local_rows(self, feats: torch.Tensor) -> torch.Tensor:
+    def local_rows(self, feats: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
         """Encoder features (1, C, h, w) -> the rows (h*w, C') the head reads before any global
-        encoding: the map parts' transforms (e.g. the PCA)."""
-        return self._local_rows(feats)[0]
-
-    def _local_rows(self, feats: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
-        """:meth:`local_rows` and the point labels of a part that gives them (else None)."""
+        encoding (the map parts' transforms, e.g. the PCA), and the point labels of a part that
+        gives them (else None)."""
         x, labels = feats[0].reshape(feats.shape[1], -1).T, None
         with autocast(self.device, self.amp_dtype):
             for part in self.parts:
@@ -177,14 +166,16 @@ class Relocalizer:
         return x, labels
 
     @torch.no_grad()
-    def predict(self, feats: torch.Tensor, context: torch.Tensor | None = None, selector=None, rows: tuple | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    def predict(
+        self, feats: torch.Tensor, encoding: torch.Tensor | None = None, selector=None, rows: tuple | None = None
+    ) -> tuple[np.ndarray, dict, np.ndarray | None]:
         """Encoder features (1, C, h, w) -> scene coordinates (h*w, 3), the selector's signals and
-        each point's label (None for maps without). ``rows``: ``_local_rows(feats)`` when
+        each point's label (None for maps without). ``rows``: ``local_rows(feats)`` when
         already computed (once per frame, however many hypotheses)."""
-        x, labels = self._local_rows(feats) if rows is None else rows
+        x, labels = self.local_rows(feats) if rows is None else rows
         signals = {}
         with autocast(self.device, self.amp_dtype):
-            coords, score, head_labels = self.head.predict_labels(head_input(x, context))
+            coords, score, head_labels = self.head.predict_labels(append_encoding(x, encoding))
             needed = None if selector is None else selector.needs
             for part in self.parts:
                 if needed is not None and part.provides == needed:
@@ -197,14 +188,16 @@ class Relocalizer:
 
     @torch.no_grad()
     def correspondences(self, image: np.ndarray, selector=None) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-        """Like :meth:`scene_coordinates`, plus the signals the selector needs: a dict with
+        """Dense 2D-3D correspondences for ``image`` (RGB uint8 or grey): pixels (N, 2) in the
+        original image, scene coordinates (N, 3), the signals the selector needs (a dict with
         ``score`` (N,) when the head predicts one and the signal a map part provides when the
-        selector needs it (e.g. the classifier's ``probability``; its time counts in the
-        ``head`` stage). ``selector``: the one that will pick from them (default: none, so no
-        part computes a signal). With a global encoding: the first hypothesis's."""
+        selector needs it, e.g. the classifier's ``probability``; its time counts in the
+        ``head`` stage) and stage timings (ms). ``selector``: the one that will pick from them
+        (default: none, so no part computes a signal). With a global encoding: the first
+        hypothesis's."""
         feats, pixels, timings = self.encode(image)
         t0 = time.perf_counter()
-        coords, signals, _ = self.predict(feats, self.contexts(feats)[0], selector)
+        coords, signals, _ = self.predict(feats, self.encodings(feats)[0], selector)
         timings["head"] = (time.perf_counter() - t0) * 1e3
         return pixels, coords, signals, timings
 
@@ -213,19 +206,22 @@ class Relocalizer:
         t_start = time.perf_counter()
         h, w = np.asarray(image).shape[:2]
         if (w, h) != (camera.width, camera.height):
-            raise ValueError(f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with camera.scaled()")
+            raise ValueError(
+                f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with "
+                "camera.scaled()"
+            )
         selector = self.selector
         feats, pixels, timings = self.encode(image)
-        contexts = self.contexts(feats)
+        encodings = self.encodings(feats)
         rows = None
         best = None
-        for k, context in enumerate(contexts):
+        for k, encoding in enumerate(encodings):
             t0 = time.perf_counter()
-            rows = self._local_rows(feats) if rows is None else rows  # once a frame; its time counts in "head"
-            coords, signals, labels = self.predict(feats, context, selector, rows=rows)
+            rows = self.local_rows(feats) if rows is None else rows  # once a frame; its time counts in "head"
+            coords, signals, labels = self.predict(feats, encoding, selector, rows=rows)
             head_ms = (time.perf_counter() - t0) * 1e3
             result = self._solve(pixels, coords, signals, camera, selector, dict(timings, head=head_ms), t_start)
-            result.hypothesis, result.hypotheses = k, len(contexts)
+            result.hypothesis, result.hypotheses = k, len(encodings)
             result.labels, result.labels_name = labels, self.labels_name
             if best is not None:
                 for stage in ("head", "select", "ransac", "refine"):
@@ -267,7 +263,16 @@ class Relocalizer:
         num_inliers = int(inliers.sum())
         if num_inliers < self.config.min_inliers:
             return Localization(
-                False, f"only {num_inliers} inliers (< {self.config.min_inliers})", None,
-                num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts,
+                False,
+                f"only {num_inliers} inliers (< {self.config.min_inliers})",
+                None,
+                num_inliers,
+                n,
+                pixels,
+                coords,
+                inliers,
+                timings,
+                result.iterations,
+                **counts,
             )
         return Localization(True, "", T, num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts)

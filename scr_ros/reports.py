@@ -26,13 +26,36 @@ def write_csv(results: Sequence[FrameResult], path: str | Path) -> Path:
     w.writerow(
         ["name", "status", "reason", "translation_error_cm", "rotation_error_deg", "inliers", "inlier_ratio"]
         + [f"{s}_ms" for s in STAGES]
-        + ["est_x", "est_y", "est_z", "est_qx", "est_qy", "est_qz", "est_qw", "gt_x", "gt_y", "gt_z", "gt_qx", "gt_qy", "gt_qz", "gt_qw"]
+        + [
+            "est_x",
+            "est_y",
+            "est_z",
+            "est_qx",
+            "est_qy",
+            "est_qz",
+            "est_qw",
+            "gt_x",
+            "gt_y",
+            "gt_z",
+            "gt_qx",
+            "gt_qy",
+            "gt_qz",
+            "gt_qw",
+        ]
     )
     for r in results:
         est = np.r_[pose_to_position_quaternion(r.T_est)] if r.T_est is not None else [float("nan")] * 7
         gt = np.r_[pose_to_position_quaternion(r.T_gt)]
         w.writerow(
-            [r.name, "ok" if r.success else "lost", r.reason, f"{r.translation_error_m * 100:.3f}", f"{r.rotation_error_deg:.4f}", r.num_inliers, f"{r.inlier_ratio:.4f}"]
+            [
+                r.name,
+                "ok" if r.success else "lost",
+                r.reason,
+                f"{r.translation_error_m * 100:.3f}",
+                f"{r.rotation_error_deg:.4f}",
+                r.num_inliers,
+                f"{r.inlier_ratio:.4f}",
+            ]
             + [f"{r.timings_ms.get(s, float('nan')):.2f}" for s in STAGES]
             + [f"{v:.6f}" for v in est]
             + [f"{v:.6f}" for v in gt]
@@ -53,7 +76,9 @@ def write_poses(results: Sequence[FrameResult], path: str | Path) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def plot_results(results: Sequence[FrameResult], path: str | Path, mapping_poses: Sequence[np.ndarray] = (), title: str = "") -> Path:
+def plot_results(
+    results: Sequence[FrameResult], path: str | Path, mapping_poses: Sequence[np.ndarray] = (), title: str = ""
+) -> Path:
     """Top-down trajectory (ground truth, estimates, mapping cameras) and per-frame errors."""
     import matplotlib
 
@@ -107,13 +132,20 @@ def format_table(report: dict) -> str:
     acc = report["accuracy"]
     tcm, rdeg = report.get("median_translation_cm"), report.get("median_rotation_deg")
     rows = [
-        ("frames", f"{report['frames']}  (lost {report['lost']})" + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else "")),
+        (
+            "frames",
+            f"{report['frames']}  (lost {report['lost']})"
+            + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else ""),
+        ),
         ("25cm/2deg", f"{acc['25cm_2deg']:.1f} %"),
         ("10cm/5deg", f"{acc['10cm_5deg']:.1f} %"),
         ("5cm/5deg", f"{acc['5cm_5deg']:.1f} %"),
         ("2cm/2deg", f"{acc['2cm_2deg']:.1f} %"),
         ("1cm/1deg", f"{acc['1cm_1deg']:.1f} %"),
-        ("median error", f"{tcm:.2f} cm, {rdeg:.2f} deg" if tcm is not None and rdeg is not None else "n/a (most frames lost)"),
+        (
+            "median error",
+            f"{tcm:.2f} cm, {rdeg:.2f} deg" if tcm is not None and rdeg is not None else "n/a (most frames lost)",
+        ),
         ("median inliers", f"{report['median_inliers']:.0f} ({100 * report['median_inlier_ratio']:.1f} %)"),
         ("latency (median)", ", ".join(f"{k} {v:.0f} ms" for k, v in report["timing_ms"].items())),
     ]
@@ -149,3 +181,18 @@ def plot_error_cdf(results: Sequence[FrameResult], path: str | Path, title: str 
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{len(results)} frames, {sum(not r.success for r in results)} lost")
     return _save_png(fig, path, title)
+
+
+def skipped_frames_line(training: dict, shown: int = 3) -> str | None:
+    """One line on the mapping frames a build skipped because their image (or depth) could not
+    be read, naming the first ``shown`` with the reason; None when none was skipped."""
+    skipped = training.get("unreadable_frames") or {}
+    if not skipped:
+        return None
+    items = list(skipped.items())
+    named = "; ".join(f"{name} ({reason})" for name, reason in items[:shown])
+    more = f"; and {len(items) - shown} more" if len(items) > shown else ""
+    return (
+        f"skipped {len(items)} of {training.get('frames', '?')} mapping frames that could not be read: {named}{more} "
+        "(all listed in the map header's training.unreadable_frames)"
+    )

@@ -1,6 +1,7 @@
 """Shared fixtures for the scr_ros unit tests (no ROS needed)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -14,9 +15,40 @@ from scr_ros.demo import run_demo
 def pytest_configure(config):
     # Tests run one at a time, and most of the suite's time is the few map builds, which the
     # machine's cores (two on CI) train about 1.7x faster than one; the node processes the ROS
-    # tests start get the same default. At most two threads, so that a large machine running
-    # the suite does not make results depend on its core count.
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # tests start get the same number, so that they compute what the test process does. At
+    # most two threads, so that a large machine running the suite does not make results depend
+    # on its core count. SCR_TEST_THREADS=N runs the suite, and the processes it starts, with N
+    # threads instead (the accuracy checks' margins must hold for another thread count's
+    # numerics too).
+    threads = int(os.environ.get("SCR_TEST_THREADS") or min(2, torch.get_num_threads()))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes in the processes tests start
+
+
+@pytest.fixture
+def figure(request):
+    """``figure(name, value)``: record a figure the test measured (an accuracy, an error, an
+    inlier count) before it asserts a bound on it. With SCR_TEST_FIGURES=FILE set, each is
+    appended to FILE as a JSON line, so that a run on another machine or thread count shows how
+    far each measurement sits from its bound."""
+    path = os.environ.get("SCR_TEST_FIGURES")
+
+    def record(name: str, value) -> None:
+        if path:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "test": request.node.nodeid,
+                            "figure": name,
+                            "value": value,
+                            "threads": torch.get_num_threads(),
+                        }
+                    )
+                    + "\n"
+                )
+
+    return record
 
 
 @pytest.fixture
@@ -47,8 +79,34 @@ def mapped(tiny, tmp_path_factory):
     demo = out / "demo"
     demo_report = run_demo(demo, quick=True, device="cpu", quiet=True)
     map_path, report, poses, csv = demo / "map.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
-    assert main(["localize", str(map_path), "synthetic:tiny", "--split", "test", "--report", str(report), "--poses", str(poses), "--csv", str(csv), "--device", "cpu"]) == 0
-    return {"map": map_path, "report": json.loads(report.read_text()), "poses": poses, "csv": csv, "demo": demo, "demo_report": demo_report}
+    assert (
+        main(
+            [
+                "localize",
+                str(map_path),
+                "synthetic:tiny",
+                "--split",
+                "test",
+                "--report",
+                str(report),
+                "--poses",
+                str(poses),
+                "--csv",
+                str(csv),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    return {
+        "map": map_path,
+        "report": json.loads(report.read_text()),
+        "poses": poses,
+        "csv": csv,
+        "demo": demo,
+        "demo_report": demo_report,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from scr_ros import distributed
 from scr_ros.datasets import open_dataset
 from scr_ros.encoders import load_encoder
 from scr_ros.heads import build_head
-from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset
 
 
@@ -27,7 +27,8 @@ def run(out: str) -> None:
     buf = builder.fill_buffer(frames)
     index = buf.global_index[: buf.size] if buf.global_index is not None else torch.arange(buf.size)
     whole = {
-        name: distributed.gather_rows(getattr(buf, name)[: buf.size], index) for name in ("features", "pixels", "frame_index")
+        name: distributed.gather_rows(getattr(buf, name)[: buf.size], index)
+        for name in ("features", "pixels", "frame_index")
     }
     torch.manual_seed(0)
     head = build_head("ace", in_channels=64, width=256)

@@ -19,10 +19,52 @@ ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top; a module may import from its own layer and the ones below. The first prefix
 # that matches a module names its layer (a prefix covers the module and its submodules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("scr_ros", "scr_ros.errors", "scr_ros.registry", "scr_ros.geometry", "scr_ros.metrics", "scr_ros.fileio", "scr_ros.device", "scr_ros.progress", "scr_ros.distributed")),
+    (
+        "foundation",
+        (
+            "scr_ros",
+            "scr_ros.errors",
+            "scr_ros.registry",
+            "scr_ros.settings",
+            "scr_ros.geometry",
+            "scr_ros.metrics",
+            "scr_ros.fileio",
+            "scr_ros.device",
+            "scr_ros.progress",
+            "scr_ros.distributed",
+        ),
+    ),
     ("data", ("scr_ros.imaging", "scr_ros.messages", "scr_ros.datasets", "scr_ros.renderer")),
-    ("parts", ("scr_ros.labels", "scr_ros.encoders", "scr_ros.heads", "scr_ros.losses", "scr_ros.selectors", "scr_ros.classifier", "scr_ros.pca", "scr_ros.retrieval", "scr_ros.covisibility", "scr_ros.map_parts", "scr_ros.ransac", "scr_ros.mapfile")),
-    ("engines", ("scr_ros.mapping_config", "scr_ros.map_builder", "scr_ros.relocalize", "scr_ros.evaluate", "scr_ros.reports", "scr_ros.pretrain")),
+    (
+        "parts",
+        (
+            "scr_ros.fit_context",
+            "scr_ros.labels",
+            "scr_ros.encoders",
+            "scr_ros.heads",
+            "scr_ros.losses",
+            "scr_ros.selectors",
+            "scr_ros.keypoint_classifier",
+            "scr_ros.pca",
+            "scr_ros.retrieval",
+            "scr_ros.covisibility",
+            "scr_ros.map_parts",
+            "scr_ros.ransac",
+            "scr_ros.mapfile",
+        ),
+    ),
+    (
+        "engines",
+        (
+            "scr_ros.mapping_config",
+            "scr_ros.mapping",
+            "scr_ros.map_builder",
+            "scr_ros.relocalize",
+            "scr_ros.evaluate",
+            "scr_ros.reports",
+            "scr_ros.pretrain",
+        ),
+    ),
     ("pipeline", ("scr_ros.pipeline", "scr_ros.demo")),
     ("node logic and bag tools", ("scr_ros.node_logic", "scr_ros.bag")),
     ("entry points", ("scr_ros.cli", "scr_ros.ros")),
@@ -93,7 +135,8 @@ def layer_violations(graph: dict[str, list[tuple[str, str, int]]]) -> list[str]:
                 continue
             if layer_of(target) > layer_of(module):
                 problems.append(
-                    f"{module}:{line} imports {target} ({LAYERS[layer_of(target)][0]}) from the lower layer {LAYERS[layer_of(module)][0]!r}"
+                    f"{module}:{line} imports {target} ({LAYERS[layer_of(target)][0]}) from the lower layer "
+                    f"{LAYERS[layer_of(module)][0]!r}"
                 )
             if name.startswith("_") and not name.startswith("__"):
                 problems.append(f"{module}:{line} imports the private name {name} from {target}")
@@ -157,45 +200,182 @@ def test_the_checker_catches_what_it_forbids(tmp_path, source, expected):
 
 
 def test_the_checker_finds_a_cycle():
-    graph = {"scr_ros.a": [("scr_ros.b", "", 1)], "scr_ros.b": [("scr_ros.c", "", 1)], "scr_ros.c": [("scr_ros.a", "", 3)]}
+    graph = {
+        "scr_ros.a": [("scr_ros.b", "", 1)],
+        "scr_ros.b": [("scr_ros.c", "", 1)],
+        "scr_ros.c": [("scr_ros.a", "", 3)],
+    }
     assert import_cycles(graph) == [["scr_ros.a", "scr_ros.b", "scr_ros.c", "scr_ros.a"]]
 
 
-def test_a_part_is_one_file(tmp_path):
-    """The worked example of docs/architecture.md, dropped into a copy of the package as the one
-    file it says it is: the registry, the CLI, the node parameters and the Relocalizer see it."""
+def _examples() -> dict[str, str]:
+    """The worked examples of docs/architecture.md, by the file they say they are."""
     doc = (ROOT / "docs" / "architecture.md").read_text()
-    example = re.search(r"`scr_ros/selectors/top_score\.py`:\n\n```python\n(.*?)```", doc, re.S)
-    assert example, "docs/architecture.md lost its worked example"
+    found = dict(re.findall(r"the file\s+`(scr_ros/[a-z_/]+\.py)`:\n\n```python\n(.*?)```", doc, re.S))
+    assert set(found) == {"scr_ros/selectors/top_score.py", "scr_ros/map_parts/feature_scale.py"}, (
+        "docs/architecture.md lost a worked example"
+    )
+    return found
+
+
+def test_a_part_with_a_setting_is_one_file(tmp_path):
+    """The worked examples of docs/architecture.md, dropped into a copy of the package as the one
+    file each says it is: the registries, the CLI's help, the node parameters, the docs tables,
+    a map build and the Relocalizer see them and their settings."""
     shutil.copytree(ROOT / "scr_ros", tmp_path / "scr_ros", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "scr_ros" / "selectors" / "top_score.py").write_text(example.group(1))
+    for path, text in _examples().items():
+        (tmp_path / path).write_text(text)
     check = """
 import numpy as np, pytest, torch
 from scr_ros.cli import make_parser
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import ScrError
 from scr_ros.heads import build_head
-from scr_ros.mapfile import SceneMap
-from scr_ros.node_logic.params import RELOCALIZER_PARAMS
+from scr_ros.mapfile import SceneMap, load_map
+from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, generated_tables, mapping_methods, validate
+from scr_ros.pipeline import build_map
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.selectors import SELECTORS
+from scr_ros.datasets import open_dataset
 
+def help_of(command):
+    parser = make_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return " ".join(sub.format_help().split())
+
+# The selector and its setting k.
 assert "top-score" in SELECTORS
 assert "top-score" in next(s for s in RELOCALIZER_PARAMS if s.name == "selector").choices
-assert make_parser().parse_args(["localize", "m", "d", "--report", "r.json", "--selector", "top-score"]).selector == "top-score"
+k = next(s for s in RELOCALIZER_PARAMS if s.name == "top_score_k")
+assert k.default == 1000 and (k.min, k.max) == (4, 100000) and k.dynamic
+assert "--top-score-k K" in help_of("localize") and "top-score selector: correspondences kept" in help_of("localize")
+assert "| `top-score` | `k` | 1000 | 4 – 100000 |" in generated_tables()["settings of selectors"]
+args = make_parser().parse_args(
+    ["localize", "m", "d", "--report", "r.json", "--selector", "top-score", "--top-score-k", "500"]
+)
+from scr_ros.cli.options import relocalizer_config
+config = relocalizer_config(args)
+assert config.selector_settings == {"top-score": {"k": 500}}
+with pytest.raises(ScrError, match="top_score.*k = 2 is outside|k = 2 is outside"):
+    relocalizer_config(make_parser().parse_args(["localize", "m", "d", "--report", "r.json", "--top-score-k", "2"]))
 encoder = load_encoder("dsift")
-config = RelocalizerConfig(selector="top-score")
-plain = SceneMap(head=build_head("ace", in_channels=encoder.out_channels, width=32), encoder=encoder.describe(), image_height=120)
+def small_map(**head):
+    ace = build_head("ace", in_channels=encoder.out_channels, width=32, **head)
+    return SceneMap(head=ace, encoder=encoder.describe(), image_height=120)
+plain = small_map()
 with pytest.raises(ScrError, match="needs a map whose head predicts a discriminability score"):
     Relocalizer(plain, encoder, device="cpu", config=config)
-scored = SceneMap(head=build_head("ace", in_channels=encoder.out_channels, width=32, score=True), encoder=encoder.describe(), image_height=120)
+scored = small_map(score=True)
 reloc = Relocalizer(scored, encoder, device="cpu", config=config)
+assert reloc.selector.k == 500
 image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
 pixels, coords, signals, _ = reloc.correspondences(image, reloc.selector)
 picked = reloc.selector(len(coords), **signals)
-assert len(picked) == min(1000, len(coords)) and np.all(np.diff(signals["score"][picked]) <= 0)
+assert len(picked) == min(500, len(coords)) and np.all(np.diff(signals["score"][picked]) <= 0)
+
+# The map part and its settings.
+assert "feature-scale: target (1.0; 0.01 – 100), samples (20000; 100 – 10000000)" in help_of("map")
+target = next(s for s in MAPPING_PARAMS if s.name == "feature_scale_target")
+assert target.default == 1.0 and (target.min, target.max) == (0.01, 100.0)
+assert "| `feature-scale` | `target` | 1.0 | 0.01 – 100 |" in generated_tables()["settings of map parts"]
+methods = mapping_methods(validate(MAPPING_PARAMS, {"map_parts": '{"feature-scale": {}}', "feature_scale_target": 2.0}))
+assert methods["parts"] == {"feature-scale": {"target": 2.0}}, methods
+scene = build_map("synthetic:tiny", "m.safetensors", preset_name="test", device="cpu", quiet=True, encoder_spec="dsift",
+                  buffer_size=4000, samples_per_image=256, epochs=1.0, batch_size=512, cloud_frames=2, **methods)
+loaded = load_map("m.safetensors")
+part = loaded.parts["feature-scale"]
+assert loaded.training["config"]["parts"]["feature-scale"] == {"target": 2.0, "samples": 20000}
+# The factor's tensor went through the file (as fp16).
+assert abs(float(part.module.factor) - part.info["factor"]) < 1e-2 and part.info["factor"] > 0
+frame = open_dataset("synthetic:tiny").frames("test")[0]
+feats, _, _ = Relocalizer(loaded, device="cpu").encode(frame.load_image())
+rows, _ = Relocalizer(loaded, device="cpu").local_rows(feats)
+assert 1.5 < float(rows.float().pow(2).mean().sqrt()) < 2.5  # the query's rows come out near the target
 print("ok")
 """
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------ the parts' context
+
+
+def context_members() -> set[str]:
+    """What :class:`FitContext` offers: its annotated fields and its methods."""
+    from scr_ros.fit_context import FitContext
+
+    methods = {name for name, value in vars(FitContext).items() if callable(value) and not name.startswith("_")}
+    return set(FitContext.__annotations__) | methods
+
+
+def context_reaches(source: str, members: set[str]) -> list[str]:
+    """Every use of a parameter annotated ``FitContext`` in ``source`` that is neither one of
+    ``members`` read as an attribute nor the context passed on whole to a call."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    problems = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        names = {
+            a.arg
+            for a in fn.args.args + fn.args.kwonlyargs
+            if a.annotation is not None and "FitContext" in ast.unparse(a.annotation)
+        }
+        for node in ast.walk(fn):
+            if not (isinstance(node, ast.Name) and node.id in names):
+                continue
+            parent = parents.get(node)
+            if isinstance(parent, ast.Attribute) and parent.value is node:
+                if parent.attr not in members:
+                    problems.append(
+                        f"line {node.lineno}: {fn.name} reads {node.id}.{parent.attr}, which FitContext does not offer"
+                    )
+            elif not (isinstance(parent, ast.Call) and node in parent.args + [k.value for k in parent.keywords]):
+                problems.append(f"line {node.lineno}: {fn.name} uses {node.id} other than through FitContext's members")
+    return sorted(problems, key=lambda p: int(p.split(":")[0].split()[1]))
+
+
+def test_heads_and_map_parts_read_only_what_their_context_offers():
+    members = context_members()
+    assert {"seed", "device", "report", "scene_points", "fine_tune"} <= members
+    problems = {}
+    for folder in ("heads", "map_parts"):
+        for path in sorted((ROOT / "scr_ros" / folder).glob("*.py")):
+            found = context_reaches(path.read_text(), members)
+            if found:
+                problems[path.name] = found
+    assert problems == {}
+
+
+def test_the_context_check_catches_a_part_that_reaches_beyond_it():
+    members = context_members()
+    planted = (
+        "def fit(cls, context: FitContext, settings):\n"
+        "    context.report(None)\n"  # offered
+        "    head = context._builder.config\n"  # the builder behind it: refused
+        "    x = context.train\n"  # not offered: refused
+        "    keep = context\n"  # the context itself, kept aside: refused
+        "    helper(context)\n"  # passed on whole: fine (the helper is checked in its own right)
+    )
+    problems = context_reaches(planted, members)
+    assert (
+        len(problems) == 3
+        and "_builder" in problems[0]
+        and "context.train" in problems[1]
+        and "other than" in problems[2]
+    ), problems
+
+
+def test_the_builder_hands_out_exactly_the_context():
+    """At run time too a part gets an object with FitContext's members, not the builder."""
+    from scr_ros.encoders import load_encoder
+    from scr_ros.mapping import MapBuilder
+    from scr_ros.mapping.builder import _Context  # noqa: PLC2701 - the class under test
+    from scr_ros.mapping_config import preset
+
+    builder = MapBuilder(load_encoder("dsift"), preset("test"), device="cpu")
+    context = _Context(builder)
+    offered = {name for name in dir(context) if not name.startswith("_")}
+    assert offered == context_members()

@@ -11,13 +11,19 @@ import pytest
 import yaml
 
 from scr_ros.bag.convert import convert, frame_stamps
-from scr_ros.bag.layout import BagError
-from scr_ros.bag.layout import T_BASE_CAMERA, Topics
+from scr_ros.bag.layout import T_BASE_CAMERA, BagError, Topics
 from scr_ros.bag.reader import BagSource
 from scr_ros.bag.tf import PoseSeries, TfBuffer, interpolate_pose
 from scr_ros.cli import main
 from scr_ros.geometry import invert_pose, rotation_about_axis
-from scr_ros.messages import decode_compressed_image, decode_depth, decode_image, pose_to_matrix, stamp_to_ns, transform_to_matrix
+from scr_ros.messages import (
+    decode_compressed_image,
+    decode_depth,
+    decode_image,
+    pose_to_matrix,
+    stamp_to_ns,
+    transform_to_matrix,
+)
 from scr_ros.metrics import pose_error
 
 RATE = 10.0
@@ -131,7 +137,10 @@ def test_converted_bag_reads_back_with_anyreader(small, small_bag):
         assert len(topics[name]) == (1 if name == t.tf_static else len(frames)), name
     for name in (t.image, t.camera_info, t.depth, t.tf, t.ground_truth):
         assert [m[1] for m in topics[name]] == stamps, name  # bag time
-        assert [stamp_to_ns(m[2].header.stamp if hasattr(m[2], "header") else m[2].transforms[0].header.stamp) for m in topics[name]] == stamps
+        assert [
+            stamp_to_ns(m[2].header.stamp if hasattr(m[2], "header") else m[2].transforms[0].header.stamp)
+            for m in topics[name]
+        ] == stamps
 
     for frame, (_, _, img), (_, _, info), (_, _, depth), (_, _, gt), (_, _, tfm) in zip(
         frames, topics[t.image], topics[t.camera_info], topics[t.depth], topics[t.ground_truth], topics[t.tf]
@@ -151,7 +160,7 @@ def test_converted_bag_reads_back_with_anyreader(small, small_bag):
         # the odometry chain reproduces the camera pose through the static mount
         assert by_child["base_link"][0] == "odom"
         np.testing.assert_allclose(by_child["base_link"][1] @ T_BASE_CAMERA, frame.pose, atol=1e-9)
-    (_, _, static), = topics[t.tf_static]
+    ((_, _, static),) = topics[t.tf_static]
     (tr,) = static.transforms
     assert (tr.header.frame_id, tr.child_frame_id) == ("base_link", "camera_optical_frame")
     np.testing.assert_allclose(transform_to_matrix(tr.transform), T_BASE_CAMERA, atol=1e-12)
@@ -187,7 +196,12 @@ def test_mcap_library_reads_the_converted_bag(small, small_bag):
     assert [m[2] for m in seen["/camera/image_raw"]] == train + test
     assert [m[2] for m in seen["/tf_static"]] == [train[0]]
     assert {k: len(v) for k, v in seen.items()} == {
-        "/camera/image_raw": 10, "/camera/camera_info": 10, "/camera/depth/image_raw": 10, "/tf": 10, "/tf_static": 1, "/ground_truth/pose": 10,
+        "/camera/image_raw": 10,
+        "/camera/camera_info": 10,
+        "/camera/depth/image_raw": 10,
+        "/tf": 10,
+        "/tf_static": 1,
+        "/ground_truth/pose": 10,
     }
 
 
@@ -195,7 +209,11 @@ def test_compressed_sqlite3_bag_decodes_within_jpeg_tolerance(small, tmp_path):
     out = tmp_path / "jpeg"
     summary = convert({"test": small["test"]}, out, storage="sqlite3", compressed=True, jpeg_quality=95)
     assert summary.messages["/camera/image_raw/compressed"] == len(small["test"])
-    assert list(out.glob("*.db3")) and yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["storage_identifier"] == "sqlite3"
+    assert (
+        list(out.glob("*.db3"))
+        and yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["storage_identifier"]
+        == "sqlite3"
+    )
     images = read_all(out)["/camera/image_raw/compressed"]
     for frame, (typ, _, msg) in zip(small["test"], images):
         assert typ == "sensor_msgs/msg/CompressedImage" and "jpeg" in msg.format
@@ -206,7 +224,9 @@ def test_compressed_sqlite3_bag_decodes_within_jpeg_tolerance(small, tmp_path):
 
 
 def test_dataset_timestamps_are_kept(small):
-    frames = [f.__class__(**{**f.__dict__, "stamp_ns": 5 * 10**9 + i * 33_000_000}) for i, f in enumerate(small["train"])]
+    frames = [
+        f.__class__(**{**f.__dict__, "stamp_ns": 5 * 10**9 + i * 33_000_000}) for i, f in enumerate(small["train"])
+    ]
     stamps, how = frame_stamps(frames, START, RATE)
     assert how == "dataset" and stamps == [f.stamp_ns for f in frames]
     # without (or with non-increasing) own stamps: the fixed rate
@@ -308,10 +328,27 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path):
+def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path, figure):
     report = tmp_path / "replay.json"
     est = tmp_path / "estimates"
-    assert main(["bag", "replay", str(tiny_bag), "--map", str(mapped["map"]), "--report", str(report), "--out-bag", str(est), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "bag",
+                "replay",
+                str(tiny_bag),
+                "--map",
+                str(mapped["map"]),
+                "--report",
+                str(report),
+                "--out-bag",
+                str(est),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(report.read_text())
     ref = mapped["report"]
     assert rep["split"] == "test" and rep["frames"] == ref["frames"]
@@ -338,6 +375,8 @@ def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path):
     first = topics["/relocalizer/pose"][0][2]
     gt = {m[1]: pose_to_matrix(m[2].pose) for m in topics["/ground_truth/pose"]}
     t_err, _ = pose_error(pose_to_matrix(first.pose), gt[stamp_to_ns(first.header.stamp)])
+    figure("first_pose_error_m", t_err)
+    figure("decode_over_relocalizer_rate", rp["decode_frames_per_second"] / rp["relocalizer_frames_per_second"])
     assert t_err < 0.5
 
 
@@ -347,7 +386,24 @@ def test_replay_skips_malformed_images_and_counts_them(mapped, tiny, tmp_path):
     write_bag_with_bad_messages(bag, frame, [START + i * 10**8 for i in range(3)])
     report = tmp_path / "r.json"
     params = Path(__file__).resolve().parent.parent / "config" / "relocalizer.yaml"  # the node's own file
-    assert main(["bag", "replay", str(bag), "--map", str(mapped["map"]), "--report", str(report), "--params", str(params), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "bag",
+                "replay",
+                str(bag),
+                "--map",
+                str(mapped["map"]),
+                "--report",
+                str(report),
+                "--params",
+                str(params),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rp = json.loads(report.read_text())["replay"]
     assert rp["params"]["min_inliers"] == 100 and rp["params"]["tf_mode"] == "map_to_odom"
     assert rp["images"] == 2 and rp["scored"] == 2
@@ -356,13 +412,18 @@ def test_replay_skips_malformed_images_and_counts_them(mapped, tiny, tmp_path):
 
 
 @pytest.mark.accuracy
-def test_bag_map_and_replay_match_folder_map_and_localize(mapped, tiny_bag, tmp_path):
+def test_bag_map_and_replay_match_folder_map_and_localize(mapped, tiny_bag, tmp_path, figure):
     """The issue's acceptance check: bag path vs folder path, within training noise."""
     map_path, report = tmp_path / "bag.safetensors", tmp_path / "bag.json"
     assert main(["bag", "map", str(tiny_bag), "--out", str(map_path), "--preset", "test", "--device", "cpu"]) == 0
     assert not list(tmp_path.glob(".*session*")), "the temporary session folder is removed"
-    assert main(["bag", "replay", str(tiny_bag), "--map", str(map_path), "--report", str(report), "--device", "cpu"]) == 0
+    assert (
+        main(["bag", "replay", str(tiny_bag), "--map", str(map_path), "--report", str(report), "--device", "cpu"]) == 0
+    )
     rep, ref = json.loads(report.read_text()), mapped["report"]
+    figure("10cm_5deg_bag_minus_folder", rep["accuracy"]["10cm_5deg"] - ref["accuracy"]["10cm_5deg"])
+    figure("median_cm_bag_minus_folder", rep["median_translation_cm"] - ref["median_translation_cm"])
+    figure("median_deg_bag_minus_folder", rep["median_rotation_deg"] - ref["median_rotation_deg"])
     # Measured: bag 86.7 % within 10 cm / 5 deg, median 5.99 cm / 2.21 deg; folder 83.3 %,
     # 5.50 cm / 2.19 deg. Both maps see the same pixels, depth and poses (to 1e-9 m), which
     # changes SGD's path slightly; 30 query frames make one frame 3.3 points.

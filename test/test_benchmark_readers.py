@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transforms3d.quaternions as tq
+from test_datasets import (
+    make_ace_scene,
+    make_fragments,
+    make_posed_set,
+    make_seven_scenes,
+    raises_naming,
+    write_image,
+    write_pose,
+)
 
 from scr_ros.datasets import LAYOUTS, open_dataset
 from scr_ros.datasets.cambridge import open_cambridge
 from scr_ros.datasets.twelvescenes import open_twelve_scenes
 from scr_ros.geometry import look_at_rotation, project
-from test_datasets import make_ace_scene, make_fragments, make_posed_set, make_seven_scenes, raises_naming, write_image, write_pose
 
 
 def detected(root: Path) -> list[str]:
@@ -38,7 +46,9 @@ def assert_projects_as_expected(pose: np.ndarray, camera, T_true: np.ndarray) ->
     px, depth = project(points, pose, camera)
     np.testing.assert_allclose(depth, [5.0, 5.0], atol=1e-9)
     np.testing.assert_allclose(px[0], [camera.width / 2.0, camera.height / 2.0], atol=1e-9)
-    np.testing.assert_allclose(px[1], [camera.width / 2.0 + camera.fx * 0.1, camera.height / 2.0 - camera.fy * 0.05], atol=1e-9)
+    np.testing.assert_allclose(
+        px[1], [camera.width / 2.0 + camera.fx * 0.1, camera.height / 2.0 - camera.fy * 0.05], atol=1e-9
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +134,10 @@ def test_twelve_scenes_missing_info(tmp_path, rng):
     [
         (lambda s: s.replace("m_depthShift = 1000", "m_depthShift 1000"), ":7"),  # no '='
         (lambda s: s.replace("m_colorWidth = 64\n", ""), "m_colorWidth"),  # missing key
-        (lambda s: s.replace("m_calibrationColorIntrinsic", "m_calibrationColorIntrinsics"), "m_calibrationColorIntrinsic"),
+        (
+            lambda s: s.replace("m_calibrationColorIntrinsic", "m_calibrationColorIntrinsics"),
+            "m_calibrationColorIntrinsic",
+        ),
         (lambda s: s.replace("58.5 0 31.25 0", "58.5 0 31.25"), ":8"),  # 15 numbers
         (lambda s: s.replace("58.5 0 31.25 0", "58.5 0 nan 0"), ":8"),
         (lambda s: s.replace("58.5 0 31.25 0", "0 0 31.25 0"), ":8"),  # zero focal length
@@ -139,7 +152,9 @@ def test_twelve_scenes_bad_info(tmp_path, rng, edit, where):
     assert where in raises_naming(info, open_dataset, tmp_path)
 
 
-@pytest.mark.parametrize("content", ["", "\n", "sequence0\n", "[frames=3]\n", "sequence0 [frames=three]\n", "frames=3 sequence0\n"])
+@pytest.mark.parametrize(
+    "content", ["", "\n", "sequence0\n", "[frames=3]\n", "sequence0 [frames=three]\n", "frames=3 sequence0\n"]
+)
 def test_twelve_scenes_bad_split(tmp_path, rng, content):
     make_twelve_scenes(tmp_path, rng, n_frames=4, n_test=1)
     split = tmp_path / "split.txt"

@@ -412,7 +412,14 @@ def test_ace_layout_focal_means_centred_principal_point(tmp_path, rng):
     ds = open_dataset(tmp_path)
     assert ds.layout == "ace" and len(ds.frames("train")) == 3 and len(ds.frames("test")) == 2
     f = ds.frames("test")[1]
-    assert (f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy, f.camera.width, f.camera.height) == (55.5, 55.5, 32.0, 24.0, 64, 48)
+    assert (f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy, f.camera.width, f.camera.height) == (
+        55.5,
+        55.5,
+        32.0,
+        24.0,
+        64,
+        48,
+    )
     # poses are camera-to-world as stored: no conversion
     assert np.allclose(f.pose, poses[("test", f.name)], atol=1e-9)
     assert f.load_image().shape == (48, 64, 3)

@@ -68,7 +68,9 @@ def test_dense_sift_is_zero_on_a_flat_image_and_blind_to_brightness(textured):
     flat = _forward(enc, np.full((64, 96), 0.5, np.float32))
     assert torch.count_nonzero(flat) == 0  # no gradient, no descriptor
     # SIFT describes gradients: adding a constant changes no gradient, so nothing changes.
-    torch.testing.assert_close(_forward(enc, textured + 0.25), _forward(enc, textured), atol=1e-4, rtol=0)  # float rounding only
+    torch.testing.assert_close(
+        _forward(enc, textured + 0.25), _forward(enc, textured), atol=1e-4, rtol=0
+    )  # float rounding only
     # Doubling the contrast doubles every gradient; the normalized descriptor barely moves.
     a, b = _forward(enc, textured), _forward(enc, 2.0 * textured)
     assert F.cosine_similarity(a, b, dim=0).min() > 0.99

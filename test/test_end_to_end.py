@@ -16,21 +16,26 @@ from scr_ros.cli import main
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import MappingCancelled
 from scr_ros.mapfile import load_map, read_header
-from scr_ros.map_builder import MapBuilder
+from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset
 from scr_ros.relocalize import Relocalizer
 
 
 @pytest.mark.accuracy
-def test_tiny_scene_is_relocalized_accurately(mapped, tiny):
+def test_tiny_scene_is_relocalized_accurately(mapped, tiny, figure):
     report = mapped["report"]
+    figure("10cm_5deg", report["accuracy"]["10cm_5deg"])
+    figure("lost", report["lost"])
+    figure("median_translation_cm", report["median_translation_cm"])
+    figure("median_rotation_deg", report["median_rotation_deg"])
     assert report["frames"] == len(tiny.frames("test"))
-    # Measured with the test preset on this 320x240 scene: 83 % within 10 cm / 5 deg, median
-    # 5.5 cm / 2.2 deg (a random encoder: 0 %); the bounds leave room for other CPUs' rounding.
-    assert report["accuracy"]["10cm_5deg"] >= 60.0, report
-    assert report["lost"] <= 0.1 * report["frames"], report
-    assert report["median_translation_cm"] < 10.0, report
-    assert report["median_rotation_deg"] < 4.0, report
+    # Measured with the test preset on this 320x240 scene (2-core VM, 2 threads): 86.7 % within
+    # 10 cm / 5 deg, none lost, median 5.5 cm / 2.0 deg (a random encoder: 0 %). The bounds are
+    # twice as far off, for other CPUs' numerics and thread counts.
+    assert report["accuracy"]["10cm_5deg"] >= 40.0, report
+    assert report["lost"] <= 0.2 * report["frames"], report
+    assert report["median_translation_cm"] < 12.0, report
+    assert report["median_rotation_deg"] < 5.0, report
 
 
 def test_report_has_the_promised_fields(mapped):
@@ -38,21 +43,33 @@ def test_report_has_the_promised_fields(mapped):
     for key in ("frames", "lost", "accuracy", "median_translation_cm", "median_rotation_deg", "timing_ms"):
         assert key in r
     assert set(r["accuracy"]) == {"25cm_2deg", "10cm_5deg", "5cm_5deg", "2cm_2deg", "1cm_1deg"}
-    assert r["accuracy"]["1cm_1deg"] <= r["accuracy"]["2cm_2deg"] <= r["accuracy"]["5cm_5deg"] <= r["accuracy"]["10cm_5deg"]
+    assert (
+        r["accuracy"]["1cm_1deg"]
+        <= r["accuracy"]["2cm_2deg"]
+        <= r["accuracy"]["5cm_5deg"]
+        <= r["accuracy"]["10cm_5deg"]
+    )
     assert r["accuracy"]["2cm_2deg"] <= r["accuracy"]["25cm_2deg"]
     for stage in ("encoder", "head", "ransac", "total"):
         assert r["timing_ms"][stage] > 0
     assert r["timing_ms"]["total"] >= r["timing_ms"]["encoder"] + r["timing_ms"]["ransac"]
 
 
-def test_poses_file_matches_ground_truth(mapped, tiny):
+def test_poses_file_matches_ground_truth(mapped, tiny, figure):
     gt = {f.name: f.pose for f in tiny.frames("test")}
     rows = [line.split() for line in mapped["poses"].read_text().splitlines() if not line.startswith("#")]
     assert len(rows) >= 0.8 * len(gt)
     from scr_ros.geometry import pose_from_position_quaternion
 
-    errors = [np.linalg.norm(pose_from_position_quaternion(np.array(r[1:4], float), np.array(r[4:8], float))[:3, 3] - gt[r[0]][:3, 3]) for r in rows]
-    assert np.median(errors) < 0.10
+    errors = [
+        np.linalg.norm(
+            pose_from_position_quaternion(np.array(r[1:4], float), np.array(r[4:8], float))[:3, 3] - gt[r[0]][:3, 3]
+        )
+        for r in rows
+    ]
+    figure("poses_fraction", len(rows) / len(gt))
+    figure("median_error_m", float(np.median(errors)))
+    assert np.median(errors) < 0.12  # measured 5.5 cm
 
 
 def test_map_header_records_mapping_and_encoder(mapped):
@@ -64,7 +81,7 @@ def test_map_header_records_mapping_and_encoder(mapped):
     assert header["image_height"] == 240
 
 
-def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny):
+def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny, figure):
     """The stored cloud must lie on the true surfaces: compare with a mapping frame's depth."""
     from scr_ros.geometry import project
 
@@ -80,12 +97,16 @@ def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny):
     d = depth[q[seen, 1], q[seen, 0]]
     zs = z[ok][seen]
     front = np.isfinite(d) & (zs < d + 0.10)  # points not hidden behind the visible surface
+    figure("front_points", int(front.sum()))
+    figure("median_depth_error_m", float(np.median(np.abs(zs[front] - d[front]))))
     assert front.sum() > 200
     assert np.median(np.abs(zs[front] - d[front])) < 0.05
 
 
 def test_localize_refuses_a_map_for_another_encoder(mapped, tiny, tmp_path, capsys):
-    code = main(["localize", str(mapped["map"]), "synthetic:tiny", "--report", str(tmp_path / "r.json"), "--encoder", "random"])
+    code = main(
+        ["localize", str(mapped["map"]), "synthetic:tiny", "--report", str(tmp_path / "r.json"), "--encoder", "random"]
+    )
     assert code == 2
     assert "map was built with" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
@@ -100,7 +121,10 @@ def test_cli_reports_bad_dataset_clearly(tmp_path, capsys):
 
 
 def test_cli_reports_missing_map(tmp_path, capsys):
-    assert main(["localize", str(tmp_path / "nope.safetensors"), "synthetic:tiny", "--report", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(["localize", str(tmp_path / "nope.safetensors"), "synthetic:tiny", "--report", str(tmp_path / "r.json")])
+        == 2
+    )
     assert "map file not found" in capsys.readouterr().err
 
 
@@ -120,7 +144,11 @@ def test_mapping_is_deterministic_and_reports_progress(tiny):
     assert stages == {"buffer", "train", "cloud"}
     last_train = [e for e in events if e.stage == "train"][-1]
     assert last_train.step == last_train.total and last_train.loss is not None
-    assert np.array_equal(a.cloud_xyz, b.cloud_xyz) and a.cloud_rgb.dtype == np.uint8 and len(a.cloud_rgb) == len(a.cloud_xyz)
+    assert (
+        np.array_equal(a.cloud_xyz, b.cloud_xyz)
+        and a.cloud_rgb.dtype == np.uint8
+        and len(a.cloud_rgb) == len(a.cloud_xyz)
+    )
 
 
 def test_mapping_can_be_cancelled(tiny):
@@ -130,15 +158,20 @@ def test_mapping_can_be_cancelled(tiny):
         MapBuilder(load_encoder("dsift"), _small(), device="cpu", cancel=cancel).build(tiny.frames("train")[:4])
 
 
-def test_relocalizer_declares_lost_frames(mapped, tiny):
+def test_relocalizer_declares_lost_frames(mapped, tiny, figure):
     """An image of noise has no consistent correspondences: lost, with a reason, no pose."""
     scene_map = load_map(mapped["map"])
     reloc = Relocalizer(scene_map, device="cpu")
+    # RANSAC finds 62 chance inliers in noise and 560 in the query frame (2 threads); a threshold
+    # of 200 leaves each a margin of more than two.
+    reloc.config.min_inliers = 200
     frame = tiny.frames("test")[0]
     noise = np.random.default_rng(0).integers(0, 256, (frame.camera.height, frame.camera.width, 3), dtype=np.uint8)
     result = reloc.localize(noise, frame.camera)
     assert not result.success and result.T_world_cam is None and result.reason
     good = reloc.localize(frame.load_image(), frame.camera)
+    figure("noise_inliers", result.num_inliers)
+    figure("good_inliers", good.num_inliers)
     assert good.success and good.num_inliers >= reloc.config.min_inliers
 
 

@@ -45,7 +45,20 @@ def run_main(capsys, *argv) -> tuple[int, str, float]:
 def small_folder(tmp_path_factory, cache):
     """A posed folder of a small synthetic room: 24 mapping and 6 query frames at 160x120."""
     out = tmp_path_factory.mktemp("faults") / "room"
-    render_to_folder(SceneConfig(seed=4, room_size=(3.5, 3.0, 2.5), width=160, height=120, focal=131.25, mapping_frames=24, query_frames=6, num_objects=6, texel_density=160.0), out)
+    render_to_folder(
+        SceneConfig(
+            seed=4,
+            room_size=(3.5, 3.0, 2.5),
+            width=160,
+            height=120,
+            focal=131.25,
+            mapping_frames=24,
+            query_frames=6,
+            num_objects=6,
+            texel_density=160.0,
+        ),
+        out,
+    )
     return out
 
 
@@ -72,7 +85,9 @@ def test_impossible_map_outputs_are_refused_before_mapping(capsys, tmp_path, map
         notes: "refusing to replace",
     }
     for out, message in cases.items():
-        code, err, seconds = run_main(capsys, "map", "synthetic:tiny", "--out", out, "--preset", "test", "--device", "cpu")
+        code, err, seconds = run_main(
+            capsys, "map", "synthetic:tiny", "--out", out, "--preset", "test", "--device", "cpu"
+        )
         assert code == 2 and message in err and str(out) in err and "Traceback" not in err, err
         assert "filling buffer" not in err and seconds < 30  # refused before the work
     assert notes.read_text() == "my notes"
@@ -90,11 +105,23 @@ def test_unwritable_folders_are_refused_before_the_work(capsys, tmp_path, monkey
     locked.mkdir()
     real_access = os.access
     # Tests may run as root, for whom mode bits do not forbid writing: deny through os.access.
-    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == locked else real_access(p, mode, *a, **k))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, *a, **k: False if Path(p) == locked else real_access(p, mode, *a, **k)
+    )
     cases = [
         ("map", "synthetic:tiny", "--out", locked / "m.safetensors", "--preset", "test", "--device", "cpu"),
         ("localize", mapped["map"], "synthetic:tiny", "--report", locked / "r.json", "--device", "cpu"),
-        ("localize", mapped["map"], "synthetic:tiny", "--report", tmp_path / "r.json", "--plot", locked / "p.png", "--device", "cpu"),
+        (
+            "localize",
+            mapped["map"],
+            "synthetic:tiny",
+            "--report",
+            tmp_path / "r.json",
+            "--plot",
+            locked / "p.png",
+            "--device",
+            "cpu",
+        ),
         ("demo", "--out", locked / "demo", "--quick"),
         ("pretrain-encoder", "--out", locked / "w.safetensors", "--steps", "1"),
         ("bag", "convert", "synthetic:tiny", "--out", locked / "bag"),
@@ -114,8 +141,12 @@ def test_os_errors_at_the_end_are_one_line_not_a_traceback(capsys, tmp_path, mon
 
     monkeypatch.setattr(scr_ros.reports, "atomic_write_bytes", disk_full)
     monkeypatch.setattr(scr_ros.reports, "atomic_write_json", lambda path, obj: disk_full(path, b""))
-    code, err, _ = run_main(capsys, "localize", mapped["map"], "synthetic:tiny", "--report", tmp_path / "r.json", "--device", "cpu")
-    assert code == 2 and err.strip().endswith(f"scr: error: [Errno 28] No space left on device: '{tmp_path / 'r.json'}'"), err
+    code, err, _ = run_main(
+        capsys, "localize", mapped["map"], "synthetic:tiny", "--report", tmp_path / "r.json", "--device", "cpu"
+    )
+    assert code == 2 and err.strip().endswith(
+        f"scr: error: [Errno 28] No space left on device: '{tmp_path / 'r.json'}'"
+    ), err
 
 
 # ------------------------------------------------------------------------------ datasets, checked when they open
@@ -139,7 +170,9 @@ def test_broken_images_are_found_before_mapping(capsys, tmp_path, small_folder):
             image.symlink_to(tmp_path / "nowhere.png")
         else:
             damage(image)
-        code, err, seconds = run_main(capsys, "map", folder, "--out", tmp_path / f"{label}.safetensors", "--preset", "test", "--device", "cpu")
+        code, err, seconds = run_main(
+            capsys, "map", folder, "--out", tmp_path / f"{label}.safetensors", "--preset", "test", "--device", "cpu"
+        )
         assert code == 2 and message in err and image.stem in err, (label, err)
         assert seconds < 30 and not (tmp_path / f"{label}.safetensors").exists()
 
@@ -154,6 +187,9 @@ def test_a_frame_that_fails_to_decode_is_skipped_and_recorded_not_fatal(capsys, 
     assert code == 0, err
     unreadable = load_map(out).training["unreadable_frames"]
     assert list(unreadable) == [image.stem] and "cannot decode" in unreadable[image.stem]
+    # ... and said at the end of mapping, not only recorded in the map.
+    frames = load_map(out).training["frames"]
+    assert f"scr: warning: skipped 1 of {frames} mapping frames that could not be read: {image.stem} (" in err, err
 
     # scr localize: one undecodable query image is skipped and counted; the rest are evaluated.
     query = sorted((folder / "test" / "rgb").glob("*.png"))[2]
@@ -211,12 +247,18 @@ def test_hostile_map_headers_are_refused_without_opening_files_or_allocating(tmp
         load_map(rewrite_header(src, tmp_path / "huge.safetensors", huge))
 
     def wide_projection(h):
-        h["projection"] = {"type": "pca", "in_channels": h["encoder"]["out_channels"], "dim": h["head"]["config"].get("in_channels", 64)}
+        h["projection"] = {
+            "type": "pca",
+            "in_channels": h["encoder"]["out_channels"],
+            "dim": h["head"]["config"].get("in_channels", 64),
+        }
 
     # A projection the header declares but whose tensors do not match is refused by shape,
     # with the parts built on the meta device (no memory) until then.
     with pytest.raises(MapFileError, match="projection"):
-        load_map(rewrite_header(src, tmp_path / "proj.safetensors", wide_projection, {"projection.mean": torch.zeros(3)}))
+        load_map(
+            rewrite_header(src, tmp_path / "proj.safetensors", wide_projection, {"projection.mean": torch.zeros(3)})
+        )
     assert time.monotonic() - t0 < 10
 
     # A tensor stored in another dtype than the header declares, checksum recomputed to match.
@@ -242,7 +284,13 @@ def test_hostile_map_headers_are_refused_without_opening_files_or_allocating(tmp
 
 
 def _start(argv, cwd) -> subprocess.Popen:
-    return subprocess.Popen([*SCR, *map(str, argv)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [*SCR, *map(str, argv)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120.0) -> str:
@@ -314,7 +362,9 @@ def test_killing_bag_map_keeps_the_previous_map_and_no_session_outlives_the_next
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("x")
-    proc = _start(["bag", "map", tiny_bag, "--out", out, "--session", busy], tmp_path)  # refused, but only after cleaning up
+    proc = _start(
+        ["bag", "map", tiny_bag, "--out", out, "--session", busy], tmp_path
+    )  # refused, but only after cleaning up
     rest = proc.communicate(timeout=120)[0].decode(errors="replace")
     assert proc.returncode == 2 and "is not empty" in rest, rest
     assert not list(tmp_path.glob(".m.safetensors.session-*"))  # ...so the next run removes what it left

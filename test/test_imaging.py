@@ -159,7 +159,9 @@ def test_augment_geometry_without_photometric_change(original, points, seed):
 
 
 def test_augment_rotates_sometimes(original):
-    angles = [_similarity_parts(augment(original, 60, np.random.default_rng(s), Augmentation())[1])[1] for s in range(10)]
+    angles = [
+        _similarity_parts(augment(original, 60, np.random.default_rng(s), Augmentation())[1])[1] for s in range(10)
+    ]
     assert max(abs(a) for a in angles) > 2.0
 
 

@@ -1,4 +1,4 @@
-"""Part 2 of the papers' methods: GLACE's position decoder, R-SCoRe's refinement head, global
+"""Large and multi-room scenes: GLACE's position decoder, R-SCoRe's refinement head, global
 encodings (image descriptors, covisibility graph + Node2Vec), retrieval with several
 hypotheses, the integrated synthetic scene, and mapping on two workers (DDP over gloo)."""
 
@@ -17,14 +17,20 @@ import pytest
 import torch
 
 from scr_ros.cli import main
-from scr_ros.covisibility import covisibility_graph, frustum_overlap, neighbour_table, node2vec_embeddings, node2vec_walks
+from scr_ros.covisibility import (
+    covisibility_graph,
+    frustum_overlap,
+    neighbour_table,
+    node2vec_embeddings,
+    node2vec_walks,
+)
 from scr_ros.datasets.synthetic import SCENES, config_digest
 from scr_ros.errors import MapFileError, ScrError
 from scr_ros.geometry import look_at_rotation, make_pose
 from scr_ros.heads import build_head
 from scr_ros.heads.glace import GlaceHead, kmeans_pp_centres, position_groups
-from scr_ros.mapfile import SceneMap, load_map
 from scr_ros.map_parts.global_encoding import CovisibilityEncodingPart
+from scr_ros.mapfile import SceneMap, load_map
 from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, mapping_methods, validate
 from scr_ros.pipeline import build_map, mapping_config
 from scr_ros.relocalize import Relocalizer
@@ -39,7 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_position_decoder_mixes_the_cluster_centres():
     head = build_head("glace", in_channels=8, width=16, clusters=3)
-    head.fit_to_cameras(np.array([[0.0, 0, 0], [0.1, 0, 0], [10.0, 0, 0], [10.1, 0, 0], [0.0, 20, 0], [0.1, 20, 0]]), seed=0)
+    head.fit_to_cameras(
+        np.array([[0.0, 0, 0], [0.1, 0, 0], [10.0, 0, 0], [10.1, 0, 0], [0.0, 20, 0], [0.1, 20, 0]]), seed=0
+    )
     centres = head.centres.clone()
     expected = np.array([[0.05, 0, 0], [10.05, 0, 0], [0.05, 20, 0]])
     assert all(np.abs(expected - c).sum(axis=1).min() < 1e-5 for c in centres.numpy())  # one centre per group
@@ -83,7 +91,9 @@ def test_scene_rules_pick_depth_and_clusters_from_the_mapping_cameras():
     city = rng.uniform(0, 3000, size=(100, 3))
     assert GlaceHead.scene_defaults(city)["num_blocks"] == 3 and GlaceHead.scene_defaults(city)["expansion"] == 2
     # Fewer distinct positions than centres: the centres repeat them.
-    assert np.allclose(np.unique(kmeans_pp_centres(room[:3], 5), axis=0), np.unique(room[:3].astype(np.float32), axis=0))
+    assert np.allclose(
+        np.unique(kmeans_pp_centres(room[:3], 5), axis=0), np.unique(room[:3].astype(np.float32), axis=0)
+    )
 
 
 def test_head_settings_refused_with_the_setting_named():
@@ -109,7 +119,9 @@ def test_centres_stay_float32_in_an_fp16_map(tmp_path):
 # ----------------------------------------------------------------------------- retrieval
 
 
-@pytest.mark.parametrize("name,channels,dim", [("vlad", 64, 256), ("vlad", 512, 256), ("gem", 64, 128), ("gem", 512, 256)])
+@pytest.mark.parametrize(
+    "name,channels,dim", [("vlad", 64, 256), ("vlad", 512, 256), ("gem", 64, 128), ("gem", 512, 256)]
+)
 def test_descriptors_are_unit_vectors_that_retrieve_the_same_image(name, channels, dim):
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(12, channels, 15, 20, generator=gen)
@@ -139,19 +151,21 @@ def _camera_looking(position, target):
 
 
 def test_frustum_overlap_from_poses():
-    T = np.stack([
-        _camera_looking([0, 0, 1], [5, 0, 1]),
-        _camera_looking([0, 0, 1], [5, 0, 1]),  # the same view
-        _camera_looking([0.3, 0.2, 1], [5, 0.5, 1]),  # nearly the same
-        _camera_looking([0, 0, 1], [-5, 0, 1]),  # looking the other way
-    ])
+    T = np.stack(
+        [
+            _camera_looking([0, 0, 1], [5, 0, 1]),
+            _camera_looking([0, 0, 1], [5, 0, 1]),  # the same view
+            _camera_looking([0.3, 0.2, 1], [5, 0.5, 1]),  # nearly the same
+            _camera_looking([0, 0, 1], [-5, 0, 1]),  # looking the other way
+        ]
+    )
     K = np.tile([100.0, 100.0, 80.0, 60.0], (4, 1))
     sizes = np.tile([160, 120], (4, 1))
-    O = frustum_overlap(T, K, sizes, samples=2000, max_depth=8.0, seed=0)
-    assert O[0, 1] == pytest.approx(1.0, abs=1e-9) and O[0, 0] == pytest.approx(1.0, abs=1e-9)
-    assert 0.3 < O[0, 2] < 1.0
-    assert O[0, 3] == 0.0 and O[3, 0] == 0.0
-    W = covisibility_graph(O, threshold=0.2)
+    overlap = frustum_overlap(T, K, sizes, samples=2000, max_depth=8.0, seed=0)
+    assert overlap[0, 1] == pytest.approx(1.0, abs=1e-9) and overlap[0, 0] == pytest.approx(1.0, abs=1e-9)
+    assert 0.3 < overlap[0, 2] < 1.0
+    assert overlap[0, 3] == 0.0 and overlap[3, 0] == 0.0
+    W = covisibility_graph(overlap, threshold=0.2)
     assert np.allclose(W, W.T) and np.all(np.diag(W) == 0)
     assert W[0, 1] > 0.99 and W[0, 2] > 0.2 and W[0, 3] == 0
 
@@ -183,7 +197,7 @@ def test_covisibility_augmentation_only_borrows_from_neighbours():
     encodings = torch.eye(5)
     module_part._table = lambda: encodings
     frames = torch.tensor([0, 1, 2, 3, 4] * 40)
-    got = module_part.training_context(frames, torch.Generator().manual_seed(0)).argmax(1)
+    got = module_part.training_encodings(frames, torch.Generator().manual_seed(0)).argmax(1)
     allowed = {0: {1}, 1: {0, 2}, 2: {1}, 3: {3}, 4: {4}}
     assert all(int(g) in allowed[int(f)] for f, g in zip(frames, got))
     assert {int(g) for f, g in zip(frames, got) if f == 1} == {0, 2}
@@ -193,7 +207,16 @@ def test_covisibility_augmentation_only_borrows_from_neighbours():
 
 
 def test_integrated_rooms_repeat_walls_and_furniture_and_sit_side_by_side():
-    base = SceneConfig(room_size=(3.0, 3.0, 2.5), width=80, height=60, focal=65.0, mapping_frames=6, query_frames=2, num_objects=0, texel_density=64.0)
+    base = SceneConfig(
+        room_size=(3.0, 3.0, 2.5),
+        width=80,
+        height=60,
+        focal=65.0,
+        mapping_frames=6,
+        query_frames=2,
+        num_objects=0,
+        texel_density=64.0,
+    )
     bare = integrated_rooms(base, seeds=[1, 2, 3], wall_seeds=[9, 9, None], furniture_seeds=[None, None, None])
     a, b, c = (SyntheticScene(r) for r in bare)
     # From the room's centre, looking at the wall facing along x (shared) and along y (not).
@@ -202,7 +225,9 @@ def test_integrated_rooms_repeat_walls_and_furniture_and_sit_side_by_side():
     assert np.array_equal(a.render(at_x_wall)[0], b.render(at_x_wall)[0])  # same wall, no furniture: the same picture
     assert not np.array_equal(a.render(at_y_wall)[0], b.render(at_y_wall)[0])
     assert not np.array_equal(a.render(at_x_wall)[0], c.render(at_x_wall)[0])
-    furnished = integrated_rooms(dataclasses.replace(base, num_objects=4), seeds=[1, 2], wall_seeds=[None, None], furniture_seeds=[5, 5])
+    furnished = integrated_rooms(
+        dataclasses.replace(base, num_objects=4), seeds=[1, 2], wall_seeds=[None, None], furniture_seeds=[5, 5]
+    )
     x, y = (SyntheticScene(r) for r in furnished)
     assert [tuple(np.round(bx.half, 6)) for bx in x.boxes][:2] == [tuple(np.round(bx.half, 6)) for bx in y.boxes][:2]
     assert not np.allclose(x.boxes[0].center, y.boxes[0].center)
@@ -222,7 +247,9 @@ def test_integrated_rooms_repeat_walls_and_furniture_and_sit_side_by_side():
 def test_named_integrated_scene_has_four_rooms_and_older_scenes_keep_their_cache_key():
     cfg = SCENES["integrated"]
     assert len(cfg.rooms) == 4 and cfg.mapping_frames == 400 and cfg.query_frames == 100
-    assert cfg.rooms[0].wall_seed == cfg.rooms[1].wall_seed and cfg.rooms[0].furniture_seed == cfg.rooms[2].furniture_seed
+    assert (
+        cfg.rooms[0].wall_seed == cfg.rooms[1].wall_seed and cfg.rooms[0].furniture_seed == cfg.rooms[2].furniture_seed
+    )
     # A scene without the new fields is keyed as before they existed.
     plain = SCENES["tiny"]
     assert config_digest(plain) == config_digest(dataclasses.replace(plain, wall_seed=None))
@@ -236,18 +263,35 @@ def test_named_integrated_scene_has_four_rooms_and_older_scenes_keep_their_cache
 def glace_map(tiny, tmp_path_factory):
     """GLACE's head with R-SCoRe's covisibility encoding on the tiny scene, test preset."""
     path = tmp_path_factory.mktemp("glace") / "glace.safetensors"
-    assert main([
-        "map", "synthetic:tiny", "--out", str(path), "--preset", "test", "--device", "cpu", "--head", "glace",
-        "--head-config", '{"clusters": 4}', "--part", "global-covisibility",
-    ]) == 0
+    assert (
+        main(
+            [
+                "map",
+                "synthetic:tiny",
+                "--out",
+                str(path),
+                "--preset",
+                "test",
+                "--device",
+                "cpu",
+                "--head",
+                "glace",
+                "--head-config",
+                '{"clusters": 4}',
+                "--part",
+                "global-covisibility",
+            ]
+        )
+        == 0
+    )
     return path
 
 
-def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map, tiny):
+def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map, tiny, figure):
     scene_map = load_map(glace_map)
     assert scene_map.head.head_type == "glace" and scene_map.head.clusters == 4
     part = scene_map.parts["global-covisibility"]
-    assert part.context_channels() == 256 and part.hypotheses == 5
+    assert part.encoding_channels() == 256 and part.hypotheses == 5
     assert scene_map.head.config["in_channels"] == 64 + 256
     info = scene_map.training["global_encoding"]
     assert info["source"] == "covisibility" and info["graph_edges"] > 0
@@ -257,9 +301,11 @@ def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map
     for f in frames:
         loc = reloc.localize(f.load_image(), f.camera)
         assert loc.hypotheses == 5 and 0 <= loc.hypothesis < 5
+        figure("inliers", loc.num_inliers)
         assert loc.success, loc.reason
         errors.append(np.linalg.norm(loc.T_world_cam[:3, 3] - f.pose[:3, 3]))
-    assert np.median(errors) < 0.10
+    figure("median_error_m", float(np.median(errors)))
+    assert np.median(errors) < 0.15  # measured 6.8 cm (2 threads), inliers 494-816
     reloc.config.hypotheses = 2
     assert reloc.localize(frames[0].load_image(), frames[0].camera).hypotheses == 2
     # Retrieval finds mapping images taken near the query.
@@ -269,23 +315,41 @@ def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map
     assert min(np.linalg.norm(train[int(i)].pose[:3, 3] - frames[0].pose[:3, 3]) for i in nearest) < 1.0
 
 
-def test_relocalizer_node_logic_uses_the_global_encoding(glace_map, tiny):
+def test_relocalizer_node_logic_uses_the_global_encoding(glace_map, tiny, figure):
     from scr_ros.node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 
     core = RelocalizerCore({"map_path": str(glace_map), "device": "cpu", "max_image_age": 1.0, "hypotheses": 3})
     core.load_map(str(glace_map))
     f = tiny.frames("test")[2]
     out = core.process(CameraFrame(f.load_image(), f.camera, 10**9, "camera_optical"), 10**9)
+    figure("inliers", out.localization.num_inliers)
     assert out.status == "ok", out.reason
     assert out.localization.hypotheses == 3
-    assert np.linalg.norm(out.T_map_cam[:3, 3] - f.pose[:3, 3]) < 0.15
+    figure("error_m", float(np.linalg.norm(out.T_map_cam[:3, 3] - f.pose[:3, 3])))
+    assert np.linalg.norm(out.T_map_cam[:3, 3] - f.pose[:3, 3]) < 0.25  # measured 12 cm
 
 
-def test_scr_localize_takes_hypotheses(glace_map, tmp_path):
+def test_scr_localize_takes_hypotheses(glace_map, tmp_path, figure):
     report = tmp_path / "r.json"
-    assert main(["localize", str(glace_map), "synthetic:tiny", "--report", str(report), "--hypotheses", "1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "localize",
+                str(glace_map),
+                "synthetic:tiny",
+                "--report",
+                str(report),
+                "--hypotheses",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     r = json.loads(report.read_text())
-    assert r["head"] == "glace" and r["accuracy"]["10cm_5deg"] >= 50
+    figure("10cm_5deg", r["accuracy"]["10cm_5deg"])
+    assert r["head"] == "glace" and r["accuracy"]["10cm_5deg"] >= 35  # measured 73 %
 
 
 def test_tampered_global_encoding_entry_is_refused(glace_map, tmp_path):
@@ -311,20 +375,50 @@ def test_tampered_global_encoding_entry_is_refused(glace_map, tmp_path):
 def test_global_parts_refuse_what_cannot_work(tmp_path):
     out = str(tmp_path / "m.safetensors")
     with pytest.raises(ScrError, match="unknown settings bogus"):
-        build_map("synthetic:tiny", out, "test", "cpu", quiet=True, parts={"global-covisibility": {"bogus": 1}})
+        build_map(
+            "synthetic:tiny",
+            out,
+            preset_name="test",
+            device="cpu",
+            quiet=True,
+            parts={"global-covisibility": {"bogus": 1}},
+        )
     with pytest.raises(ScrError, match="choose one"):
-        build_map("synthetic:tiny", out, "test", "cpu", quiet=True, parts={"global-covisibility": {}, "global-descriptor": {}})
+        build_map(
+            "synthetic:tiny",
+            out,
+            preset_name="test",
+            device="cpu",
+            quiet=True,
+            parts={"global-covisibility": {}, "global-descriptor": {}},
+        )
     with pytest.raises(ScrError, match="cannot be combined"):
-        build_map("synthetic:tiny", out, "test", "cpu", quiet=True, classifier=True, parts={"global-descriptor": {}})
+        build_map(
+            "synthetic:tiny",
+            out,
+            preset_name="test",
+            device="cpu",
+            quiet=True,
+            parts={"classifier": {}, "global-descriptor": {}},
+        )
     with pytest.raises(ScrError, match="noise"):
-        build_map("synthetic:tiny", out, "test", "cpu", quiet=True, parts={"global-descriptor": {"noise": -1}})
+        build_map(
+            "synthetic:tiny",
+            out,
+            preset_name="test",
+            device="cpu",
+            quiet=True,
+            parts={"global-descriptor": {"noise": -1}},
+        )
     assert not Path(out).exists()
 
 
 def test_node_parameters_reach_the_new_switches():
     reloc = validate(RELOCALIZER_PARAMS, {"hypotheses": 3})
     assert reloc["hypotheses"] == 3
-    p = validate(MAPPING_PARAMS, {"head": "glace", "head_config": '{"clusters": 50}', "map_parts": '{"global-descriptor": {}}'})
+    p = validate(
+        MAPPING_PARAMS, {"head": "glace", "head_config": '{"clusters": 50}', "map_parts": '{"global-descriptor": {}}'}
+    )
     methods = mapping_methods(p)
     assert methods["head_config"] == {"clusters": 50} and methods["parts"] == {"global-descriptor": {}}
     with pytest.raises(Exception, match="head_config"):
@@ -339,8 +433,21 @@ def _torchrun(args: list[str], timeout: int = 900) -> subprocess.CompletedProces
     with socket.socket() as s:  # a free port for the two workers to meet on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), *args]
-    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_two_gloo_workers_hold_the_one_worker_buffer_and_take_its_steps(tiny, tmp_path):
@@ -360,20 +467,29 @@ def test_two_gloo_workers_hold_the_one_worker_buffer_and_take_its_steps(tiny, tm
     assert max((a["head"][k] - b["head"][k]).abs().max().item() for k in a["head"]) < 1e-4
 
 
-def test_two_gloo_workers_map_as_well_as_one(tiny, mapped, tmp_path):
+def test_two_gloo_workers_map_as_well_as_one(tiny, mapped, tmp_path, figure):
     """torchrun --nproc_per_node 2 ... scr map: the map of two workers has the one-worker map's
     buffer size, passes and iterations, and localizes as well. (The heads are not the same
     numbers: training amplifies float rounding, and one worker with one thread and with two
     threads differ as much as one worker and two, see docs/methods.md.)"""
     out = tmp_path / "ddp.safetensors"
-    run = _torchrun(["-m", "scr_ros.cli", "map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu"])
+    run = _torchrun(
+        ["-m", "scr_ros.cli", "map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu"]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ddp, one = load_map(out).training, load_map(mapped["map"]).training
     assert ddp["workers"] == 2 and "workers" not in one
-    assert ddp["buffer_size"] == one["buffer_size"] and ddp["iterations"] == one["iterations"] and ddp["buffer_passes"] == one["buffer_passes"]
+    assert (
+        ddp["buffer_size"] == one["buffer_size"]
+        and ddp["iterations"] == one["iterations"]
+        and ddp["buffer_passes"] == one["buffer_passes"]
+    )
     assert ddp["final_loss"] == pytest.approx(one["final_loss"], rel=0.15)
     report = tmp_path / "r.json"
     assert main(["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]) == 0
     r_ddp, r_one = json.loads(report.read_text()), mapped["report"]
+    figure("final_loss_ratio", ddp["final_loss"] / one["final_loss"])
+    figure("10cm_5deg_ddp_minus_one", r_ddp["accuracy"]["10cm_5deg"] - r_one["accuracy"]["10cm_5deg"])
+    figure("median_cm_ddp_over_one", r_ddp["median_translation_cm"] / r_one["median_translation_cm"])
     assert r_ddp["accuracy"]["10cm_5deg"] >= r_one["accuracy"]["10cm_5deg"] - 10
     assert r_ddp["median_translation_cm"] <= r_one["median_translation_cm"] * 1.5 + 0.5

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from scr_ros.errors import SettingsError
 from scr_ros.geometry import PinholeCamera, backproject, invert_pose, look_at_rotation, make_pose, project
 from scr_ros.losses import LOSSES, AceReprojectionLoss, build_loss
 
@@ -72,8 +73,8 @@ def test_prediction_behind_camera_is_invalid_and_pulled_to_depth_target():
     x = coords_np.copy()
     for _ in range(200):
         c, p, T_, K_ = batch(pixel, x)
-        l, _ = loss_fn(c, p, T_, K_, iteration=0)
-        l.backward()
+        value, _ = loss_fn(c, p, T_, K_, iteration=0)
+        value.backward()
         x = x - 0.05 * c.grad.numpy()
         if (invert_pose(POSE)[:3, :3] @ x[0] + invert_pose(POSE)[:3, 3])[2] > loss_fn.depth_min:
             break
@@ -97,7 +98,9 @@ def test_invalid_when_too_far_too_close_or_beyond_hard_clamp():
     _, stats = loss_fn(*batch(pixels, coords_np), iteration=0)
     assert stats["valid_fraction"] == pytest.approx(0.25)
     # Each row alone, to check which one is the valid one.
-    valid = [loss_fn(*batch(pixels[i : i + 1], coords_np[i : i + 1]), iteration=0)[1]["valid_fraction"] for i in range(4)]
+    valid = [
+        loss_fn(*batch(pixels[i : i + 1], coords_np[i : i + 1]), iteration=0)[1]["valid_fraction"] for i in range(4)
+    ]
     assert valid == [1.0, 0.0, 0.0, 0.0]
 
 
@@ -167,10 +170,11 @@ def test_build_loss():
     assert isinstance(loss, AceReprojectionLoss)
     assert loss.total_iterations == 123 and loss.soft_clamp == 20.0
     assert loss.threshold(0) == pytest.approx(21.0)
-    with pytest.raises(ValueError, match="unknown loss 'nope'.*ace"):
+    with pytest.raises(SettingsError, match="unknown loss 'nope'.*ace"):
         build_loss("nope", 10)
-    with pytest.raises(TypeError):
+    with pytest.raises(SettingsError, match="bad settings for loss 'ace'.*not_a_setting"):
         build_loss("ace", 10, not_a_setting=1)
+    assert LOSSES.lookup("ace-depth").uses_depth and not LOSSES.lookup("ace").uses_depth  # read without building one
 
 
 # ---------------------------------------------------------------------------------------------

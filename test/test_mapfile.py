@@ -85,7 +85,9 @@ def test_round_trip(tmp_path, scene_map, features, dtype):
         out = loaded.head(features)
         # Independent reference: the original weights rounded to the stored precision.
         rounded = build_head("ace", width=64, num_blocks=1)
-        rounded.load_state_dict({k: v.to(getattr(torch, dtype)).float() for k, v in scene_map.head.state_dict().items()})
+        rounded.load_state_dict(
+            {k: v.to(getattr(torch, dtype)).float() for k, v in scene_map.head.state_dict().items()}
+        )
         rounded.set_mean(MEAN)
         expected = rounded(features)
     np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
@@ -286,7 +288,9 @@ def test_point_cloud_round_trip_and_checksum(tmp_path, scene_map, rng):
     scene_map.cloud_rgb = rng.integers(0, 256, size=(500, 3)).astype(np.uint8)
     path = scene_map.save(tmp_path / "cloud.map")
     loaded = load_map(path)
-    assert np.array_equal(loaded.cloud_xyz, scene_map.cloud_xyz) and np.array_equal(loaded.cloud_rgb, scene_map.cloud_rgb)
+    assert np.array_equal(loaded.cloud_xyz, scene_map.cloud_xyz) and np.array_equal(
+        loaded.cloud_rgb, scene_map.cloud_rgb
+    )
     # the cloud is covered by the checksum like the weights
     rewrite(path, edit_tensors=lambda t: t["cloud.xyz"].mul_(2.0))
     with pytest.raises(MapFileError, match="checksum"):

@@ -12,7 +12,16 @@ from scr_ros.datasets import open_dataset
 from scr_ros.errors import DatasetError, MappingCancelled, ScrError
 from scr_ros.geometry import PinholeCamera, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
-from scr_ros.node_logic.mapping_core import STAGE_SPAN, KeyframeSelector, MapBuildJob, MappingCore, PoseBuffer, SessionRecorder, StampMatcher, body_to_camera_matrix, interpolate_pose
+from scr_ros.node_logic.mapping_core import (
+    KeyframePolicy,
+    MapBuildJob,
+    MappingCore,
+    PoseBuffer,
+    SessionRecorder,
+    StampMatcher,
+    body_to_camera_matrix,
+    interpolate_pose,
+)
 
 CAM = PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
 S = 1_000_000_000
@@ -28,18 +37,18 @@ def image(rng):
 
 
 def test_keyframes_by_translation_rotation_and_time():
-    sel = KeyframeSelector(min_translation=0.1, min_rotation_deg=10.0, max_interval_s=2.0)
+    sel = KeyframePolicy(min_translation=0.1, min_rotation_deg=10.0, max_interval_s=2.0)
     assert sel.decide(pose(), 0) == "first"
     sel.accept(pose(), 0)
     assert sel.decide(pose(0.05), S) == ""
     assert sel.decide(pose(0.12), S).startswith("moved 0.120")
     assert sel.decide(pose(0.0, 12.0), S).startswith("turned 12.0")
     assert sel.decide(pose(0.01, 1.0), 2 * S) == "time"
-    assert KeyframeSelector(0.1, 10.0, 0.0).decide(pose(), 0) == "first"
-    off = KeyframeSelector(0.1, 10.0, 0.0)
+    assert KeyframePolicy(0.1, 10.0, 0.0).decide(pose(), 0) == "first"
+    off = KeyframePolicy(0.1, 10.0, 0.0)
     off.accept(pose(), 0)
     assert off.decide(pose(0.01), 100 * S) == ""  # no time fallback when max_interval is 0
-    every = KeyframeSelector(0.0, 0.0, 0.0)  # scr bag map on a dataset bag: every frame
+    every = KeyframePolicy(0.0, 0.0, 0.0)  # scr bag map on a dataset bag: every frame
     every.accept(pose(), 0)
     assert every.decide(pose(), 1) == "every frame"
 
@@ -63,9 +72,13 @@ def test_recorder_writes_a_folder_scr_map_can_read(tmp_path, image):
     ds = open_dataset(tmp_path / "s")
     frames = ds.frames("train")
     assert [f.name for f in frames] == names
-    assert np.array_equal(frames[0].load_image(), image) and frames[0].camera == PinholeCamera(60.0, 60.0, 31.5, 23.5, 64, 48)
+    assert np.array_equal(frames[0].load_image(), image) and frames[0].camera == PinholeCamera(
+        60.0, 60.0, 31.5, 23.5, 64, 48
+    )
     assert np.allclose(frames[2].pose, pose(0.2))
-    assert frames[1].depth_path is not None and np.allclose(frames[1].load_depth(), 1.5) and frames[0].depth_path is None
+    assert (
+        frames[1].depth_path is not None and np.allclose(frames[1].load_depth(), 1.5) and frames[0].depth_path is None
+    )
     meta = json.loads((tmp_path / "s" / "meta" / "frame_000001.json").read_text())
     assert meta["stamp_ns"] == S and meta["camera_frame"] == "cam" and meta["pose_frame"] == "map"
 
@@ -139,13 +152,14 @@ def test_stamp_matcher_pairs_depth_by_stamp():
 def _fake_build(delay=0.0, fail=None):
     """Stands in for cli.build_map: reports progress, honours cancel, writes the output file."""
 
-    def build(session, out, preset_name, device, encoder, head, quiet, progress, cancel):
+    def build(session, out, *, preset_name, device, encoder_spec, head, quiet, progress, cancel):
         from scr_ros.progress import Progress
 
         for i in range(1, 11):
             if cancel.is_set():
                 raise MappingCancelled("map building was cancelled")
-            progress(Progress("train", i, 10, 0.01 * i, loss=1.0 / i))
+            # As the builder does: the stage's own fraction, and the whole build's.
+            progress(Progress("train", i, 10, 0.01 * i, loss=1.0 / i, overall=0.15 + 0.8 * i / 10))
             time.sleep(delay)
         if fail:
             raise fail
@@ -164,12 +178,19 @@ def _session(tmp_path, image, n=3):
 def test_build_job_reports_progress_and_finishes(tmp_path, image):
     session = _session(tmp_path, image)
     job, seen, done = MapBuildJob(_fake_build()), [], threading.Event()
-    msg = job.start(session, tmp_path / "m.map", "test", None, "cpu", lambda s: seen.append((s.percent, s.loss, s.eta_s)), lambda s: done.set())
+    msg = job.start(
+        session,
+        tmp_path / "m.map",
+        "test",
+        None,
+        "cpu",
+        lambda s: seen.append((s.percent, s.loss, s.eta_s)),
+        lambda s: done.set(),
+    )
     assert "3 keyframes" in msg
     assert done.wait(5) and job.status.state == "done" and (tmp_path / "m.map").exists()
     percents = [p for p, _, _ in seen]
-    lo, hi = STAGE_SPAN["train"]  # the fake build reports only the training stage
-    assert percents == sorted(percents) and 100 * lo < percents[0] and percents[-1] == pytest.approx(100 * hi)
+    assert percents == sorted(percents) and percents[0] == pytest.approx(23.0) and percents[-1] == pytest.approx(95.0)
     assert seen[-1][1] == pytest.approx(0.1) and seen[-1][2] is not None
     assert "done" in job.status.summary() and job.status.as_values()["state"] == "done"
 
@@ -187,6 +208,23 @@ def test_build_job_cancel_keeps_the_old_map_and_one_build_at_a_time(tmp_path, im
     assert job.cancel() == "no build is running"
 
 
+def test_build_job_says_which_frames_it_could_not_read(tmp_path, image):
+    from types import SimpleNamespace
+
+    skipped = {f"frame_{i:06d}": "cannot decode the image" for i in range(5)}
+
+    def build(session, out, **kwargs):
+        out.write_bytes(b"map")
+        return SimpleNamespace(training={"frames": 12, "unreadable_frames": skipped})
+
+    job = MapBuildJob(build)
+    job.start(_session(tmp_path, image), tmp_path / "m.map", "test", None, "cpu")
+    st = job.wait(5)
+    assert st.state == "done"
+    assert "skipped 5 of 12 mapping frames that could not be read: frame_000000 (cannot decode the image)" in st.message
+    assert "frame_000002 (cannot decode the image); and 2 more (all listed in the map header's" in st.message
+
+
 def test_build_job_reports_failures_and_refuses_empty_sessions(tmp_path, image):
     with pytest.raises(ScrError, match="0 keyframe"):
         MapBuildJob(_fake_build()).start(tmp_path / "nothing", tmp_path / "m.map", "test", None, "cpu")
@@ -199,10 +237,18 @@ def test_build_job_reports_failures_and_refuses_empty_sessions(tmp_path, image):
 def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
     """Record the tiny scene through the core as the node would, then build with the real builder
     (GLACE's head with a global encoding: the node's head, head_config and map_parts reach it)."""
-    core = MappingCore({
-        "session_folder": str(tmp_path / "s"), "preset": "test", "device": "cpu", "min_translation": 0.05, "min_rotation_deg": 5.0,
-        "head": "glace", "head_config": '{"clusters": 2}', "map_parts": '{"global-descriptor": {}}',
-    })
+    core = MappingCore(
+        {
+            "session_folder": str(tmp_path / "s"),
+            "preset": "test",
+            "device": "cpu",
+            "min_translation": 0.05,
+            "min_rotation_deg": 5.0,
+            "head": "glace",
+            "head_config": '{"clusters": 2}',
+            "map_parts": '{"global-descriptor": {}}',
+        }
+    )
     core.start_recording()
     for i, f in enumerate(tiny.frames("train")[::4]):
         core.add_frame(f.load_image(), f.camera, f.pose, i * S // 10, "camera_optical")
@@ -211,12 +257,24 @@ def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
     with pytest.raises(ScrError, match="still recording .* call ~/stop_recording first"):
         core.start_build(on_done=lambda s: done.set())
     core.stop_recording()
-    core.start_build(on_done=lambda s: done.set())
+    seen = []
+    core.start_build(on_progress=lambda s: seen.append((s.stage, s.percent)), on_done=lambda s: done.set())
     assert done.wait(300), core.build_job.status
     assert core.build_job.status.state == "done", core.build_job.status.message
+    # The percent counts every stage the build runs, the global encoding's included, and never
+    # goes backwards.
+    percents = [p for _, p in seen]
+    assert percents == sorted(percents) and {"global", "buffer", "train", "cloud"} <= {st for st, _ in seen}
+    assert (
+        max(p for st, p in seen if st == "global")
+        < min(p for st, p in seen if st == "buffer")
+        < min(p for st, p in seen if st == "train")
+    )
     scene_map = load_map(core.map_path)
     assert scene_map.training["frames"] == core.counters["recorded"] and scene_map.cloud_xyz is not None
-    assert scene_map.head.head_type == "glace" and scene_map.head.clusters == 2 and "global-descriptor" in scene_map.parts
+    assert (
+        scene_map.head.head_type == "glace" and scene_map.head.clusters == 2 and "global-descriptor" in scene_map.parts
+    )
 
 
 def test_pose_buffer_interpolates_between_the_poses_around_the_image_stamp():
@@ -231,7 +289,9 @@ def test_pose_buffer_interpolates_between_the_poses_around_the_image_stamp():
     buf.add(S, T0)
     buf.add(S + S // 10, T1)  # 0.1 s later
     mid = buf.at(S + S // 40)  # a quarter of the way
-    dt, dr = pose_error(mid, make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), np.radians(5.0)), np.array([0.25, 0.0, 0.0])))
+    dt, dr = pose_error(
+        mid, make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), np.radians(5.0)), np.array([0.25, 0.0, 0.0]))
+    )
     assert dt < 1e-9 and dr < 1e-6
     np.testing.assert_allclose(buf.at(S + 500_000), T0)  # within 1 ms: that pose as is
     np.testing.assert_allclose(interpolate_pose(T0, T1, 1.0), T1, atol=1e-12)
@@ -278,7 +338,15 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 def test_float_array_parameters_are_checked():
     from scr_ros.node_logic.params import MAPPING_PARAMS, ParameterError, validate
 
-    assert validate(MAPPING_PARAMS, {"body_to_camera": [0, 0, 1, 0, 0, 0, 1]})["body_to_camera"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert validate(MAPPING_PARAMS, {"body_to_camera": [0, 0, 1, 0, 0, 0, 1]})["body_to_camera"] == [
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ]
     with pytest.raises(ParameterError, match="needs 7 numbers"):
         validate(MAPPING_PARAMS, {"body_to_camera": [0.0, 1.0]})
     with pytest.raises(ParameterError, match="list of numbers"):

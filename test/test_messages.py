@@ -55,7 +55,12 @@ def raw_image(data: np.ndarray, encoding: str, step: int | None = None, bigendia
     buf[:, : row.shape[1]] = row
     return STORE.types["sensor_msgs/msg/Image"](
         header=F("std_msgs/msg/Header", stamp=F("builtin_interfaces/msg/Time", sec=1, nanosec=2), frame_id="cam"),
-        height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=step, data=buf.reshape(-1),
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=step,
+        data=buf.reshape(-1),
     )
 
 
@@ -129,7 +134,9 @@ def test_compressed_jpeg_and_png(rgb):
     out = decode_compressed_image(msg)
     assert out.shape == smooth.shape and np.abs(out.astype(int) - smooth).mean() < 3.0
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    png_msg = F("sensor_msgs/msg/CompressedImage", header=msg.header, format="rgb8; png compressed bgr8", data=png.reshape(-1))
+    png_msg = F(
+        "sensor_msgs/msg/CompressedImage", header=msg.header, format="rgb8; png compressed bgr8", data=png.reshape(-1)
+    )
     assert np.array_equal(decode_compressed_image(png_msg), rgb)
     png_msg.data = png.reshape(-1)[:40]
     with pytest.raises(MessageError, match="cannot decode"):

@@ -11,13 +11,43 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROS_MODULES = {"rclpy", "cv_bridge", "tf2_ros", "tf_transformations", "message_filters", "sensor_msgs_py", "launch_ros", "rosidl_runtime_py",
-               "sensor_msgs", "geometry_msgs", "nav_msgs", "tf2_msgs", "std_srvs", "std_msgs", "launch", "diagnostic_updater", "diagnostic_msgs",
-               "rcl_interfaces", "builtin_interfaces", "launch_testing", "ament_index_python", "rosidl_parser"}
+ROS_MODULES = {
+    "rclpy",
+    "cv_bridge",
+    "tf2_ros",
+    "tf_transformations",
+    "message_filters",
+    "sensor_msgs_py",
+    "launch_ros",
+    "rosidl_runtime_py",
+    "sensor_msgs",
+    "geometry_msgs",
+    "nav_msgs",
+    "tf2_msgs",
+    "std_srvs",
+    "std_msgs",
+    "launch",
+    "diagnostic_updater",
+    "diagnostic_msgs",
+    "rcl_interfaces",
+    "builtin_interfaces",
+    "launch_testing",
+    "ament_index_python",
+    "rosidl_parser",
+}
 
 
 def test_top_level_layout():
-    for path in ("scr_ros/__init__.py", "launch", "config", "resource/scr_ros", "test", "package.xml", "setup.py", "setup.cfg"):
+    for path in (
+        "scr_ros/__init__.py",
+        "launch",
+        "config",
+        "resource/scr_ros",
+        "test",
+        "package.xml",
+        "setup.py",
+        "setup.cfg",
+    ):
         assert (ROOT / path).exists(), path
 
 
@@ -28,8 +58,26 @@ def test_package_xml():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag.endswith("depend")}
     assert "diagnostic_updater" not in deps  # /diagnostics is written with diagnostic_msgs alone
-    for key in ("rclpy", "tf2_ros_py", "diagnostic_msgs", "nav_msgs", "sensor_msgs", "geometry_msgs", "std_msgs", "std_srvs",
-                "launch", "launch_ros", "ament_index_python", "launch_testing", "python3-yaml", "python3-numpy", "python3-opencv", "python3-torch", "python3-rosbags-pip", "python3-poselib-pip"):
+    for key in (
+        "rclpy",
+        "tf2_ros_py",
+        "diagnostic_msgs",
+        "nav_msgs",
+        "sensor_msgs",
+        "geometry_msgs",
+        "std_msgs",
+        "std_srvs",
+        "launch",
+        "launch_ros",
+        "ament_index_python",
+        "launch_testing",
+        "python3-yaml",
+        "python3-numpy",
+        "python3-opencv",
+        "python3-torch",
+        "python3-rosbags-pip",
+        "python3-poselib-pip",
+    ):
         assert key in deps, key
     from scr_ros import __version__
 
@@ -46,7 +94,15 @@ def test_setup_cfg_installs_scripts_where_ros2_run_looks():
 def test_setup_py_data_files_and_entry_points():
     tree = ast.parse((ROOT / "setup.py").read_text())
     src = ast.unparse(tree)
-    for needle in ("share/ament_index/resource_index/packages", "resource/", "package.xml", "launch/*.launch.py", "config/*.yaml", "scr = scr_ros.cli:main", "poselib>=2.0.5,<3"):
+    for needle in (
+        "share/ament_index/resource_index/packages",
+        "resource/",
+        "package.xml",
+        "launch/*.launch.py",
+        "config/*.yaml",
+        "scr = scr_ros.cli:main",
+        "poselib>=2.0.5,<3",
+    ):
         assert needle in src, needle
 
 

@@ -15,10 +15,29 @@ from scr_ros.datasets.synthetic import SCENES
 from scr_ros.encoders import SiftContextEncoder, load_encoder, load_encoder_for_map
 from scr_ros.encoders.weights import card_checksum
 from scr_ros.errors import EncoderError, MappingCancelled, ScrError
-from scr_ros.pretrain import SCENE_SEED_BASE, PretrainConfig, Pretrainer, photometric, replace_comparison, scene_config, write_model_card
+from scr_ros.pretrain import (
+    SCENE_SEED_BASE,
+    PretrainConfig,
+    Pretrainer,
+    photometric,
+    replace_comparison,
+    scene_config,
+    write_model_card,
+)
 
 # Two small rooms, two views each, windows of 12 x 12 cells: seconds per run.
-SMALL = dict(scenes=2, frames_per_scene=2, crops_per_frame=2, window=12, batch_scenes=2, windows_per_scene=2, head_samples=256, refresh_every=5, warmup_steps=2, precision="fp32")
+SMALL = dict(
+    scenes=2,
+    frames_per_scene=2,
+    crops_per_frame=2,
+    window=12,
+    batch_scenes=2,
+    windows_per_scene=2,
+    head_samples=256,
+    refresh_every=5,
+    warmup_steps=2,
+    precision="fp32",
+)
 
 
 def _train(steps: int, **kw) -> Pretrainer:
@@ -41,7 +60,9 @@ def _pool_error(t: Pretrainer) -> float:
     """Mean 3D error (m) of every head on all of its scene's pool windows."""
     errors = []
     with torch.no_grad():
-        feats = t.init.features(t.encoder, t.pool.inputs.float()).permute(0, 2, 3, 1).reshape(-1, t.encoder.out_channels)
+        feats = (
+            t.init.features(t.encoder, t.pool.inputs.float()).permute(0, 2, 3, 1).reshape(-1, t.encoder.out_channels)
+        )
         coords = t.pool.coords.permute(0, 2, 3, 1).reshape(-1, 3)
         scene = np.repeat(t.pool.scene, t.pool.coords.shape[2] * t.pool.coords.shape[3])
         for s in range(t.cfg.scenes):
@@ -52,7 +73,7 @@ def _pool_error(t: Pretrainer) -> float:
     return float(torch.stack(errors).mean())
 
 
-def test_training_lowers_the_error_on_the_training_scenes():
+def test_training_lowers_the_error_on_the_training_scenes(figure):
     t = Pretrainer(PretrainConfig(steps=60, **{**SMALL, "frames_per_scene": 4, "windows_per_scene": 4}), "cpu")
     from scr_ros.pretrain import build_pool
 
@@ -61,6 +82,7 @@ def test_training_lowers_the_error_on_the_training_scenes():
     t.run()
     assert len(t.losses) == 60 and all(np.isfinite(t.losses))
     after = _pool_error(t)
+    figure("after_over_before", after / before)
     assert after < 0.75 * before, (before, after)
 
 
@@ -121,7 +143,15 @@ def test_model_card_records_the_run_and_takes_a_comparison(trained):
     t, out = trained
     card = out.with_suffix(".md")
     text = card.read_text()
-    for needle in ("scr pretrain-encoder", "steps: 12", "wall time", "final loss", "hardware", '"texture_families"', '"jpeg_quality"'):
+    for needle in (
+        "scr pretrain-encoder",
+        "steps: 12",
+        "wall time",
+        "final loss",
+        "hardware",
+        '"texture_families"',
+        '"jpeg_quality"',
+    ):
         assert needle in text, needle
     replace_comparison(card, "| encoder | 5cm/5° |\n|---|---|\n| `dsift-ctx` | 99 % |")
     assert "| `dsift-ctx` | 99 % |" in card.read_text()
@@ -132,11 +162,15 @@ def test_training_scenes_are_randomized_and_never_evaluation_scenes():
     configs = [scene_config(0, i, 4) for i in range(8)]
     assert len({c.focal for c in configs}) == 8 and len({c.room_size for c in configs}) == 8
     assert all(c.seed >= SCENE_SEED_BASE for c in configs)
-    evaluation_seeds = {room.seed for c in SCENES.values() for room in getattr(c, "rooms", (c,))}  # integrated scenes: their rooms
+    evaluation_seeds = {
+        room.seed for c in SCENES.values() for room in getattr(c, "rooms", (c,))
+    }  # integrated scenes: their rooms
     assert not {c.seed for c in configs} & evaluation_seeds
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_encoders", Path(__file__).parent.parent / "benchmarks" / "encoders.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_encoders", Path(__file__).parent.parent / "benchmarks" / "encoders.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert all(c.seed < SCENE_SEED_BASE for c in bench.UNSEEN_SCENES.values())
@@ -151,7 +185,9 @@ def test_cli_refuses_to_resume_with_other_settings(tmp_path, capsys):
     t.step = 0
     ckpt = tmp_path / "c.ckpt.safetensors"
     t.save_checkpoint(ckpt)
-    code = scr_main(["pretrain-encoder", "--out", str(tmp_path / "w.safetensors"), "--resume", str(ckpt), "--steps", "9"])
+    code = scr_main(
+        ["pretrain-encoder", "--out", str(tmp_path / "w.safetensors"), "--resume", str(ckpt), "--steps", "9"]
+    )
     assert code == 2 and "--steps 4 (asked 9)" in capsys.readouterr().err
     assert scr_main(["pretrain-encoder", "--out", str(tmp_path / "w.pt")]) == 2
     (tmp_path / "bad.ckpt.safetensors").write_bytes(b"not a checkpoint")
@@ -161,7 +197,23 @@ def test_cli_refuses_to_resume_with_other_settings(tmp_path, capsys):
 
 def test_cli_writes_weights_card_and_checkpoint(tmp_path, capsys):
     out = tmp_path / "w.safetensors"
-    code = scr_main(["pretrain-encoder", "--out", str(out), "--scenes", "2", "--steps", "3", "--frames-per-scene", "1", "--batch-scenes", "2", "--device", "cpu"])
+    code = scr_main(
+        [
+            "pretrain-encoder",
+            "--out",
+            str(out),
+            "--scenes",
+            "2",
+            "--steps",
+            "3",
+            "--frames-per-scene",
+            "1",
+            "--batch-scenes",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert out.is_file() and (tmp_path / "w.md").is_file() and (tmp_path / "w.ckpt.safetensors").is_file()
     assert load_encoder(str(out)).out_channels == 512
@@ -228,7 +280,11 @@ def test_xfeat_weights_load_with_their_card_and_resume_is_exact(tmp_path, xfeat_
         expected = t.encoder.cpu().eval()(image)
         got = enc(image)
     assert got.shape == (1, 64, 13, 17) and torch.allclose(got, expected, atol=1e-5)
-    assert load_encoder_for_map(enc.describe(), override=str(out)).checksum() == enc.checksum() != load_encoder("xfeat").checksum()
+    assert (
+        load_encoder_for_map(enc.describe(), override=str(out)).checksum()
+        == enc.checksum()
+        != load_encoder("xfeat").checksum()
+    )
     data = bytearray(out.read_bytes())
     data[-5] ^= 0x10
     (tmp_path / "xf.safetensors").write_bytes(bytes(data))
@@ -254,7 +310,25 @@ def test_xfeat_weights_load_with_their_card_and_resume_is_exact(tmp_path, xfeat_
 
 def test_cli_pretrains_xfeat_and_refuses_an_unknown_init(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    code = scr_main(["pretrain-encoder", "--init", "xfeat", "--out", str(out), "--scenes", "2", "--steps", "2", "--frames-per-scene", "1", "--batch-scenes", "2", "--device", "cpu"])
+    code = scr_main(
+        [
+            "pretrain-encoder",
+            "--init",
+            "xfeat",
+            "--out",
+            str(out),
+            "--scenes",
+            "2",
+            "--steps",
+            "2",
+            "--frames-per-scene",
+            "1",
+            "--batch-scenes",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "xfeat-backbone" in err

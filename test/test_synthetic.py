@@ -13,7 +13,9 @@ from scr_ros.errors import DatasetError
 from scr_ros.geometry import backproject, make_pose, project, rotation_about_axis
 from scr_ros.renderer import SceneConfig, SyntheticScene
 
-SMALL = SceneConfig(seed=7, width=160, height=120, focal=131.25, mapping_frames=40, query_frames=10, num_objects=5, texel_density=96.0)
+SMALL = SceneConfig(
+    seed=7, width=160, height=120, focal=131.25, mapping_frames=40, query_frames=10, num_objects=5, texel_density=96.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +44,20 @@ def test_depth_and_colour_agree_between_views(scene):
     px = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
     X = backproject(px, depth_a[ys.ravel(), xs.ravel()], cam, T_a)
     pb, zb = project(X, T_b, cam)
-    ok = np.isfinite(pb).all(1) & (pb[:, 0] > 1) & (pb[:, 0] < cam.width - 2) & (pb[:, 1] > 1) & (pb[:, 1] < cam.height - 2)
+    ok = (
+        np.isfinite(pb).all(1)
+        & (pb[:, 0] > 1)
+        & (pb[:, 0] < cam.width - 2)
+        & (pb[:, 1] > 1)
+        & (pb[:, 1] < cam.height - 2)
+    )
     q = np.round(pb[ok]).astype(int)
     visible = np.abs(depth_b[q[:, 1], q[:, 0]] - zb[ok]) < 0.02 * zb[ok]
     assert ok.sum() > 0.3 * len(px) and visible.mean() > 0.8
-    diff = np.abs(rgb_b[q[visible, 1], q[visible, 0]].astype(int) - rgb_a[ys.ravel()[ok][visible], xs.ravel()[ok][visible]].astype(int))
+    diff = np.abs(
+        rgb_b[q[visible, 1], q[visible, 0]].astype(int)
+        - rgb_a[ys.ravel()[ok][visible], xs.ravel()[ok][visible]].astype(int)
+    )
     assert np.median(diff) < 12  # same texture and lighting; differences from resampling only
 
 

@@ -74,7 +74,9 @@ def test_xfeat_alignment_is_the_cell_centre(xfeat, textured):
     """Feature (i, j) describes pixel (8j + 3.5, 8i + 3.5): under rotations and scalings of the
     image, descriptors agree best when matched through that point, not through (8j, 8i)."""
     h, w = textured.shape
-    warps = [cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale) for angle, scale in ((12, 1.25), (-10, 0.8), (0, 1.3))]
+    warps = [
+        cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale) for angle, scale in ((12, 1.25), (-10, 0.8), (0, 1.3))
+    ]
     offsets = np.arange(0.0, 7.5, 0.5)
     scores = np.array([np.mean([_match_score(xfeat, textured, M, o) for M in warps]) for o in offsets])
     best = offsets[scores.argmax()]

@@ -9,8 +9,7 @@
 """
 
 from .convert import convert
-from .layout import BagError
-from .layout import Frames, Topics
+from .layout import BagError, Frames, Topics
 from .reader import BagSource
 
 __all__ = ["BagError", "BagSource", "Frames", "Topics", "convert"]

@@ -93,7 +93,9 @@ class _Writer:
 
     def topic(self, name: str, msgtype: str, durability: str = "volatile") -> None:
         qos = layout.qos(durability, depth=1 if durability == "transient_local" else 10)
-        self.connections[name] = self.writer.add_connection(name, msgtype, typestore=self.typestore, offered_qos_profiles=[qos])
+        self.connections[name] = self.writer.add_connection(
+            name, msgtype, typestore=self.typestore, offered_qos_profiles=[qos]
+        )
         self.counts[name] = 0
 
     def write(self, topic: str, msg, stamp_ns: int) -> None:
@@ -127,7 +129,12 @@ def compressed_image(f, frame: Frame, rgb: np.ndarray, stamp_ns: int, frame_id: 
     """JPEG files go in unchanged (no second lossy step); anything else is encoded once."""
     if frame.image_path.suffix.lower() in (".jpg", ".jpeg"):
         data = np.frombuffer(frame.image_path.read_bytes(), np.uint8)
-        return f("sensor_msgs/msg/CompressedImage", header=make_header(f, stamp_ns, frame_id), format="rgb8; jpeg compressed bgr8", data=f.byte_array(data))
+        return f(
+            "sensor_msgs/msg/CompressedImage",
+            header=make_header(f, stamp_ns, frame_id),
+            format="rgb8; jpeg compressed bgr8",
+            data=f.byte_array(data),
+        )
     return encode_compressed_image(f, rgb, stamp_ns, frame_id, quality=quality)
 
 
@@ -163,7 +170,9 @@ def convert(
         stamps, source = frame_stamps(frames, clock, rate_hz)
         how.add(source)
         if plan and stamps[0] <= plan[-1][2]:
-            raise BagError(f"the {split} frames' own stamps overlap the previous split's; convert one split per bag (--split)")
+            raise BagError(
+                f"the {split} frames' own stamps overlap the previous split's; convert one split per bag (--split)"
+            )
         plan += [(split, fr, s) for fr, s in zip(frames, stamps)]
         ranges[split] = [stamps[0], stamps[-1]]
         clock = stamps[-1] + SPLIT_GAP_NS
@@ -190,7 +199,11 @@ def convert(
             else:
                 w.write(image_topic, encode_image(f, rgb, stamp, fr_.camera), stamp)
             if has_depth:
-                w.write(topics.depth, encode_image(f, frame.load_depth().astype(np.float32), stamp, fr_.camera, "32FC1"), stamp)
+                w.write(
+                    topics.depth,
+                    encode_image(f, frame.load_depth().astype(np.float32), stamp, fr_.camera, "32FC1"),
+                    stamp,
+                )
             transforms = [make_transform_stamped(f, frame.pose, stamp, fr_.map, fr_.ground_truth)]
             if odometry:
                 transforms.append(make_transform_stamped(f, frame.pose @ T_cam_base, stamp, fr_.odom, fr_.base))
@@ -198,8 +211,16 @@ def convert(
             w.write(topics.ground_truth, make_pose_stamped(f, frame.pose, stamp, fr_.map), stamp)
             if progress:
                 progress(i + 1, len(plan))
-        info = {"source": description, "stamps": sorted(how), "odometry": odometry, "compressed": compressed, "generator": "scr_ros"}
+        info = {
+            "source": description,
+            "stamps": sorted(how),
+            "odometry": odometry,
+            "compressed": compressed,
+            "generator": "scr_ros",
+        }
         w.writer.set_custom_data(SPLITS_KEY, json.dumps(ranges))
         w.writer.set_custom_data("scr_ros.conversion", json.dumps(info))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return ConvertSummary(out, len(plan), dict(w.counts), ranges, (plan[-1][2] - plan[0][2]) * 1e-9, size, ", ".join(sorted(how)))
+    return ConvertSummary(
+        out, len(plan), dict(w.counts), ranges, (plan[-1][2] - plan[0][2]) * 1e-9, size, ", ".join(sorted(how))
+    )

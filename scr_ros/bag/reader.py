@@ -31,8 +31,7 @@ from ..messages import (
     transform_to_matrix,
 )
 from . import layout
-from .layout import SPLITS_KEY, BagError
-from .layout import Topics
+from .layout import SPLITS_KEY, BagError, Topics
 from .tf import PoseSeries, TfBuffer
 
 
@@ -121,7 +120,9 @@ class BagSource:
             for c in conns:
                 for q in getattr(c.ext, "offered_qos_profiles", None) or []:
                     durability.add(q.durability.name.lower())
-            out.append(TopicSummary(name, conns[0].msgtype, sum(c.msgcount for c in conns), ",".join(sorted(durability))))
+            out.append(
+                TopicSummary(name, conns[0].msgtype, sum(c.msgcount for c in conns), ",".join(sorted(durability)))
+            )
         return out
 
     def custom_data(self) -> dict:
@@ -166,7 +167,10 @@ class BagSource:
         if t.compressed in self.by_topic:
             return t.compressed, True
         images = [n for n, c in self.by_topic.items() if c[0].msgtype in (layout.IMAGE_TYPE, layout.COMPRESSED_TYPE)]
-        raise BagError(f"{self.path}: no image topic {t.image} or {t.compressed}" + (f" (image topics in the bag: {', '.join(images)}; pass --image-topic)" if images else ""))
+        raise BagError(
+            f"{self.path}: no image topic {t.image} or {t.compressed}"
+            + (f" (image topics in the bag: {', '.join(images)}; pass --image-topic)" if images else "")
+        )
 
     def _connections(self, topic: str, msgtype: str | tuple[str, ...]) -> list:
         conns = self.by_topic.get(topic, [])
@@ -199,7 +203,13 @@ class BagSource:
                 elif conn.topic in (t.tf, t.tf_static):
                     for tr in msg.transforms:
                         T = transform_to_matrix(tr.transform, f"transform {tr.header.frame_id} -> {tr.child_frame_id}")
-                        side.tf.add(tr.header.frame_id, tr.child_frame_id, T, stamp_to_ns(tr.header.stamp), static=conn.topic == t.tf_static)
+                        side.tf.add(
+                            tr.header.frame_id,
+                            tr.child_frame_id,
+                            T,
+                            stamp_to_ns(tr.header.stamp),
+                            static=conn.topic == t.tf_static,
+                        )
                 else:
                     pose = msg.pose.pose if conn.msgtype.endswith("WithCovarianceStamped") else msg.pose
                     side.ground_truth.add(stamp_to_ns(msg.header.stamp), pose_to_matrix(pose, "ground-truth pose"))
@@ -223,7 +233,9 @@ class BagSource:
         inside = sum(start <= s < stop for s, _ in side.camera_infos)
         return round(inside * total / len(side.camera_infos))
 
-    def images(self, side: SideData, split: str | None = None, with_depth: bool = False, allow_scaling: bool = True) -> Iterator[BagImage | tuple[int, str]]:
+    def images(
+        self, side: SideData, split: str | None = None, with_depth: bool = False, allow_scaling: bool = True
+    ) -> Iterator[BagImage | tuple[int, str]]:
         """Decoded images in bag order; depth paired by stamp when ``with_depth``.
 
         Yields :class:`BagImage`, or ``(stamp_ns, reason)`` for a message that cannot be used
@@ -339,7 +351,9 @@ def readiness(source: BagSource, side: SideData, command: str, pose_frame: str =
         except LookupError as exc:
             missing.append(f"camera poses from TF ({pose_frame} -> {frame}: {exc})")
     if command == "replay" and len(side.ground_truth) == 0:
-        missing.append(f"ground-truth poses ({source.topics.ground_truth}); without them replay can localize but not score")
+        missing.append(
+            f"ground-truth poses ({source.topics.ground_truth}); without them replay can localize but not score"
+        )
     if missing:
         return "no: missing " + "; ".join(missing)
     n = sum(c.msgcount for c in source.by_topic[topic])

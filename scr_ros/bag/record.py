@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..node_logic.mapping_core import MappingCore
-from .layout import BagError
-from .layout import Topics
+from .layout import BagError, Topics
 from .reader import BagSource, readiness
 
 
@@ -28,7 +27,9 @@ class RecordSummary:
     problems: collections.Counter = field(default_factory=collections.Counter)
 
     def describe(self) -> str:
-        text = f"{self.recorded} keyframes recorded from {self.images} images" + (f" ({self.with_depth} with depth)" if self.with_depth else "")
+        text = f"{self.recorded} keyframes recorded from {self.images} images" + (
+            f" ({self.with_depth} with depth)" if self.with_depth else ""
+        )
         for reason, n in self.problems.most_common(5):
             text += f"\n  skipped {n}: {reason}"
         return text

@@ -22,8 +22,7 @@ from ..evaluate import FrameResult, summarize
 from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
 from ..metrics import pose_error
 from ..node_logic.relocalizer_core import CameraFrame, FrameOutcome, RelocalizerCore
-from .layout import BagError
-from .layout import TF_TYPE, Frames, Topics
+from .layout import TF_TYPE, BagError, Frames, Topics
 from .reader import BagSource, SideData
 from .tf import TfBuffer
 
@@ -84,7 +83,10 @@ def replay(
     with BagSource(bag, topics) as src:
         side: SideData = src.load_side()
         if len(side.ground_truth) == 0:
-            raise BagError(f"{bag}: no ground-truth poses on {topics.ground_truth}; replay needs them to score (scr bag info shows what the bag has)")
+            raise BagError(
+                f"{bag}: no ground-truth poses on {topics.ground_truth}; replay needs them to score (scr bag info "
+                "shows what the bag has)"
+            )
         total = src.count_images(split, side)
         if total == 0:
             raise BagError(f"{bag}: no images in split {split or 'all'}")
@@ -99,7 +101,9 @@ def replay(
             t0 = time.perf_counter()
             tf.stamp_ns = item.stamp_ns
             core.counters.received += 1
-            outcome = core.process(CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id), now_ns=item.stamp_ns, tf=tf)
+            outcome = core.process(
+                CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id), now_ns=item.stamp_ns, tf=tf
+            )
             process_s += time.perf_counter() - t0
             outcomes.append(outcome)
             try:
@@ -185,13 +189,23 @@ class EstimateBag:
     def __call__(self, outcome: FrameOutcome, T_gt: np.ndarray | None) -> None:
         f, s, fr = self.w.factory, outcome.stamp_ns, self.frames
         if outcome.localization is not None:
-            self.w.write(OUTPUT_TOPICS["inliers"], f("std_msgs/msg/Int32", data=int(outcome.localization.num_inliers)), s)
+            self.w.write(
+                OUTPUT_TOPICS["inliers"], f("std_msgs/msg/Int32", data=int(outcome.localization.num_inliers)), s
+            )
             points = outcome.scene_points() if self.with_points else None
             if points is not None:
-                self.w.write(OUTPUT_TOPICS["scene_points"], make_point_cloud(f, points[0], points[1], s, fr.map, labels=points[2]), s)
+                self.w.write(
+                    OUTPUT_TOPICS["scene_points"],
+                    make_point_cloud(f, points[0], points[1], s, fr.map, labels=points[2]),
+                    s,
+                )
         if outcome.published:
             self.w.write(OUTPUT_TOPICS["pose"], make_pose_stamped(f, outcome.T_map_cam, s, fr.map), s)
-            self.w.write(OUTPUT_TOPICS["pose_with_covariance"], make_pose_with_covariance_stamped(f, outcome.T_map_pose, outcome.covariance, s, fr.map), s)
+            self.w.write(
+                OUTPUT_TOPICS["pose_with_covariance"],
+                make_pose_with_covariance_stamped(f, outcome.T_map_pose, outcome.covariance, s, fr.map),
+                s,
+            )
             tf = make_transform_stamped(f, outcome.T_map_cam, s, fr.map, ESTIMATE_FRAME)
             self.w.write("/tf", f("tf2_msgs/msg/TFMessage", transforms=[tf]), s)
         if T_gt is not None:

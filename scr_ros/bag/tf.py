@@ -63,10 +63,14 @@ class PoseSeries:
             return self._poses[i]
         if i == 0 or i == len(s):
             side, nearest = ("before the first", s[0]) if i == 0 else ("after the last", s[-1])
-            raise LookupError(f"stamp {stamp_ns * 1e-9:.3f} s is {side} pose ({nearest * 1e-9:.3f} s); no extrapolation")
+            raise LookupError(
+                f"stamp {stamp_ns * 1e-9:.3f} s is {side} pose ({nearest * 1e-9:.3f} s); no extrapolation"
+            )
         t0, t1 = s[i - 1], s[i]
         if t1 - t0 > max_gap_ns:
-            raise LookupError(f"no pose within {max_gap_ns * 1e-9:.3f} s: neighbours at {t0 * 1e-9:.3f} s and {t1 * 1e-9:.3f} s")
+            raise LookupError(
+                f"no pose within {max_gap_ns * 1e-9:.3f} s: neighbours at {t0 * 1e-9:.3f} s and {t1 * 1e-9:.3f} s"
+            )
         return interpolate_pose(self._poses[i - 1], self._poses[i], (stamp_ns - t0) / (t1 - t0))
 
 

@@ -20,15 +20,21 @@ from .. import __version__, distributed
 from ..demo import run_demo
 from ..device import cuda_available
 from ..errors import MappingCancelled, ScrError
-from ..reports import format_table, plot_results, write_csv, write_poses, write_report
 from ..fileio import check_output_file, check_output_folder
 from ..mapping_config import PRESETS
 from ..pipeline import build_map, localize
 from ..pretrain import INITS, PretrainConfig, Pretrainer, command_line, write_model_card
 from ..progress import ProgressBar
+from ..reports import format_table, plot_results, skipped_frames_line, write_csv, write_poses, write_report
 from .bag import add_bag_parser
-from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, add_selector_arguments, method_overrides, relocalizer_config
-
+from .options import (
+    DEVICES,
+    PRECISION_CHOICES,
+    add_method_arguments,
+    add_selector_arguments,
+    method_overrides,
+    relocalizer_config,
+)
 
 # ------------------------------------------------------------------------------ commands
 
@@ -36,8 +42,19 @@ from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, add_selec
 def cmd_map(args) -> int:
     t0 = time.perf_counter()
     scene_map = build_map(
-        args.dataset, args.out, args.preset, args.device, args.encoder, args.head, args.split, args.seed, args.precision,
-        loss=args.loss, depth=args.depth, head_config=args.head_config, **method_overrides(args),
+        args.dataset,
+        args.out,
+        preset_name=args.preset,
+        device=args.device,
+        encoder_spec=args.encoder,
+        head=args.head,
+        split=args.split,
+        seed=args.seed,
+        precision=args.precision,
+        loss=args.loss,
+        depth=args.depth,
+        head_config=args.head_config,
+        **method_overrides(args),
     )
     if not distributed.is_main():
         return 0  # rank 0 of a torchrun launch writes the map and reports
@@ -51,18 +68,29 @@ def cmd_map(args) -> int:
     labels = tr.get("labels") or tr.get("partitions")
     if labels:
         print(
-            f"labels: scene points from {'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
+            "labels: scene points from "
+            f"{'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
             f"{labels['labelled_rows']:.0%} of the training rows, {labels['propagated_rows']:.0%} more by propagation"
         )
+    skipped = skipped_frames_line(tr)
+    if skipped:
+        print(f"scr: warning: {skipped}", file=sys.stderr)
     print(f"map written to {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
 def cmd_localize(args) -> int:
-    for path, what in ((args.report, "report"), (args.poses, "poses file"), (args.csv, "CSV file"), (args.plot, "plot")):
+    for path, what in (
+        (args.report, "report"),
+        (args.poses, "poses file"),
+        (args.csv, "CSV file"),
+        (args.plot, "plot"),
+    ):
         if path is not None:
             check_output_file(path, what)
-    results, report, _, _ = localize(args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args))
+    results, report, _, _ = localize(
+        args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args)
+    )
     write_report(report, args.report)
     if args.poses:
         write_poses(results, args.poses)
@@ -111,8 +139,10 @@ def cmd_pretrain_encoder(args) -> int:
     cfg = trainer.cfg
     print(
         f"pretraining {trainer.encoder.ARCHITECTURE} on {trainer.device} "
-        f"(precision {str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'fp32'}): {cfg.scenes} synthetic scenes x "
-        f"{cfg.frames_per_scene} views, {cfg.steps} steps of {cfg.batch_scenes} scenes x {cfg.windows_per_scene} windows; checkpoints to {checkpoint}",
+        f"(precision {str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'fp32'}): {cfg.scenes} "
+        "synthetic scenes x "
+        f"{cfg.frames_per_scene} views, {cfg.steps} steps of {cfg.batch_scenes} scenes x {cfg.windows_per_scene} "
+        f"windows; checkpoints to {checkpoint}",
         file=sys.stderr,
     )
     try:
@@ -123,7 +153,9 @@ def cmd_pretrain_encoder(args) -> int:
         return 130
     finally:
         bar.close()
-    digest = trainer.encoder.save_weights(out, metadata={"steps": trainer.step, "seed": cfg.seed, "final_loss": trainer.final_loss()})
+    digest = trainer.encoder.save_weights(
+        out, metadata={"steps": trainer.step, "seed": cfg.seed, "final_loss": trainer.final_loss()}
+    )
     card = out.with_suffix(".md")
     write_model_card(card, trainer, digest, command_line())
     trainer.save_checkpoint(checkpoint)
@@ -133,25 +165,50 @@ def cmd_pretrain_encoder(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scr", description="Scene coordinate regression: map a place from posed images, then localize single images in it.")
+    p = argparse.ArgumentParser(
+        prog="scr",
+        description="Scene coordinate regression: map a place from posed images, then localize single images in it.",
+    )
     p.add_argument("--version", action="version", version=f"scr_ros {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="render the bundled synthetic scene, map it, relocalize its query trajectory")
     d.add_argument("--out", type=Path, default=Path("scr_demo"), help="output folder (default: ./scr_demo)")
-    d.add_argument("--quick", action="store_true", help="a small scene and short training: a smoke test in about a minute")
+    d.add_argument(
+        "--quick", action="store_true", help="a small scene and short training: a smoke test in about a minute"
+    )
     d.add_argument("--device", default="auto", choices=DEVICES)
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("map", help="build a map from a dataset's mapping (training) frames")
-    m.add_argument("dataset", metavar="DATASET", help="a dataset folder (7-Scenes, RGB-D fragments, posed folder) or synthetic:NAME")
+    m = sub.add_parser(
+        "map",
+        help="build a map from a dataset's mapping (training) frames",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="a dataset folder (7-Scenes, RGB-D fragments, posed folder) or synthetic:NAME",
+    )
     m.add_argument("--out", type=Path, required=True, metavar="MAP", help="map file to write (safetensors)")
-    m.add_argument("--preset", default="ace" if cuda_available() else "cpu", choices=list(PRESETS), help="training settings (default: ace with CUDA, else cpu)")
+    m.add_argument(
+        "--preset",
+        default="ace" if cuda_available() else "cpu",
+        choices=list(PRESETS),
+        help="training settings (default: ace with CUDA, else cpu)",
+    )
     m.add_argument("--device", default="auto", choices=DEVICES)
-    m.add_argument("--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file")
+    m.add_argument(
+        "--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file"
+    )
     m.add_argument("--split", default="train", help="which frames to map (default: train)")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    m.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)",
+    )
     add_method_arguments(m)
     m.set_defaults(func=cmd_map)
 
@@ -160,11 +217,22 @@ def make_parser() -> argparse.ArgumentParser:
     lo.add_argument("dataset", metavar="DATASET")
     lo.add_argument("--split", default="test", help="which frames to localize (default: test)")
     lo.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
-    lo.add_argument("--poses", type=Path, default=None, metavar="POSES.txt", help="also write estimated poses (name tx ty tz qx qy qz qw inliers)")
+    lo.add_argument(
+        "--poses",
+        type=Path,
+        default=None,
+        metavar="POSES.txt",
+        help="also write estimated poses (name tx ty tz qx qy qz qw inliers)",
+    )
     lo.add_argument("--csv", type=Path, default=None, help="also write per-frame results as CSV")
     lo.add_argument("--plot", type=Path, default=None, help="also write a PNG of trajectory and errors")
     lo.add_argument("--device", default="auto", choices=DEVICES)
-    lo.add_argument("--encoder", default=None, metavar="NAME|PATH", help="where to find the map's encoder if it moved (checksum-verified)")
+    lo.add_argument(
+        "--encoder",
+        default=None,
+        metavar="NAME|PATH",
+        help="where to find the map's encoder if it moved (checksum-verified)",
+    )
     add_selector_arguments(lo)
     lo.set_defaults(func=cmd_localize)
 
@@ -181,14 +249,29 @@ def make_parser() -> argparse.ArgumentParser:
     pe.add_argument("--init", default=None, choices=list(INITS), help="what to train (default dsift-ctx)")
     pe.add_argument("--scenes", type=int, default=None, help="training scenes (default 12)")
     pe.add_argument("--steps", type=int, default=None, help="training steps (default 2500)")
-    pe.add_argument("--seed", type=int, default=None, help="seed of scenes, augmentation, batches and initialization (default 0)")
+    pe.add_argument(
+        "--seed", type=int, default=None, help="seed of scenes, augmentation, batches and initialization (default 0)"
+    )
     pe.add_argument("--frames-per-scene", type=int, default=None, help="rendered views per scene (default 48)")
     pe.add_argument("--batch-scenes", type=int, default=None, help="scenes per step (default 4)")
     pe.add_argument("--device", default="auto", choices=DEVICES)
-    pe.add_argument("--precision", default=None, choices=PRECISION_CHOICES, help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)")
+    pe.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISION_CHOICES,
+        help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)",
+    )
     pe.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from a checkpoint")
-    pe.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT", help="where to write checkpoints (default: next to WEIGHTS)")
-    pe.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 250)")
+    pe.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="where to write checkpoints (default: next to WEIGHTS)",
+    )
+    pe.add_argument(
+        "--checkpoint-every", type=int, default=None, metavar="STEPS", help="checkpoint interval (default 250)"
+    )
     pe.set_defaults(func=cmd_pretrain_encoder)
 
     add_bag_parser(sub)

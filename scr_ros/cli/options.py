@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from .. import pipeline
 from ..errors import ScrError
@@ -12,7 +13,8 @@ from ..heads import HEADS
 from ..losses import LOSSES
 from ..map_parts import MAP_PARTS
 from ..relocalize import RelocalizerConfig
-from ..selectors import SELECTORS
+from ..selectors import SELECTORS, build_selector
+from ..settings import Setting, cell, settings_help
 
 DEVICES = ["auto", "cpu", "cuda"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "bf16"]
@@ -22,25 +24,69 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     """The paper methods a map can be built with (``scr map``, ``scr bag map``, which has its
     own ``--depth``)."""
     g = p.add_argument_group("methods from the papers (see docs/ablation.md for their measured effect)")
-    g.add_argument("--head", default=None, metavar="NAME", help=f"registered head: {', '.join(HEADS)} (default: the preset's, ace)")
     g.add_argument(
-        "--head-config", type=_json_object, default=None, metavar="JSON",
-        help='head settings on top of the preset\'s, e.g. \'{"clusters": 50}\' for GLACE\'s position decoder (default: the head\'s, some chosen from the mapping cameras)',
+        "--head", default=None, metavar="NAME", help=f"registered head: {', '.join(HEADS)} (default: the preset's, ace)"
     )
-    g.add_argument("--loss", default=None, metavar="NAME", help=f"registered loss: {', '.join(LOSSES)} (default: the preset's)")
+    g.add_argument(
+        "--head-config",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="head settings on top of the preset's, e.g. '{\"clusters\": 50}' for GLACE's position decoder "
+        "(default: the head's, some chosen from the mapping cameras)",
+    )
+    g.add_argument(
+        "--loss", default=None, metavar="NAME", help=f"registered loss: {', '.join(LOSSES)} (default: the preset's)"
+    )
     if depth:
         g.add_argument(
-            "--depth", default=None, action=argparse.BooleanOptionalAction,
-            help="--depth: train with the frames' depth as well (ace-depth loss, SS-DVR eq. 16-17); --no-depth: RGB only (ace loss); default: the preset's loss",
+            "--depth",
+            default=None,
+            action=argparse.BooleanOptionalAction,
+            help="--depth: train with the frames' depth as well (ace-depth loss, SS-DVR eq. 16-17); --no-depth: "
+            "RGB only (ace loss); default: the preset's loss",
         )
-    g.add_argument("--score", action="store_true", help="head also predicts a discriminability score; localization drops low-score points (SS-DVR)")
-    g.add_argument("--classifier", action="store_true", help="train a keypoint classifier that ranks correspondences for RANSAC (Matching Rates)")
-    g.add_argument("--finetune", type=float, default=None, metavar="EPOCHS", help="with --classifier: fine-tune the head on the keypoints it accepts for EPOCHS epochs")
-    g.add_argument("--pca", type=int, default=None, metavar="DIM", help="compact map: PCA of the encoder features to DIM channels, stored in the map (R-SCoRe uses 128)")
-    generic = sorted(key for key, cls in MAP_PARTS.items() if not cls.switch)
     g.add_argument(
-        "--part", action="append", default=[], metavar="KEY[=JSON]",
-        help=f"also fit the registered map part KEY, with settings as a JSON object ({', '.join(generic) or 'none registered besides the switches above'})",
+        "--score",
+        action="store_true",
+        help="head also predicts a discriminability score; localization drops low-score points (SS-DVR)",
+    )
+    g.add_argument(
+        "--classifier",
+        action="store_true",
+        help="train a keypoint classifier that ranks correspondences for RANSAC (Matching Rates)",
+    )
+    g.add_argument(
+        "--finetune",
+        type=float,
+        default=None,
+        metavar="EPOCHS",
+        help="with --classifier: fine-tune the head on the keypoints it accepts for EPOCHS epochs",
+    )
+    g.add_argument(
+        "--pca",
+        type=int,
+        default=None,
+        metavar="DIM",
+        help="compact map: PCA of the encoder features to DIM channels, stored in the map (R-SCoRe uses 128)",
+    )
+    g.add_argument(
+        "--part",
+        action="append",
+        default=[],
+        metavar="KEY[=JSON]",
+        help=f"also fit the registered map part KEY ({', '.join(MAP_PARTS)}) with settings as a JSON object, e.g. "
+        "--part 'partitions={\"structural\": 32}'; "
+        "each part's settings are listed below",
+    )
+    # A group for its description only: the settings are given through --part (the parser is
+    # made with RawDescriptionHelpFormatter, so each part keeps its own paragraph).
+    p.add_argument_group(
+        "map parts and their settings (--part KEY='{\"SETTING\": VALUE}'; default; range)",
+        "\n".join(
+            textwrap.fill(f"{key}: {settings_help(cls.settings)}.", 100, subsequent_indent="    ")
+            for key, cls in MAP_PARTS.items()
+        ),
     )
 
 
@@ -56,7 +102,9 @@ def _json_object(text: str) -> dict:
 
 def method_overrides(args) -> dict:
     """MappingConfig overrides from :func:`add_method_arguments`' options."""
-    return pipeline.method_overrides(args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part))
+    return pipeline.method_overrides(
+        args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part)
+    )
 
 
 def parse_parts(specs: list[str]) -> dict:
@@ -71,22 +119,82 @@ def parse_parts(specs: list[str]) -> dict:
     return parts
 
 
+def _option(selector: str, setting: Setting) -> tuple[str, str]:
+    """A selector setting's option and its argparse destination: ``--NAME-SETTING``."""
+    flag = f"--{selector}-{setting.name}".replace("_", "-")
+    return flag, flag[2:].replace("-", "_")
+
+
 def add_selector_arguments(p: argparse.ArgumentParser) -> None:
-    """How ``scr localize`` / ``scr bag replay`` pick the correspondences RANSAC sees."""
-    d = RelocalizerConfig()
+    """How ``scr localize`` / ``scr bag replay`` pick the correspondences RANSAC sees: the
+    selector, and an option for every setting every registered selector declares."""
     g = p.add_argument_group("correspondence selection")
-    g.add_argument("--selector", default="auto", choices=["auto", *SELECTORS], help="auto: the map's classifier, else its score, else all (default)")
-    g.add_argument("--score-percentile", type=float, default=d.score_percentile, metavar="PCT", help=f"score selector: drop points scoring below this percentile of the frame's scores (default {d.score_percentile}, SS-DVR's)")
-    g.add_argument("--classifier-min-probability", type=float, default=d.classifier_min_probability, metavar="P", help=f"classifier selector: keep points with P(inlier) >= P (default {d.classifier_min_probability})")
-    g.add_argument("--classifier-top-k", type=int, default=d.classifier_top_k, metavar="K", help=f"classifier selector: at most the K most likely (0: no cap; default {d.classifier_top_k})")
-    g.add_argument("--classifier-grid", type=int, default=d.classifier_grid, metavar="G", help=f"classifier selector: spread the capped pick over GxG image cells (0: plain ranking; default {d.classifier_grid})")
-    g.add_argument("--hypotheses", type=int, default=d.hypotheses, metavar="N", help="maps with a global encoding: localize with N encodings (the query's own and/or those of the N nearest mapping images) and keep the pose with most inliers (default: the map's)")
+    g.add_argument(
+        "--selector",
+        default="auto",
+        choices=["auto", *SELECTORS],
+        help="auto: the map's classifier, else its score, else all (default)",
+    )
+    g.add_argument(
+        "--selector-config",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="selector settings as a JSON object: the chosen selector's, or selector name -> settings (with "
+        "--selector auto)",
+    )
+    for name, cls in SELECTORS.items():
+        for setting in cls.settings:
+            flag, dest = _option(name, setting)
+            rng = setting.allowed()
+            g.add_argument(
+                flag,
+                dest=dest,
+                default=None,
+                metavar=setting.name.upper(),
+                **_argument_type(setting),
+                help=f"{name} selector: {setting.help} (default {cell(setting.default)}{'; ' + rng if rng else ''})",
+            )
+    g.add_argument(
+        "--hypotheses",
+        type=int,
+        default=0,
+        metavar="N",
+        help="maps with a global encoding: localize with N encodings (the query's own and/or those of the N "
+        "nearest mapping images) and keep the pose with most inliers (default: the map's)",
+    )
+
+
+def _argument_type(setting: Setting) -> dict:
+    if setting.type is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if setting.type is dict:
+        return {"type": _json_object}
+    return {"type": setting.type}
 
 
 def relocalizer_config(args) -> RelocalizerConfig:
     """The :class:`~scr_ros.relocalize.RelocalizerConfig` of :func:`add_selector_arguments`' options."""
-    return RelocalizerConfig(
-        selector=args.selector, score_percentile=args.score_percentile,
-        classifier_min_probability=args.classifier_min_probability, classifier_top_k=args.classifier_top_k,
-        classifier_grid=args.classifier_grid, hypotheses=args.hypotheses,
-    )
+    settings: dict[str, dict] = {}
+    given = args.selector_config or {}
+    if given and all(isinstance(v, dict) for v in given.values()) and set(given) <= set(SELECTORS):
+        settings = {name: dict(v) for name, v in given.items()}
+    elif given:
+        if args.selector == "auto":
+            raise ScrError(
+                '--selector-config with --selector auto takes selector name -> settings, e.g. \'{"classifier": '
+                '{"top_k": 500}}\''
+            )
+        settings[args.selector] = dict(given)
+    for name, cls in SELECTORS.items():
+        for setting in cls.settings:
+            flag, dest = _option(name, setting)
+            value = getattr(args, dest)
+            if value is None:
+                continue
+            if settings.get(name, {}).get(setting.name, value) != value:
+                raise ScrError(f"{flag} and --selector-config give {name}'s {setting.name} different values")
+            settings.setdefault(name, {})[setting.name] = value
+    for name, values in settings.items():
+        build_selector(name, **values)  # refuse an unknown selector or a bad setting now, not at the first frame
+    return RelocalizerConfig(selector=args.selector, selector_settings=settings, hypotheses=args.hypotheses)

@@ -50,7 +50,8 @@ def open_dataset(spec: str | Path, progress=None) -> Dataset:
     raise DatasetError(
         f"{root}: unrecognized dataset layout. Expected one of: a 7-Scenes scene (TrainSplit.txt, seq-XX/), "
         f"the ACE layout (train/ and test/ with rgb/, poses/, calibration/), a 12-Scenes scene (info.txt, split.txt, "
-        f"data/frame-XXXXXX.color.jpg), a Cambridge Landmarks scene (dataset_train.txt, dataset_test.txt), RGB-D fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
+        "data/frame-XXXXXX.color.jpg), a Cambridge Landmarks scene (dataset_train.txt, dataset_test.txt), RGB-D "
+        "fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
         f"optionally under train/ and test/)"
     )
 

@@ -84,7 +84,10 @@ class Dataset:
             return out
         if split not in self.splits:
             why = f": {self.absent[split]}" if split in self.absent else ""
-            raise DatasetError(f"{self.root}: no split {split!r} in this {self.layout} dataset (has {', '.join(self.splits) or 'none'}){why}")
+            raise DatasetError(
+                f"{self.root}: no split {split!r} in this {self.layout} dataset (has "
+                f"{', '.join(self.splits) or 'none'}){why}"
+            )
         return list(self.splits[split])
 
     def __repr__(self) -> str:

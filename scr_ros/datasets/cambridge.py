@@ -74,12 +74,17 @@ def read_nvm_focals(path: Path) -> dict[str, float]:
     except ValueError:
         raise DatasetError(f"{path}:{lineno}: expected the number of cameras, got {text!r}") from None
     if count < 0 or len(lines) < 2 + count:
-        raise DatasetError(f"{path}:{lineno}: announces {count} cameras, but the file has only {len(lines) - 2} more lines")
+        raise DatasetError(
+            f"{path}:{lineno}: announces {count} cameras, but the file has only {len(lines) - 2} more lines"
+        )
     focals: dict[str, float] = {}
     for lineno, text in lines[2 : 2 + count]:
         fields = text.split()
         if len(fields) < 10:
-            raise DatasetError(f"{path}:{lineno}: a camera line needs 'NAME FOCAL QW QX QY QZ CX CY CZ RADIAL', got {len(fields)} fields")
+            raise DatasetError(
+                f"{path}:{lineno}: a camera line needs 'NAME FOCAL QW QX QY QZ CX CY CZ RADIAL', got {len(fields)} "
+                "fields"
+            )
         try:
             focal = float(fields[1])
         except ValueError:
@@ -112,7 +117,9 @@ def _read_list(path: Path, root: Path) -> list[tuple[str, Path, np.ndarray]]:
         try:
             R_cam_world = quaternion_to_matrix(np.array([x, y, z, w]))
         except ValueError:
-            raise DatasetError(f"{path}:{lineno}: quaternion (w, x, y, z) = {values[3:].tolist()} is not a rotation") from None
+            raise DatasetError(
+                f"{path}:{lineno}: quaternion (w, x, y, z) = {values[3:].tolist()} is not a rotation"
+            ) from None
         image = root / fields[0]
         if not image.is_file():
             raise DatasetError(f"{path}:{lineno}: lists {fields[0]}, but {image} does not exist")

@@ -42,6 +42,12 @@ def open_fragments(root: Path) -> Dataset:
         for i, img in enumerate(images):
             stem = img.name[: -len(".color.png")]
             depth = frag / f"{stem}.depth.png"
-            frame = Frame(f"{frag.name}/{stem}", img, read_pose_file(frag / f"{stem}.pose.txt"), camera, depth if depth.is_file() else None)
+            frame = Frame(
+                f"{frag.name}/{stem}",
+                img,
+                read_pose_file(frag / f"{stem}.pose.txt"),
+                camera,
+                depth if depth.is_file() else None,
+            )
             splits["train" if (i // 5) % 2 == 0 else "test"].append(frame)
     return Dataset(root, "rgbd-fragments", splits, description="3DMatch-style fragments, split (i // 5) even = train")

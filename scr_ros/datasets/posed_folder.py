@@ -32,7 +32,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def is_posed_folder(root: Path) -> bool:
-    return all((root / d).is_dir() for d in ("rgb", "poses")) or all((root / "train" / d).is_dir() for d in ("rgb", "poses"))
+    return all((root / d).is_dir() for d in ("rgb", "poses")) or all(
+        (root / "train" / d).is_dir() for d in ("rgb", "poses")
+    )
 
 
 def _camera(values: np.ndarray, first_image: Path, path: Path) -> PinholeCamera:
@@ -67,7 +69,16 @@ def _read_set(folder: Path) -> list[Frame]:
             raise DatasetError(f"no intrinsics for {img}: expected {own} or {folder / 'intrinsics.txt'}")
         depth = folder / "depth" / f"{name}.png"
         pose = read_pose_file(pose_dir / f"{name}.txt")
-        frames.append(Frame(name, img, pose, camera, depth if depth.is_file() else None, stamp_ns=_stamp(folder / "meta" / f"{name}.json")))
+        frames.append(
+            Frame(
+                name,
+                img,
+                pose,
+                camera,
+                depth if depth.is_file() else None,
+                stamp_ns=_stamp(folder / "meta" / f"{name}.json"),
+            )
+        )
     return frames
 
 
@@ -91,30 +102,47 @@ def open_posed_folder(root: Path) -> Dataset:
             raise DatasetError(f"{root}: has train/ but no test/ split folder")
         return Dataset(root, "posed-folder", splits)
     frames = _read_set(root)
-    return Dataset(root, "posed-folder", {"train": frames, "test": frames}, description="flat folder: every split is all frames")
+    return Dataset(
+        root, "posed-folder", {"train": frames, "test": frames}, description="flat folder: every split is all frames"
+    )
 
 
-def write_frame(folder: Path, name: str, rgb: np.ndarray, T_world_cam: np.ndarray, depth_m: np.ndarray | None = None, camera: PinholeCamera | None = None) -> None:
+def write_frame(
+    folder: Path,
+    name: str,
+    rgb: np.ndarray,
+    T_world_cam: np.ndarray,
+    depth_m: np.ndarray | None = None,
+    camera: PinholeCamera | None = None,
+) -> None:
     """Write one frame into a posed folder; ``camera`` also writes per-frame intrinsics.
 
     Each file is written atomically and the image goes last: the reader lists frames by their
     images, so a crash mid-frame leaves at most side files without an image, which it ignores.
     ``rgb`` is RGB (H, W, 3) or grey (H, W) uint8.
     """
-    for d in ("rgb", "poses") + (("depth",) if depth_m is not None else ()) + (("intrinsics",) if camera is not None else ()):
+    for d in (
+        ("rgb", "poses") + (("depth",) if depth_m is not None else ()) + (("intrinsics",) if camera is not None else ())
+    ):
         (folder / d).mkdir(parents=True, exist_ok=True)
     image = np.asarray(rgb)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, png = cv2.imencode(
+        ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image, [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    )
     if not ok:
         raise DatasetError(f"cannot encode image for frame {name}")
     if camera is not None:
         c = camera
-        atomic_write_text(folder / "intrinsics" / f"{name}.txt", f"{c.fx:.6f} {c.fy:.6f} {c.cx:.6f} {c.cy:.6f} {c.width} {c.height}\n")
+        atomic_write_text(
+            folder / "intrinsics" / f"{name}.txt", f"{c.fx:.6f} {c.fy:.6f} {c.cx:.6f} {c.cy:.6f} {c.width} {c.height}\n"
+        )
     if depth_m is not None:
         mm = np.where(np.isfinite(depth_m), np.clip(np.round(depth_m * 1000.0), 0, 65535), 0).astype(np.uint16)
         ok, dpng = cv2.imencode(".png", mm, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         atomic_write_bytes(folder / "depth" / f"{name}.png", dpng.tobytes())
-    atomic_write_text(folder / "poses" / f"{name}.txt", "\n".join(" ".join(f"{v:.9f}" for v in row) for row in T_world_cam) + "\n")
+    atomic_write_text(
+        folder / "poses" / f"{name}.txt", "\n".join(" ".join(f"{v:.9f}" for v in row) for row in T_world_cam) + "\n"
+    )
     atomic_write_bytes(folder / "rgb" / f"{name}.png", png.tobytes())
 
 

@@ -61,7 +61,11 @@ def open_seven_scenes(root: Path, focal: float = 525.0, width: int = 640, height
             if not images:
                 raise DatasetError(f"{seq_dir}: no frame-XXXXXX.color.png images")
             have = {img.name[: -len(".color.png")] for img in images}
-            orphans = sorted(p.name[: -len(".pose.txt")] for p in seq_dir.glob("frame-*.pose.txt") if p.name[: -len(".pose.txt")] not in have)
+            orphans = sorted(
+                p.name[: -len(".pose.txt")]
+                for p in seq_dir.glob("frame-*.pose.txt")
+                if p.name[: -len(".pose.txt")] not in have
+            )
             if orphans:
                 raise DatasetError(
                     f"{seq_dir}: {len(orphans)} frame(s) have a pose but no colour image ({', '.join(orphans[:3])}"

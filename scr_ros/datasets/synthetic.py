@@ -24,7 +24,17 @@ from ..renderer.textures import FAMILIES
 from .base import Dataset
 from .posed_folder import open_posed_folder, write_frame, write_intrinsics
 
-_TINY = SceneConfig(seed=4, room_size=(3.5, 3.0, 2.5), width=320, height=240, focal=262.5, mapping_frames=120, query_frames=30, num_objects=6, texel_density=160.0)
+_TINY = SceneConfig(
+    seed=4,
+    room_size=(3.5, 3.0, 2.5),
+    width=320,
+    height=240,
+    focal=262.5,
+    mapping_frames=120,
+    query_frames=30,
+    num_objects=6,
+    texel_density=160.0,
+)
 
 SCENES: dict[str, SceneConfig | IntegratedConfig] = {
     # The demo scene: a 6 x 5 x 2.8 m room, 12 pieces of furniture.
@@ -41,7 +51,9 @@ SCENES: dict[str, SceneConfig | IntegratedConfig] = {
     "integrated": IntegratedConfig(
         integrated_rooms(
             dataclasses.replace(_TINY, mapping_frames=100, query_frames=25),
-            seeds=[20, 21, 22, 23], wall_seeds=[100, 100, None, None], furniture_seeds=[200, None, 200, None],
+            seeds=[20, 21, 22, 23],
+            wall_seeds=[100, 100, None, None],
+            furniture_seeds=[200, None, 200, None],
         )
     ),
 }
@@ -76,7 +88,12 @@ def config_digest(config: SceneConfig | IntegratedConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def render_to_folder(config: SceneConfig | IntegratedConfig, out: Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> Path:
+def render_to_folder(
+    config: SceneConfig | IntegratedConfig,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> Path:
     """Render the mapping and query trajectories of ``config`` into the posed folder ``out``."""
     out = Path(out)
     if out.exists():
@@ -85,7 +102,9 @@ def render_to_folder(config: SceneConfig | IntegratedConfig, out: Path, progress
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         scene = config.build()
-        jobs = [("train", i, False) for i in range(config.mapping_frames)] + [("test", i, True) for i in range(config.query_frames)]
+        jobs = [("train", i, False) for i in range(config.mapping_frames)] + [
+            ("test", i, True) for i in range(config.query_frames)
+        ]
         for split in ("train", "test"):
             write_intrinsics(tmp / split, scene.camera)
 
@@ -98,7 +117,10 @@ def render_to_folder(config: SceneConfig | IntegratedConfig, out: Path, progress
             for done, _ in enumerate(pool.map(one, jobs), 1):
                 if progress:
                     progress(done, len(jobs))
-        atomic_write_json(tmp / "scene.json", {"generator": "scr_ros.renderer", "renderer_version": RENDERER_VERSION, "config": config.to_dict()})
+        atomic_write_json(
+            tmp / "scene.json",
+            {"generator": "scr_ros.renderer", "renderer_version": RENDERER_VERSION, "config": config.to_dict()},
+        )
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,7 +134,9 @@ def resolve_scene(name: str) -> SceneConfig | IntegratedConfig:
     return SCENES[name]
 
 
-def open_synthetic(name_or_config: str | SceneConfig | IntegratedConfig, cache: Path | None = None, progress=None) -> Dataset:
+def open_synthetic(
+    name_or_config: str | SceneConfig | IntegratedConfig, cache: Path | None = None, progress=None
+) -> Dataset:
     """The dataset of a named scene (or a config), rendering it into the cache on first use."""
     config = resolve_scene(name_or_config) if isinstance(name_or_config, str) else name_or_config
     label = name_or_config if isinstance(name_or_config, str) else "custom"

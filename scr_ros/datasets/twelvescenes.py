@@ -51,7 +51,11 @@ def is_twelve_scenes(root: Path) -> bool:
     data = root / "data"
     if not data.is_dir():
         return False
-    return (root / "info.txt").is_file() or (root / "split.txt").is_file() or next(data.glob("frame-*.color.jpg"), None) is not None
+    return (
+        (root / "info.txt").is_file()
+        or (root / "split.txt").is_file()
+        or next(data.glob("frame-*.color.jpg"), None) is not None
+    )
 
 
 def _read_info(path: Path) -> PinholeCamera:

@@ -25,7 +25,6 @@ from ..registry import import_parts
 from .base import ARCHITECTURES, DEFAULT_ENCODER, ENCODERS, Encoder, register_architecture, register_encoder
 from .weights import scr_weights_architecture
 
-
 import_parts(__name__, __path__)
 
 from .ace import AceEncoder  # noqa: E402 - the built-in encoders, for direct use
@@ -34,9 +33,20 @@ from .dsift_ctx import PRETRAINED_WEIGHTS, SiftContextEncoder  # noqa: E402
 from .xfeat import XFEAT_SHA256, XFeatEncoder  # noqa: E402
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_ENCODER", "ENCODERS", "PRETRAINED_WEIGHTS", "XFEAT_SHA256",
-    "AceEncoder", "DenseSiftEncoder", "Encoder", "SiftContextEncoder", "XFeatEncoder",
-    "load_encoder", "load_encoder_for_map", "register_architecture", "register_encoder",
+    "ARCHITECTURES",
+    "DEFAULT_ENCODER",
+    "ENCODERS",
+    "PRETRAINED_WEIGHTS",
+    "XFEAT_SHA256",
+    "AceEncoder",
+    "DenseSiftEncoder",
+    "Encoder",
+    "SiftContextEncoder",
+    "XFeatEncoder",
+    "load_encoder",
+    "load_encoder_for_map",
+    "register_architecture",
+    "register_encoder",
 ]
 
 
@@ -47,12 +57,17 @@ def load_encoder(spec: str | None = None) -> Encoder:
         enc = ENCODERS[spec]()
     elif (architecture := scr_weights_architecture(Path(spec))) is not None:
         if architecture not in ARCHITECTURES:
-            raise EncoderError(f"{spec}: architecture {architecture!r} is not one this scr_ros reads ({', '.join(sorted(ARCHITECTURES))})")
+            raise EncoderError(
+                f"{spec}: architecture {architecture!r} is not one this scr_ros reads "
+                f"({', '.join(sorted(ARCHITECTURES))})"
+            )
         enc = ARCHITECTURES[architecture].from_file(spec)
     elif Path(spec).suffix in (".pt", ".pth", ".safetensors") or Path(spec).exists():
         enc = AceEncoder.from_file(spec)
     else:
-        raise EncoderError(f"unknown encoder {spec!r}: not a registered name ({', '.join(sorted(ENCODERS))}) nor a weights file")
+        raise EncoderError(
+            f"unknown encoder {spec!r}: not a registered name ({', '.join(sorted(ENCODERS))}) nor a weights file"
+        )
     enc.eval()
     for p in enc.parameters():
         p.requires_grad_(False)
@@ -74,11 +89,15 @@ def load_encoder_for_map(described: dict, override: str | None = None) -> Encode
     elif name.endswith("-file"):
         raise EncoderError(
             f"this map was built with encoder weights from a file ({described.get('source')!r} when it was built); "
-            "a map does not choose files to open: give that file with --encoder PATH (or the node's encoder parameter), "
+            "a map does not choose files to open: give that file with --encoder PATH (or the node's encoder "
+            "parameter), "
             "it is checked against the map's encoder checksum"
         )
     else:
-        raise EncoderError(f"this map was built with encoder {name!r}, which this scr_ros does not have ({', '.join(sorted(ENCODERS))})")
+        raise EncoderError(
+            f"this map was built with encoder {name!r}, which this scr_ros does not have "
+            f"({', '.join(sorted(ENCODERS))})"
+        )
     enc = load_encoder(spec)
     if enc.checksum() != described.get("sha256"):
         raise EncoderError(

@@ -10,7 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import EncoderError
-
 from .base import Encoder, register_encoder
 
 
@@ -99,7 +98,7 @@ class AceEncoder(Encoder):
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise EncoderError(f"{path} does not hold a state dict of tensors")
         if any(k.startswith("encoder.") for k in state):
-            state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         skip = state.get("res2_skip.weight")
         out_channels = int(skip.shape[0]) if skip is not None and skip.dim() == 4 and skip.shape[0] > 0 else 512
         enc = cls(out_channels)

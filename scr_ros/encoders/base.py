@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from ..imaging import feature_pixels
-
 from ..registry import Registry
 
 # name -> zero-argument factory; ``--encoder NAME`` and a map's header name look it up.
@@ -63,5 +62,3 @@ class Encoder(nn.Module):
             "stride": self.stride,
             **({"pixel_offset": self.pixel_offset} if self.pixel_offset else {}),
         }
-
-

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import EncoderError
-
 from .base import Encoder, register_encoder
 
 

@@ -10,7 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import EncoderError
-
 from .base import Encoder, register_architecture, register_encoder
 from .dsift import DenseSiftEncoder
 from .weights import checked_state, read_scr_weights, write_scr_weights
@@ -48,7 +47,13 @@ class SiftContextEncoder(Encoder):
         self.name, self.source = "dsift-ctx", "untrained"
 
     def config(self) -> dict:
-        return {"architecture": self.ARCHITECTURE, "version": self.VERSION, "width": self.width, "context_channels": self.context_channels, "stem": self.stem.source}
+        return {
+            "architecture": self.ARCHITECTURE,
+            "version": self.VERSION,
+            "width": self.width,
+            "context_channels": self.context_channels,
+            "stem": self.stem.source,
+        }
 
     def checksum(self) -> str:
         # The learned tensors and the SIFT stem's version: either changing changes the features.
@@ -89,7 +94,10 @@ class SiftContextEncoder(Encoder):
 @register_encoder("dsift-ctx")
 def _pretrained_encoder() -> Encoder:
     if not PRETRAINED_WEIGHTS.is_file():
-        raise EncoderError(f"the pretrained weights {PRETRAINED_WEIGHTS} are missing from this installation; reinstall scr_ros or use --encoder dsift")
+        raise EncoderError(
+            f"the pretrained weights {PRETRAINED_WEIGHTS} are missing from this installation; reinstall scr_ros or "
+            "use --encoder dsift"
+        )
     enc = SiftContextEncoder.from_file(PRETRAINED_WEIGHTS)
     enc.name, enc.source = "dsift-ctx", f"scr_ros/weights/{PRETRAINED_WEIGHTS.name}"
     return enc

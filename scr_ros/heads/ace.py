@@ -36,7 +36,12 @@ class AceHead(SceneHead):
         score: bool = False,
     ) -> None:
         super().__init__(
-            in_channels=in_channels, width=width, num_blocks=num_blocks, homogeneous=homogeneous, min_scale=min_scale, max_scale=max_scale
+            in_channels=in_channels,
+            width=width,
+            num_blocks=num_blocks,
+            homogeneous=homogeneous,
+            min_scale=min_scale,
+            max_scale=max_scale,
         )
         # Written to the config only when not ACE's default, so maps from before these options
         # keep their exact header.
@@ -101,5 +106,9 @@ class DeepHead(AceHead):
     shallow for hard scenes such as 7-Scenes stairs. The CPU presets narrow it like every head.
     """
 
-    def __init__(self, in_channels: int = 512, width: int = 512, num_blocks: int = 5, final_layers: int = 5, **kwargs) -> None:
-        super().__init__(in_channels=in_channels, width=width, num_blocks=num_blocks, final_layers=final_layers, **kwargs)
+    def __init__(
+        self, in_channels: int = 512, width: int = 512, num_blocks: int = 5, final_layers: int = 5, **kwargs
+    ) -> None:
+        super().__init__(
+            in_channels=in_channels, width=width, num_blocks=num_blocks, final_layers=final_layers, **kwargs
+        )

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..fit_context import FitContext, TrainingBuffer
 from ..registry import Registry
 
 HEADS = Registry("head", name_attribute="head_type")
@@ -59,7 +60,9 @@ class SceneHead(nn.Module):
         the mean they are predicted around (GLACE's head adds its cluster centres)."""
         self.set_mean(np.mean(positions, axis=0))
 
-    def training_outputs(self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
+    def training_outputs(
+        self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
         """features (N, C) -> (every coordinate output the loss supervises, each (N, 3); s_hat;
         logits by label name).
 
@@ -75,9 +78,14 @@ class SceneHead(nn.Module):
     labels_loss: str | None = None
     labels_name: str | None = None
 
-    def fit_to_rows(self, builder, buffer) -> dict | None:
+    # A head that attends among the rows of one image (HSCNet++) trains on batches of this many
+    # rows from each of several images, as it sees them at query time (0: rows drawn freely).
+    rows_per_image = 0
+
+    def fit_to_rows(self, context: FitContext, buffer: TrainingBuffer) -> dict | None:
         """Fit what the head derives from the training rows before training (HSCNet's label
-        hierarchy) and return per-row targets (name -> tensor (N, ...)), or None."""
+        hierarchy) and return per-row targets (name -> tensor (N, ...)), or None. ``context``
+        is all of mapping the head may use."""
         return None
 
     def training_figures(self) -> dict:
@@ -89,12 +97,6 @@ class SceneHead(nn.Module):
         (N,) int64 or None)."""
         return (*self.predict(features), None)
 
-    def forward_map(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, C, h, w) -> scene coordinates (B, 3, h, w)."""
-        B, C, h, w = features.shape
-        rows = features.permute(0, 2, 3, 1).reshape(-1, C)
-        return self(rows).reshape(B, h, w, 3).permute(0, 3, 1, 2)
-
 
 class Dehomogenize:
     """ACE's homogeneous output (N, 4) -> offsets (N, 3): ``(x, y, z) / h`` with
@@ -102,8 +104,15 @@ class Dehomogenize:
     that w = 0 gives h = 1."""
 
     def __init__(self, min_scale: float, max_scale: float) -> None:
-        if not (isinstance(min_scale, (int, float)) and isinstance(max_scale, (int, float)) and 0 < min_scale < max_scale and max_scale > 1):
-            raise ValueError(f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}")
+        if not (
+            isinstance(min_scale, (int, float))
+            and isinstance(max_scale, (int, float))
+            and 0 < min_scale < max_scale
+            and max_scale > 1
+        ):
+            raise ValueError(
+                f"need 0 < min_scale < max_scale and max_scale > 1, got min_scale={min_scale}, max_scale={max_scale}"
+            )
         self.max_inv_scale = 1.0 / max_scale
         self.min_inv_scale = 1.0 / min_scale
         self.beta = math.log(2.0) / (1.0 - self.max_inv_scale)
@@ -119,5 +128,6 @@ def check_int(name: str, value, lo: int, hi: int) -> None:
 
 
 def build_head(name: str, **config) -> SceneHead:
-    """Instantiate a registered head; unknown names or keywords raise ``ValueError``."""
+    """Instantiate a registered head; an unknown name or bad settings raise
+    :class:`~scr_ros.errors.SettingsError` (a ValueError)."""
     return HEADS.build(name, **config)

@@ -66,7 +66,9 @@ class _Residual(nn.Module):
         super().__init__()
         in_channels = in_channels or width
         self.skip = nn.Identity() if in_channels == width else nn.Linear(in_channels, width)
-        self.layers = nn.ModuleList([nn.Linear(in_channels, width * expansion), nn.Linear(width * expansion, width), nn.Linear(width, width)])
+        self.layers = nn.ModuleList(
+            [nn.Linear(in_channels, width * expansion), nn.Linear(width * expansion, width), nn.Linear(width, width)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -114,8 +116,14 @@ class GlaceHead(SceneHead):
         score: bool = False,
     ) -> None:
         super().__init__(
-            in_channels=in_channels, width=width, num_blocks=num_blocks, expansion=expansion, clusters=clusters,
-            refine_blocks=refine_blocks, min_scale=min_scale, max_scale=max_scale,
+            in_channels=in_channels,
+            width=width,
+            num_blocks=num_blocks,
+            expansion=expansion,
+            clusters=clusters,
+            refine_blocks=refine_blocks,
+            min_scale=min_scale,
+            max_scale=max_scale,
         )
         if score:
             self.config["score"] = score
@@ -178,7 +186,9 @@ class GlaceHead(SceneHead):
             fine = coarse + self.dehomogenize(out)
         return [fine, coarse], score
 
-    def training_outputs(self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
+    def training_outputs(
+        self, features: torch.Tensor, targets: dict | None = None, groups: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:
         return (*self._outputs(features), {})
 
     def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -198,5 +208,20 @@ class RScoreHead(GlaceHead):
     def scene_defaults(cls, positions: np.ndarray) -> dict:
         return {"clusters": super().scene_defaults(positions)["clusters"]}
 
-    def __init__(self, in_channels: int = 768, width: int = 768, num_blocks: int = 3, expansion: int = 2, refine_blocks: int = 3, **kwargs) -> None:
-        super().__init__(in_channels=in_channels, width=width, num_blocks=num_blocks, expansion=expansion, refine_blocks=refine_blocks, **kwargs)
+    def __init__(
+        self,
+        in_channels: int = 768,
+        width: int = 768,
+        num_blocks: int = 3,
+        expansion: int = 2,
+        refine_blocks: int = 3,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            in_channels=in_channels,
+            width=width,
+            num_blocks=num_blocks,
+            expansion=expansion,
+            refine_blocks=refine_blocks,
+            **kwargs,
+        )

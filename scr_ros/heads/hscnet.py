@@ -45,6 +45,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import distributed
+from ..errors import ScrError
+from ..fit_context import FitContext, TrainingBuffer
 from ..labels import assign_hierarchy, hierarchical_kmeans, propagate_labels
 from .base import SceneHead, check_int, register_head
 from .glace import position_groups
@@ -100,14 +102,20 @@ class GroupedLinearAttention(nn.Module):
         slot = group[order] * M + torch.arange(N, device=x.device) - starts[group[order]]
 
         def padded(t: torch.Tensor) -> torch.Tensor:
-            return torch.zeros(G * M, H, D, device=x.device, dtype=t.dtype).index_copy(0, slot, t[order]).reshape(G, M, H, D)
+            return (
+                torch.zeros(G * M, H, D, device=x.device, dtype=t.dtype)
+                .index_copy(0, slot, t[order])
+                .reshape(G, M, H, D)
+            )
 
         qp, kp, vp = padded(q), padded(k), padded(v)
         kv = torch.einsum("gmhd,gmhe->ghde", kp, vp)
         num = torch.einsum("gmhd,ghde->gmhe", qp, kv)
         den = torch.einsum("gmhd,ghd->gmh", qp, kp.sum(1)).clamp(min=1e-6)
         ratio = (num.float() / den.float()[..., None]).to(num.dtype)
-        out = torch.empty(N, H, D, device=x.device, dtype=ratio.dtype).index_copy(0, order, ratio.reshape(G * M, H, D)[slot])
+        out = torch.empty(N, H, D, device=x.device, dtype=ratio.dtype).index_copy(
+            0, order, ratio.reshape(G * M, H, D)[slot]
+        )
         return self.out(out.reshape(N, W).to(x.dtype))
 
 
@@ -173,8 +181,16 @@ class HscnetHead(SceneHead):
         propagation: int = 5,
     ) -> None:
         super().__init__(
-            in_channels=in_channels, width=width, regions=regions, subregions=subregions, attention=attention, heads=heads,
-            score=score, label_epochs=label_epochs, label_max_error_px=label_max_error_px, propagation=propagation,
+            in_channels=in_channels,
+            width=width,
+            regions=regions,
+            subregions=subregions,
+            attention=attention,
+            heads=heads,
+            score=score,
+            label_epochs=label_epochs,
+            label_max_error_px=label_max_error_px,
+            propagation=propagation,
         )
         check_int("in_channels", in_channels, 1, 8192)
         check_int("width", width, 8, 8192)
@@ -185,7 +201,10 @@ class HscnetHead(SceneHead):
         check_int("propagation", propagation, 0, 64)
         if not isinstance(score, bool):
             raise ValueError(f"score must be true or false, got {score!r}")
-        for name, value in (("label_epochs", 1.0 if label_epochs is None else label_epochs), ("label_max_error_px", label_max_error_px)):
+        for name, value in (
+            ("label_epochs", 1.0 if label_epochs is None else label_epochs),
+            ("label_max_error_px", label_max_error_px),
+        ):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if attention and width % heads:
@@ -258,20 +277,29 @@ class HscnetHead(SceneHead):
         return self.predict(features)[0]
 
     # ------------------------------------------------------------------ labels
-    def fit_to_rows(self, builder, buffer) -> dict:
+    def fit_to_rows(self, context: FitContext, buffer: TrainingBuffer) -> dict:
         cfg = self.config
-        points, known, source = builder.scene_points(buffer, epochs=cfg["label_epochs"], max_error_px=cfg["label_max_error_px"])
+        points, known, source = context.scene_points(
+            buffer, epochs=cfg["label_epochs"], max_error_px=cfg["label_max_error_px"]
+        )
         if int(known.sum()) < self.regions:
-            raise ValueError(f"only {int(known.sum())} training rows have a scene point ({source}); HSCNet's {self.regions} regions need more")
-        top, sub = hierarchical_kmeans(points[known].cpu().numpy(), self.regions, self.subregions, seed=builder.config.seed)
+            raise ScrError(
+                f"only {int(known.sum())} training rows have a scene point ({source}); HSCNet's {self.regions} "
+                "regions need more"
+            )
+        top, sub = hierarchical_kmeans(points[known].cpu().numpy(), self.regions, self.subregions, seed=context.seed)
         dev = points.device
         self.region_centres.copy_(torch.from_numpy(top))
         self.subregion_centres.copy_(torch.from_numpy(sub))
         distributed.broadcast_module(self)  # several workers: every worker labels with rank 0's centres
         region, subregion = assign_hierarchy(points, self.region_centres.to(dev), self.subregion_centres.to(dev))
         n = buffer.size
-        radius = cfg["propagation"] * builder.feature_cell_px()
-        src = torch.from_numpy(propagate_labels(buffer.pixels[:n].cpu().numpy(), buffer.frame_index[:n].cpu().numpy(), known.cpu().numpy(), radius)).to(dev)
+        radius = cfg["propagation"] * context.feature_cell_px
+        src = torch.from_numpy(
+            propagate_labels(
+                buffer.pixels[:n].cpu().numpy(), buffer.frame_index[:n].cpu().numpy(), known.cpu().numpy(), radius
+            )
+        ).to(dev)
         valid = src >= 0
         take = src.clamp(min=0)
         self.label_info = {

@@ -18,10 +18,10 @@ Batch tensors (all on the training device, float32):
 """
 
 from ..registry import import_parts
-from .base import LOSSES, build_loss, register_loss, world_to_camera
+from .base import LOSSES, build_loss, register_loss
 
 import_parts(__name__, __path__)
 
 from .ace import AceDepthLoss, AceReprojectionLoss  # noqa: E402 - the built-in losses, for direct use
 
-__all__ = ["LOSSES", "AceDepthLoss", "AceReprojectionLoss", "build_loss", "register_loss", "world_to_camera"]
+__all__ = ["LOSSES", "AceDepthLoss", "AceReprojectionLoss", "build_loss", "register_loss"]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import register_loss, world_to_camera
+from ..geometry import pixel_rays, project_points, world_to_camera
+from .base import register_loss
 
 
 @register_loss("ace")
@@ -42,17 +43,17 @@ class AceReprojectionLoss:
 
     uses_depth = False
 
-    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None, score=None) -> tuple[torch.Tensor, dict]:
+    def __call__(
+        self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None, score=None
+    ) -> tuple[torch.Tensor, dict]:
         cam = world_to_camera(coords.float(), T_cam_world)
         z = cam[:, 2]
-        fx, fy, cx, cy = intrinsics.unbind(1)
-        z_safe = z.clamp(min=self.depth_min)
-        proj = torch.stack([fx * cam[:, 0] / z_safe + cx, fy * cam[:, 1] / z_safe + cy], dim=1)
+        proj = project_points(cam, intrinsics, min_depth=self.depth_min)
         err = (proj - pixels).abs().sum(dim=1)
         invalid = (z < self.depth_min) | (z > self.depth_max) | (err > self.hard_clamp)
         valid = ~invalid
         tau = self.threshold(iteration)
-        ray = torch.stack([(pixels[:, 0] - cx) / fx, (pixels[:, 1] - cy) / fy, torch.ones_like(fx)], dim=1)
+        ray = pixel_rays(pixels, intrinsics)
         per_sample = torch.where(
             valid, tau * torch.tanh(err / tau), (cam - self._invalid_target(ray, depth)).abs().sum(dim=1)
         )

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import register_loss, world_to_camera
+from ..geometry import world_to_camera
+from .base import register_loss
 
 
-def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ce_weight: float = 0.1, rce_weight: float = 1.0, log_zero: float = -4.0) -> torch.Tensor:
+def symmetric_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ce_weight: float = 0.1, rce_weight: float = 1.0, log_zero: float = -4.0
+) -> torch.Tensor:
     """Per-row ``ce_weight * CE + rce_weight * RCE`` (N,) for logits (N, K) and labels (N,).
 
     ``CE = -log p_y`` and the reverse ``RCE = -sum_k p_k log q_k`` with ``q`` the one-hot label
@@ -31,7 +34,9 @@ def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ce_weigh
     return ce_weight * ce + rce_weight * rce
 
 
-def angle_reprojection_error(coords: torch.Tensor, pixels: torch.Tensor, T_cam_world: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+def angle_reprojection_error(
+    coords: torch.Tensor, pixels: torch.Tensor, T_cam_world: torch.Tensor, intrinsics: torch.Tensor
+) -> torch.Tensor:
     """HSCNet++ eq. 6 (after Li et al. 2018): ``|| gamma * F^-1 y - f C^-1 p ||`` per row (N,).
 
     ``f C^-1 p`` is the pixel's ray scaled to length-of-focal-length units, ``F^-1 y`` the
@@ -74,7 +79,14 @@ class HscnetLoss:
     uses_depth = False
 
     def __post_init__(self) -> None:
-        for name in ("classification_weight", "regression_weight", "reprojection_weight", "ce_weight", "rce_weight", "score_alpha"):
+        for name in (
+            "classification_weight",
+            "regression_weight",
+            "reprojection_weight",
+            "ce_weight",
+            "rce_weight",
+            "score_alpha",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.reprojection_start <= 1:
@@ -87,7 +99,9 @@ class HscnetLoss:
             return symmetric_cross_entropy(logits, labels, self.ce_weight, self.rce_weight, self.log_zero)
         return F.cross_entropy(logits.float(), labels, reduction="none")
 
-    def __call__(self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None, score=None, logits=None, targets=None) -> tuple[torch.Tensor, dict]:
+    def __call__(
+        self, coords, pixels, T_cam_world, intrinsics, iteration: int, depth=None, score=None, logits=None, targets=None
+    ) -> tuple[torch.Tensor, dict]:
         if logits is None or targets is None:
             raise ValueError("the hscnet loss needs the head's logits and the rows' label targets")
         valid = targets["valid"].float()
@@ -95,7 +109,9 @@ class HscnetLoss:
         geometric = self.regression_weight * (coords.float() - targets["xyz"]).norm(dim=1)
         reprojecting = iteration >= self.reprojection_start * self.total_iterations and self.reprojection_weight > 0
         if reprojecting:
-            geometric = geometric + self.reprojection_weight * angle_reprojection_error(coords, pixels, T_cam_world, intrinsics)
+            geometric = geometric + self.reprojection_weight * angle_reprojection_error(
+                coords, pixels, T_cam_world, intrinsics
+            )
         stats = {"labelled_fraction": float(valid.mean()), "reprojection": reprojecting}
         if score is not None:
             s_hat = score.float().clamp(-30.0, 30.0)

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..fit_context import FitContext, TrainingBuffer
 from ..registry import Registry
+from ..settings import Setting, resolve
 
 if TYPE_CHECKING:
     from ..datasets.base import Frame
@@ -18,41 +20,68 @@ register_map_part = MAP_PARTS.register
 
 STAGES = ("features", "buffer", "trained")
 
+__all__ = [
+    "FitContext",
+    "MAP_PARTS",
+    "MapPart",
+    "STAGES",
+    "TrainingBuffer",
+    "append_encoding",
+    "ordered",
+    "register_map_part",
+    "transform_features",
+]
+
 
 def transform_features(parts: Iterable["MapPart"], features: torch.Tensor) -> torch.Tensor:
-    """Encoder features (N, C) -> what the head reads: every part's transform in turn."""
+    """Encoder features (N, C) -> the local rows the head reads (N, C'): every part's transform
+    in turn (the identity for parts without one)."""
     for part in parts:
         features = part.transform(features)
     return features
 
 
-def head_input(features: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """Local rows (N, C) and one image's encoding (D,) or per-row encodings (N, D) -> (N, C + D)."""
-    if context is None:
-        return features
-    context = context.to(features.dtype)
-    return torch.cat([features, context.expand(len(features), -1) if context.dim() == 1 else context], dim=1)
+def append_encoding(rows: torch.Tensor, encoding: torch.Tensor | None) -> torch.Tensor:
+    """Local rows (N, C) and one image's global encoding (D,) or per-row encodings (N, D) ->
+    the head's input (N, C + D); the rows unchanged for maps without a global encoding."""
+    if encoding is None:
+        return rows
+    encoding = encoding.to(rows.dtype)
+    return torch.cat([rows, encoding.expand(len(rows), -1) if encoding.dim() == 1 else encoding], dim=1)
 
 
 def ordered() -> list[type["MapPart"]]:
     """The registered parts in the order they are fitted, applied and rebuilt: ``features``
-    parts first (what they output is what later parts read), then ``trained`` ones."""
+    parts first (what they output is what later parts read), then ``buffer``, then ``trained``
+    ones; within a stage, in registration order."""
     return sorted(MAP_PARTS.values(), key=lambda cls: STAGES.index(cls.stage))
 
 
 class MapPart:
     """Base class: a module (tensors stored in the map) plus the figures its header records.
 
-    Subclasses set ``stage`` and, when they give selectors a per-correspondence signal,
-    ``provides`` (the signal's name, e.g. ``"probability"``).
+    A subclass declares, once:
+
+    - ``key``: its name (``@register_map_part("key")``): ``--part KEY``, ``map_parts``, and, with
+      ``_`` for ``-``, the prefix of its node parameters; ``file_key``: its name in the map file
+      when that differs (a part renamed after maps were written with it);
+    - ``stage``: when it is fitted (``features``, ``buffer`` or ``trained``);
+    - ``settings``: a tuple of :class:`~scr_ros.settings.Setting` (default, type, range, help),
+      which ``scr map --part KEY=JSON``, the mapping node's ``NAME_SETTING`` parameters, the docs
+      table and the map header all read;
+    - ``progress_stages``: the progress stages its :meth:`fit` reports, with their share of a
+      build's time (the mapping node's percent counts them in);
+    - optionally ``provides`` (a per-correspondence signal for selectors, e.g.
+      ``"probability"``), ``labels_name`` (a label per point), ``trains_with_head`` or
+      ``gives_global_encoding`` (see below).
     """
 
     key = ""
+    file_key = ""
     stage = "trained"
+    settings: tuple[Setting, ...] = ()
+    progress_stages: tuple[tuple[str, float], ...] = ()
     provides: str | None = None
-    # The scr map option of a part with a MappingConfig field of its own (e.g. "--pca DIM");
-    # None: the part is switched on by ``MappingConfig.parts`` (``scr map --part KEY[=JSON]``).
-    switch: str | None = None
 
     # A part whose module trains together with the head (SS-DVR's feature fusion): the buffer
     # holds rows before it, and training passes them through ``module`` (its ``transform``).
@@ -64,27 +93,52 @@ class MapPart:
         self.module = module
         self.info = dict(info or {})
 
+    @classmethod
+    def option_name(cls) -> str:
+        """The prefix of the part's node parameters."""
+        return cls.key.replace("-", "_")
+
+    @classmethod
+    def header_key(cls) -> str:
+        """The part's header entry and tensor prefix in map files."""
+        return cls.file_key or cls.key
+
     # -------------------------------------------------------------- mapping
     @classmethod
-    def wanted(cls, config) -> bool:
-        """Whether a :class:`~scr_ros.mapping_config.MappingConfig` asks for this part (by
-        default: its key is in ``config.parts``)."""
-        return cls.key in config.parts
+    def resolve(cls, given: dict | None) -> dict:
+        """The part's settings: its defaults updated by ``given`` (``scr map --part KEY=JSON``),
+        each checked against its declaration; unknown names refused."""
+        return resolve(cls.settings, given, f"map part {cls.key!r}")
 
     @classmethod
-    def settings(cls, config) -> dict:
-        """This part's settings from ``config.parts`` (empty when it has none)."""
-        return dict(config.parts.get(cls.key) or {})
+    def switched_on(cls, given: dict) -> bool:
+        """Whether settings given without the part's key (the mapping node's NAME_SETTING
+        parameters) switch the part on by themselves, as the PCA's ``dim`` does."""
+        return False
 
     @classmethod
-    def check(cls, config, encoder_channels: int) -> None:
-        """Refuse settings that cannot work, before mapping starts (raise ScrError)."""
+    def check(cls, settings: dict, in_channels: int) -> None:
+        """Refuse resolved ``settings`` that cannot work for features of ``in_channels``, before
+        mapping starts (raise ScrError). The declared ranges are checked already."""
 
     @classmethod
-    def fit(cls, builder, frames: Sequence["Frame"] | None = None, head: nn.Module | None = None, buffer=None) -> "MapPart":
-        """Fit on ``frames`` (stage ``features``), on the training ``buffer`` before the head
-        trains (stage ``buffer``), or on the trained ``head`` and ``buffer`` (stage ``trained``);
-        ``builder`` is the MapBuilder (device, progress, cancel, scene points)."""
+    def planned_channels(cls, settings: dict, in_channels: int) -> int:
+        """The channels of a buffer row after this part, before it is fitted (for the buffer's
+        memory estimate and for the parts after it)."""
+        return in_channels
+
+    @classmethod
+    def fit(
+        cls,
+        context: FitContext,
+        settings: dict,
+        frames: Sequence["Frame"] | None = None,
+        head: nn.Module | None = None,
+        buffer: TrainingBuffer | None = None,
+    ) -> "MapPart":
+        """Fit with the resolved ``settings``: on ``frames`` (stage ``features``), on the training
+        ``buffer`` before the head trains (stage ``buffer``), or on the trained ``head`` and the
+        ``buffer`` (stage ``trained``). ``context`` is all of mapping a part may use."""
         raise NotImplementedError
 
     def training_figures(self) -> dict:
@@ -109,27 +163,27 @@ class MapPart:
         """features (N, C) -> (N, out_channels(C)); what the head and later parts read."""
         return features
 
-    # ------------------------------------------------------------- global context
-    # A part with ``gives_context`` (GLACE's and R-SCoRe's global encodings) gives each image an
-    # encoding that is appended to every feature the head reads: from the mapping frame's own
-    # entry while training (with the part's augmentation), and from hypotheses at query time.
-    gives_context = False
+    # ------------------------------------------------------------- global encoding
+    # A part with ``gives_global_encoding`` (GLACE's and R-SCoRe's) gives each image an encoding
+    # that is appended to every feature the head reads: from the mapping frame's own entry while
+    # training (with the part's augmentation), and from hypotheses at query time.
+    gives_global_encoding = False
 
-    def context_channels(self) -> int:
+    def encoding_channels(self) -> int:
         return 0
 
-    def training_context(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_encodings(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Mapping frame indices (B,) -> augmented encodings (B, D) for training rows."""
-        raise NotImplementedError(f"map part {self.key!r} gives no context")
+        raise NotImplementedError(f"map part {self.key!r} gives no global encoding")
 
-    def frame_context(self, frame_index: int) -> torch.Tensor:
+    def frame_encoding(self, frame_index: int) -> torch.Tensor:
         """The encoding (D,) of mapping frame ``frame_index``, without augmentation."""
-        raise NotImplementedError(f"map part {self.key!r} gives no context")
+        raise NotImplementedError(f"map part {self.key!r} gives no global encoding")
 
-    def query_contexts(self, features: torch.Tensor, hypotheses: int) -> torch.Tensor:
+    def query_encodings(self, features: torch.Tensor, hypotheses: int) -> torch.Tensor:
         """Encoder features (1, C, h, w) of a query -> up to ``hypotheses`` encodings (H, D), the
         most promising first (0: the part's own default)."""
-        raise NotImplementedError(f"map part {self.key!r} gives no context")
+        raise NotImplementedError(f"map part {self.key!r} gives no global encoding")
 
     def point_labels(self, features: torch.Tensor) -> torch.Tensor:
         """The ``labels_name`` label (N,) int64 of each feature this part reads."""

@@ -34,7 +34,8 @@ from ..errors import DatasetError, ScrError
 from ..geometry import invert_pose
 from ..progress import Progress
 from ..retrieval import DESCRIPTORS, build_descriptor, retrieve
-from .base import MapPart, register_map_part
+from ..settings import Setting
+from .base import FitContext, MapPart, register_map_part
 
 # Local feature rows per image, over at most FIT_IMAGES images, for fitting the descriptor.
 FIT_ROWS_PER_IMAGE = 256
@@ -56,31 +57,16 @@ class GlobalEncodingPart(MapPart):
     """The shared machinery of both sources (see the module docstring)."""
 
     stage = "features"
-    gives_context = True
+    gives_global_encoding = True
+    progress_stages = (("global", 0.03),)
     source = ""
-    DEFAULTS: dict = {}
-
-    # -------------------------------------------------------------- settings
-    @classmethod
-    def settings(cls, config) -> dict:
-        return {**cls.DEFAULTS, **super().settings(config)}
 
     @classmethod
-    def check(cls, config, encoder_channels: int) -> None:
-        given = super().settings(config)
-        unknown = set(given) - set(cls.DEFAULTS)
-        if unknown:
-            raise ScrError(f"map part {cls.key!r}: unknown settings {', '.join(sorted(unknown))} (known: {', '.join(sorted(cls.DEFAULTS))})")
-        s = cls.settings(config)
-        DESCRIPTORS.lookup(s["descriptor"], ScrError)
-        for name in ("dim", "hypotheses", "embedding_dim", "samples"):
-            if name in s and not (isinstance(s[name], int) and not isinstance(s[name], bool) and 1 <= s[name] <= 8192):
-                raise ScrError(f"map part {cls.key!r}: {name} must be an integer in [1, 8192], got {s[name]!r}")
-        for name, lo, hi in (("noise", 0.0, 10.0), ("neighbour_probability", 0.0, 1.0), ("threshold", 0.0, 1.0), ("p", 1e-3, 1e3), ("q", 1e-3, 1e3), ("max_depth", 1e-3, 1e5)):
-            if name in s and not (isinstance(s[name], (int, float)) and not isinstance(s[name], bool) and lo <= s[name] <= hi):
-                raise ScrError(f"map part {cls.key!r}: {name} must be a number in [{lo}, {hi}], got {s[name]!r}")
+    def check(cls, settings: dict, in_channels: int) -> None:
         try:
-            build_descriptor(s["descriptor"], channels=encoder_channels, dim=s["dim"], **s["descriptor_config"])
+            build_descriptor(
+                settings["descriptor"], channels=in_channels, dim=settings["dim"], **settings["descriptor_config"]
+            )
         except (ValueError, TypeError) as exc:
             raise ScrError(f"map part {cls.key!r}: {exc}") from None
 
@@ -95,44 +81,70 @@ class GlobalEncodingPart(MapPart):
 
     # -------------------------------------------------------------- mapping
     @classmethod
-    def fit(cls, builder, frames=None, head=None, buffer=None) -> "GlobalEncodingPart":
-        s = cls.settings(builder.config)
+    def fit(cls, context: FitContext, settings: dict, frames=None, head=None, buffer=None) -> "GlobalEncodingPart":
+        s = settings
         t0 = time.perf_counter()
-        descriptor = build_descriptor(s["descriptor"], channels=builder.encoder.out_channels, dim=s["dim"], **s["descriptor_config"])
+        descriptor = build_descriptor(
+            s["descriptor"], channels=context.encoder_channels, dim=s["dim"], **s["descriptor_config"]
+        )
         picks = np.unique(np.linspace(0, len(frames) - 1, min(FIT_IMAGES, len(frames))).round().astype(int))
-        rng = np.random.default_rng(builder.config.seed)
+        rng = np.random.default_rng(context.seed)
         rows = []
         for k, i in enumerate(picks):
-            feats = builder.encode_frame(frames[i])
+            feats = context.encode_frame(frames[i])
             if feats is not None:
                 flat = feats[0].flatten(1).T.float()
-                rows.append(flat[torch.as_tensor(rng.choice(len(flat), min(FIT_ROWS_PER_IMAGE, len(flat)), replace=False))])
-            builder.progress(Progress("global", k + 1, len(picks) + len(frames), time.perf_counter() - t0, message="fitting the image descriptor"))
+                rows.append(
+                    flat[torch.as_tensor(rng.choice(len(flat), min(FIT_ROWS_PER_IMAGE, len(flat)), replace=False))]
+                )
+            context.report(
+                Progress(
+                    "global",
+                    k + 1,
+                    len(picks) + len(frames),
+                    time.perf_counter() - t0,
+                    message="fitting the image descriptor",
+                )
+            )
         if not rows:
             raise ScrError("no mapping image could be read to fit the global descriptor")
-        descriptor.fit(torch.cat(rows).cpu(), seed=builder.config.seed)
-        descriptor = descriptor.to(builder.device)
+        descriptor.fit(torch.cat(rows).cpu(), seed=context.seed)
+        descriptor = descriptor.to(context.device)
         database = torch.zeros(len(frames), descriptor.dim)
         for i, frame in enumerate(frames):
-            feats = builder.encode_frame(frame)
+            feats = context.encode_frame(frame)
             if feats is not None:  # an unreadable image keeps a zero descriptor: never retrieved
                 database[i] = descriptor(feats)[0].float().cpu()
-            builder.progress(Progress("global", len(picks) + i + 1, len(picks) + len(frames), time.perf_counter() - t0, message="describing the mapping images"))
-        encodings, info, weights = cls.encode(frames, database, s, builder.config.seed)
-        module = GlobalEncodingModule(descriptor.cpu(), len(frames), encodings.shape[1] if encodings is not None else None)
+            context.report(
+                Progress(
+                    "global",
+                    len(picks) + i + 1,
+                    len(picks) + len(frames),
+                    time.perf_counter() - t0,
+                    message="describing the mapping images",
+                )
+            )
+        encodings, info, weights = cls.encode(frames, database, s, context.seed)
+        module = GlobalEncodingModule(
+            descriptor.cpu(), len(frames), encodings.shape[1] if encodings is not None else None
+        )
         module.database.copy_(database)
         if encodings is not None:
             module.encodings.copy_(encodings)
-        info.update(source=cls.source, hypotheses=s["hypotheses"], noise=s["noise"], seconds=round(time.perf_counter() - t0, 3))
+        info.update(
+            source=cls.source, hypotheses=s["hypotheses"], noise=s["noise"], seconds=round(time.perf_counter() - t0, 3)
+        )
         part = cls(module, info)
         if weights is not None:
             table, degree = neighbour_table(weights)
             part.neighbours, part.degree = torch.from_numpy(table), torch.from_numpy(degree)
             part.neighbour_probability = s["neighbour_probability"]
-        return part.to(builder.device)
+        return part.to(context.device)
 
     @classmethod
-    def encode(cls, frames, database: torch.Tensor, settings: dict, seed: int) -> tuple[torch.Tensor | None, dict, np.ndarray | None]:
+    def encode(
+        cls, frames, database: torch.Tensor, settings: dict, seed: int
+    ) -> tuple[torch.Tensor | None, dict, np.ndarray | None]:
         """The source's encodings (F, E) (None: the descriptors themselves), figures for the
         map, and the covisibility weights (F, F) for the augmentation (None: no augmentation)."""
         raise NotImplementedError
@@ -144,8 +156,10 @@ class GlobalEncodingPart(MapPart):
     def header(self) -> dict:
         d = self.module.descriptor
         return {
-            **self.info, "descriptor": {"type": d.descriptor_type, "config": d.config},
-            "frames": self.module.database.shape[0], "encoding_dim": self.context_channels(),
+            **self.info,
+            "descriptor": {"type": d.descriptor_type, "config": d.config},
+            "frames": self.module.database.shape[0],
+            "encoding_dim": self.encoding_channels(),
         }
 
     @classmethod
@@ -154,7 +168,9 @@ class GlobalEncodingPart(MapPart):
         if entry.get("source") != cls.source or not isinstance(d, dict) or not isinstance(d.get("config"), dict):
             raise ValueError(f"{cls.key} entry does not describe a {cls.source} encoding")
         if d["config"].get("channels") != in_channels:
-            raise ValueError(f"its descriptor reads {d['config'].get('channels')} channels, the encoder gives {in_channels}")
+            raise ValueError(
+                f"its descriptor reads {d['config'].get('channels')} channels, the encoder gives {in_channels}"
+            )
         frames, dim = entry.get("frames"), entry.get("encoding_dim")
         if not (isinstance(frames, int) and 1 <= frames <= 1_000_000 and isinstance(dim, int) and 1 <= dim <= 8192):
             raise ValueError(f"frames {frames!r} / encoding_dim {dim!r} out of range")
@@ -164,22 +180,24 @@ class GlobalEncodingPart(MapPart):
         descriptor = build_descriptor(d["type"], **d["config"])
         module = GlobalEncodingModule(descriptor, frames, None if cls.source == "descriptor" else dim)
         part = cls(module, {k: v for k, v in entry.items() if k not in ("descriptor", "frames", "encoding_dim")})
-        if part.context_channels() != dim:
+        if part.encoding_channels() != dim:
             raise ValueError(f"encoding_dim {dim} does not match the stored encodings")
         return part
 
-    # -------------------------------------------------------------- context
+    # -------------------------------------------------------------- global encoding
     def _table(self) -> torch.Tensor:
         return self.module.encodings if self.module.encodings.numel() else self.module.database
 
-    def context_channels(self) -> int:
+    def encoding_channels(self) -> int:
         return int(self._table().shape[1])
 
-    def training_context(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_encodings(self, frame_index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.neighbours is not None and self.neighbour_probability > 0:
             dev = frame_index.device
             degree = self.degree[frame_index]
-            swap = (torch.rand(len(frame_index), generator=generator, device=dev) < self.neighbour_probability) & (degree > 0)
+            swap = (torch.rand(len(frame_index), generator=generator, device=dev) < self.neighbour_probability) & (
+                degree > 0
+            )
             pick = (torch.rand(len(frame_index), generator=generator, device=dev) * degree.clamp(min=1)).long()
             other = self.neighbours[frame_index, pick]
             frame_index = torch.where(swap, other, frame_index)
@@ -188,10 +206,10 @@ class GlobalEncodingPart(MapPart):
             g = F.normalize(g + self.noise * torch.randn(g.shape, generator=generator, device=g.device), dim=1)
         return g
 
-    def frame_context(self, frame_index: int) -> torch.Tensor:
+    def frame_encoding(self, frame_index: int) -> torch.Tensor:
         return self._table()[frame_index].float()
 
-    def query_contexts(self, features: torch.Tensor, hypotheses: int = 0) -> torch.Tensor:
+    def query_encodings(self, features: torch.Tensor, hypotheses: int = 0) -> torch.Tensor:
         n = hypotheses or self.hypotheses
         own = self.module.descriptor(features)[0].float()
         if self.source == "descriptor":
@@ -214,7 +232,30 @@ class GlobalEncodingPart(MapPart):
         return nearest[0], sims[0]
 
 
-_COMMON = {"descriptor": "vlad", "descriptor_config": {}, "dim": 256}
+def _common(hypotheses: int, noise: float) -> tuple[Setting, ...]:
+    return (
+        Setting(
+            "descriptor", "vlad", "the image descriptor that describes and retrieves images", choices=tuple(DESCRIPTORS)
+        ),
+        Setting(
+            "descriptor_config", {}, 'the descriptor\'s own settings, a JSON object (e.g. {"clusters": 32} for VLAD)'
+        ),
+        Setting("dim", 256, "entries of the image descriptor", 1, 8192),
+        Setting(
+            "hypotheses",
+            hypotheses,
+            "encodings tried per query at relocalization (the query's own and its nearest mapping images')",
+            1,
+            8192,
+        ),
+        Setting(
+            "noise",
+            noise,
+            "sigma of the Gaussian noise added to training encodings, renormalized (GLACE: 0.1)",
+            0.0,
+            10.0,
+        ),
+    )
 
 
 @register_map_part("global-descriptor")
@@ -222,7 +263,7 @@ class DescriptorEncodingPart(GlobalEncodingPart):
     """GLACE's global encoding: each image's own descriptor (see the module docstring)."""
 
     source = "descriptor"
-    DEFAULTS = {**_COMMON, "hypotheses": 1, "noise": 0.1}
+    settings = _common(hypotheses=1, noise=0.1)
 
     @classmethod
     def encode(cls, frames, database, settings, seed):
@@ -235,10 +276,23 @@ class CovisibilityEncodingPart(GlobalEncodingPart):
     docstring)."""
 
     source = "covisibility"
-    DEFAULTS = {
-        **_COMMON, "hypotheses": 5, "noise": 0.0, "embedding_dim": 256, "p": 0.25, "q": 4.0,
-        "max_depth": 8.0, "threshold": 0.2, "samples": 256, "neighbour_probability": 0.5,
-    }
+    settings = _common(hypotheses=5, noise=0.0) + (
+        Setting("embedding_dim", 256, "entries of each image's Node2Vec embedding", 1, 8192),
+        Setting("p", 0.25, "Node2Vec's return parameter", 1e-3, 1e3),
+        Setting("q", 4.0, "Node2Vec's in-out parameter", 1e-3, 1e3),
+        Setting("max_depth", 8.0, "metres of each camera's frustum that count for the overlap", 1e-3, 1e5),
+        Setting(
+            "threshold", 0.2, "frustum overlap above which two images are covisible (an edge of the graph)", 0.0, 1.0
+        ),
+        Setting("samples", 256, "points per frustum the overlap is estimated from", 1, 8192),
+        Setting(
+            "neighbour_probability",
+            0.5,
+            "probability a training row takes the encoding of a covisible image instead of its own",
+            0.0,
+            1.0,
+        ),
+    )
 
     @classmethod
     def encode(cls, frames, database, settings, seed):
@@ -251,5 +305,9 @@ class CovisibilityEncodingPart(GlobalEncodingPart):
         weights = covisibility_graph(overlap, settings["threshold"])
         emb = node2vec_embeddings(weights, settings["embedding_dim"], settings["p"], settings["q"], seed=seed)
         degree = (weights > 0).sum(axis=1)
-        info = {"graph_edges": int((weights > 0).sum() // 2), "isolated_frames": int((degree == 0).sum()), "median_degree": float(np.median(degree))}
+        info = {
+            "graph_edges": int((weights > 0).sum() // 2),
+            "isolated_frames": int((degree == 0).sum()),
+            "median_degree": float(np.median(degree)),
+        }
         return torch.from_numpy(emb), info, weights

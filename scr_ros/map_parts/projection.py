@@ -6,31 +6,49 @@ import torch
 
 from ..errors import ScrError
 from ..pca import PcaProjection
-from .base import MapPart, register_map_part
+from ..settings import Setting
+from .base import FitContext, MapPart, register_map_part
 
 
-@register_map_part("projection")
+@register_map_part("pca")
 class PcaPart(MapPart):
-    """R-SCoRe's compact map: a PCA of the encoder features, fitted on ``pca_samples`` mapping
-    features before the buffer fills; the buffer and the head then hold ``pca_dim`` channels."""
+    """R-SCoRe's compact map: a PCA of the encoder features, fitted on ``samples`` mapping
+    features before the buffer fills; the buffer and the head then hold ``dim`` channels.
+    ``scr map --pca DIM`` and the mapping node's ``pca_dim`` switch it on. Map files call it
+    ``projection``, as they always have."""
 
+    file_key = "projection"
     stage = "features"
-    switch = "--pca DIM"
+    progress_stages = (("pca", 0.02),)
+    settings = (
+        Setting(
+            "dim",
+            0,
+            "channels the features are reduced to (R-SCoRe: 128); at most the encoder's; a positive value switches "
+            "the PCA on",
+            0,
+            8192,
+        ),
+        Setting("samples", 100_000, "feature rows the PCA is fitted on (at most the buffer size)", 1, 100_000_000),
+    )
 
     @classmethod
-    def wanted(cls, config) -> bool:
-        return bool(config.pca_dim)
+    def switched_on(cls, given: dict) -> bool:
+        return given.get("dim", 0) > 0
 
     @classmethod
-    def check(cls, config, encoder_channels: int) -> None:
-        if not 1 <= config.pca_dim <= encoder_channels:
-            raise ScrError(f"pca_dim {config.pca_dim} must be between 1 and the encoder's {encoder_channels} channels")
+    def check(cls, settings: dict, in_channels: int) -> None:
+        if not 1 <= settings["dim"] <= in_channels:
+            raise ScrError(f"pca_dim {settings['dim']} must be between 1 and the encoder's {in_channels} channels")
 
     @classmethod
-    def fit(cls, builder, frames=None, head=None, buffer=None) -> "PcaPart":
-        cfg = builder.config
-        sample = builder.fill_buffer(frames, size=min(cfg.pca_samples, cfg.buffer_size), stage="pca")
-        return cls(PcaProjection.fit(builder.all_features(sample), cfg.pca_dim, seed=cfg.seed))
+    def planned_channels(cls, settings: dict, in_channels: int) -> int:
+        return settings["dim"]
+
+    @classmethod
+    def fit(cls, context: FitContext, settings: dict, frames=None, head=None, buffer=None) -> "PcaPart":
+        sample = context.sample_features(frames, settings["samples"], stage="pca")
+        return cls(PcaProjection.fit(sample, settings["dim"], seed=context.seed))
 
     def training_figures(self) -> dict:
         return {"pca_explained_variance": round(self.module.explained_variance, 4)}

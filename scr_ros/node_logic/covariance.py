@@ -11,7 +11,9 @@ import numpy as np
 from ..geometry import PinholeCamera
 
 
-def pose_covariance(T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+def pose_covariance(
+    T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndarray, camera: PinholeCamera
+) -> np.ndarray:
     """Least-squares covariance (6, 6) of a PnP pose from its inlier correspondences.
 
     Perturbation model, as ROS's PoseWithCovariance reads it: the camera position moves by
@@ -52,7 +54,9 @@ def pose_covariance(T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndar
     return sigma2 * np.linalg.pinv(J.T @ J)
 
 
-def published_covariance(cov: np.ndarray, inflation: float, min_std_translation: float, min_std_rotation_rad: float) -> np.ndarray:
+def published_covariance(
+    cov: np.ndarray, inflation: float, min_std_translation: float, min_std_rotation_rad: float
+) -> np.ndarray:
     """Scale the least-squares covariance and add floors so it is never overconfident."""
     floor = np.diag([min_std_translation**2] * 3 + [min_std_rotation_rad**2] * 3)
     out = inflation * np.asarray(cov, np.float64) + floor

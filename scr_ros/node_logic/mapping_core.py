@@ -5,7 +5,7 @@ stamp (in TF, or in a pose topic through :class:`PoseBuffer`) and hands the fram
 :class:`MappingCore`, which
 
 - validates it (pose finite and a rotation, intrinsics fit the image, depth fits the image),
-- picks keyframes by motion (:class:`KeyframeSelector`: translation, rotation, time fallback),
+- picks keyframes by motion (:class:`KeyframePolicy`: translation, rotation, time fallback),
 - writes each keyframe to the session folder at once (:class:`SessionRecorder`, the posed-folder
   layout ``scr map`` reads; recording resumes into an existing folder), and
 - builds the map on a worker thread (:class:`MapBuildJob`) with progress, ETA and cancel, writing
@@ -32,22 +32,33 @@ from ..datasets.base import read_pose_file
 from ..datasets.posed_folder import open_posed_folder, write_frame
 from ..errors import MappingCancelled, MessageError, ScrError
 from ..fileio import atomic_write_json
-from ..geometry import PinholeCamera, camera_for_image, check_transform, pose_from_position_quaternion, rotation_angle_deg
+from ..geometry import (
+    PinholeCamera,
+    camera_for_image,
+    check_transform,
+    pose_from_position_quaternion,
+    rotation_angle_deg,
+)
 from ..pipeline import build_map
+from ..reports import skipped_frames_line
 from .params import MAPPING_PARAMS, mapping_methods, validate
 from .rejections import Rejections
 
 FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
 
 
-class KeyframeSelector:
+class KeyframePolicy:
     """A frame is a keyframe when the camera moved ``min_translation`` metres or turned
     ``min_rotation_deg`` since the last keyframe, or ``max_interval_s`` passed (0 disables the
     time fallback). The first frame is always a keyframe; with all three thresholds 0 every
     frame is (``scr bag map`` on a dataset bag whose frames are already chosen)."""
 
     def __init__(self, min_translation: float, min_rotation_deg: float, max_interval_s: float) -> None:
-        self.min_translation, self.min_rotation_deg, self.max_interval_s = min_translation, min_rotation_deg, max_interval_s
+        self.min_translation, self.min_rotation_deg, self.max_interval_s = (
+            min_translation,
+            min_rotation_deg,
+            max_interval_s,
+        )
         self.last: tuple[np.ndarray, int] | None = None
 
     def decide(self, T_world_cam: np.ndarray, stamp_ns: int) -> str:
@@ -98,9 +109,19 @@ class SessionRecorder:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ScrError(f"{info} is not readable JSON ({exc}); move the folder away or repair it") from None
             if old.get("pose_frame") not in (None, pose_frame):
-                raise ScrError(f"{self.folder} holds poses in frame {old.get('pose_frame')!r}, not {pose_frame!r}; record into another folder")
+                raise ScrError(
+                    f"{self.folder} holds poses in frame {old.get('pose_frame')!r}, not {pose_frame!r}; record into "
+                    "another folder"
+                )
         else:
-            atomic_write_json(info, {"format": "scr_ros.session", "pose_frame": pose_frame, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            atomic_write_json(
+                info,
+                {
+                    "format": "scr_ros.session",
+                    "pose_frame": pose_frame,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
         self.removed_partial = self._remove_partial_frames()
         names = self.frame_names()
         self.next_index = int(FRAME_NAME.match(names[-1]).group(1)) + 1 if names else 0
@@ -137,9 +158,24 @@ class SessionRecorder:
             stamp = 0
         return read_pose_file(self.folder / "poses" / f"{name}.txt"), stamp
 
-    def add(self, image: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None, reason: str = "") -> str:
+    def add(
+        self,
+        image: np.ndarray,
+        T_world_cam: np.ndarray,
+        camera: PinholeCamera,
+        stamp_ns: int,
+        frame_id: str,
+        depth: np.ndarray | None = None,
+        reason: str = "",
+    ) -> str:
         name = f"frame_{self.next_index:06d}"
-        meta = {"stamp_ns": int(stamp_ns), "camera_frame": frame_id, "pose_frame": self.pose_frame, "keyframe": reason, "depth": depth is not None}
+        meta = {
+            "stamp_ns": int(stamp_ns),
+            "camera_frame": frame_id,
+            "pose_frame": self.pose_frame,
+            "keyframe": reason,
+            "depth": depth is not None,
+        }
         atomic_write_json(self.folder / "meta" / f"{name}.json", meta)
         write_frame(self.folder, name, image, T_world_cam, depth, camera=camera)
         self.next_index += 1
@@ -211,7 +247,10 @@ class PoseBuffer:
         """Add a checked pose; one older than the newest is refused (MessageError)."""
         with self._cond:
             if self._items and stamp_ns <= self._items[-1][0]:
-                raise MessageError(f"pose stamped {(self._items[-1][0] - stamp_ns) * 1e-9:.3f} s before the previous one; poses must arrive in time order")
+                raise MessageError(
+                    f"pose stamped {(self._items[-1][0] - stamp_ns) * 1e-9:.3f} s before the previous one; poses "
+                    "must arrive in time order"
+                )
             self._items.append((int(stamp_ns), np.array(T, dtype=np.float64)))
             while self._items and self._items[0][0] < stamp_ns - self.keep_ns:
                 self._items.popleft()
@@ -231,13 +270,19 @@ class PoseBuffer:
         if abs(nearest[0] - stamp_ns) <= self.EXACT_NS:
             return nearest[1].copy()
         if k == len(items):
-            raise LookupError(f"no pose at or after the image stamp (newest pose {(stamp_ns - items[-1][0]) * 1e-9:.3f} s older than the image)")
+            raise LookupError(
+                f"no pose at or after the image stamp (newest pose {(stamp_ns - items[-1][0]) * 1e-9:.3f} s older "
+                "than the image)"
+            )
         if k == 0:
             raise LookupError(f"the image is {(items[0][0] - stamp_ns) * 1e-9:.3f} s older than the oldest pose kept")
         (ta, Ta), (tb, Tb) = items[k - 1], items[k]
         if tb - ta <= self.max_gap_ns:
             return interpolate_pose(Ta, Tb, (stamp_ns - ta) / (tb - ta))
-        raise LookupError(f"the poses around the image stamp are {(tb - ta) * 1e-9:.3f} s apart (pose_max_gap {self.max_gap_ns * 1e-9:g} s)")
+        raise LookupError(
+            f"the poses around the image stamp are {(tb - ta) * 1e-9:.3f} s apart (pose_max_gap "
+            f"{self.max_gap_ns * 1e-9:g} s)"
+        )
 
 
 @dataclass
@@ -257,20 +302,22 @@ class MappingCore:
         self.params = validate(MAPPING_PARAMS, params or {})
         self.recorder: SessionRecorder | None = None
         self.recording = False
-        self.selector = self._selector()
+        self.keyframes = self._keyframes()
         self.build_job = MapBuildJob()
-        self.counters = collections.Counter()  # checked (frames that reached add_frame), invalid, recorded, write_errors
+        self.counters = (
+            collections.Counter()
+        )  # checked (frames that reached add_frame), invalid, recorded, write_errors
         self.problems = Rejections()  # why frames were not recorded, by kind (diagnostics and the log)
 
-    def _selector(self) -> KeyframeSelector:
+    def _keyframes(self) -> KeyframePolicy:
         p = self.params
-        return KeyframeSelector(p["min_translation"], p["min_rotation_deg"], p["max_interval"])
+        return KeyframePolicy(p["min_translation"], p["min_rotation_deg"], p["max_interval"])
 
     def update_params(self, changes: dict) -> None:
         self.params.update(validate(MAPPING_PARAMS, changes, partial=True))
-        last = self.selector.last
-        self.selector = self._selector()
-        self.selector.last = last
+        last = self.keyframes.last
+        self.keyframes = self._keyframes()
+        self.keyframes.last = last
 
     @property
     def session_folder(self) -> Path:
@@ -278,16 +325,22 @@ class MappingCore:
 
     @property
     def map_path(self) -> Path:
-        return Path(self.params["map_path"]).expanduser() if self.params["map_path"] else self.session_folder / "map.safetensors"
+        return (
+            Path(self.params["map_path"]).expanduser()
+            if self.params["map_path"]
+            else self.session_folder / "map.safetensors"
+        )
 
     def start_recording(self) -> str:
         if self.recording:
             return f"already recording into {self.session_folder} ({self.recorder.count} keyframes)"
         self.recorder = SessionRecorder(self.session_folder, self.params["pose_frame"])
-        self.selector.last = self.recorder.last_keyframe()
+        self.keyframes.last = self.recorder.last_keyframe()
         self.recording = True
         resumed = f", resuming after {self.recorder.count} keyframes" if self.recorder.count else ""
-        cleaned = f", removed {len(self.recorder.removed_partial)} partial frame(s)" if self.recorder.removed_partial else ""
+        cleaned = (
+            f", removed {len(self.recorder.removed_partial)} partial frame(s)" if self.recorder.removed_partial else ""
+        )
         return f"recording into {self.session_folder}{resumed}{cleaned}"
 
     def stop_recording(self) -> str:
@@ -296,7 +349,15 @@ class MappingCore:
         self.recording = False
         return f"stopped recording: {self.recorder.count} keyframes in {self.session_folder}"
 
-    def add_frame(self, image: np.ndarray, camera: PinholeCamera, T_world_cam: np.ndarray, stamp_ns: int, frame_id: str, depth: np.ndarray | None = None) -> RecordResult:
+    def add_frame(
+        self,
+        image: np.ndarray,
+        camera: PinholeCamera,
+        T_world_cam: np.ndarray,
+        stamp_ns: int,
+        frame_id: str,
+        depth: np.ndarray | None = None,
+    ) -> RecordResult:
         """Validate a frame and record it if it is a keyframe. Never raises for bad input."""
         self.counters["checked"] += 1
         if not self.recording:
@@ -306,11 +367,14 @@ class MappingCore:
             h, w = image.shape[:2]
             camera = camera_for_image(camera, w, h, allow_scaling=False)
             if depth is not None and depth.shape != (h, w):
-                raise MessageError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {w}x{h}; depth must be registered to the image (REP-118)")
+                raise MessageError(
+                    f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is {w}x{h}; depth must be registered "
+                    "to the image (REP-118)"
+                )
         except MessageError as exc:
             self.counters["invalid"] += 1
             return RecordResult("invalid", str(exc))
-        reason = self.selector.decide(T, stamp_ns)
+        reason = self.keyframes.decide(T, stamp_ns)
         if not reason:
             return RecordResult("skipped", "not a keyframe")
         try:
@@ -318,28 +382,39 @@ class MappingCore:
         except (OSError, ScrError) as exc:
             self.counters["write_errors"] += 1
             return RecordResult("invalid", f"cannot write keyframe to {self.session_folder}: {exc}")
-        self.selector.accept(T, stamp_ns)
+        self.keyframes.accept(T, stamp_ns)
         self.counters["recorded"] += 1
         return RecordResult("recorded", reason, name)
 
-    def start_build(self, on_progress: Callable[["BuildStatus"], None] | None = None, on_done: Callable[["BuildStatus"], None] | None = None) -> str:
+    def start_build(
+        self,
+        on_progress: Callable[["BuildStatus"], None] | None = None,
+        on_done: Callable[["BuildStatus"], None] | None = None,
+    ) -> str:
         """Start building the map from the recorded session. Refused while recording: the map
         would miss the keyframes still coming, and a keyframe written while the builder lists
         the folder could be read half-way."""
         p = self.params
         if self.recording:
-            raise ScrError(f"still recording into {self.session_folder} ({self.recorder.count} keyframes): call ~/stop_recording first, then ~/build_map")
+            raise ScrError(
+                f"still recording into {self.session_folder} ({self.recorder.count} keyframes): call "
+                "~/stop_recording first, then ~/build_map"
+            )
         return self.build_job.start(
-            self.session_folder, self.map_path, p["preset"], p["encoder"] or None, p["device"], on_progress, on_done, head=p["head"], **mapping_methods(p)
+            self.session_folder,
+            self.map_path,
+            p["preset"],
+            p["encoder"] or None,
+            p["device"],
+            on_progress,
+            on_done,
+            head=p["head"],
+            **mapping_methods(p),
         )
 
 
 # --------------------------------------------------------------------------------------------
 # Building the map off the executor thread
-
-# Share of the whole build each stage takes (measured on the cpu preset: buffer ~15 %, cloud ~1 %).
-# The optional stages (PCA sample, keypoint classifier, fine-tuning) are short and share the tail.
-STAGE_SPAN = {"pca": (0.0, 0.01), "buffer": (0.01, 0.15), "train": (0.15, 0.95), "classifier": (0.95, 0.97), "finetune": (0.97, 0.99), "cloud": (0.99, 1.0)}
 
 
 @dataclass
@@ -405,7 +480,18 @@ class MapBuildJob:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, session: Path, map_path: Path, preset_name: str, encoder: str | None, device: str, on_progress=None, on_done=None, head: str | None = None, **methods) -> str:
+    def start(
+        self,
+        session: Path,
+        map_path: Path,
+        preset_name: str,
+        encoder: str | None,
+        device: str,
+        on_progress=None,
+        on_done=None,
+        head: str | None = None,
+        **methods,
+    ) -> str:
         """Start building; ``head`` and ``methods`` (``build_map`` keywords: depth, score,
         classifier, pca_dim, ...) select the papers' methods."""
         with self._lock:
@@ -413,14 +499,19 @@ class MapBuildJob:
                 raise ScrError(f"a build is already running ({self.status.summary()}); cancel it first")
             frames = open_posed_folder(session).frames("train") if (Path(session) / "rgb").is_dir() else []
             if len(frames) < 2:
-                raise ScrError(f"{session} holds {len(frames)} keyframe(s); record at least 2 (more than 100 for a useful map) before building")
+                raise ScrError(
+                    f"{session} holds {len(frames)} keyframe(s); record at least 2 (more than 100 for a useful map) "
+                    "before building"
+                )
             self._cancel.clear()
-            self.status = BuildStatus("running", "buffer", 0.0, message=f"{len(frames)} keyframes", map_path=str(map_path), frames=len(frames))
+            self.status = BuildStatus(
+                "running", "buffer", 0.0, message=f"{len(frames)} keyframes", map_path=str(map_path), frames=len(frames)
+            )
             t0 = time.monotonic()
 
             def progress(p) -> None:
-                lo, hi = STAGE_SPAN.get(p.stage, (0.0, 1.0))
-                frac = lo + (hi - lo) * p.fraction
+                # The builder weighs its stages (parts add their own) and never goes backwards.
+                frac = p.overall if p.overall is not None else p.fraction
                 elapsed = time.monotonic() - t0
                 st = self.status
                 st.stage, st.percent, st.elapsed_s = p.stage, 100.0 * frac, elapsed
@@ -432,9 +523,24 @@ class MapBuildJob:
             def run() -> None:
                 build = self._build or build_map
                 try:
-                    build(str(session), Path(map_path), preset_name, device, encoder, head, quiet=True, progress=progress, cancel=self._cancel, **methods)
+                    scene_map = build(
+                        str(session),
+                        Path(map_path),
+                        preset_name=preset_name,
+                        device=device,
+                        encoder_spec=encoder,
+                        head=head,
+                        quiet=True,
+                        progress=progress,
+                        cancel=self._cancel,
+                        **methods,
+                    )
                     self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0
-                    self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {format_seconds(time.monotonic() - t0)}"
+                    took = format_seconds(time.monotonic() - t0)
+                    self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {took}"
+                    skipped = skipped_frames_line(getattr(scene_map, "training", {}) or {})
+                    if skipped:
+                        self.status.message += f"; {skipped}"
                 except MappingCancelled:
                     self.status.state, self.status.message = "cancelled", "the previous map (if any) is unchanged"
                 except Exception as exc:  # noqa: BLE001 - reported to the user through the status topic / service
@@ -445,7 +551,9 @@ class MapBuildJob:
 
             self._thread = threading.Thread(target=run, name="scr_map_build", daemon=True)
             self._thread.start()
-            return f"building {map_path} from {len(frames)} keyframes in {session} (preset {preset_name}, device {device})"
+            return (
+                f"building {map_path} from {len(frames)} keyframes in {session} (preset {preset_name}, device {device})"
+            )
 
     def cancel(self) -> str:
         if not self.running:

@@ -34,7 +34,7 @@ from ..ransac import RansacConfig
 from ..relocalize import Localization, Relocalizer, RelocalizerConfig
 from .covariance import covariance_of_child, pose_covariance, published_covariance
 from .map_odom import MapOdomBroadcast, map_to_odom
-from .params import RELOCALIZER_PARAMS, validate
+from .params import RELOCALIZER_PARAMS, selector_settings, validate
 from .rejections import Rejections
 
 INLIER_RGB = (40, 220, 40)
@@ -71,15 +71,22 @@ class JumpGate:
     The last accepted fix is carried to the new image stamp by the odometry motion in between
     (``T_map_cam_prev . T_odom_cam_prev^-1 . T_odom_cam_now``); a new fix further than the
     thresholds from that prediction is rejected. After ``reset_after`` consecutive rejections the
-    next fix is accepted anyway (and becomes the new reference), so a wrong earlier fix (or a kidnapped robot) cannot lock the
-    node out. Without odometry there is nothing to compare with and every fix passes.
+    next fix is accepted anyway (and becomes the new reference), so a wrong earlier fix (or a
+    kidnapped robot) cannot lock the node out. Without odometry there is nothing to compare with and every fix passes.
     """
 
     def __init__(self) -> None:
         self._ref: tuple[np.ndarray, np.ndarray] | None = None
         self.consecutive = 0
 
-    def check(self, T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, max_translation: float, max_rotation_deg: float, reset_after: int) -> str:
+    def check(
+        self,
+        T_map_cam: np.ndarray,
+        T_odom_cam: np.ndarray | None,
+        max_translation: float,
+        max_rotation_deg: float,
+        reset_after: int,
+    ) -> str:
         """``""`` to accept, otherwise why the fix is rejected. Accepting updates the reference."""
         if T_odom_cam is None or max_translation <= 0:
             return ""
@@ -158,7 +165,9 @@ class FrameOutcome:
         loc = self.localization
         if loc is None or len(loc.scene_coords) == 0:
             return None
-        rgb = np.where(loc.inlier_mask[:, None], np.array(INLIER_RGB, np.uint8), np.array(OUTLIER_RGB, np.uint8)).astype(np.uint8)
+        rgb = np.where(
+            loc.inlier_mask[:, None], np.array(INLIER_RGB, np.uint8), np.array(OUTLIER_RGB, np.uint8)
+        ).astype(np.uint8)
         return loc.scene_coords, rgb, loc.labels
 
 
@@ -184,7 +193,12 @@ class RelocalizerCore:
         load: map loader (path -> :class:`SceneMap`), replaceable in tests.
     """
 
-    def __init__(self, params: dict | None = None, load: Callable[[str], SceneMap] = load_map, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        params: dict | None = None,
+        load: Callable[[str], SceneMap] = load_map,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.params = validate(RELOCALIZER_PARAMS, params or {})
         self._load = load
         self._lock = threading.Lock()
@@ -224,9 +238,14 @@ class RelocalizerCore:
         tr = scene_map.training
         return (
             f"loaded map {path}: encoder {scene_map.encoder.get('name')}, head {scene_map.head.head_type}, "
-            f"{tr.get('frames', '?')} mapping frames, {0 if scene_map.cloud_xyz is None else len(scene_map.cloud_xyz)} cloud points, "
+            f"{tr.get('frames', '?')} mapping frames, "
+            f"{0 if scene_map.cloud_xyz is None else len(scene_map.cloud_xyz)} cloud points, "
             f"on {relocalizer.device}"
-            + (f"; scene points carry each point's predicted {relocalizer.labels_name} as 'label'" if relocalizer.labels_name else "")
+            + (
+                f"; scene points carry each point's predicted {relocalizer.labels_name} as 'label'"
+                if relocalizer.labels_name
+                else ""
+            )
         )
 
     @property
@@ -246,10 +265,7 @@ class RelocalizerCore:
             ransac=RansacConfig(max_reproj_error=p["ransac_threshold_px"], max_iterations=p["ransac_max_iterations"]),
             min_inliers=p["min_inliers"],
             selector=p["selector"],
-            score_percentile=p["score_percentile"],
-            classifier_min_probability=p["classifier_min_probability"],
-            classifier_top_k=p["classifier_top_k"],
-            classifier_grid=p["classifier_grid"],
+            selector_settings=selector_settings(p),
             hypotheses=p["hypotheses"],
         )
 
@@ -267,7 +283,12 @@ class RelocalizerCore:
         age_s = (now_ns - frame.stamp_ns) * 1e-9
         if p["max_image_age"] > 0 and age_s > p["max_image_age"]:
             self.counters.stale += 1
-            return FrameOutcome("stale", f"image is {age_s:.2f} s old (max_image_age {p['max_image_age']} s; clocks in sync?)", frame.stamp_ns, camera_frame)
+            return FrameOutcome(
+                "stale",
+                f"image is {age_s:.2f} s old (max_image_age {p['max_image_age']} s; clocks in sync?)",
+                frame.stamp_ns,
+                camera_frame,
+            )
         relocalizer.config = self.relocalizer_config()
         try:
             loc = relocalizer.localize(frame.image, frame.camera)
@@ -297,7 +318,9 @@ class RelocalizerCore:
                 except LookupError as exc:
                     out.tf_warning = f"no odometry ({p['odom_frame']} -> {p['base_frame']}) at the image stamp: {exc}"
         T_odom_cam = T_odom_base @ T_base_cam if T_odom_base is not None else None
-        jump = self.gate.check(loc.T_world_cam, T_odom_cam, p["max_jump_translation"], p["max_jump_rotation_deg"], p["jump_reset_frames"])
+        jump = self.gate.check(
+            loc.T_world_cam, T_odom_cam, p["max_jump_translation"], p["max_jump_rotation_deg"], p["jump_reset_frames"]
+        )
         if jump:
             out.status, out.reason = "jump", jump
             self.counters.jumps += 1
@@ -305,7 +328,12 @@ class RelocalizerCore:
 
         inl = loc.inlier_mask
         cov_cam = pose_covariance(loc.T_world_cam, loc.pixels[inl], loc.scene_coords[inl], frame.camera)
-        cov_cam = published_covariance(cov_cam, p["covariance_inflation"], p["covariance_min_std_translation"], math.radians(p["covariance_min_std_rotation_deg"]))
+        cov_cam = published_covariance(
+            cov_cam,
+            p["covariance_inflation"],
+            p["covariance_min_std_translation"],
+            math.radians(p["covariance_min_std_rotation_deg"]),
+        )
         if T_base_cam is not None:
             T_cam_base = invert_pose(T_base_cam)
             out.T_map_pose, out.pose_frame = loc.T_world_cam @ T_cam_base, p["base_frame"]

@@ -19,9 +19,10 @@ The pipeline, deterministic by seed:
 2. ``Pretrainer.run``: each step takes ``windows_per_scene`` pool windows from each of
    ``batch_scenes`` different scenes (the encoder learns from these), plus ``head_samples``
    random cells of each of those scenes with cached context features (they keep the heads'
-   updates decorrelated; the cache is refreshed every ``refresh_every`` steps) (chosen by ``numpy.random.default_rng([seed, step])``, so a resumed run draws the same
-   batches), runs the learned context layers and each window's head, and steps AdamW with a
-   warm-up + cosine learning rate that is a function of the step.
+   updates decorrelated; the cache is refreshed every ``refresh_every`` steps) (chosen by
+   ``numpy.random.default_rng([seed, step])``, so a resumed run draws the same batches), runs
+   the learned context layers and each window's head, and steps AdamW with a warm-up + cosine
+   learning rate that is a function of the step.
 3. Checkpoints (safetensors, no pickles) hold the encoder, heads, optimizer moments, the loss
    history and the wall time so far; ``--resume`` continues bit-for-bit.
 """
@@ -34,8 +35,24 @@ from .scenes import RANDOMIZATION, photometric, random_light, scene_config
 from .trainer import CHECKPOINT_FORMAT, Pretrainer, learning_rate
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "COMPARISON_BEGIN", "COMPARISON_END", "INITS", "RANDOMIZATION", "SCENE_SEED_BASE",
-    "Pool", "PretrainConfig", "Pretrainer", "SiftContextInit", "XFeatInit",
-    "build_pool", "command_line", "learning_rate", "photometric", "random_light", "replace_comparison",
-    "scene_config", "sha256_file", "write_model_card",
+    "CHECKPOINT_FORMAT",
+    "COMPARISON_BEGIN",
+    "COMPARISON_END",
+    "INITS",
+    "RANDOMIZATION",
+    "SCENE_SEED_BASE",
+    "Pool",
+    "PretrainConfig",
+    "Pretrainer",
+    "SiftContextInit",
+    "XFeatInit",
+    "build_pool",
+    "command_line",
+    "learning_rate",
+    "photometric",
+    "random_light",
+    "replace_comparison",
+    "scene_config",
+    "sha256_file",
+    "write_model_card",
 ]

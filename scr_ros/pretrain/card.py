@@ -16,7 +16,6 @@ from ..fileio import atomic_write_text
 from .config import SCENE_SEED_BASE
 from .scenes import RANDOMIZATION
 
-
 if TYPE_CHECKING:
     from .trainer import Pretrainer
 
@@ -24,7 +23,9 @@ COMPARISON_BEGIN = "<!-- comparison: written by benchmarks/encoders.py -->"
 COMPARISON_END = "<!-- end comparison -->"
 
 
-def write_model_card(path: Path, trainer: Pretrainer, weights_sha256: str, command: str, comparison: str | None = None) -> None:
+def write_model_card(
+    path: Path, trainer: Pretrainer, weights_sha256: str, command: str, comparison: str | None = None
+) -> None:
     """The model card beside the weights: how they were made and what they measured."""
     cfg = trainer.cfg
     losses = trainer.losses
@@ -32,6 +33,8 @@ def write_model_card(path: Path, trainer: Pretrainer, weights_sha256: str, comma
     curve = "\n".join(
         f"| {m} | {np.mean(losses[max(0, m - max(1, cfg.steps // 50)) : m]):.3f} |" for m in marks if m <= len(losses)
     )
+    first_seed = SCENE_SEED_BASE + cfg.seed * 10_000
+    amp = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off, fp32"
     text = f"""# Encoder model card: `{trainer.encoder.ARCHITECTURE}` v{trainer.encoder.VERSION}
 
 {trainer.init.card_summary(cfg, trainer.encoder)}
@@ -43,15 +46,16 @@ def write_model_card(path: Path, trainer: Pretrainer, weights_sha256: str, comma
 
 - command: `{command}`
 - training data: {cfg.scenes} synthetic rooms from scr_ros's renderer, scene seeds
-  {SCENE_SEED_BASE + cfg.seed * 10_000}..{SCENE_SEED_BASE + cfg.seed * 10_000 + cfg.scenes - 1} (never a named or benchmark scene),
+  {first_seed}..{first_seed + cfg.scenes - 1} (never a named or benchmark scene),
   {cfg.frames_per_scene} views each, {cfg.crops_per_frame} augmented {cfg.window}x{cfg.window}-cell windows per view
   ({cfg.scenes * cfg.frames_per_scene * cfg.crops_per_frame} windows)
 - objective: ACE-style, one shared encoder and one head per scene (ACE head, width {cfg.head_width}),
   trained jointly; loss = Euclidean distance (m) to the scene coordinate from rendered depth
   (depth targets converge much faster than the reprojection loss and are exact in rendered scenes)
-- steps: {trainer.step} x {cfg.batch_scenes} scenes x {cfg.windows_per_scene} windows, AdamW (weight decay {cfg.weight_decay}),
+- steps: {trainer.step} x {cfg.batch_scenes} scenes x {cfg.windows_per_scene} windows,
+  AdamW (weight decay {cfg.weight_decay}),
   peak lr {cfg.lr_encoder} encoder / {cfg.lr_head} heads, {cfg.warmup_steps} warm-up steps, cosine decay
-- seed: {cfg.seed}; precision: {cfg.precision} (autocast {str(trainer.amp_dtype).replace('torch.', '') if trainer.amp_dtype else 'off, fp32'})
+- seed: {cfg.seed}; precision: {cfg.precision} (autocast {amp})
 - hardware: {hardware_description(trainer.device)}
 - wall time: {trainer.elapsed_s / 60:.1f} min of training (pool building not included)
 - final loss (mean over the last 5 % of steps): {trainer.final_loss():.3f} m

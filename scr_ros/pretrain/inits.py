@@ -10,9 +10,9 @@ import torch
 from ..encoders import DenseSiftEncoder, Encoder, SiftContextEncoder, XFeatEncoder
 from ..imaging import feature_pixels
 
-
 if TYPE_CHECKING:
     from .config import PretrainConfig
+
 
 class SiftContextInit:
     """``--init dsift-ctx``: new context layers on the frozen dense SIFT stem. The stem runs once
@@ -49,7 +49,9 @@ class SiftContextInit:
     def cached(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
         return encoder.context_features(inputs)
 
-    def head_input(self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def cell_features(
+        self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         """Head inputs (k, 512) of pool cells (window n, row y, column x), from pool and cache."""
         return torch.cat([inputs[n, :, y, x].float(), cache[n, y, x].float()], 1)
 
@@ -94,7 +96,9 @@ class XFeatInit:
     def cached(self, encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
         return encoder(inputs)
 
-    def head_input(self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def cell_features(
+        self, inputs: torch.Tensor, cache: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
         return cache[n, y, x].float()
 
     def card_summary(self, cfg: PretrainConfig, encoder: Encoder) -> str:

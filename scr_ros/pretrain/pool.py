@@ -18,9 +18,8 @@ from .config import PretrainConfig
 from .inits import INITS
 from .scenes import RANDOMIZATION, photometric, random_light, scene_config
 
+
 @dataclass
-
-
 class Pool:
     """Windows of every augmented view with their scene coordinates (NaN where unknown)."""
 
@@ -30,7 +29,9 @@ class Pool:
     centres: torch.Tensor  # (S, 3) mean camera position of each scene (the heads' mean)
 
 
-def _window_coords(depth: np.ndarray, pose: np.ndarray, camera: PinholeCamera, A: np.ndarray, cells: np.ndarray) -> np.ndarray:
+def _window_coords(
+    depth: np.ndarray, pose: np.ndarray, camera: PinholeCamera, A: np.ndarray, cells: np.ndarray
+) -> np.ndarray:
     """World points (n, 3) seen at augmented pixels ``cells`` (n, 2); NaN outside the view."""
     px = apply_affine(invert_affine(A), cells)
     h, w = depth.shape
@@ -48,7 +49,13 @@ def build_pool(cfg: PretrainConfig, progress: Callable[[Progress], None] | None 
     """Render, augment and describe every scene's views (deterministic for ``cfg``)."""
     init = INITS[cfg.init]()
     geo = RANDOMIZATION["geometric"]
-    aug = Augmentation(scale_min=geo["scale"][0], scale_max=geo["scale"][1], rotation_deg=geo["rotation_deg"], brightness=0.0, contrast=0.0)
+    aug = Augmentation(
+        scale_min=geo["scale"][0],
+        scale_max=geo["scale"][1],
+        rotation_deg=geo["rotation_deg"],
+        brightness=0.0,
+        contrast=0.0,
+    )
     win, p = cfg.window, init.pixels_per_cell
     total = cfg.scenes * cfg.frames_per_scene
     n = total * cfg.crops_per_frame

@@ -19,8 +19,15 @@ RANDOMIZATION = {
     "texture_families": list(FAMILIES + EXTRA_FAMILIES),
     "light_per_view": {"ambient": [0.12, 0.6], "intensity": [0.3, 1.1], "colour_channel": [0.65, 1.0]},
     "geometric": {"scale": [0.6, 1.6], "rotation_deg": 20.0},
-    "photometric": {"gain": [0.55, 1.6], "gamma": [0.65, 1.5], "blur_sigma_px": [0.0, 1.6], "blur_probability": 0.5,
-                    "noise_std": [0.0, 0.03], "jpeg_quality": [30, 90], "jpeg_probability": 0.3},
+    "photometric": {
+        "gain": [0.55, 1.6],
+        "gamma": [0.65, 1.5],
+        "blur_sigma_px": [0.0, 1.6],
+        "blur_probability": 0.5,
+        "noise_std": [0.0, 0.03],
+        "jpeg_quality": [30, 90],
+        "jpeg_probability": 0.3,
+    },
 }
 
 
@@ -46,7 +53,12 @@ def scene_config(seed: int, index: int, frames: int) -> SceneConfig:
 def random_light(rng: np.random.Generator, room: np.ndarray) -> Light:
     L = RANDOMIZATION["light_per_view"]
     pos = tuple(float(v) for v in rng.uniform([0.1, 0.1, 0.7], [0.9, 0.9, 0.95]) * room)
-    return Light(pos, tuple(float(c) for c in rng.uniform(*L["colour_channel"], size=3)), float(rng.uniform(*L["ambient"])), float(rng.uniform(*L["intensity"])))
+    return Light(
+        pos,
+        tuple(float(c) for c in rng.uniform(*L["colour_channel"], size=3)),
+        float(rng.uniform(*L["ambient"])),
+        float(rng.uniform(*L["intensity"])),
+    )
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,6 +70,8 @@ def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     img = img + rng.standard_normal(img.shape).astype(np.float32) * rng.uniform(*P["noise_std"])
     img = np.clip(img, 0.0, 1.0).astype(np.float32)
     if rng.random() < P["jpeg_probability"]:
-        ok, enc = cv2.imencode(".jpg", (img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*P["jpeg_quality"]))])
+        ok, enc = cv2.imencode(
+            ".jpg", (img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*P["jpeg_quality"]))]
+        )
         img = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
     return img

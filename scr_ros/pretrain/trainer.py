@@ -34,7 +34,9 @@ def learning_rate(cfg: PretrainConfig, step: int, peak: float) -> float:
 class Pretrainer:
     """Joint training of one encoder (what ``cfg.init`` names) and one :class:`AceHead` per scene."""
 
-    def __init__(self, cfg: PretrainConfig, device: str = "auto", progress: Callable[[Progress], None] | None = None, cancel=None):
+    def __init__(
+        self, cfg: PretrainConfig, device: str = "auto", progress: Callable[[Progress], None] | None = None, cancel=None
+    ):
         cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(device)
@@ -45,7 +47,8 @@ class Pretrainer:
         self.init = INITS[cfg.init]()
         self.encoder = self.init.make_encoder(cfg).to(self.device)
         self.heads = torch.nn.ModuleList(
-            AceHead(in_channels=self.encoder.out_channels, width=cfg.head_width, num_blocks=0) for _ in range(cfg.scenes)
+            AceHead(in_channels=self.encoder.out_channels, width=cfg.head_width, num_blocks=0)
+            for _ in range(cfg.scenes)
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             [
@@ -54,7 +57,9 @@ class Pretrainer:
             ],
             weight_decay=cfg.weight_decay,
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.device.type == "cuda" and self.amp_dtype == torch.float16
+        )
         self.step = 0
         self.losses: list[float] = []  # mean loss (m) of every step
         self.elapsed_s = 0.0  # wall time of training so far, over all resumed sessions
@@ -77,7 +82,10 @@ class Pretrainer:
         rows = []
         for s in scenes:
             candidates = self._rows[s]
-            rows.extend(int(r) for r in rng.choice(candidates, size=min(self.cfg.windows_per_scene, len(candidates)), replace=False))
+            rows.extend(
+                int(r)
+                for r in rng.choice(candidates, size=min(self.cfg.windows_per_scene, len(candidates)), replace=False)
+            )
         return np.asarray(rows)
 
     def _index_pool(self) -> None:
@@ -114,7 +122,7 @@ class Pretrainer:
         flat = valid[torch.as_tensor(rng.integers(0, len(valid), size=self.cfg.head_samples))]
         w = self.pool.coords.shape[3]
         n, y, x = flat // (w * w), (flat // w) % w, flat % w
-        feats = self.init.head_input(self.pool.inputs, self._cache, n, y, x)
+        feats = self.init.cell_features(self.pool.inputs, self._cache, n, y, x)
         return feats.to(self.device), self.pool.coords[n, :, y, x].to(self.device)
 
     def train_step(self) -> float:
@@ -181,8 +189,21 @@ class Pretrainer:
                 if self.step % 10 == 0 or self.step == cfg.steps:
                     synchronize(self.device)
                     recent = self.losses[-50:]
-                    self.progress(Progress("pretrain", self.step, cfg.steps, self.elapsed_s - start_elapsed, loss=sum(recent) / len(recent)))
-                if checkpoint is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.progress(
+                        Progress(
+                            "pretrain",
+                            self.step,
+                            cfg.steps,
+                            self.elapsed_s - start_elapsed,
+                            loss=sum(recent) / len(recent),
+                        )
+                    )
+                if (
+                    checkpoint is not None
+                    and cfg.checkpoint_every
+                    and self.step % cfg.checkpoint_every == 0
+                    and self.step < cfg.steps
+                ):
                     self.save_checkpoint(checkpoint)
         except (KeyboardInterrupt, MappingCancelled):
             if checkpoint is not None and self.step > 0:
@@ -234,12 +255,12 @@ class Pretrainer:
             raise ScrError(f"{path}: checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}")
         self = cls(PretrainConfig.from_dict(meta["config"]), device, progress, cancel)
         dev = self.device
-        enc = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+        enc = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
         missing = self.encoder.load_state_dict(enc, strict=False)
         if missing.unexpected_keys or set(enc) != set(self.encoder.learned_state()):
             raise ScrError(f"{path}: encoder tensors do not match the configured architecture")
-        self.heads.load_state_dict({k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")})
-        cached = {k[len("cache_encoder."):]: v for k, v in tensors.items() if k.startswith("cache_encoder.")}
+        self.heads.load_state_dict({k[len("heads.") :]: v for k, v in tensors.items() if k.startswith("heads.")})
+        cached = {k[len("cache_encoder.") :]: v for k, v in tensors.items() if k.startswith("cache_encoder.")}
         if cached:
             if set(cached) != set(self.encoder.learned_state()):
                 raise ScrError(f"{path}: cache_encoder tensors do not match the configured architecture")
@@ -252,5 +273,9 @@ class Pretrainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         if meta.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(meta["scaler"])
-        self.step, self.losses, self.elapsed_s = int(meta["step"]), [float(x) for x in meta["losses"]], float(meta["elapsed_s"])
+        self.step, self.losses, self.elapsed_s = (
+            int(meta["step"]),
+            [float(x) for x in meta["losses"]],
+            float(meta["elapsed_s"]),
+        )
         return self

@@ -4,4 +4,12 @@ and integrated scenes of several rooms in one map."""
 from .integrated import IntegratedConfig, IntegratedScene, integrated_rooms
 from .scene import RENDERER_VERSION, Light, SceneConfig, SyntheticScene
 
-__all__ = ["RENDERER_VERSION", "IntegratedConfig", "IntegratedScene", "Light", "SceneConfig", "SyntheticScene", "integrated_rooms"]
+__all__ = [
+    "RENDERER_VERSION",
+    "IntegratedConfig",
+    "IntegratedScene",
+    "Light",
+    "SceneConfig",
+    "SyntheticScene",
+    "integrated_rooms",
+]

@@ -79,6 +79,11 @@ class IntegratedScene:
         return rgb, depth, T
 
 
-def integrated_rooms(base: SceneConfig, seeds: list[int], wall_seeds: list[int | None], furniture_seeds: list[int | None]) -> tuple[SceneConfig, ...]:
+def integrated_rooms(
+    base: SceneConfig, seeds: list[int], wall_seeds: list[int | None], furniture_seeds: list[int | None]
+) -> tuple[SceneConfig, ...]:
     """Rooms like ``base`` with their own seeds and, where given, shared wall / furniture seeds."""
-    return tuple(dataclasses.replace(base, seed=s, wall_seed=w, furniture_seed=f) for s, w, f in zip(seeds, wall_seeds, furniture_seeds))
+    return tuple(
+        dataclasses.replace(base, seed=s, wall_seed=w, furniture_seed=f)
+        for s, w, f in zip(seeds, wall_seeds, furniture_seeds)
+    )

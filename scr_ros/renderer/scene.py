@@ -20,7 +20,6 @@ import numpy as np
 from ..geometry import PinholeCamera, look_at_rotation, make_pose
 from .textures import FAMILIES, LOD_SIGMAS, MARGIN, decorated_surface, make_texture, pack_atlas, periodic_texture
 
-
 # Bump whenever a change to this package renders different pixels for the same config: cached
 # scenes are keyed by config and this version.
 RENDERER_VERSION = 3
@@ -54,7 +53,9 @@ class SceneConfig:
     furniture_seed: int | None = None
 
     def camera(self) -> PinholeCamera:
-        return PinholeCamera(self.focal, self.focal, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height)
+        return PinholeCamera(
+            self.focal, self.focal, (self.width - 1) / 2, (self.height - 1) / 2, self.width, self.height
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,7 +107,9 @@ class SyntheticScene:
         Lx, Ly, Lz = self.room
         self.mapping_light = Light((0.4 * Lx, 0.6 * Ly, Lz - 0.2), (1.0, 0.97, 0.92), 0.45, 0.75)
         self.query_light = (
-            Light((0.8 * Lx, 0.2 * Ly, Lz - 0.5), (1.0, 0.85, 0.65), 0.3, 0.6) if config.lighting_change else self.mapping_light
+            Light((0.8 * Lx, 0.2 * Ly, Lz - 0.5), (1.0, 0.85, 0.65), 0.3, 0.6)
+            if config.lighting_change
+            else self.mapping_light
         )
         K_inv = np.linalg.inv(self.camera.K)
         u, v = np.meshgrid(np.arange(config.width), np.arange(config.height))
@@ -183,7 +186,11 @@ class SyntheticScene:
                 continue
             if len(cams) and np.any(box.contains(cams, 0.45)):
                 continue
-            if any(np.linalg.norm(box.center[:2] - b.center[:2]) < np.linalg.norm(box.half[:2]) + np.linalg.norm(b.half[:2]) for b in boxes):
+            if any(
+                np.linalg.norm(box.center[:2] - b.center[:2])
+                < np.linalg.norm(box.half[:2]) + np.linalg.norm(b.half[:2])
+                for b in boxes
+            ):
                 continue
             boxes.append(box)
             size = None
@@ -214,7 +221,14 @@ class SyntheticScene:
                     origin_local = -box.half.copy()
                     origin_local[axis] = sgn * box.half[axis]
                     faces.append(
-                        (R @ origin_local + box.center, R[:, a1], R[:, a2], 2 * box.half[a1], 2 * box.half[a2], sgn * R[:, axis])
+                        (
+                            R @ origin_local + box.center,
+                            R[:, a1],
+                            R[:, a2],
+                            2 * box.half[a1],
+                            2 * box.half[a2],
+                            sgn * R[:, axis],
+                        )
                     )
         textures, affines, normals = [], [], []
         wall_rng = rng if cfg.wall_seed is None else np.random.default_rng([cfg.wall_seed, 2])
@@ -227,9 +241,13 @@ class SyntheticScene:
             if cfg.repetitive_texture and i < 6:
                 tex = periodic_texture(surface_rng, h, w, period)
             elif i < 6:
-                tex = decorated_surface(surface_rng, h, w, d, None if cfg.texture_families == FAMILIES else cfg.texture_families)
+                tex = decorated_surface(
+                    surface_rng, h, w, d, None if cfg.texture_families == FAMILIES else cfg.texture_families
+                )
             else:
-                tex = make_texture(furniture_rng, h, w, cfg.texture_families[int(furniture_rng.integers(len(cfg.texture_families)))])
+                tex = make_texture(
+                    furniture_rng, h, w, cfg.texture_families[int(furniture_rng.integers(len(cfg.texture_families)))]
+                )
             textures.append(tex)
             normals.append(normal)
             affines.append((origin, u, v))
@@ -244,7 +262,9 @@ class SyntheticScene:
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, T_world_cam: np.ndarray, light: Light | None = None, noise_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def render(
+        self, T_world_cam: np.ndarray, light: Light | None = None, noise_seed: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Render one view.
 
         Args:
@@ -281,8 +301,12 @@ class SyntheticScene:
             self._intersect_box(bi, box, T_world_cam, o, d, t, face)
         p = [o[k] + d[k] * t for k in range(3)]  # hit points
         A = self._tex_affine
-        mx = (A[:, 0, 0][face] * p[0] + A[:, 0, 1][face] * p[1] + A[:, 0, 2][face] * p[2] + A[:, 0, 3][face]).astype(np.float32)
-        my = (A[:, 1, 0][face] * p[0] + A[:, 1, 1][face] * p[1] + A[:, 1, 2][face] * p[2] + A[:, 1, 3][face]).astype(np.float32)
+        mx = (A[:, 0, 0][face] * p[0] + A[:, 0, 1][face] * p[1] + A[:, 0, 2][face] * p[2] + A[:, 0, 3][face]).astype(
+            np.float32
+        )
+        my = (A[:, 1, 0][face] * p[0] + A[:, 1, 1][face] * p[1] + A[:, 1, 2][face] * p[2] + A[:, 1, 3][face]).astype(
+            np.float32
+        )
         n = [self._normals[:, k][face] for k in range(3)]
         # Level of detail from the texel footprint of one pixel.
         d_len = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)

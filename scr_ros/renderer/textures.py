@@ -71,7 +71,9 @@ def _shapes_texture(rng, h, w):
             p2 = (cx + int(rng.integers(-size, size)), cy + int(rng.integers(-size, size)))
             cv2.line(img, (cx, cy), p2, color, int(rng.integers(1, 5)), lineType=cv2.LINE_AA)
         else:
-            pts = np.array([[cx + rng.integers(-size, size), cy + rng.integers(-size, size)] for _ in range(3)], np.int32)
+            pts = np.array(
+                [[cx + rng.integers(-size, size), cy + rng.integers(-size, size)] for _ in range(3)], np.int32
+            )
             cv2.fillPoly(img, [pts], color, lineType=cv2.LINE_AA)
     return img
 
@@ -125,7 +127,7 @@ def _wood_texture(rng, h, w):
     r = np.sqrt(((xx - cx) / stretch) ** 2 + (yy - cy) ** 2)
     r += value_noise(rng, h, w, cell_sizes=(64, 32)) * rng.uniform(5, 20)
     t = 0.5 + 0.5 * np.sin(r * rng.uniform(0.15, 0.6))
-    return _palette(rng, t ** 2 * 0.8 + 0.2 * value_noise(rng, h, w, cell_sizes=(8, 4)), n_colors=2)
+    return _palette(rng, t**2 * 0.8 + 0.2 * value_noise(rng, h, w, cell_sizes=(8, 4)), n_colors=2)
 
 
 def _marble_texture(rng, h, w):
@@ -158,8 +160,14 @@ def _dots_texture(rng, h, w):
 
 
 _MAKERS = {
-    "noise": _noise_texture, "shapes": _shapes_texture, "tiles": _tiles_texture, "stripes": _stripes_texture,
-    "text": _text_texture, "wood": _wood_texture, "marble": _marble_texture, "checker": _checker_texture,
+    "noise": _noise_texture,
+    "shapes": _shapes_texture,
+    "tiles": _tiles_texture,
+    "stripes": _stripes_texture,
+    "text": _text_texture,
+    "wood": _wood_texture,
+    "marble": _marble_texture,
+    "checker": _checker_texture,
     "dots": _dots_texture,
 }
 
@@ -174,7 +182,9 @@ def make_texture(rng: np.random.Generator, h: int, w: int, family: str) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def decorated_surface(rng: np.random.Generator, h: int, w: int, texel_density: float, materials: tuple[str, ...] | None = None) -> np.ndarray:
+def decorated_surface(
+    rng: np.random.Generator, h: int, w: int, texel_density: float, materials: tuple[str, ...] | None = None
+) -> np.ndarray:
     """A wall, floor or ceiling: a plain material with posters, notices and pictures on it.
 
     Real rooms are mostly plain surfaces with scattered distinctive things; the decals (about one

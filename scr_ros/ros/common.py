@@ -18,13 +18,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import ClockType
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
 
 from ..messages import MessageError, MessageFactory, transform_to_matrix
-from ..node_logic.params import ParameterError, ParamSpec
+from ..node_logic.params import ParameterError
+from ..settings import Setting
 
 
 def _rclpy_class(typename: str) -> type:
@@ -37,40 +38,52 @@ def rclpy_factory() -> MessageFactory:
     return MessageFactory(
         _rclpy_class,
         lambda a: array.array("B", np.ascontiguousarray(a, dtype=np.uint8).tobytes()),
-        lambda a: array.array("d", np.asarray(a, dtype=np.float64).reshape(-1).tolist()),  # float64[] (Humble refuses numpy here)
+        lambda a: array.array(
+            "d", np.asarray(a, dtype=np.float64).reshape(-1).tolist()
+        ),  # float64[] (Humble refuses numpy here)
     )
 
 
-def declare_parameters(node: Node, specs: tuple[ParamSpec, ...]) -> dict:
+def declare_parameters(node: Node, specs: tuple[Setting, ...]) -> dict:
     """Declare every parameter with its description and range; return the checked values."""
     values = {}
     for spec in specs:
-        descriptor = ParameterDescriptor(description=spec.description + ("" if spec.dynamic else " (read at start)"), read_only=False)
+        descriptor = ParameterDescriptor(
+            description=spec.help + ("" if spec.dynamic else " (read at start)"), read_only=False
+        )
         if spec.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
         # A missing bound is the widest the type allows (ROS ranges always have both ends).
         if spec.type is float and (spec.min is not None or spec.max is not None):
-            lo, hi = (-sys.float_info.max if spec.min is None else float(spec.min)), (sys.float_info.max if spec.max is None else float(spec.max))
+            lo, hi = (
+                (-sys.float_info.max if spec.min is None else float(spec.min)),
+                (sys.float_info.max if spec.max is None else float(spec.max)),
+            )
             descriptor.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]
         elif spec.type is int and (spec.min is not None or spec.max is not None):
-            lo, hi = (-(2**63) if spec.min is None else int(spec.min)), (2**63 - 1 if spec.max is None else int(spec.max))
+            lo, hi = (
+                (-(2**63) if spec.min is None else int(spec.min)),
+                (2**63 - 1 if spec.max is None else int(spec.max)),
+            )
             descriptor.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
         try:
             # rclpy checks an override (YAML, -p) against the default's type and the range here.
             value = node.declare_parameter(spec.name, spec.default, descriptor).value
         except InvalidParameterTypeException as exc:
             hint = " (write a float such as 2.0, not 2)" if spec.type is float else ""
-            raise SystemExit(f"{node.get_name()}: parameter {spec.name!r} must be {spec.type.__name__}{hint}: {exc}") from None
+            raise SystemExit(
+                f"{node.get_name()}: parameter {spec.name!r} must be {spec.type.__name__}{hint}: {exc}"
+            ) from None
         except InvalidParameterValueException as exc:
             raise SystemExit(f"{node.get_name()}: {exc}") from None
         try:
-            values[spec.name] = spec.check(value)
+            values[spec.name] = spec.check(value, error=ParameterError)
         except ParameterError as exc:
             raise SystemExit(f"{node.get_name()}: {exc}") from None
     return values
 
 
-def parameter_callback(specs: tuple[ParamSpec, ...], apply, current):
+def parameter_callback(specs: tuple[Setting, ...], apply, current):
     """An on-set-parameters callback: rejects invalid values and changes to start-only parameters,
     hands the valid dynamic changes to ``apply(dict)`` (which may raise to refuse them).
 
@@ -86,12 +99,14 @@ def parameter_callback(specs: tuple[ParamSpec, ...], apply, current):
             if spec is None:
                 continue  # parameters we do not own (use_sim_time, ...)
             try:
-                value = spec.check(p.value)
+                value = spec.check(p.value, error=ParameterError)
             except ParameterError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
             if not spec.dynamic:
                 if value != values.get(p.name):
-                    return SetParametersResult(successful=False, reason=f"{p.name} is read at start; restart the node to change it")
+                    return SetParametersResult(
+                        successful=False, reason=f"{p.name} is read at start; restart the node to change it"
+                    )
                 continue
             changes[p.name] = value
         if changes:
@@ -118,8 +133,13 @@ class Diagnostics:
     def publish(self) -> None:
         level, message, values = self.fill()
         # DiagnosticStatus.level is a ROS `byte`: rclpy takes a 1-byte bytes (like DiagnosticStatus.OK), not an int.
-        status = DiagnosticStatus(level=bytes([level]), name=self.name, message=message, hardware_id="scr_ros",
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        status = DiagnosticStatus(
+            level=bytes([level]),
+            name=self.name,
+            message=message,
+            hardware_id="scr_ros",
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)

@@ -27,10 +27,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from ..errors import ScrError
-from ..messages import MessageError, decode_camera_info, decode_compressed_image, decode_depth, decode_image, pose_to_matrix, stamp_to_ns
+from ..messages import (
+    MessageError,
+    decode_camera_info,
+    decode_compressed_image,
+    decode_depth,
+    decode_image,
+    pose_to_matrix,
+    stamp_to_ns,
+)
+from ..node_logic.mailbox import LatestSlot
 from ..node_logic.mapping_core import MappingCore, PoseBuffer, StampMatcher, body_to_camera_matrix
 from ..node_logic.params import MAPPING_PARAMS
-from ..node_logic.mailbox import LatestSlot
 from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, spin
 
 LEVELS = {"running": 0, "done": 0, "idle": 0, "cancelled": 1, "failed": 2}
@@ -48,7 +56,10 @@ class MappingNode(Node):
 
         self.poses: PoseBuffer | None = None
         if p["pose_source"] == "tf":
-            tf2_ros = import_tf2(f"{self.get_name()}: pose_source tf", "publish the camera poses on a topic and set pose_source to pose or odometry")
+            tf2_ros = import_tf2(
+                f"{self.get_name()}: pose_source tf",
+                "publish the camera poses on a topic and set pose_source to pose or odometry",
+            )
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
         else:
@@ -75,7 +86,9 @@ class MappingNode(Node):
         self.create_service(Trigger, "~/stop_recording", self.on_stop_recording)
         self.create_service(Trigger, "~/build_map", self.on_build_map)
         self.create_service(Trigger, "~/cancel_build", self.on_cancel_build)
-        self.add_on_set_parameters_callback(parameter_callback(MAPPING_PARAMS, self.core.update_params, lambda: self.core.params))
+        self.add_on_set_parameters_callback(
+            parameter_callback(MAPPING_PARAMS, self.core.update_params, lambda: self.core.params)
+        )
         self.received = 0  # image messages, counted on arrival (before any check)
         self.diagnostics = Diagnostics(self, "mapping", self.diagnostic_values)
 
@@ -120,8 +133,13 @@ class MappingNode(Node):
         try:
             frame = msg.header.frame_id
             if frame and frame != p["pose_frame"]:
-                raise MessageError(f"pose in frame {frame!r}, but pose_frame is {p['pose_frame']!r} (set pose_frame to the frame the poses are in)")
-            T_world_body = pose_to_matrix(msg.pose.pose if isinstance(msg, Odometry) else msg.pose, f"{p['pose_source']} message")
+                raise MessageError(
+                    f"pose in frame {frame!r}, but pose_frame is {p['pose_frame']!r} (set pose_frame to the frame "
+                    "the poses are in)"
+                )
+            T_world_body = pose_to_matrix(
+                msg.pose.pose if isinstance(msg, Odometry) else msg.pose, f"{p['pose_source']} message"
+            )
             self.poses.add(stamp_to_ns(msg.header.stamp), T_world_body @ self.T_body_cam)
         except MessageError as exc:
             self._refuse(f"{p['pose_source']} message skipped", str(exc))
@@ -132,7 +150,9 @@ class MappingNode(Node):
             try:
                 return self.poses.at(stamp_ns, p["tf_timeout"])
             except LookupError as exc:
-                raise MessageError(f"no camera pose from the {p['pose_source']} topic at the image stamp: {exc}") from None
+                raise MessageError(
+                    f"no camera pose from the {p['pose_source']} topic at the image stamp: {exc}"
+                ) from None
         try:
             return lookup(self.tf_buffer, p["pose_frame"], frame_id, stamp_ns, p["tf_timeout"])
         except LookupError as exc:
@@ -204,7 +224,15 @@ class MappingNode(Node):
 
     def publish_progress(self, status) -> None:
         values = [KeyValue(key=k, value=v) for k, v in status.as_values().items()]
-        self.pub_progress.publish(DiagnosticStatus(level=bytes([LEVELS.get(status.state, 0)]), name="scr_mapping: map build", message=status.summary(), hardware_id="scr_ros", values=values))
+        self.pub_progress.publish(
+            DiagnosticStatus(
+                level=bytes([LEVELS.get(status.state, 0)]),
+                name="scr_mapping: map build",
+                message=status.summary(),
+                hardware_id="scr_ros",
+                values=values,
+            )
+        )
 
     def on_progress(self, status) -> None:
         now = time.monotonic()
@@ -233,7 +261,11 @@ class MappingNode(Node):
             "last problem": self.core.problems.last or "(none)",
             **self.core.problems.values(),
         }
-        return LEVELS.get(build.state, 0), ("recording" if self.core.recording else "not recording") + f"; build: {build.summary()}", values
+        return (
+            LEVELS.get(build.state, 0),
+            ("recording" if self.core.recording else "not recording") + f"; build: {build.summary()}",
+            values,
+        )
 
     def destroy_node(self):
         self._running = False

@@ -34,8 +34,8 @@ from ..messages import (
     make_transform_stamped,
     stamp_to_ns,
 )
-from ..node_logic.params import RELOCALIZER_PARAMS
 from ..node_logic.mailbox import LatestSlot
+from ..node_logic.params import RELOCALIZER_PARAMS
 from ..node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, rclpy_factory, spin
 
@@ -72,7 +72,10 @@ class RelocalizerNode(Node):
         # base -> camera lookup, and no tf2_ros to install.
         self.tf_source = None
         if p["tf_mode"] != "none":
-            tf2_ros = import_tf2(f"{self.get_name()}: tf_mode {p['tf_mode']}", "set tf_mode to none (poses and pose_with_covariance of the camera, no TF)")
+            tf2_ros = import_tf2(
+                f"{self.get_name()}: tf_mode {p['tf_mode']}",
+                "set tf_mode to none (poses and pose_with_covariance of the camera, no TF)",
+            )
             self.tf_buffer = tf2_ros.Buffer()
             self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
             self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
@@ -82,7 +85,9 @@ class RelocalizerNode(Node):
         self.pub_pose_cov = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
         self.pub_inliers = self.create_publisher(Int32, "~/inliers", 10)
         self.pub_scene_points = self.create_publisher(PointCloud2, "~/scene_points", 5)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+        )
         self.pub_map_cloud = self.create_publisher(PointCloud2, "~/map_cloud", latched)
 
         if p["use_compressed"]:
@@ -91,7 +96,9 @@ class RelocalizerNode(Node):
             self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reload_map", self.on_reload_map)
-        self.add_on_set_parameters_callback(parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters, lambda: self.core.params))
+        self.add_on_set_parameters_callback(
+            parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters, lambda: self.core.params)
+        )
         if p["tf_mode"] == "map_to_odom" and p["tf_publish_rate"] > 0:
             self.create_timer(1.0 / p["tf_publish_rate"], self.republish_map_to_odom)
 
@@ -100,7 +107,9 @@ class RelocalizerNode(Node):
         if p["map_path"]:
             self.load_map(p["map_path"])
         else:
-            self.get_logger().warning("no map_path set: waiting for one (ros2 param set /scr_relocalizer map_path FILE)")
+            self.get_logger().warning(
+                "no map_path set: waiting for one (ros2 param set /scr_relocalizer map_path FILE)"
+            )
         self._running = True
         self.worker = threading.Thread(target=self.inference_loop, name="scr_relocalizer_inference", daemon=True)
         self.worker.start()
@@ -115,7 +124,10 @@ class RelocalizerNode(Node):
             return
         if info.distorted and self.core.params["intrinsics_source"] == "K" and not self._warned_distortion:
             self._warned_distortion = True
-            self.get_logger().warning("camera_info has non-zero distortion: subscribe to a rectified image (image_rect) and set intrinsics_source P")
+            self.get_logger().warning(
+                "camera_info has non-zero distortion: subscribe to a rectified image (image_rect) and set "
+                "intrinsics_source P"
+            )
         self.camera_info = info
 
     def on_image(self, msg) -> None:
@@ -166,24 +178,32 @@ class RelocalizerNode(Node):
             self.pub_inliers.publish(Int32(data=int(out.localization.num_inliers)))
             points = out.scene_points() if p["publish_scene_points"] else None
             if points is not None:
-                self.pub_scene_points.publish(make_point_cloud(f, points[0], points[1], out.stamp_ns, p["map_frame"], labels=points[2]))
+                self.pub_scene_points.publish(
+                    make_point_cloud(f, points[0], points[1], out.stamp_ns, p["map_frame"], labels=points[2])
+                )
         if not out.published:
             self._warn(self.core.not_localized(out))
             return
         if out.tf_warning:
             self.get_logger().warning(out.tf_warning, throttle_duration_sec=5.0)
         self.pub_pose.publish(make_pose_stamped(f, out.T_map_cam, out.stamp_ns, p["map_frame"]))
-        self.pub_pose_cov.publish(make_pose_with_covariance_stamped(f, out.T_map_pose, out.covariance, out.stamp_ns, p["map_frame"]))
+        self.pub_pose_cov.publish(
+            make_pose_with_covariance_stamped(f, out.T_map_pose, out.covariance, out.stamp_ns, p["map_frame"])
+        )
         if p["tf_mode"] == "map_to_odom" and out.T_map_odom is not None:
             self.republish_map_to_odom()
         elif p["tf_mode"] == "map_to_camera":
-            self.tf_broadcaster.sendTransform(make_transform_stamped(f, out.T_map_cam, out.stamp_ns, p["map_frame"], out.camera_frame))
+            self.tf_broadcaster.sendTransform(
+                make_transform_stamped(f, out.T_map_cam, out.stamp_ns, p["map_frame"], out.camera_frame)
+            )
 
     def republish_map_to_odom(self) -> None:
         nxt = self.core.broadcast.next(self.get_clock().now().nanoseconds)
         if nxt is not None:
             p = self.core.params
-            self.tf_broadcaster.sendTransform(make_transform_stamped(self.f, nxt[0], nxt[1], p["map_frame"], p["odom_frame"]))
+            self.tf_broadcaster.sendTransform(
+                make_transform_stamped(self.f, nxt[0], nxt[1], p["map_frame"], p["odom_frame"])
+            )
 
     # ------------------------------------------------------------------ map, parameters, diagnostics
 
@@ -201,7 +221,9 @@ class RelocalizerNode(Node):
         m = self.core.map
         if m.cloud_xyz is not None:
             stamp = self.get_clock().now().nanoseconds
-            self.pub_map_cloud.publish(make_point_cloud(self.f, m.cloud_xyz, m.cloud_rgb, stamp, self.core.params["map_frame"]))
+            self.pub_map_cloud.publish(
+                make_point_cloud(self.f, m.cloud_xyz, m.cloud_rgb, stamp, self.core.params["map_frame"])
+            )
         else:
             self.get_logger().info("this map has no stored point cloud (made before format 2): ~/map_cloud stays empty")
         return True

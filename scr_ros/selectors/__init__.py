@@ -11,11 +11,11 @@ produce; it returns the indices to keep, best first. Signals (all (N,) numpy arr
 Only finite correspondences are passed in. ``auto`` (the default of ``scr localize`` and the
 relocalizer node) uses the classifier when the map has one, else the score when the head has
 one, else everything (each selector's ``auto_priority``). Adding a selector is adding a module
-to this folder that registers it.
+to this folder with a :class:`Selector` subclass that registers itself and declares its settings.
 """
 
 from ..registry import import_parts
-from .base import SELECTORS, auto_selector_name, build_selector, register_selector
+from .base import SELECTORS, Selector, auto_selector_name, build_selector, register_selector
 
 import_parts(__name__, __path__)
 
@@ -23,4 +23,13 @@ from .all import AllSelector  # noqa: E402 - the built-in selectors, for direct 
 from .classifier import ClassifierSelector  # noqa: E402
 from .score import ScoreSelector  # noqa: E402
 
-__all__ = ["SELECTORS", "AllSelector", "ClassifierSelector", "ScoreSelector", "auto_selector_name", "build_selector", "register_selector"]
+__all__ = [
+    "SELECTORS",
+    "AllSelector",
+    "ClassifierSelector",
+    "ScoreSelector",
+    "Selector",
+    "auto_selector_name",
+    "build_selector",
+    "register_selector",
+]

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import register_selector
+from .base import Selector, register_selector
 
 
 @register_selector("all")
-@dataclass
-class AllSelector:
+class AllSelector(Selector):
     """Every correspondence (ACE)."""
-
-    needs = None
-    auto_priority = 0
 
     def __call__(self, n: int, score=None, probability=None, pixels=None) -> np.ndarray:
         return np.arange(n)

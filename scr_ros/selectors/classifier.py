@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..errors import ScrError
-from .base import register_selector
+from ..settings import Setting
+from .base import Selector, register_selector
 
 
 @register_selector("classifier")
-@dataclass
-class ClassifierSelector:
+class ClassifierSelector(Selector):
     """Correspondences ranked by the keypoint classifier's P(inlier).
 
     Keeps those with probability >= ``min_probability``, at most ``top_k`` of them (0: no cap)
@@ -24,19 +22,29 @@ class ClassifierSelector:
     measures both). ``grid`` 0 keeps the plain ranking.
     """
 
-    min_probability: float = 0.5
-    top_k: int = 1024
-    min_keep: int = 200
-    grid: int = 8
+    settings = (
+        Setting("min_probability", 0.5, "keep correspondences whose inlier probability is at least this", 0.0, 1.0),
+        Setting("top_k", 1024, "keep at most this many of the most likely inliers (0: no cap)", 0, 1_000_000),
+        Setting(
+            "min_keep",
+            200,
+            "keep at least this many of the most likely, even below min_probability (a hard frame is tried, not "
+            "thrown away)",
+            0,
+            1_000_000,
+        ),
+        Setting(
+            "grid",
+            8,
+            "when the cap leaves candidates out, spread the kept ones over a grid of this many cells per image "
+            "side (0: the plain most-likely ranking)",
+            0,
+            64,
+        ),
+    )
     needs = "probability"
     auto_priority = 2
     requires = "a map with a keypoint classifier (scr map --classifier)"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_probability <= 1.0:
-            raise ScrError(f"classifier selector: min_probability must be in [0, 1], got {self.min_probability}")
-        if self.top_k < 0 or self.min_keep < 0 or self.grid < 0:
-            raise ScrError("classifier selector: top_k, min_keep and grid must not be negative")
 
     def __call__(self, n: int, score=None, probability=None, pixels=None) -> np.ndarray:
         if probability is None:

@@ -28,7 +28,6 @@ import time  # noqa: E402
 import unittest  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import launch  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
@@ -42,6 +41,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from tf2_ros.transform_broadcaster import TransformBroadcaster  # noqa: E402
 
+import launch  # noqa: E402
 from scr_ros.datasets.base import read_pose_file  # noqa: E402
 from scr_ros.mapfile import load_map  # noqa: E402
 from scr_ros.messages import encode_camera_info, encode_image, make_transform_stamped  # noqa: E402
@@ -84,7 +84,10 @@ def generate_test_description():
             "camera_info_topic": INFO_TOPIC,
         }.items(),
     )
-    return launch.LaunchDescription([mapping, launch_testing.actions.ReadyToTest()]), {"frames": frames, "session": session}
+    return launch.LaunchDescription([mapping, launch_testing.actions.ReadyToTest()]), {
+        "frames": frames,
+        "session": session,
+    }
 
 
 class TestMapping(unittest.TestCase):
@@ -97,7 +100,10 @@ class TestMapping(unittest.TestCase):
         cls.f = rclpy_factory()
         cls.progress = []  # the values of each ~/progress message, appended from the executor thread
         cls.node.create_subscription(
-            DiagnosticStatus, f"{NODE}/progress", lambda m: cls.progress.append({kv.key: kv.value for kv in m.values}), 50
+            DiagnosticStatus,
+            f"{NODE}/progress",
+            lambda m: cls.progress.append({kv.key: kv.value for kv in m.values}),
+            50,
         )
         cls.image_pub = cls.node.create_publisher(Image, IMAGE_TOPIC, 10)
         cls.info_pub = cls.node.create_publisher(CameraInfo, INFO_TOPIC, 10)
@@ -132,7 +138,10 @@ class TestMapping(unittest.TestCase):
 
     def test_1_keyframes_are_recorded_with_their_tf_poses(self, frames, session):
         for pub in (self.image_pub, self.info_pub):
-            self.assertTrue(self.wait_until(lambda: pub.get_subscription_count() > 0, 60.0), f"nobody subscribes to {pub.topic_name}")
+            self.assertTrue(
+                self.wait_until(lambda: pub.get_subscription_count() > 0, 60.0),
+                f"nobody subscribes to {pub.topic_name}",
+            )
         gt_by_stamp = {}
         for frame in frames:
             stamp = self.node.get_clock().now().nanoseconds
@@ -148,13 +157,17 @@ class TestMapping(unittest.TestCase):
         images = lambda: sorted((session / "rgb").glob("frame_*.png"))  # noqa: E731
         # Most frames are keyframes (the walk moves more than min_translation between them); a
         # few may be lost to best-effort delivery or a slow TF lookup.
-        self.assertTrue(self.wait_until(lambda: len(images()) >= FRAMES // 2, 30.0), f"only {len(images())} keyframes in {session}")
+        self.assertTrue(
+            self.wait_until(lambda: len(images()) >= FRAMES // 2, 30.0), f"only {len(images())} keyframes in {session}"
+        )
         time.sleep(1.0)  # let the frames still in flight land
         for image in images():
             meta = json.loads((session / "meta" / f"{image.stem}.json").read_text())
             self.assertEqual(meta["camera_frame"], CAMERA_FRAME)
             self.assertIn(meta["stamp_ns"], gt_by_stamp, f"{image.stem} has a stamp that was never published")
-            t_err, r_err = pose_error(read_pose_file(session / "poses" / f"{image.stem}.txt"), gt_by_stamp[meta["stamp_ns"]])
+            t_err, r_err = pose_error(
+                read_pose_file(session / "poses" / f"{image.stem}.txt"), gt_by_stamp[meta["stamp_ns"]]
+            )
             self.assertLess(t_err, 1e-4, f"{image.stem}: recorded pose is not TF's pose at its stamp")
             self.assertLess(r_err, 0.01)
             self.assertTrue((session / "intrinsics" / f"{image.stem}.txt").is_file())
@@ -171,7 +184,10 @@ class TestMapping(unittest.TestCase):
         self.assertTrue(started.success, started.message)
 
         finished = lambda: any(p.get("state") in ("done", "failed", "cancelled") for p in self.progress)  # noqa: E731
-        self.assertTrue(self.wait_until(finished, BUILD_TIMEOUT_S), f"no final progress within {BUILD_TIMEOUT_S:.0f} s; last: {self.progress[-1:]}")
+        self.assertTrue(
+            self.wait_until(finished, BUILD_TIMEOUT_S),
+            f"no final progress within {BUILD_TIMEOUT_S:.0f} s; last: {self.progress[-1:]}",
+        )
         final = next(p for p in self.progress if p.get("state") in ("done", "failed", "cancelled"))
         self.assertEqual(final["state"], "done", final)
         self.assertTrue(any(p.get("state") == "running" for p in self.progress), "no running progress before done")

@@ -30,7 +30,6 @@ import time  # noqa: E402
 import unittest  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import launch  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
@@ -52,8 +51,16 @@ from tf2_ros.static_transform_broadcaster import StaticTransformBroadcaster  # n
 from tf2_ros.transform_broadcaster import TransformBroadcaster  # noqa: E402
 from tf2_ros.transform_listener import TransformListener  # noqa: E402
 
+import launch  # noqa: E402
 from scr_ros.geometry import invert_pose, make_pose, rotation_about_axis  # noqa: E402
-from scr_ros.messages import encode_camera_info, encode_image, make_transform_stamped, pose_to_matrix, stamp_to_ns, transform_to_matrix  # noqa: E402
+from scr_ros.messages import (  # noqa: E402
+    encode_camera_info,
+    encode_image,
+    make_transform_stamped,
+    pose_to_matrix,
+    stamp_to_ns,
+    transform_to_matrix,
+)
 from scr_ros.metrics import pose_error  # noqa: E402
 from scr_ros.ros.common import rclpy_factory  # noqa: E402
 
@@ -129,12 +136,17 @@ class TestRelocalizer(unittest.TestCase):
         def keep(store):
             def by_stamp(msg):
                 store[stamp_to_ns(msg.header.stamp)] = msg
+
             return by_stamp
 
         # Best effort: it matches the node's publishers whatever their reliability.
         cls.node.create_subscription(PoseStamped, f"{NODE}/pose", keep(cls.poses), qos_profile_sensor_data)
-        cls.node.create_subscription(PoseWithCovarianceStamped, f"{NODE}/pose_with_covariance", keep(cls.base_poses), qos_profile_sensor_data)
-        cls.node.create_subscription(Int32, f"{NODE}/inliers", lambda m: cls.inliers.append(m.data), qos_profile_sensor_data)
+        cls.node.create_subscription(
+            PoseWithCovarianceStamped, f"{NODE}/pose_with_covariance", keep(cls.base_poses), qos_profile_sensor_data
+        )
+        cls.node.create_subscription(
+            Int32, f"{NODE}/inliers", lambda m: cls.inliers.append(m.data), qos_profile_sensor_data
+        )
         cls.image_pub = cls.node.create_publisher(Image, IMAGE_TOPIC, 10)
         cls.info_pub = cls.node.create_publisher(CameraInfo, INFO_TOPIC, 10)
         cls.tf_pub = TransformBroadcaster(cls.node)
@@ -182,11 +194,15 @@ class TestRelocalizer(unittest.TestCase):
     def test_1_map_cloud_reaches_a_late_subscriber(self):
         client = self.node.create_client(Trigger, f"{NODE}/reload_map")
         self.assertTrue(client.wait_for_service(timeout_sec=60.0), "the node did not come up")
-        self.assertTrue(self.wait_until(lambda: self.node.count_publishers(f"{NODE}/map_cloud") > 0, 30.0), "no map_cloud publisher")
+        self.assertTrue(
+            self.wait_until(lambda: self.node.count_publishers(f"{NODE}/map_cloud") > 0, 30.0), "no map_cloud publisher"
+        )
         # The cloud goes out once per loaded map, at start: by now it is history that only a
         # transient-local subscription receives.
         time.sleep(2.0)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+        )
         self.node.create_subscription(PointCloud2, f"{NODE}/map_cloud", self.clouds.append, latched)
         self.assertTrue(self.wait_until(lambda: len(self.clouds) > 0, 30.0), "no map cloud for a late subscriber")
         cloud = self.clouds[0]
@@ -196,7 +212,10 @@ class TestRelocalizer(unittest.TestCase):
 
     def test_2_poses_inliers_and_tf_match_ground_truth(self, scene):
         for pub in (self.image_pub, self.info_pub):
-            self.assertTrue(self.wait_until(lambda: pub.get_subscription_count() > 0, 60.0), f"nobody subscribes to {pub.topic_name}")
+            self.assertTrue(
+                self.wait_until(lambda: pub.get_subscription_count() > 0, 60.0),
+                f"nobody subscribes to {pub.topic_name}",
+            )
         frames = scene["frames"]
         self.info_pub.publish(encode_camera_info(self.f, frames[0].camera, self.now(), CAMERA_FRAME))
         time.sleep(0.5)
@@ -231,7 +250,9 @@ class TestRelocalizer(unittest.TestCase):
             accurate += 1
 
             # The base pose is the camera fix moved by base_link -> camera.
-            self.assertTrue(self.wait_until(lambda: stamp in self.base_poses, 5.0), f"{frame.name}: no pose_with_covariance")
+            self.assertTrue(
+                self.wait_until(lambda: stamp in self.base_poses, 5.0), f"{frame.name}: no pose_with_covariance"
+            )
             base = self.base_poses[stamp]
             self.assertEqual(base.header.frame_id, "map")
             t_b, r_b = pose_error(pose_to_matrix(base.pose.pose), T_map_cam @ invert_pose(T_BASE_CAM))
@@ -253,11 +274,18 @@ class TestRelocalizer(unittest.TestCase):
                     found["error"] = str(exc)
                     return False
 
-            self.assertTrue(self.wait_until(lookup, 5.0, tick=stand_still), f"{frame.name}: no TF map -> {CAMERA_FRAME}: {found.get('error')}")
+            self.assertTrue(
+                self.wait_until(lookup, 5.0, tick=stand_still),
+                f"{frame.name}: no TF map -> {CAMERA_FRAME}: {found.get('error')}",
+            )
             T_tf = transform_to_matrix(found["cam"].transform)
             t_fix, r_fix = pose_error(T_tf, T_map_cam)
-            self.assertLess(t_fix, 0.01, f"{frame.name}: TF map -> {CAMERA_FRAME} is {100 * t_fix:.1f} cm from the published pose")
-            self.assertLess(r_fix, 0.5, f"{frame.name}: TF map -> {CAMERA_FRAME} is {r_fix:.2f} deg from the published pose")
+            self.assertLess(
+                t_fix, 0.01, f"{frame.name}: TF map -> {CAMERA_FRAME} is {100 * t_fix:.1f} cm from the published pose"
+            )
+            self.assertLess(
+                r_fix, 0.5, f"{frame.name}: TF map -> {CAMERA_FRAME} is {r_fix:.2f} deg from the published pose"
+            )
             t_tf, r_tf = pose_error(T_tf, frame.pose)
             self.assertLess(t_tf, MAX_T_M, f"{frame.name}: TF map -> {CAMERA_FRAME} is {100 * t_tf:.1f} cm off")
             self.assertLess(r_tf, MAX_R_DEG, f"{frame.name}: TF map -> {CAMERA_FRAME} is {r_tf:.1f} deg off")

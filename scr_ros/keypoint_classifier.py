@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,35 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ScrError
-from .losses import world_to_camera
-
-
-@dataclass
-class ClassifierConfig:
-    width: int = 256
-    epochs: float = 4.0
-    batch_size: int = 5120
-    lr_min: float = 1e-4  # the paper's initial learning rate
-    lr_max: float = 4e-3  # "a large learning rate": it is a four-layer MLP on a shuffled buffer
-    weight_decay: float = 0.01
-    inlier_px: float = 10.0  # label threshold; ACE's and our RANSAC threshold
-    max_samples: int = 8_000_000  # the paper's buffer size; ours is usually the whole training buffer
-    # Fine-tuning the head on selected keypoints (supplement section 3): epochs over the buffer
-    # rows the classifier accepts (probability >= finetune_min_probability); 0 turns it off.
-    finetune_epochs: float = 0.0
-    finetune_min_probability: float = 0.5
-    finetune_lr_min: float = 5e-5
-    finetune_lr_max: float = 6e-4
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ScrError(f"unknown keypoint classifier settings: {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .geometry import project_points, world_to_camera
 
 
 class KeypointClassifier(nn.Module):
@@ -64,7 +35,9 @@ class KeypointClassifier(nn.Module):
 
     def __init__(self, in_channels: int, width: int = 256) -> None:
         super().__init__()
-        if not (isinstance(in_channels, int) and 1 <= in_channels <= 8192 and isinstance(width, int) and 1 <= width <= 8192):
+        if not (
+            isinstance(in_channels, int) and 1 <= in_channels <= 8192 and isinstance(width, int) and 1 <= width <= 8192
+        ):
             raise ValueError(f"bad keypoint classifier size: in_channels={in_channels!r}, width={width!r}")
         self.config = {"in_channels": in_channels, "width": width}
         self.layers = nn.ModuleList(
@@ -83,7 +56,16 @@ class KeypointClassifier(nn.Module):
 
 
 @torch.no_grad()
-def inlier_labels(head: nn.Module, features: torch.Tensor, pixels: torch.Tensor, T_cam_world: torch.Tensor, intrinsics: torch.Tensor, inlier_px: float, chunk: int = 65536, autocast_ctx=None) -> torch.Tensor:
+def inlier_labels(
+    head: nn.Module,
+    features: torch.Tensor,
+    pixels: torch.Tensor,
+    T_cam_world: torch.Tensor,
+    intrinsics: torch.Tensor,
+    inlier_px: float,
+    chunk: int = 65536,
+    autocast_ctx=None,
+) -> torch.Tensor:
     """Whether each row's predicted coordinate reprojects within ``inlier_px`` (bool (N,)).
 
     features (N, C); pixels (N, 2); T_cam_world (N, 3, 4) and intrinsics (N, 4) per row.
@@ -98,10 +80,9 @@ def inlier_labels(head: nn.Module, features: torch.Tensor, pixels: torch.Tensor,
         else:
             coords = head(features[sl].float())
         cam = world_to_camera(coords.float(), T_cam_world[sl])
-        fx, fy, cx, cy = intrinsics[sl].unbind(1)
         z = cam[:, 2]
-        zs = z.clamp(min=1e-6)
-        err = torch.hypot(fx * cam[:, 0] / zs + cx - pixels[sl, 0], fy * cam[:, 1] / zs + cy - pixels[sl, 1])
+        proj = project_points(cam, intrinsics[sl], min_depth=1e-6)
+        err = torch.hypot(proj[:, 0] - pixels[sl, 0], proj[:, 1] - pixels[sl, 1])
         out[sl] = (z > 0.1) & (err < inlier_px)
     return out
 
@@ -109,13 +90,22 @@ def inlier_labels(head: nn.Module, features: torch.Tensor, pixels: torch.Tensor,
 def train_classifier(
     features: torch.Tensor,
     labels: torch.Tensor,
-    cfg: ClassifierConfig,
+    *,
+    width: int = 256,
+    epochs: float = 4.0,
+    batch_size: int = 5120,
+    lr_min: float = 1e-4,
+    lr_max: float = 4e-3,
+    weight_decay: float = 0.01,
+    max_samples: int = 8_000_000,
     seed: int = 0,
     autocast_ctx=None,
     progress: Callable[[int, int, float, float], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
 ) -> tuple[KeypointClassifier, dict]:
-    """Train a classifier on buffer rows ``features`` (N, C) with bool ``labels`` (N,).
+    """Train a classifier of ``width`` on buffer rows ``features`` (N, C) with bool ``labels``
+    (N,): AdamW with a one-cycle schedule from ``lr_min`` up to ``lr_max``, ``epochs`` over at
+    most ``max_samples`` rows in batches of ``batch_size``.
 
     Returns the classifier (eval mode, on the features' device) and training figures: rows,
     inlier fraction, final loss, and accuracy / precision / recall at p = 0.5 on a held-out 5 %.
@@ -125,16 +115,18 @@ def train_classifier(
     if n_all < 2:
         raise ScrError("the keypoint classifier needs training rows; the buffer is empty")
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_all, generator=gen)[: cfg.max_samples]
+    order = torch.randperm(n_all, generator=gen)[:max_samples]
     n_val = max(1, len(order) // 20)
     val, train = order[:n_val].to(dev), order[n_val:].to(dev)
     n = len(train)
     torch.manual_seed(seed)
-    clf = KeypointClassifier(features.shape[1], cfg.width).to(dev).train()
-    batch = min(cfg.batch_size, n)
-    iterations = max(1, int(round(cfg.epochs * n / batch)))
-    opt = torch.optim.AdamW(clf.parameters(), lr=cfg.lr_min, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_max, total_steps=iterations, div_factor=cfg.lr_max / cfg.lr_min, cycle_momentum=False)
+    clf = KeypointClassifier(features.shape[1], width).to(dev).train()
+    batch = min(batch_size, n)
+    iterations = max(1, int(round(epochs * n / batch)))
+    opt = torch.optim.AdamW(clf.parameters(), lr=lr_min, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr_max, total_steps=iterations, div_factor=lr_max / lr_min, cycle_momentum=False
+    )
     positive = float(labels[train].float().mean())
     # Weigh the rarer class up so that a scene with 90 % inliers does not teach "always yes".
     pos_weight = torch.tensor((1.0 - positive) / max(positive, 1e-6), device=dev).clamp(0.1, 10.0)
