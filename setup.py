@@ -46,10 +46,15 @@ setup(
         # helpers of the global encodings and GLACE's head.
         "gensim>=4.4,<5",
         "scipy>=1.10",
+        # Rotation conversions of the pose refinement.
+        "kornia>=0.7",
     ],
     extras_require={
         # ruff pinned: its formatter's style is part of what CI checks (.ci/run).
-        "test": ["pytest>=7", "mcap>=1.1", "ruff==0.17.6"],
+        # evo: the trajectory metrics the tests check ours against; rerun-sdk: the --rerun recordings.
+        "test": ["pytest>=7", "mcap>=1.1", "ruff==0.17.6", "evo>=1.28", "rerun-sdk>=0.20"],
+        # 3D recordings a person can open (scr map / localize / bag replay --rerun FILE.rrd).
+        "viz": ["rerun-sdk>=0.20"],
         # ROS 2 Jazzy's Python wheels from PyPI: enough to run both nodes with tf_mode none and a
         # pose topic, and the real-node tests. tf2_ros (TF modes), launch and rosbag2 come only
         # with a ROS 2 installation.

@@ -17,6 +17,7 @@ from .datasets.base import Frame
 from .errors import DatasetError
 from .metrics import THRESHOLDS, accuracy, median, pose_error
 from .relocalize import Relocalizer
+from .trajectory import trajectory_errors
 
 STAGES = ("preprocess", "encoder", "head", "select", "ransac", "refine", "total")
 
@@ -106,3 +107,55 @@ def summarize(results: Sequence[FrameResult], **extra) -> dict:
     }
     report.update(extra)
     return report
+
+
+def mapping_truth_report(
+    results: Sequence[FrameResult],
+    mapping_poses: np.ndarray,
+    recorded_poses: np.ndarray | None,
+    mapping_truth: np.ndarray,
+) -> dict:
+    """Scoring that stays honest when the map was built from poses that drifted.
+
+    ``mapping_poses`` (F, 4, 4): the mapping frames' poses as the map used them (refined, when the
+    build refined them); ``recorded_poses``: as they were recorded, when that differs;
+    ``mapping_truth``: their true poses. Returns the mapping poses' errors before and after
+    refinement (ATE RMSE and medians, after a rigid alignment each) and the queries' accuracy
+    after the one rigid alignment that maps the mapping poses onto their truth: fitted on the
+    mapping frames only, never on the queries, it removes the map frame's offset from the true
+    world without hiding how well the map fits its own views."""
+    final = trajectory_errors(mapping_poses, mapping_truth)
+    A = np.asarray(final["alignment"])
+    report = {"mapping_poses": {"frames": len(mapping_poses), "as_mapped": final}}
+    if recorded_poses is not None:
+        report["mapping_poses"]["recorded"] = trajectory_errors(recorded_poses, mapping_truth)
+    errors = [pose_error(None if r.T_est is None else A @ r.T_est, r.T_gt) for r in results]
+    t = [e[0] for e in errors]
+    rot = [e[1] for e in errors]
+    report["aligned"] = {
+        "accuracy": accuracy(t, rot),
+        "median_translation_cm": _finite_or_none(median(t) * 100.0),
+        "median_rotation_deg": _finite_or_none(median(rot)),
+        "note": "queries after the rigid alignment of the mapping poses onto their truth",
+    }
+    return report
+
+
+def mapping_truth(scene_map, ds) -> np.ndarray | None:
+    """The true poses (F, 4, 4) of the map's mapping frames, when ``ds`` is the dataset the map was
+    built from (its mapping split holds every one of them by name); else None."""
+    if scene_map.mapping_poses is None:
+        return None
+    try:
+        frames = {f.name: f.pose for f in ds.frames(scene_map.training.get("split", "train"))}
+    except DatasetError:
+        return None
+    if not scene_map.mapping_frames or not all(name in frames for name in scene_map.mapping_frames):
+        return None
+    return np.stack([frames[name] for name in scene_map.mapping_frames])
+
+
+def recorded_poses(scene_map) -> np.ndarray | None:
+    """The mapping poses as recorded, when the build refined them (else None: as mapped)."""
+    part = scene_map.parts.get("pose-refinement")
+    return None if part is None else part.module.recorded.double().numpy()

@@ -181,6 +181,12 @@ class PinholeCamera:
             self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, int(width), int(height)
         )
 
+    def with_focal_scale(self, scale: float) -> "PinholeCamera":
+        """The same camera with both focal lengths scaled (a refined focal length)."""
+        if scale == 1.0:
+            return self
+        return PinholeCamera(self.fx * scale, self.fy * scale, self.cx, self.cy, self.width, self.height)
+
     def as_dict(self) -> dict:
         return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width, "height": self.height}
 

@@ -37,8 +37,12 @@ from .heads import HEADS, SceneHead, build_head
 from .map_parts import MapPart, ordered
 
 FORMAT = "scr_ros.map"
-FORMAT_VERSION = 3  # 2: optional cloud.xyz / cloud.rgb tensors; 3: optional map parts (projection.*, classifier.*)
+# 2: optional cloud.xyz / cloud.rgb tensors; 3: optional map parts (projection.*, classifier.*);
+# 4: the mapping frames' poses (mapping.poses, float64) and names (header "mapping").
+FORMAT_VERSION = 4
 CLOUD_KEYS = ("cloud.xyz", "cloud.rgb")
+POSES_KEY = "mapping.poses"
+MAX_MAPPING_FRAMES = 10_000_000
 HEADER_KEY = "scr_ros"
 WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -68,6 +72,11 @@ class SceneMap:
     cloud_xyz: np.ndarray | None = field(default=None, repr=False)  # (N, 3) float32, map frame
     cloud_rgb: np.ndarray | None = field(default=None, repr=False)  # (N, 3) uint8
     parts: dict[str, MapPart] = field(default_factory=dict)  # key -> part, in MAP_PARTS order
+    # The mapping frames as the map was trained on them: camera-to-world poses (F, 4, 4) in the
+    # map frame (refined, when the build refined them), names and capture stamps (or None).
+    mapping_poses: np.ndarray | None = field(default=None, repr=False)
+    mapping_frames: list[str] = field(default_factory=list)
+    mapping_stamps_ns: list[int | None] = field(default_factory=list)
 
     @property
     def mean(self) -> list[float]:
@@ -87,6 +96,11 @@ class SceneMap:
             "training": self.training,
             "weights_dtype": weights_dtype,
             "weights_sha256": weights_sha256,
+            **(
+                {"mapping": {"frames": self.mapping_frames, "stamps_ns": self.mapping_stamps_ns}}
+                if self.mapping_poses is not None
+                else {}
+            ),
             **parts,
         }
 
@@ -100,12 +114,20 @@ class SceneMap:
         for k in self.head.full_precision:  # metres in the map frame stay fp32 (the mean, GLACE's centres)
             tensors[k] = getattr(self.head, k).detach().cpu().float()
         for part in self.parts.values():
-            tensors.update(
-                {
-                    f"{type(part).header_key()}.{k}": v.detach().cpu().to(WEIGHT_DTYPES[weights_dtype]).contiguous()
-                    for k, v in part.module.state_dict().items()
-                }
-            )
+            for k, v in part.module.state_dict().items():
+                # Tensors a part keeps in metres or as poses keep their precision (float64 poses).
+                keep = k in type(part).full_precision
+                tensors[f"{type(part).header_key()}.{k}"] = (
+                    (v if keep else v.to(WEIGHT_DTYPES[weights_dtype])).detach().cpu().contiguous()
+                )
+        if self.mapping_poses is not None:
+            poses = np.asarray(self.mapping_poses, np.float64).reshape(-1, 4, 4)
+            if not (len(poses) == len(self.mapping_frames) == len(self.mapping_stamps_ns)):
+                raise ValueError(
+                    f"{len(poses)} mapping poses for {len(self.mapping_frames)} frame names and "
+                    f"{len(self.mapping_stamps_ns)} stamps"
+                )
+            tensors[POSES_KEY] = torch.from_numpy(poses.copy())
         if self.cloud_xyz is not None:
             xyz, rgb = (
                 np.asarray(self.cloud_xyz, np.float32).reshape(-1, 3),
@@ -241,7 +263,8 @@ def load_map(path: str | Path) -> SceneMap:
                 {f"{part_classes[key].header_key()}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()}
             )
         with safe_open(str(path), framework="pt") as f:
-            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS}
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS and k != POSES_KEY}
+            poses_shape = tuple(f.get_slice(POSES_KEY).get_shape()) if POSES_KEY in f.keys() else None
             cloud_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k in CLOUD_KEYS}
     except Exception as exc:  # noqa: BLE001 - any failure here means the file does not describe a usable head
         raise MapFileError(f"{path}: head {head_type!r} with config {head_config} cannot be built: {exc}") from None
@@ -254,6 +277,19 @@ def load_map(path: str | Path) -> SceneMap:
     for k, shape in stored.items():
         if shape != expected[k]:
             raise MapFileError(f"{path}: tensor {k} has shape {shape}, head expects {expected[k]}")
+    mapping = header.get("mapping")
+    if (poses_shape is None) != (mapping is None):
+        raise MapFileError(
+            f"{path}: the mapping poses and the header's mapping entry come together; this map has only one"
+        )
+    if mapping is not None:
+        names, stamps = (mapping.get("frames"), mapping.get("stamps_ns")) if isinstance(mapping, dict) else (None, None)
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(stamps, list)):
+            raise MapFileError(f"{path}: header mapping entry must hold frame names and stamps")
+        if not all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in stamps):
+            raise MapFileError(f"{path}: header mapping stamps must be integers (nanoseconds) or null")
+        if not (len(names) == len(stamps) <= MAX_MAPPING_FRAMES and poses_shape == (len(names), 4, 4)):
+            raise MapFileError(f"{path}: mapping poses {poses_shape} do not match the header's {len(names)} frames")
     if cloud_shapes:
         n = cloud_shapes.get("cloud.xyz", (-1,))[0]
         if set(cloud_shapes) != set(CLOUD_KEYS) or any(shape != (n, 3) for shape in cloud_shapes.values()):
@@ -266,9 +302,12 @@ def load_map(path: str | Path) -> SceneMap:
     if tensors_sha256(tensors) != header["weights_sha256"]:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     wanted = WEIGHT_DTYPES[header["weights_dtype"]]
+    full = {f"{part_classes[key].header_key()}.{k}" for key in parts for k in part_classes[key].full_precision}
     for k, v in tensors.items():
         if (
             k not in CLOUD_KEYS
+            and k != POSES_KEY
+            and k not in full
             and k not in HEADS[head_type].full_precision
             and v.is_floating_point()
             and v.dtype != wanted
@@ -285,12 +324,21 @@ def load_map(path: str | Path) -> SceneMap:
             f"{tensors['cloud.rgb'].dtype}"
         )
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
+    mapping_poses = tensors.pop(POSES_KEY).double().numpy() if POSES_KEY in tensors else None
+    if mapping_poses is not None:
+        rotations = mapping_poses[:, :3, :3]
+        orthonormal = np.abs(np.einsum("nji,njk->nik", rotations, rotations) - np.eye(3)).max(initial=0.0) < 1e-4
+        if not (orthonormal and np.allclose(mapping_poses[:, 3], [0, 0, 0, 1])):
+            raise MapFileError(f"{path}: the mapping poses are not rigid transforms")
     parts, _ = build_parts()  # shapes checked: now with memory
     for key, part in parts.items():
-        prefix = part_classes[key].header_key() + "."
-        part.module.load_state_dict(
-            {k[len(prefix) :]: tensors.pop(k).float() for k in list(tensors) if k.startswith(prefix)}
-        )
+        cls = part_classes[key]
+        prefix = cls.header_key() + "."
+        state = {}
+        for k in [k for k in tensors if k.startswith(prefix)]:
+            name, v = k[len(prefix) :], tensors.pop(k)
+            state[name] = v if name in cls.full_precision else v.float()
+        part.module.load_state_dict(state)
         part.module.eval()
     head = build_head(head_type, **head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
@@ -317,4 +365,7 @@ def load_map(path: str | Path) -> SceneMap:
         cloud_xyz=cloud.get("cloud.xyz"),
         cloud_rgb=cloud.get("cloud.rgb"),
         parts=parts,
+        mapping_poses=mapping_poses,
+        mapping_frames=list(mapping["frames"]) if mapping else [],
+        mapping_stamps_ns=list(mapping["stamps_ns"]) if mapping else [],
     )

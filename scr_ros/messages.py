@@ -389,6 +389,23 @@ def make_pose_with_covariance_stamped(
     )
 
 
+def make_odometry(f: MessageFactory, T: np.ndarray, stamp_ns: int, parent: str, child: str):
+    """A nav_msgs/Odometry: the pose ``T`` (T_parent_child) of ``child`` in ``parent``; twist and
+    covariances zero (unknown)."""
+    vector = f("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0)
+    return f(
+        "nav_msgs/msg/Odometry",
+        header=make_header(f, stamp_ns, parent),
+        child_frame_id=str(child),
+        pose=f("geometry_msgs/msg/PoseWithCovariance", pose=make_pose_message(f, T), covariance=np.zeros(36)),
+        twist=f(
+            "geometry_msgs/msg/TwistWithCovariance",
+            twist=f("geometry_msgs/msg/Twist", linear=vector, angular=vector),
+            covariance=np.zeros(36),
+        ),
+    )
+
+
 def make_transform_stamped(f: MessageFactory, T: np.ndarray, stamp_ns: int, parent: str, child: str):
     """T = T_parent_child: the pose of ``child`` in ``parent`` (tf2's parent->child transform)."""
     t, q = _position_orientation(f, T)

@@ -22,13 +22,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__, distributed
 from .datasets import Dataset, open_dataset
 from .datasets.base import check_frames
 from .device import resolve_device
+from .drift import DriftModel, drifted_frames, parse_drift
 from .encoders import load_encoder, load_encoder_for_map
 from .errors import ScrError
-from .evaluate import localize_frames, summarize
+from .evaluate import localize_frames, mapping_truth, mapping_truth_report, recorded_poses, summarize
 from .fileio import check_output_file
 from .heads import HEADS
 from .map_parts import MAP_PARTS
@@ -37,6 +40,7 @@ from .mapping import MapBuilder
 from .mapping_config import MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
+from .trajectory import trajectory_errors, write_tum
 
 
 def mapping_config(
@@ -75,6 +79,9 @@ def mapping_config(
     return cfg
 
 
+# --refine-poses / the mapping node's refine_poses: none, or the pose-refinement part's mode.
+REFINE_POSES = ("none", "mlp", "free")
+
 # scr bag map --depth and the mapping node's depth_loss: what each choice means for mapping_config.
 DEPTH_CHOICES = {"auto": None, "on": True, "off": False}
 
@@ -85,13 +92,15 @@ def method_overrides(
     finetune_epochs: float = 0.0,
     pca_dim: int = 0,
     parts: dict | None = None,
+    refine_poses: str = "none",
 ) -> dict:
     """MappingConfig overrides for the papers' switches as ``scr map``, ``scr bag map`` and the
     mapping node name them, translated here and nowhere else: SS-DVR's ``score``, and the map
     parts to fit, ``parts`` (key -> settings: ``--part KEY[=JSON]``, the node's ``map_parts``)
     with the shorthands ``classifier`` (Matching Rates' keypoint classifier, ``finetune_epochs``
-    of fine-tuning the head on what it accepts) and ``pca_dim`` (R-SCoRe's PCA). A part's
-    settings are checked against its declaration when the build starts."""
+    of fine-tuning the head on what it accepts), ``pca_dim`` (R-SCoRe's PCA) and ``refine_poses``
+    (``mlp`` or ``free``: the mapping poses refined with the head, ACE0; ``none``: as recorded).
+    A part's settings are checked against its declaration when the build starts."""
     for key, settings in (parts or {}).items():
         MAP_PARTS.lookup(key)
         if not isinstance(settings, dict):
@@ -113,6 +122,10 @@ def method_overrides(
         raise ScrError("--finetune fine-tunes on the keypoint classifier's selection; add --classifier")
     if pca_dim:
         shorthand("pca", "dim", int(pca_dim))
+    if refine_poses not in REFINE_POSES:
+        raise ScrError(f"refine_poses must be one of {', '.join(REFINE_POSES)}, got {refine_poses!r}")
+    if refine_poses != "none":
+        shorthand("pose-refinement", "mode", refine_poses)
     out: dict = {"parts": parts} if parts else {}
     if score:
         out["score"] = True
@@ -144,6 +157,7 @@ def build_map(
     cancel=None,
     source: str | None = None,
     depth: bool | None = None,
+    drift: str | DriftModel | None = None,
     **overrides,
 ) -> SceneMap:
     """Map ``split`` of a dataset and save the map (atomically) to ``out``; returns the map.
@@ -158,6 +172,9 @@ def build_map(
         cancel: anything with ``is_set()``; the build stops with MappingCancelled when it is set.
         source: where the frames came from, for the map header, when ``dataset_spec`` is an
             intermediate folder (``scr bag map``, the mapping node).
+        drift: map from the poses drifting odometry would have recorded instead of the
+            dataset's (:mod:`scr_ros.drift`: ``vio``, ``wheel`` or a spec); the true poses stay
+            the dataset's, for scoring. The map records the model and how far the poses drifted.
 
     Started by ``torchrun --nproc_per_node N`` this is one of N workers training one head with
     DistributedDataParallel (:mod:`scr_ros.distributed`); rank 0 reports progress and writes
@@ -172,6 +189,11 @@ def build_map(
     frames = ds.frames(split)
     check_frames(frames, f"{split} frames")
     cfg = mapping_config(preset_name, head, loss, depth, seed=seed, precision=precision, **overrides)
+    drift_model = parse_drift(drift) if isinstance(drift, str) else drift
+    if drift_model is not None:
+        truth = np.stack([f.pose for f in frames])
+        frames = drifted_frames(frames, drift_model)
+        drifted = trajectory_errors(np.stack([f.pose for f in frames]), truth, align=False)
     if depth and not any(f.depth_path for f in frames):
         raise ScrError(f"--depth: the {split} frames of {dataset_spec} have no depth images")
     encoder = load_encoder(encoder_spec)
@@ -194,6 +216,8 @@ def build_map(
         bar.close()
     scene_map.training["dataset"] = source or str(dataset_spec)
     scene_map.training["split"] = split
+    if drift_model is not None:
+        scene_map.training["simulated_drift"] = {**drift_model.describe(), "pose_error": drifted}
     if distributed.is_main():
         scene_map.save(out)
     return scene_map
@@ -255,4 +279,20 @@ def localize(
         device=str(reloc.device),
         scr_ros_version=__version__,
     )
+    truth = mapping_truth(scene_map, ds)
+    if truth is not None:
+        report.update(mapping_truth_report(results, scene_map.mapping_poses, recorded_poses(scene_map), truth))
     return results, report, ds, scene_map
+
+
+def write_mapping_trajectory(scene_map: SceneMap, path: str | Path) -> Path:
+    """The map's mapping poses (refined, when the build refined them) as a TUM trajectory;
+    frames without a capture stamp get their index as the stamp (seconds)."""
+    if scene_map.mapping_poses is None:
+        raise ScrError("this map holds no mapping poses (maps before format 4 do not)")
+    stamps = [s * 1e-9 if s is not None else float(i) for i, s in enumerate(scene_map.mapping_stamps_ns)]
+    refined = "pose-refinement" in scene_map.parts
+    comment = (
+        f"mapping poses of {scene_map.training.get('dataset', 'a map')} ({'refined' if refined else 'as recorded'})"
+    )
+    return write_tum(path, stamps, scene_map.mapping_poses, comment=comment)

@@ -196,3 +196,26 @@ def skipped_frames_line(training: dict, shown: int = 3) -> str | None:
         f"skipped {len(items)} of {training.get('frames', '?')} mapping frames that could not be read: {named}{more} "
         "(all listed in the map header's training.unreadable_frames)"
     )
+
+
+def mapping_poses_line(training: dict) -> str | None:
+    """One line on the mapping poses: how far a simulated drift moved them and how much the
+    build's refinement corrected them; None when neither applies."""
+    out = []
+    drift = training.get("simulated_drift")
+    if drift:
+        e = drift["pose_error"]
+        out.append(
+            f"simulated drift: the mapping poses are off by {100 * e['median_translation_m']:.1f} cm, "
+            f"{e['median_rotation_deg']:.2f} deg (median; max {100 * e['max_translation_m']:.1f} cm, "
+            f"{e['max_rotation_deg']:.2f} deg)"
+        )
+    refined = training.get("pose_refinement")
+    if refined:
+        focal = f", focal length x {refined['focal_scale']:.4f}" if refined.get("focal") else ""
+        out.append(
+            f"pose refinement ({refined['mode']}): moved the mapping poses by "
+            f"{100 * refined['median_correction_m']:.1f} cm "
+            f"(median; max {100 * refined['max_correction_m']:.1f} cm){focal}"
+        )
+    return "; ".join(out) or None

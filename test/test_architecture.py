@@ -34,7 +34,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.distributed",
         ),
     ),
-    ("data", ("scr_ros.imaging", "scr_ros.messages", "scr_ros.datasets", "scr_ros.renderer")),
+    (
+        "data",
+        (
+            "scr_ros.imaging",
+            "scr_ros.messages",
+            "scr_ros.datasets",
+            "scr_ros.renderer",
+            "scr_ros.trajectory",
+            "scr_ros.drift",
+        ),
+    ),
     (
         "parts",
         (
@@ -62,6 +72,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.relocalize",
             "scr_ros.evaluate",
             "scr_ros.reports",
+            "scr_ros.rerun_log",
             "scr_ros.pretrain",
         ),
     ),

@@ -13,8 +13,9 @@ import yaml
 from scr_ros.bag.convert import convert, frame_stamps
 from scr_ros.bag.layout import T_BASE_CAMERA, BagError, Topics
 from scr_ros.bag.reader import BagSource
-from scr_ros.bag.tf import PoseSeries, TfBuffer, interpolate_pose
+from scr_ros.bag.tf import PoseSeries, TfBuffer
 from scr_ros.cli import main
+from scr_ros.drift import drift_poses
 from scr_ros.geometry import invert_pose, rotation_about_axis
 from scr_ros.messages import (
     decode_compressed_image,
@@ -25,6 +26,7 @@ from scr_ros.messages import (
     transform_to_matrix,
 )
 from scr_ros.metrics import pose_error
+from scr_ros.trajectory import interpolate_pose
 
 RATE = 10.0
 START = 1_700_000_000 * 10**9
@@ -130,12 +132,13 @@ def test_converted_bag_reads_back_with_anyreader(small, small_bag):
         t.tf: "tf2_msgs/msg/TFMessage",
         t.tf_static: "tf2_msgs/msg/TFMessage",
         t.ground_truth: "geometry_msgs/msg/PoseStamped",
+        t.odometry: "nav_msgs/msg/Odometry",
     }
     assert set(topics) == set(expected_types)
     for name, typ in expected_types.items():
         assert {m[0] for m in topics[name]} == {typ}, name
         assert len(topics[name]) == (1 if name == t.tf_static else len(frames)), name
-    for name in (t.image, t.camera_info, t.depth, t.tf, t.ground_truth):
+    for name in (t.image, t.camera_info, t.depth, t.tf, t.ground_truth, t.odometry):
         assert [m[1] for m in topics[name]] == stamps, name  # bag time
         assert [
             stamp_to_ns(m[2].header.stamp if hasattr(m[2], "header") else m[2].transforms[0].header.stamp)
@@ -444,3 +447,44 @@ def test_jpeg_files_go_into_compressed_bags_unchanged(small, tmp_path):
     convert({"test": [as_jpeg]}, tmp_path / "bag", compressed=True)
     ((_, _, msg),) = read_all(tmp_path / "bag")["/camera/image_raw/compressed"]
     assert bytes(msg.data) == jpg.read_bytes()  # no second lossy step
+
+
+def test_a_robot_bag_has_drifting_odometry_its_camera_mount_and_the_truth(tmp_path):
+    """scr bag convert synthetic:robot-tiny --simulate-drift wheel: /odom and odom -> base_link
+    drift as wheel odometry would, each split from its first frame; base_link -> camera is the
+    robot's mount; the ground truth is the true camera pose."""
+    from scr_ros.datasets import open_dataset
+    from scr_ros.drift import parse_drift
+    from scr_ros.metrics import pose_error
+
+    ds = open_dataset("synthetic:robot-tiny")
+    mount = ds.base_to_camera
+    assert mount is not None and mount[2, 3] == pytest.approx(0.55)  # the camera 0.55 m above the floor
+    bag = tmp_path / "robot"
+    assert main(["bag", "convert", "synthetic:robot-tiny", "--out", str(bag), "--simulate-drift", "wheel"]) == 0
+    topics = read_all(bag)
+    t = Topics()
+    static = topics[t.tf_static][0][2].transforms[0]
+    np.testing.assert_allclose(transform_to_matrix(static.transform), mount, atol=1e-6)
+    train = ds.frames("train")
+    odom = [pose_to_matrix(m.pose.pose) for _, _, m in topics[t.odometry][: len(train)]]
+    truth_base = [f.pose @ invert_pose(mount) for f in train]
+    # The odometry starts true and drifts: at the end of the mapping laps it is off by decimetres.
+    assert pose_error(odom[0], truth_base[0])[0] < 1e-6
+    end = pose_error(odom[-1], truth_base[-1])
+    assert end[0] > 0.05 or end[1] > 2.0, end
+    # The drift is the model's, replayed on the base's path.
+    expected = drift_poses(np.stack(truth_base), parse_drift("wheel"), up=np.array([0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(np.stack(odom), expected, atol=1e-5)
+    # odom -> base_link in /tf says the same; the ground truth stays the true camera pose.
+    tf_odom = [
+        transform_to_matrix(tr.transform)
+        for _, _, m in topics[t.tf][: len(train)]
+        for tr in m.transforms
+        if tr.child_frame_id == "base_link"
+    ]
+    np.testing.assert_allclose(np.stack(tf_odom), np.stack(odom), atol=1e-6)
+    gt = [pose_to_matrix(m.pose) for _, _, m in topics[t.ground_truth][: len(train)]]
+    np.testing.assert_allclose(np.stack(gt), np.stack([f.pose for f in train]), atol=1e-6)
+    # The robot drives on the floor: the true base stays at z = 0 with its z axis up.
+    assert max(abs(T[2, 3]) for T in truth_base) < 1e-9 and min(T[2, 2] for T in truth_base) > 1 - 1e-9

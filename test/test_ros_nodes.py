@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Int32
 from std_srvs.srv import Trigger
 
+from scr_ros.drift import drift_poses, parse_drift
 from scr_ros.geometry import invert_pose, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
 from scr_ros.messages import (
@@ -459,6 +460,8 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         "min_rotation_deg": 0.0,
         "max_interval": 0.0,
         "tf_timeout": 1.0,
+        # The poses come from odometry that drifts; the node refines them while the head trains.
+        "refine_poses": "free",
     }
     node = NodeProcess("mapping_node", "scr_mapping", params, tmp_path, ros_env)
     try:
@@ -475,10 +478,11 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert wait_until(lambda: image.get_subscription_count() > 0 and pose.get_subscription_count() > 0, 30)
 
         frames = scene["train"][::4][:24]
+        drifted = drift_poses(np.stack([f.pose for f in frames]), parse_drift("vio"))
         sent = 0
-        for frame in frames:
+        for frame, T_drifted in zip(frames, drifted):
             stamp = wire.now()
-            pose.publish(make_pose_stamped(wire.f, frame.pose @ invert_pose(T_body_cam), stamp, "map"))
+            pose.publish(make_pose_stamped(wire.f, T_drifted @ invert_pose(T_body_cam), stamp, "map"))
             send_frame(wire, {"info": info, "image": image}, frame, stamp_ns=stamp)
             sent += 1
             assert wait_until(lambda: len(list((session / "rgb").glob("*.png"))) >= sent, 30), node.output()
@@ -486,9 +490,9 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         bad.encoding = "bayer_rggb8"
         image.publish(bad)
         assert wait_until(lambda: "bayer_rggb8" in node.output(), 20), node.output()
-        # Poses were composed with body_to_camera: the recorded camera poses are the true ones.
+        # Poses were composed with body_to_camera: the recorded camera poses are the published ones.
         recorded = np.loadtxt(session / "poses" / "frame_000003.txt")
-        np.testing.assert_allclose(recorded, frames[3].pose, atol=1e-6)
+        np.testing.assert_allclose(recorded, drifted[3], atol=1e-6)
 
         answer = wire.call(Trigger, f"{ns}/build_map")
         assert not answer.success and "stop_recording" in answer.message
@@ -508,7 +512,14 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert wait_until(lambda: state() in ("done", "failed", "cancelled"), 600, poll=0.5), node.output()
         assert state() == "done", progress[-1].message
         map_path = session / "map.safetensors"
-        assert load_map(map_path).training["frames"] == len(frames)
+        built = load_map(map_path)
+        assert built.training["frames"] == len(frames)
+        # refine_poses reached the build: the map holds the recorded poses and their refinement,
+        # the first keyframe held where it was recorded.
+        refinement = built.parts["pose-refinement"]
+        assert refinement.info["mode"] == "free" and refinement.info["frames"] == len(frames)
+        np.testing.assert_allclose(refinement.module.recorded.numpy(), drifted, atol=1e-6)
+        assert pose_error(built.mapping_poses[0], drifted[0])[0] < 1e-6
         assert map_path.stat().st_mode & 0o044, (
             "the map must be readable by a node running as another user (umask applies)"
         )

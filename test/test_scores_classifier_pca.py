@@ -226,8 +226,9 @@ def test_method_map_stores_pca_classifier_and_score_head(method_map, figure):
         header = json.loads(f.metadata()["scr_ros"])
         dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     assert header["weights_dtype"] == "float16" and header["projection"]["dim"] == 32
-    # fp16 weights for head, PCA and classifier (the mean stays fp32: it is metres)
-    assert {d for k, d in dtypes.items() if not k.startswith("cloud.") and k != "mean"} == {"F16"}
+    # fp16 weights for head, PCA and classifier (the mean stays fp32: it is metres; poses float64)
+    assert {d for k, d in dtypes.items() if not k.startswith(("cloud.", "mapping.")) and k != "mean"} == {"F16"}
+    assert dtypes["mapping.poses"] == "F64"  # the mapping frames' poses keep their precision
     assert m.head.stem[0].weight.shape[1] == 32
 
 

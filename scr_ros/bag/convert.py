@@ -2,9 +2,12 @@
 
 Per frame, all at the frame's stamp: ``camera_info``, the image (raw rgb8, or JPEG on the
 ``/compressed`` topic), depth as 32FC1 metres when the dataset has registered depth, ``/tf``
-(``map -> camera_ground_truth`` and, with odometry, ``odom -> base_link``) and
-``/ground_truth/pose``. ``/tf_static`` (``base_link -> camera_optical_frame``) is written once,
-transient-local. See :mod:`scr_ros.bag.layout` for the frame tree.
+(``map -> camera_ground_truth`` and, with odometry, ``odom -> base_link``), ``/odom``
+(nav_msgs/Odometry, the same base pose) and ``/ground_truth/pose``. ``/tf_static`` (``base_link ->
+camera_optical_frame``: the dataset's camera mount, e.g. the robot scene's, else the camera at the
+base origin) is written once, transient-local. With ``--simulate-drift`` the odometry drifts as a
+robot's would (:mod:`scr_ros.drift`) and the ground truth stays true. See :mod:`scr_ros.bag.layout`
+for the frame tree.
 
 Stamps: the dataset's own capture times when every frame has one, else a fixed rate. With
 ``--split all`` the mapping frames come first, then the query frames after a one-second gap;
@@ -23,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..datasets.base import Frame
+from ..drift import DriftModel, drift_poses, up_axis
 from ..fileio import atomic_directory
 from ..geometry import invert_pose
 from ..messages import (
@@ -30,6 +34,7 @@ from ..messages import (
     encode_compressed_image,
     encode_image,
     make_header,
+    make_odometry,
     make_pose_stamped,
     make_transform_stamped,
     rosbags_factory,
@@ -138,6 +143,24 @@ def compressed_image(f, frame: Frame, rgb: np.ndarray, stamp_ns: int, frame_id: 
     return encode_compressed_image(f, rgb, stamp_ns, frame_id, quality=quality)
 
 
+def odometry_poses(
+    plan: Sequence[tuple[str, Frame, int]], T_cam_base: np.ndarray, drift: DriftModel | None
+) -> list[np.ndarray]:
+    """The base poses odometry reports for each planned frame: the true ones, or, with ``drift``,
+    each split's chain drifted from its first frame (about the cameras' up axis)."""
+    base = [frame.pose @ T_cam_base for _, frame, _ in plan]
+    if drift is None:
+        return base
+    out = list(base)
+    splits = [s for k, (s, _, _) in enumerate(plan) if k == 0 or plan[k - 1][0] != s]
+    for split in splits:
+        rows = [k for k, (s, _, _) in enumerate(plan) if s == split]
+        up = up_axis(np.stack([plan[k][1].pose for k in rows]))
+        for k, T in zip(rows, drift_poses(np.stack([base[k] for k in rows]), drift, up=up)):
+            out[k] = T
+    return out
+
+
 def convert(
     frames_by_split: dict[str, Sequence[Frame]],
     out: Path,
@@ -152,8 +175,16 @@ def convert(
     topics: Topics = Topics(),
     frame_ids: Frames = Frames(),
     progress: Callable[[int, int], None] | None = None,
+    base_to_camera: np.ndarray | None = None,
+    drift: DriftModel | None = None,
 ) -> ConvertSummary:
     """Write the frames of each split (in order: train, then test) into the bag ``out``.
+
+    ``base_to_camera``: the camera's mount on the robot base, T_base_cam (default: the camera at
+    the base origin, :data:`layout.T_BASE_CAMERA`). ``drift``: the odometry (``/odom`` and ``odom
+    -> base_link``) drifts by this model, each split from its first frame on, while the ground
+    truth (``/ground_truth/pose``, ``map -> camera_ground_truth``) stays true: what a robot's bag
+    looks like.
 
     The bag appears at ``out`` only when complete; a failure or Ctrl-C leaves nothing (or the
     previous bag, with ``overwrite``) there.
@@ -188,9 +219,13 @@ def convert(
         w.topic(topics.tf_static, layout.TF_TYPE, durability="transient_local")
         w.topic(topics.ground_truth, layout.POSE_TYPE)
         fr_ = frame_ids
-        static = make_transform_stamped(f, layout.T_BASE_CAMERA, plan[0][2], fr_.base, fr_.camera)
+        mount = layout.T_BASE_CAMERA if base_to_camera is None else np.asarray(base_to_camera, np.float64)
+        static = make_transform_stamped(f, mount, plan[0][2], fr_.base, fr_.camera)
         w.write(topics.tf_static, f("tf2_msgs/msg/TFMessage", transforms=[static]), plan[0][2])
-        T_cam_base = invert_pose(layout.T_BASE_CAMERA)
+        T_cam_base = invert_pose(mount)
+        odom = odometry_poses(plan, T_cam_base, drift) if odometry else None
+        if odometry:
+            w.topic(topics.odometry, layout.ODOMETRY_TYPE)
         for i, (_, frame, stamp) in enumerate(plan):
             rgb = frame.load_image()
             w.write(topics.camera_info, encode_camera_info(f, frame.camera, stamp, fr_.camera), stamp)
@@ -206,7 +241,8 @@ def convert(
                 )
             transforms = [make_transform_stamped(f, frame.pose, stamp, fr_.map, fr_.ground_truth)]
             if odometry:
-                transforms.append(make_transform_stamped(f, frame.pose @ T_cam_base, stamp, fr_.odom, fr_.base))
+                transforms.append(make_transform_stamped(f, odom[i], stamp, fr_.odom, fr_.base))
+                w.write(topics.odometry, make_odometry(f, odom[i], stamp, fr_.odom, fr_.base), stamp)
             w.write(topics.tf, f("tf2_msgs/msg/TFMessage", transforms=transforms), stamp)
             w.write(topics.ground_truth, make_pose_stamped(f, frame.pose, stamp, fr_.map), stamp)
             if progress:
@@ -215,6 +251,8 @@ def convert(
             "source": description,
             "stamps": sorted(how),
             "odometry": odometry,
+            "base_to_camera": mount.tolist(),
+            **({"simulated_drift": drift.describe()} if drift is not None else {}),
             "compressed": compressed,
             "generator": "scr_ros",
         }

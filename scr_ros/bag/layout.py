@@ -27,6 +27,7 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
 SPLITS_KEY = "scr_ros.splits"  # bag metadata custom_data: {"train": [first_ns, last_ns], "test": [...]}
 
 
@@ -40,6 +41,7 @@ class Topics:
     camera_info: str = "/camera/camera_info"
     depth: str = "/camera/depth/image_raw"
     ground_truth: str = "/ground_truth/pose"
+    odometry: str = "/odom"
     tf: str = "/tf"
     tf_static: str = "/tf_static"
 

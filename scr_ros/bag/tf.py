@@ -10,22 +10,10 @@ from __future__ import annotations
 
 import bisect
 
-import cv2
 import numpy as np
 
 from ..geometry import invert_pose
-
-
-def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, alpha: float) -> np.ndarray:
-    """Pose a fraction ``alpha`` (0..1) of the way from ``T_a`` to ``T_b``: linear in
-    translation, constant angular speed in rotation (the same path as quaternion slerp)."""
-    R_rel = T_a[:3, :3].T @ T_b[:3, :3]
-    rvec, _ = cv2.Rodrigues(R_rel)
-    R_step, _ = cv2.Rodrigues(rvec * alpha)
-    T = np.eye(4)
-    T[:3, :3] = T_a[:3, :3] @ R_step
-    T[:3, 3] = (1.0 - alpha) * T_a[:3, 3] + alpha * T_b[:3, 3]
-    return T
+from ..trajectory import interpolate_pose
 
 
 class PoseSeries:

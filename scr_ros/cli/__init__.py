@@ -16,16 +16,28 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .. import __version__, distributed
+from ..datasets import open_dataset
 from ..demo import run_demo
 from ..device import cuda_available
 from ..errors import MappingCancelled, ScrError
 from ..fileio import check_output_file, check_output_folder
 from ..mapping_config import PRESETS
-from ..pipeline import build_map, localize
+from ..pipeline import build_map, localize, write_mapping_trajectory
 from ..pretrain import INITS, PretrainConfig, Pretrainer, command_line, write_model_card
 from ..progress import ProgressBar
-from ..reports import format_table, plot_results, skipped_frames_line, write_csv, write_poses, write_report
+from ..reports import (
+    format_table,
+    mapping_poses_line,
+    plot_results,
+    skipped_frames_line,
+    write_csv,
+    write_poses,
+    write_report,
+)
+from ..rerun_log import require_rerun, write_localize_recording, write_map_recording
 from .bag import add_bag_parser
 from .options import (
     DEVICES,
@@ -41,6 +53,11 @@ from .options import (
 
 def cmd_map(args) -> int:
     t0 = time.perf_counter()
+    for path, what in ((args.refined_poses, "trajectory file"), (args.rerun, "rerun recording")):
+        if path is not None:
+            check_output_file(path, what)
+    if args.rerun is not None:
+        require_rerun()
     scene_map = build_map(
         args.dataset,
         args.out,
@@ -54,6 +71,7 @@ def cmd_map(args) -> int:
         loss=args.loss,
         depth=args.depth,
         head_config=args.head_config,
+        drift=args.simulate_drift,
         **method_overrides(args),
     )
     if not distributed.is_main():
@@ -72,10 +90,20 @@ def cmd_map(args) -> int:
             f"{'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
             f"{labels['labelled_rows']:.0%} of the training rows, {labels['propagated_rows']:.0%} more by propagation"
         )
+    poses_line = mapping_poses_line(tr)
+    if poses_line:
+        print(poses_line)
     skipped = skipped_frames_line(tr)
     if skipped:
         print(f"scr: warning: {skipped}", file=sys.stderr)
     print(f"map written to {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
+    if args.refined_poses is not None:
+        print(f"mapping poses written to {write_mapping_trajectory(scene_map, args.refined_poses)} (TUM format)")
+    if args.rerun is not None:
+        truth = (
+            np.stack([f.pose for f in open_dataset(args.dataset).frames(args.split)]) if args.simulate_drift else None
+        )
+        print(f"3D recording written to {write_map_recording(scene_map, args.rerun, truth)} (rerun FILE.rrd)")
     return 0
 
 
@@ -85,12 +113,17 @@ def cmd_localize(args) -> int:
         (args.poses, "poses file"),
         (args.csv, "CSV file"),
         (args.plot, "plot"),
+        (args.rerun, "rerun recording"),
     ):
         if path is not None:
             check_output_file(path, what)
-    results, report, _, _ = localize(
+    if args.rerun is not None:
+        require_rerun()
+    results, report, ds, scene_map = localize(
         args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args)
     )
+    if args.rerun is not None:
+        write_localize_recording(scene_map, ds, results, args.rerun)
     write_report(report, args.report)
     if args.poses:
         write_poses(results, args.poses)
@@ -204,6 +237,26 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--split", default="train", help="which frames to map (default: train)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument(
+        "--refined-poses",
+        type=Path,
+        default=None,
+        metavar="OUT.txt",
+        help="also write the mapping poses the map was built with (refined, with --refine-poses) as a TUM trajectory",
+    )
+    m.add_argument(
+        "--simulate-drift",
+        default=None,
+        metavar="vio|wheel|SPEC",
+        help="map from the poses drifting odometry would have recorded (vio: ~1 %% of the distance and 0.3 deg/m "
+        "of yaw; "
+        "wheel: ~3 %% and 1.5 deg/m; or SPEC: scale=..,translation_noise=..,rotation_noise_deg_per_m=..,"
+        "yaw_bias_deg_per_m=..,seed=.. after an optional level); the dataset's poses stay the truth "
+        "scr localize scores against",
+    )
+    m.add_argument(
+        "--rerun", type=Path, default=None, metavar="FILE.rrd", help="also write a 3D recording of the map (rerun-sdk)"
+    )
+    m.add_argument(
         "--precision",
         default="auto",
         choices=PRECISION_CHOICES,
@@ -226,6 +279,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     lo.add_argument("--csv", type=Path, default=None, help="also write per-frame results as CSV")
     lo.add_argument("--plot", type=Path, default=None, help="also write a PNG of trajectory and errors")
+    lo.add_argument(
+        "--rerun",
+        type=Path,
+        default=None,
+        metavar="FILE.rrd",
+        help="also write a 3D recording: map cloud, mapping trajectory (recorded, refined, truth), queries (rerun-sdk)",
+    )
     lo.add_argument("--device", default="auto", choices=DEVICES)
     lo.add_argument(
         "--encoder",

@@ -16,6 +16,7 @@ from ..bag.reader import BagSource, describe
 from ..bag.record import record_session
 from ..bag.replay import EstimateBag, replay
 from ..device import cuda_available
+from ..drift import parse_drift
 from ..errors import ScrError
 from ..fileio import check_output_file, check_output_folder, remove_stale_staging
 from ..mapfile import not_a_map
@@ -33,6 +34,7 @@ from ..reports import (
     write_poses,
     write_report,
 )
+from ..rerun_log import require_rerun, write_replay_recording
 from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, method_overrides
 
 
@@ -62,6 +64,9 @@ def _default_split(bag: Path, wanted: str | None, fallback: str, topics: Topics)
 
 def cmd_convert(args) -> int:
     check_output_folder(args.out.parent, "folder for the bag")
+    drift = parse_drift(args.simulate_drift) if args.simulate_drift else None
+    if drift is not None and args.no_odometry:
+        raise BagError("--simulate-drift drifts the odometry, which --no-odometry leaves out")
     bar = ProgressBar()
     ds = open_dataset_reporting(args.dataset, bar)
     splits = ("train", "test") if args.split == "all" else (args.split,)
@@ -90,6 +95,8 @@ def cmd_convert(args) -> int:
             if ds.description
             else f"{ds.layout} {args.dataset}",
             progress=counter(bar, "convert"),
+            base_to_camera=ds.base_to_camera,
+            drift=drift,
         )
     finally:
         bar.close()
@@ -207,9 +214,12 @@ def cmd_replay(args) -> int:
         (traj_path, "plot"),
         (cdf_path, "plot"),
         (args.poses, "poses file"),
+        (args.rerun, "rerun recording"),
     ):
         if path is not None:
             check_output_file(path, what)
+    if args.rerun is not None:
+        require_rerun()
     if args.out_bag:
         check_output_folder(args.out_bag.parent, "folder for the estimate bag")
     bar = ProgressBar()
@@ -234,6 +244,8 @@ def cmd_replay(args) -> int:
     plot_error_cdf(result.results, cdf_path, title=f"{args.bag} ({split})")
     if args.poses:
         write_poses(result.results, args.poses)
+    if args.rerun is not None:
+        write_replay_recording(core.map, result.results, args.rerun)
     print(format_table(report))
     rp = report["replay"]
     print(
@@ -307,6 +319,13 @@ def add_bag_parser(sub) -> None:
         default=1_700_000_000.0,
         metavar="SEC",
         help="stamp of the first frame, seconds since the epoch, for datasets without timestamps",
+    )
+    c.add_argument(
+        "--simulate-drift",
+        default=None,
+        metavar="vio|wheel|SPEC",
+        help="the odometry (/odom, odom -> base_link) drifts as a robot's would (see scr map --simulate-drift); "
+        "the ground truth stays true",
     )
     c.add_argument(
         "--no-odometry",
@@ -412,6 +431,13 @@ def add_bag_parser(sub) -> None:
     r.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"], help="storage of --out-bag")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out-bag")
     r.add_argument("--no-scene-points", action="store_true", help="leave the per-frame scene points out of --out-bag")
+    r.add_argument(
+        "--rerun",
+        type=Path,
+        default=None,
+        metavar="FILE.rrd",
+        help="also write a 3D recording: the map cloud, its mapping trajectory and the replayed frames (rerun-sdk)",
+    )
     r.add_argument("--device", default="auto", choices=DEVICES)
     _topic_args(r, ground_truth=True)
     r.set_defaults(func=cmd_replay)

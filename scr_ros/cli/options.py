@@ -71,6 +71,13 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
         help="compact map: PCA of the encoder features to DIM channels, stored in the map (R-SCoRe uses 128)",
     )
     g.add_argument(
+        "--refine-poses",
+        default="none",
+        choices=list(pipeline.REFINE_POSES),
+        help="refine the mapping poses with the head (ACE0): mlp (one MLP maps every recorded pose to its correction), "
+        "free (a correction per frame), none (the poses as recorded; default). For poses from drifting odometry",
+    )
+    g.add_argument(
         "--part",
         action="append",
         default=[],
@@ -103,7 +110,7 @@ def _json_object(text: str) -> dict:
 def method_overrides(args) -> dict:
     """MappingConfig overrides from :func:`add_method_arguments`' options."""
     return pipeline.method_overrides(
-        args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part)
+        args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part), args.refine_poses
     )
 
 

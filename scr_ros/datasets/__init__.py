@@ -2,7 +2,8 @@
 
 ``open_dataset(spec)`` accepts ``synthetic:NAME`` or a folder whose layout is detected:
 7-Scenes scene folders, the ACE / DSAC* layout (Wayspots), 12-Scenes scene folders, Cambridge
-Landmarks scene folders, 3DMatch-style RGB-D fragments, and the plain posed folder.
+Landmarks scene folders, 3DMatch-style RGB-D fragments, TUM RGB-D sequences (or any image folder
+posed by a TUM trajectory file), and the plain posed folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .fragments import is_fragments, open_fragments
 from .posed_folder import is_posed_folder, open_posed_folder
 from .sevenscenes import is_seven_scenes, open_seven_scenes
 from .synthetic import SCENES, open_synthetic, render_to_folder
+from .tum import is_tum, open_tum
 from .twelvescenes import is_twelve_scenes, open_twelve_scenes
 
 # (name, detector, reader): tried in order; the first detector that says yes reads the folder.
@@ -30,6 +32,8 @@ LAYOUTS: list[tuple[str, Callable[[Path], bool], Callable[[Path], Dataset]]] = [
     ("12scenes", is_twelve_scenes, open_twelve_scenes),
     ("cambridge", is_cambridge, open_cambridge),
     ("rgbd-fragments", is_fragments, open_fragments),
+    # before the posed folder: a TUM image folder has rgb/ too, but a trajectory file, not poses/
+    ("tum", is_tum, open_tum),
     ("posed-folder", is_posed_folder, open_posed_folder),
 ]
 
@@ -51,7 +55,8 @@ def open_dataset(spec: str | Path, progress=None) -> Dataset:
         f"{root}: unrecognized dataset layout. Expected one of: a 7-Scenes scene (TrainSplit.txt, seq-XX/), "
         f"the ACE layout (train/ and test/ with rgb/, poses/, calibration/), a 12-Scenes scene (info.txt, split.txt, "
         "data/frame-XXXXXX.color.jpg), a Cambridge Landmarks scene (dataset_train.txt, dataset_test.txt), RGB-D "
-        "fragments (camera-intrinsics.txt, *-rgbd-frames/), or a posed folder (rgb/ + poses/, "
+        "fragments (camera-intrinsics.txt, *-rgbd-frames/), a TUM sequence (rgb.txt or rgb/ and groundtruth.txt, "
+        "trajectory.txt or poses.txt in TUM format), or a posed folder (rgb/ + poses/, "
         f"optionally under train/ and test/)"
     )
 

@@ -72,6 +72,8 @@ class Dataset:
     splits: dict[str, list[Frame]]
     description: str = ""
     absent: dict[str, str] = field(default_factory=dict)  # split -> why this dataset lacks it
+    # The camera's mount on a robot base, T_base_cam (4, 4), when the dataset records one.
+    base_to_camera: np.ndarray | None = field(default=None, repr=False)
 
     def frames(self, split: str = "train") -> list[Frame]:
         if split == "all":

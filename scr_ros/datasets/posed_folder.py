@@ -10,6 +10,8 @@ synthetic scene, and easy to produce from any source.
       intrinsics/NAME.txt       the same per frame (takes precedence)
       depth/NAME.png            optional, 16-bit millimetres, 0 = invalid
       meta/NAME.json            optional, {"stamp_ns": capture time, ...} (the mapping node's)
+    ROOT/base_to_camera.txt     optional 4x4 T_base_cam: the camera's mount on a robot base
+                                (REP-103 base_link), which scr bag convert writes to /tf_static
     ROOT/train/..., ROOT/test/...   ... or one such set per split
 
 A flat folder has no splits: every split name selects all its frames.
@@ -29,6 +31,7 @@ from ..geometry import PinholeCamera
 from .base import Dataset, Frame, image_size, read_numbers, read_pose_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MOUNT_FILE = "base_to_camera.txt"
 
 
 def is_posed_folder(root: Path) -> bool:
@@ -96,14 +99,19 @@ def _stamp(meta: Path) -> int | None:
 
 def open_posed_folder(root: Path) -> Dataset:
     root = Path(root)
+    mount = read_pose_file(root / MOUNT_FILE) if (root / MOUNT_FILE).is_file() else None
     if (root / "train").is_dir():
         splits = {s: _read_set(root / s) for s in ("train", "test") if (root / s / "rgb").is_dir()}
         if "test" not in splits:
             raise DatasetError(f"{root}: has train/ but no test/ split folder")
-        return Dataset(root, "posed-folder", splits)
+        return Dataset(root, "posed-folder", splits, base_to_camera=mount)
     frames = _read_set(root)
     return Dataset(
-        root, "posed-folder", {"train": frames, "test": frames}, description="flat folder: every split is all frames"
+        root,
+        "posed-folder",
+        {"train": frames, "test": frames},
+        description="flat folder: every split is all frames",
+        base_to_camera=mount,
     )
 
 
@@ -144,6 +152,11 @@ def write_frame(
         folder / "poses" / f"{name}.txt", "\n".join(" ".join(f"{v:.9f}" for v in row) for row in T_world_cam) + "\n"
     )
     atomic_write_bytes(folder / "rgb" / f"{name}.png", png.tobytes())
+
+
+def write_mount(folder: Path, T_base_cam: np.ndarray) -> None:
+    """The camera's mount on a robot base (``base_to_camera.txt``: 4x4 T_base_cam, REP-103 base)."""
+    atomic_write_text(folder / MOUNT_FILE, "\n".join(" ".join(f"{v:.9f}" for v in row) for row in T_base_cam) + "\n")
 
 
 def write_intrinsics(folder: Path, camera: PinholeCamera) -> None:

@@ -22,7 +22,7 @@ from ..fileio import atomic_write_json
 from ..renderer import RENDERER_VERSION, IntegratedConfig, SceneConfig, integrated_rooms
 from ..renderer.textures import FAMILIES
 from .base import Dataset
-from .posed_folder import open_posed_folder, write_frame, write_intrinsics
+from .posed_folder import open_posed_folder, write_frame, write_intrinsics, write_mount
 
 _TINY = SceneConfig(
     seed=4,
@@ -48,6 +48,21 @@ SCENES: dict[str, SceneConfig | IntegratedConfig] = {
     # rooms 0 and 2 the same furniture, room 3 is unlike the others; 100 mapping and 25 query
     # frames each. Local appearance repeats across rooms, so a head without global context
     # has to average their coordinates.
+    # A wheeled robot in the demo-sized room: a camera at 0.55 m on a base driving two laps, the
+    # query lap 0.3 m from both (scr bag convert writes its odometry and camera mount).
+    "robot": SceneConfig(seed=5, path="robot"),
+    "robot-tiny": SceneConfig(
+        seed=6,
+        path="robot",
+        room_size=(4.5, 4.0, 2.5),
+        width=320,
+        height=240,
+        focal=262.5,
+        mapping_frames=160,
+        query_frames=40,
+        num_objects=8,
+        texel_density=160.0,
+    ),
     "integrated": IntegratedConfig(
         integrated_rooms(
             dataclasses.replace(_TINY, mapping_frames=100, query_frames=25),
@@ -74,6 +89,9 @@ def _key_dict(config: SceneConfig) -> dict:
         del config_dict["texture_families"]
     for name in ("wall_seed", "furniture_seed"):
         if config_dict[name] is None:
+            del config_dict[name]
+    for name, default in (("path", "walk"), ("camera_height", 0.55), ("camera_tilt_deg", 5.0), ("query_offset", 0.3)):
+        if config_dict.get(name) == default:
             del config_dict[name]
     return config_dict
 
@@ -107,6 +125,9 @@ def render_to_folder(
         ]
         for split in ("train", "test"):
             write_intrinsics(tmp / split, scene.camera)
+        mount = config.base_to_camera() if hasattr(config, "base_to_camera") else None
+        if mount is not None:
+            write_mount(tmp, mount)
 
         def one(job):
             split, i, query = job

@@ -79,6 +79,9 @@ class MapPart:
     key = ""
     file_key = ""
     stage = "trained"
+    # Names in the module's state dict stored at their own precision, not the map's weights
+    # dtype (poses, metres).
+    full_precision: tuple[str, ...] = ()
     settings: tuple[Setting, ...] = ()
     progress_stages: tuple[tuple[str, float], ...] = ()
     provides: str | None = None
@@ -88,6 +91,16 @@ class MapPart:
     trains_with_head = False
     # The name of the label the part gives each point (published with the scene points), if any.
     labels_name: str | None = None
+    # A part that labels the training rows' scene points (SS-DVR's structural partitions): it
+    # asks its context for them, which may run a first ACE-style stage.
+    uses_scene_points = False
+    # A part that corrects the mapping cameras while the head trains (pose refinement): its
+    # ``module`` is called on each batch's cameras, ``module(frame_index (B,), T_cam_world
+    # (B, 3, 4), intrinsics (B, 4), fraction of training) -> (T_cam_world, intrinsics)``, and
+    # trained by its own AdamW at ``training_lr``; after training :meth:`settle` gives the
+    # corrected cameras everything after uses.
+    adjusts_cameras = False
+    training_lr = 1e-3
 
     def __init__(self, module: nn.Module, info: dict | None = None) -> None:
         self.module = module
@@ -140,6 +153,11 @@ class MapPart:
         ``buffer`` before the head trains (stage ``buffer``), or on the trained ``head`` and the
         ``buffer`` (stage ``trained``). ``context`` is all of mapping a part may use."""
         raise NotImplementedError
+
+    def settle(self) -> tuple[np.ndarray, float]:
+        """A part that ``adjusts_cameras``, after training: the corrected camera-to-world poses
+        (F, 4, 4) of the mapping frames and the focal-length scale."""
+        raise NotImplementedError(f"map part {self.key!r} does not adjust the cameras")
 
     def training_figures(self) -> dict:
         """Entries for the map's ``training`` block."""

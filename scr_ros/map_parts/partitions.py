@@ -95,6 +95,7 @@ class PartitionPart(MapPart):
 
     stage = "buffer"
     trains_with_head = True
+    uses_scene_points = True
     labels_name = "partition"
     progress_stages = (("partitions", 0.04),)
     settings = (

@@ -22,6 +22,7 @@ the same seed, device and precision the result is the same.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import AbstractContextManager
 from typing import Callable, Sequence
@@ -35,6 +36,7 @@ from ..device import autocast, autocast_dtype, resolve_device
 from ..encoders import Encoder
 from ..errors import DatasetError, MappingCancelled, ScrError
 from ..fit_context import FitContext, TrainingBuffer
+from ..geometry import invert_pose
 from ..heads import HEADS, SceneHead, build_head
 from ..imaging import prepare, to_gray
 from ..losses import LOSSES
@@ -127,7 +129,7 @@ class MapBuilder:
         head_labels = bool(HEADS.lookup(self.config.head).labels_loss)
         stages = [st for cls in self.wanted if cls.stage == "features" for st in cls.progress_stages]
         stages.append(("buffer", BUFFER_SHARE))
-        if head_labels or any(cls.stage == "buffer" for cls in self.wanted):
+        if head_labels or any(cls.uses_scene_points for cls in self.wanted):
             stages.append(("labels", LABELS_SHARE))
         stages += [st for cls in self.wanted if cls.stage == "buffer" for st in cls.progress_stages]
         stages.append(("train", TRAIN_SHARE))
@@ -220,7 +222,14 @@ class MapBuilder:
                 max_error_px,
                 first_stage=lambda: first_stage_head(buffer, self.head_channels(), width, cfg.seed),
                 train=lambda head: self.train(
-                    head, buffer, Schedule(cfg.epochs if epochs is None else epochs, (cfg.lr_min, cfg.lr_max), "labels")
+                    head,
+                    buffer,
+                    Schedule(
+                        cfg.epochs if epochs is None else epochs,
+                        (cfg.lr_min, cfg.lr_max),
+                        "labels",
+                        adjust_cameras=False,
+                    ),
                 ),
                 device=self.device,
                 amp_dtype=self.amp_dtype,
@@ -250,7 +259,7 @@ class MapBuilder:
         t_buffer = time.perf_counter() - t0
         for cls in self.wanted:
             if cls.stage == "buffer":
-                self._fit(cls, context, buffer=buffer)
+                self._fit(cls, context, frames=frames, buffer=buffer)
         positions = np.stack([f.pose[:3, 3] for f in frames])
         head_config = {
             **HEADS.lookup(cfg.head).scene_defaults(positions),
@@ -265,6 +274,7 @@ class MapBuilder:
         t_labels = t1 - t0 - t_buffer if buffer.targets is not None or self._scene_points is not None else None
         iterations, final_loss = self.train(head, buffer)
         t_train = time.perf_counter() - t1
+        frames = self._settle_cameras(frames, buffer)
         for cls in self.wanted:
             if cls.stage == "trained":
                 self._fit(cls, context, head=head, buffer=buffer)
@@ -303,7 +313,27 @@ class MapBuilder:
             cloud_xyz=cloud_xyz,
             cloud_rgb=cloud_rgb,
             parts={key: part.to("cpu") for key, part in self.parts.items()},
+            mapping_poses=np.stack([f.pose for f in frames]),
+            mapping_frames=[f.name for f in frames],
+            mapping_stamps_ns=[f.stamp_ns for f in frames],
         )
+
+    def _settle_cameras(self, frames: Sequence[Frame], buffer: TrainingBuffer) -> list[Frame]:
+        """After training, the cameras the parts that adjust them corrected (pose refinement):
+        in the buffer's tables and in the frames everything after training uses."""
+        frames = list(frames)
+        for part in self.parts.values():
+            if not part.adjusts_cameras:
+                continue
+            poses, focal_scale = part.settle()
+            T_cam_world = np.stack([invert_pose(T)[:3] for T in poses])
+            buffer.T_cam_world = torch.as_tensor(T_cam_world, dtype=torch.float32, device=self.device)
+            buffer.intrinsics[:, :2] *= focal_scale
+            frames = [
+                dataclasses.replace(f, pose=T, camera=f.camera.with_focal_scale(focal_scale))
+                for f, T in zip(frames, poses)
+            ]
+        return frames
 
     def _fit(self, cls: type[MapPart], context: FitContext, **inputs) -> None:
         self.parts[cls.key] = cls.fit(context, self.part_settings[cls.key], **inputs)
@@ -354,4 +384,6 @@ class _Context:
         return None if encoded is None else encoded[0]
 
     def fine_tune(self, head, buffer, rows, epochs, lr, stage) -> tuple[int, float]:
-        return self._builder_train(head, buffer, Schedule(epochs, lr, stage, final_threshold=True), rows=rows)
+        return self._builder_train(
+            head, buffer, Schedule(epochs, lr, stage, final_threshold=True, adjust_cameras=False), rows=rows
+        )

@@ -28,7 +28,7 @@ def check_combination(parts: Sequence[type[MapPart]], head_type: str, head_label
             f"map part {later[0]} reads training rows before {adapting[0]} transforms them, so the two cannot be "
             "combined yet"
         )
-    labelled = [cls.key for cls in parts if cls.stage == "buffer"]
+    labelled = [cls.key for cls in parts if cls.uses_scene_points]
     if head_labels:
         labelled.append(f"head {head_type}")
     if encoding and labelled:

@@ -12,7 +12,8 @@ not switched on:
 - *which loss*: the head's own (``head.labels_loss``, trained on the targets it made from the
   rows) or the mapping config's;
 - *the parts*: those with ``trains_with_head`` contribute their modules, the one with
-  ``gives_global_encoding`` the encodings of the rows' images;
+  ``gives_global_encoding`` the encodings of the rows' images, those that ``adjusts_cameras``
+  correct each batch's camera poses and intrinsics (pose refinement; their own optimizer);
 - *the schedule* (:class:`Schedule`): epochs, learning rates, the progress stage, and whether the
   loss runs at its final inlier threshold throughout (fine-tuning a trained head).
 """
@@ -45,6 +46,7 @@ class Schedule:
     lr: tuple[float, float]  # one-cycle schedule: from lr[0] up to lr[1] and back
     stage: str = "train"  # the progress stage it reports
     final_threshold: bool = False  # train at the loss's end-of-schedule inlier threshold
+    adjust_cameras: bool = True  # parts that correct the cameras (pose refinement) train along
 
 
 @dataclass
@@ -197,9 +199,11 @@ def train_head(
     cfg, dev = setup.config, setup.device
     iterations = max(1, int(round(schedule.epochs * sampler.rows / sampler.batch)))
     head.to(dev).train()
-    # Parts that train with the head (SS-DVR's feature fusion) transform rows on the way in.
+    # Parts that train with the head (SS-DVR's feature fusion) transform rows on the way in;
+    # parts that adjust the cameras (pose refinement) correct each batch's poses.
     adapters = [part.module.to(dev).train() for part in setup.parts if part.trains_with_head]
-    model = _TrainingOutputs(head, adapters)
+    cameras = [part for part in setup.parts if part.adjusts_cameras] if schedule.adjust_cameras else []
+    model = _TrainingOutputs(head, adapters, [part.module.to(dev).train() for part in cameras])
     if distributed.active():
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     # A head that classifies is trained by its own loss, on the targets it made from the rows.
@@ -209,9 +213,11 @@ def train_head(
     if head.labels_loss and targets is None:
         raise ScrError(f"head {head.head_type!r} has no labels for the training rows; call its fit_to_rows first")
     lr_min, lr_max = schedule.lr
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=lr_min, weight_decay=cfg.weight_decay
-    )
+    trained = [p for m in (head, *adapters) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=lr_min, weight_decay=cfg.weight_decay)
+    camera_opts = [
+        torch.optim.AdamW(part.module.parameters(), lr=part.training_lr, weight_decay=0.0) for part in cameras
+    ]
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr_max, total_steps=iterations, div_factor=lr_max / lr_min, cycle_momentum=False
     )
@@ -228,9 +234,12 @@ def train_head(
         frames = buffer.frame_index[idx]
         rows = buffer.features[idx].float()
         batch_targets = None if targets is None else {k: v[idx] for k, v in targets.items()}
+        T_cam_world, intrinsics = buffer.T_cam_world[frames], buffer.intrinsics[frames]
         with autocast(dev, setup.amp_dtype):
             encodings = None if encoding_part is None else encoding_part.training_encodings(frames, encoding_generator)
-            outputs, score, logits = model(rows, encodings, batch_targets, frames)
+            outputs, score, logits, T_cam_world, intrinsics = model(
+                rows, encodings, batch_targets, frames, T_cam_world, intrinsics, it / iterations
+            )
         depth = buffer.depth[idx] if buffer.depth is not None else None
         labels = {"logits": logits, "targets": batch_targets} if batch_targets is not None else {}
         step = iterations if schedule.final_threshold else it
@@ -239,8 +248,8 @@ def train_head(
             loss_fn(
                 coords.float(),
                 buffer.pixels[idx],
-                buffer.T_cam_world[frames],
-                buffer.intrinsics[frames],
+                T_cam_world,
+                intrinsics,
                 step,
                 depth=depth,
                 score=score,
@@ -249,8 +258,12 @@ def train_head(
             for coords in outputs
         )
         opt.zero_grad(set_to_none=True)
+        for camera_opt in camera_opts:
+            camera_opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
+        for camera_opt in camera_opts:
+            scaler.step(camera_opt)
         scaler.update()
         sched.step()
         value = float(loss.detach())
@@ -272,20 +285,23 @@ def train_head(
 class _TrainingOutputs(torch.nn.Module):
     """The head's training outputs as ``forward``, the call DistributedDataParallel wraps:
     local rows (N, C) through the parts that train with the head, plus the global encoding
-    (N, D) if any, into the head."""
+    (N, D) if any, into the head; and the batch's cameras through the parts that adjust them.
 
-    def __init__(self, head: torch.nn.Module, adapters: Sequence[torch.nn.Module] = ()) -> None:
+    Shapes: features (N, C), encodings (N, D), groups = frame indices (N,), T_cam_world (N, 3, 4),
+    intrinsics (N, 4)."""
+
+    def __init__(
+        self, head: torch.nn.Module, adapters: Sequence[torch.nn.Module] = (), cameras: Sequence[torch.nn.Module] = ()
+    ) -> None:
         super().__init__()
         self.head = head
         self.adapters = torch.nn.ModuleList(adapters)
+        self.cameras = torch.nn.ModuleList(cameras)
 
-    def forward(
-        self,
-        features: torch.Tensor,
-        encodings: torch.Tensor | None = None,
-        targets: dict | None = None,
-        groups: torch.Tensor | None = None,
-    ):
+    def forward(self, features, encodings, targets, groups, T_cam_world, intrinsics, fraction: float):
         for adapter in self.adapters:
             features = adapter(features)
-        return self.head.training_outputs(append_encoding(features, encodings), targets, groups)
+        for camera in self.cameras:
+            T_cam_world, intrinsics = camera(groups, T_cam_world, intrinsics, fraction)
+        coords, score, logits = self.head.training_outputs(append_encoding(features, encodings), targets, groups)
+        return coords, score, logits, T_cam_world, intrinsics

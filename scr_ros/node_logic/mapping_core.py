@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from ..datasets.base import read_pose_file
@@ -41,6 +40,7 @@ from ..geometry import (
 )
 from ..pipeline import build_map
 from ..reports import skipped_frames_line
+from ..trajectory import interpolate_pose
 from .params import MAPPING_PARAMS, mapping_methods, validate
 from .rejections import Rejections
 
@@ -204,16 +204,6 @@ class StampMatcher:
         if best is None or abs(best[0] - stamp_ns) > self.tolerance_ns:
             return None
         return best[1]
-
-
-def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, w: float) -> np.ndarray:
-    """The pose a fraction ``w`` (0..1) of the way from ``T_a`` to ``T_b``: position linear,
-    rotation along the shortest arc (``R_a exp(w log(R_a^T R_b))``)."""
-    rvec, _ = cv2.Rodrigues(np.ascontiguousarray(T_a[:3, :3].T @ T_b[:3, :3]))
-    T = np.eye(4)
-    T[:3, :3] = T_a[:3, :3] @ cv2.Rodrigues(rvec * w)[0]
-    T[:3, 3] = (1.0 - w) * T_a[:3, 3] + w * T_b[:3, 3]
-    return T
 
 
 def body_to_camera_matrix(values: list[float]) -> np.ndarray:

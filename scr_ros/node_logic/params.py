@@ -22,7 +22,7 @@ from ..fileio import atomic_write_text
 from ..heads import HEADS
 from ..map_parts import MAP_PARTS, MapPart
 from ..mapping_config import PRESETS
-from ..pipeline import DEPTH_CHOICES, method_overrides
+from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides
 from ..selectors import SELECTORS
 from ..settings import Setting, cell, settings_table
 
@@ -376,6 +376,14 @@ MAPPING_PARAMS: tuple[Setting, ...] = (
         "parameters); the relocalizer uses it to rank correspondences (Matching Rates).",
     ),
     _p(
+        "refine_poses",
+        "none",
+        "Refine the recorded poses with the head (ACE0), for poses from drifting odometry: mlp (one MLP maps every "
+        "recorded pose to its correction), free (a correction per frame) or none; the map frame stays the pose frame, "
+        "held at the first keyframe (map part pose-refinement, settings pose_refinement_*).",
+        choices=REFINE_POSES,
+    ),
+    _p(
         "map_parts",
         "",
         "Map parts to fit with the map, as a JSON object of part key -> settings (scr map --part), e.g. "
@@ -415,6 +423,8 @@ def mapping_methods(p: dict) -> dict:
     parts = _json_object(p, "map_parts") or {}
     if p["classifier"]:
         parts.setdefault("classifier", {})
+    if p["refine_poses"] != "none":
+        parts.setdefault("pose-refinement", {})
     for cls in MAP_PARTS.values():
         given = _part_values(p, cls)
         if not given:
@@ -435,7 +445,7 @@ def mapping_methods(p: dict) -> dict:
     return {
         "depth": DEPTH_CHOICES[p["depth_loss"]],
         **({"head_config": head_config} if head_config else {}),
-        **method_overrides(score=p["score"], parts=parts),
+        **method_overrides(score=p["score"], parts=parts, refine_poses=p["refine_poses"]),
     }
 
 

@@ -51,6 +51,23 @@ class SceneConfig:
     # None: everything comes from ``seed``.
     wall_seed: int | None = None
     furniture_seed: int | None = None
+    # How the camera moves: "walk" (hand-held loops around the room) or "robot" (a wheeled base on
+    # the floor: a planar path, the camera fixed on it at camera_height, pitched up by camera_tilt_deg;
+    # the query lap runs query_offset metres from the mapping laps).
+    path: str = "walk"
+    camera_height: float = 0.55
+    camera_tilt_deg: float = 5.0
+    query_offset: float = 0.3
+
+    def base_to_camera(self) -> np.ndarray | None:
+        """A robot path's camera mount, T_base_cam (4, 4): base_link (REP-103: x forward, y left,
+        z up, on the floor) to the camera optical frame; None for a hand-held path."""
+        if self.path != "robot":
+            return None
+        p = np.radians(self.camera_tilt_deg)
+        z = np.array([np.cos(p), 0.0, np.sin(p)])  # optical axis: forward, tilted up
+        x = np.array([0.0, -1.0, 0.0])  # image right: the base's right
+        return make_pose(np.stack([x, np.cross(z, x), z], axis=1), [0.1, 0.0, self.camera_height])
 
     def camera(self) -> PinholeCamera:
         return PinholeCamera(
@@ -119,6 +136,41 @@ class SyntheticScene:
     # ---------------------------------------------------------------- trajectories
 
     def _trajectory(self, n: int, query: bool) -> list[np.ndarray]:
+        if self.config.path == "robot":
+            return self._robot_trajectory(n, query)
+        if self.config.path != "walk":
+            raise ValueError(f"unknown camera path {self.config.path!r}; choose walk or robot")
+        return self._walk_trajectory(n, query)
+
+    def _robot_trajectory(self, n: int, query: bool) -> list[np.ndarray]:
+        """A wheeled base driving laps of a rounded rectangle inside the room, facing along its path.
+
+        Mapping: two laps whose distance from the walls grows from 1.1 to 1.1 + 2 * query_offset m
+        (a spiral, so the path has no jump). Query: one lap halfway between, so every query pose is
+        ``query_offset`` from the mapping laps, starting elsewhere on the loop, the heading weaving
+        by up to 8 degrees."""
+        Lx, Ly, _ = self.room
+        mount = self.config.base_to_camera()
+        offset = self.config.query_offset
+        laps = 1 if query else 2
+        poses = []
+        for k in range(n):
+            u = laps * k / max(n, 1)  # laps done
+            margin = 1.1 + offset if query else 1.1 + 2 * offset * u / laps
+            phase = u + (0.31 if query else 0.0)
+            x, y, heading = _rounded_rectangle(phase % 1.0, margin, Lx - margin, margin, Ly - margin, radius=0.5)
+            if query:
+                heading += np.radians(8.0) * np.sin(2 * np.pi * 3 * u + 0.7)
+            base = make_pose(
+                np.array(
+                    [[np.cos(heading), -np.sin(heading), 0.0], [np.sin(heading), np.cos(heading), 0.0], [0.0, 0.0, 1.0]]
+                ),
+                [x, y, 0.0],
+            )
+            poses.append(base @ mount)
+        return poses
+
+    def _walk_trajectory(self, n: int, query: bool) -> list[np.ndarray]:
         """Smooth loops around the room centre looking towards the walls.
 
         The mapping trajectory makes loops from an inner to an outer radius (one per ~120 frames,
@@ -382,3 +434,31 @@ class SyntheticScene:
         seed = self.config.seed * 1_000_003 + (1_000_000 if query else 0) + index
         rgb, depth = self.render(T, light, noise_seed=seed)
         return rgb, depth, T
+
+
+def _rounded_rectangle(
+    t: float, x0: float, x1: float, y0: float, y1: float, radius: float
+) -> tuple[float, float, float]:
+    """The point a fraction ``t`` (0..1) along a rectangle with rounded corners, driven
+    counter-clockwise from the middle of its bottom edge: (x, y, heading in radians)."""
+    r = min(radius, (x1 - x0) / 2, (y1 - y0) / 2)
+    w, h = x1 - x0 - 2 * r, y1 - y0 - 2 * r
+    # Straight edges and quarter arcs in driving order, each as (length, position and heading at s).
+    arc = np.pi * r / 2
+    pieces = [
+        (w / 2, lambda s: (x0 + r + w / 2 + s, y0, 0.0)),
+        (arc, lambda s: (x1 - r + r * np.sin(s / r), y0 + r - r * np.cos(s / r), s / r)),
+        (h, lambda s: (x1, y0 + r + s, np.pi / 2)),
+        (arc, lambda s: (x1 - r + r * np.cos(s / r), y1 - r + r * np.sin(s / r), np.pi / 2 + s / r)),
+        (w, lambda s: (x1 - r - s, y1, np.pi)),
+        (arc, lambda s: (x0 + r - r * np.sin(s / r), y1 - r + r * np.cos(s / r), np.pi + s / r)),
+        (h, lambda s: (x0, y1 - r - s, 3 * np.pi / 2)),
+        (arc, lambda s: (x0 + r - r * np.cos(s / r), y0 + r - r * np.sin(s / r), 3 * np.pi / 2 + s / r)),
+        (w / 2, lambda s: (x0 + r + s, y0, 2 * np.pi)),
+    ]
+    s = t * sum(length for length, _ in pieces)
+    for length, at in pieces:
+        if s <= length:
+            return at(s)
+        s -= length
+    return pieces[-1][1](pieces[-1][0])

@@ -1,0 +1,186 @@
+"""Mapping from poses that drifted: the pose refinement part, the map's mapping poses, scoring
+against the truth after an alignment fitted on the mapping frames, TUM output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scr_ros.cli import main
+from scr_ros.drift import DriftModel, drift_poses
+from scr_ros.geometry import make_pose, rotation_about_axis
+from scr_ros.losses import build_loss
+from scr_ros.map_parts.pose_refinement import PoseRefiner
+from scr_ros.mapfile import load_map
+from scr_ros.metrics import pose_error
+from scr_ros.trajectory import read_tum, trajectory_errors
+
+
+def depth_rows(frames, per_frame: int = 150, seed: int = 0):
+    """True scene points of random pixels of each frame (from its depth): frame index (N,),
+    pixel (N, 2), world point (N, 3)."""
+    rng = np.random.default_rng(seed)
+    index, pixels, points = [], [], []
+    for i, f in enumerate(frames):
+        depth = f.load_depth()
+        h, w = depth.shape
+        ys, xs = rng.integers(0, h, per_frame), rng.integers(0, w, per_frame)
+        z = depth[ys, xs]
+        ok = np.isfinite(z)
+        ys, xs, z = ys[ok], xs[ok], z[ok]
+        c = f.camera
+        cam = np.stack([(xs - c.cx) / c.fx * z, (ys - c.cy) / c.fy * z, z], axis=1)
+        index.append(np.full(len(z), i))
+        pixels.append(np.stack([xs, ys], axis=1))
+        points.append(cam @ f.pose[:3, :3].T + f.pose[:3, 3])
+    return (
+        torch.as_tensor(np.concatenate(index)),
+        torch.as_tensor(np.concatenate(pixels), dtype=torch.float32),
+        torch.as_tensor(np.concatenate(points), dtype=torch.float32),
+    )
+
+
+def planted(frames, every: int = 6, shift: float = 0.08, turn_deg: float = 3.0) -> np.ndarray:
+    """The frames' poses with every ``every``-th one (not the first) moved and turned."""
+    poses = np.stack([f.pose for f in frames])
+    rng = np.random.default_rng(7)
+    for i in range(every, len(poses), every):
+        axis = rng.normal(size=3)
+        error = make_pose(rotation_about_axis(axis, np.radians(turn_deg)), shift * rng.normal(size=3) / np.sqrt(3))
+        poses[i] = poses[i] @ error
+    return poses
+
+
+@pytest.mark.parametrize("mode", ["free", "mlp"])
+def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, figure):
+    """With the true scene coordinates fixed, minimizing the reprojection loss over the corrections
+    moves the planted errors back; the first frame (the gauge) does not move at all. A correction
+    per frame (free) undoes errors of single frames; one MLP for all frames undoes a smooth drift
+    (nearby poses, related corrections), which is what odometry makes."""
+    frames = tiny.frames("train")[:40]
+    truth = np.stack([f.pose for f in frames])
+    if mode == "free":
+        recorded = planted(frames)
+    else:
+        recorded = drift_poses(truth, DriftModel(scale=1.05, yaw_bias_deg_per_m=3.0))
+    index, pixels, points = depth_rows(frames)
+    K = torch.tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32)
+    torch.manual_seed(0)
+    refiner = PoseRefiner(recorded, mode, width=64, layers=2, focal=False, start=0.0)
+    opt = torch.optim.AdamW(refiner.parameters(), lr=1e-3, weight_decay=0.0)
+    loss_fn = build_loss("ace", 1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(600 if mode == "free" else 1500):
+        pick = torch.randint(len(index), (1024,), generator=g)
+        T, Kb = refiner(index[pick], None, K[index[pick]], 1.0)
+        loss, _ = loss_fn(points[pick], pixels[pick], T, Kb, 0)  # the wide threshold (51 px) of the start
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        refined = refiner.poses(torch.arange(len(frames))).double().numpy()
+    before = trajectory_errors(recorded, truth, align=False)
+    after = trajectory_errors(refined, truth, align=False)
+    for key in ("max_translation_m", "max_rotation_deg"):
+        figure(f"{key} before", before[key])
+        figure(f"{key} after", after[key])
+    assert after["max_translation_m"] < 0.5 * before["max_translation_m"], (before, after)
+    assert after["max_rotation_deg"] < 0.5 * before["max_rotation_deg"], (before, after)
+    assert np.abs(refined[0] - recorded[0]).max() < 1e-5  # the gauge: the first frame stays
+
+
+def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, tmp_path, figure):
+    frames = tiny.frames("train")
+    truth = np.stack([f.pose for f in frames])
+    out = tmp_path / "m.safetensors"
+    trajectory = tmp_path / "poses.txt"
+    # --simulate-drift with only a heading bias: the later frames turn away from the truth.
+    assert (
+        main(
+            [
+                "map",
+                "synthetic:tiny",
+                "--out",
+                str(out),
+                "--preset",
+                "test",
+                "--device",
+                "cpu",
+                "--simulate-drift",
+                "yaw_bias_deg_per_m=1.0",
+                "--refine-poses",
+                "free",
+                "--refined-poses",
+                str(trajectory),
+                # The test preset trains 2000 steps, half of them with the poses free: a faster lr lets
+                # them travel the few degrees the drift put in.
+                "--part",
+                'pose-refinement={"lr": 1e-4}',
+            ]
+        )
+        == 0
+    )
+    m = load_map(out)
+    assert m.training["simulated_drift"]["yaw_bias_deg_per_m"] == 1.0
+    part = m.parts["pose-refinement"]
+    recorded = part.module.recorded.numpy()
+    assert part.module.refined.dtype == torch.float64 and m.mapping_poses.dtype == np.float64
+    np.testing.assert_allclose(m.mapping_poses, part.module.refined.numpy())
+    assert m.mapping_frames == [f.name for f in frames]
+    # The gauge: the first frame is where it was recorded (and, with drift, where it truly is).
+    assert pose_error(m.mapping_poses[0], recorded[0])[0] < 1e-6
+    assert pose_error(m.mapping_poses[0], truth[0])[0] < 1e-6
+    before = trajectory_errors(recorded, truth)
+    after = trajectory_errors(m.mapping_poses, truth)
+    figure("median_rotation_deg before", before["median_rotation_deg"])
+    figure("median_rotation_deg after", after["median_rotation_deg"])
+    figure("median_translation_m before", before["median_translation_m"])
+    figure("median_translation_m after", after["median_translation_m"])
+    # Measured (2 threads): 3.7 deg recorded, 1.8 deg refined; the bound asks for a quarter off.
+    assert after["median_rotation_deg"] < 0.75 * before["median_rotation_deg"], (before, after)
+    # The TUM file holds the same poses, one per mapping frame.
+    stamps, poses = read_tum(trajectory)
+    assert len(poses) == len(frames)
+    np.testing.assert_allclose(poses, m.mapping_poses, atol=1e-6)
+    # scr localize scores the mapping poses before and after refinement and the queries after the
+    # alignment fitted on the mapping frames.
+    report = tmp_path / "r.json"
+    assert main(["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]) == 0
+    r = json.loads(report.read_text())
+    mp = r["mapping_poses"]
+    assert mp["frames"] == len(frames)
+    assert mp["recorded"]["median_rotation_deg"] == pytest.approx(before["median_rotation_deg"], rel=1e-6)
+    assert mp["as_mapped"]["median_rotation_deg"] == pytest.approx(after["median_rotation_deg"], rel=1e-6)
+    assert set(r["aligned"]["accuracy"]) == set(r["accuracy"])
+
+
+def test_refinement_and_drift_are_refused_where_they_cannot_work(tmp_path, capsys):
+    out = str(tmp_path / "m.safetensors")
+    assert main(["map", "synthetic:tiny", "--out", out, "--simulate-drift", "vio,nope=1", "--device", "cpu"]) == 2
+    assert "unknown setting 'nope'" in capsys.readouterr().err
+    assert (
+        main(["map", "synthetic:tiny", "--out", out, "--part", 'pose-refinement={"mode": "wild"}', "--device", "cpu"])
+        == 2
+    )
+    assert "mode = 'wild' is not one of free, mlp" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "map",
+                "synthetic:tiny",
+                "--out",
+                out,
+                "--refine-poses",
+                "free",
+                "--part",
+                'pose-refinement={"mode": "mlp"}',
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
+    assert "given twice" in capsys.readouterr().err
