@@ -205,6 +205,7 @@ def test_mcap_library_reads_the_converted_bag(small, small_bag):
         "/tf": 10,
         "/tf_static": 1,
         "/ground_truth/pose": 10,
+        "/odom": 10,
     }
 
 
@@ -473,9 +474,10 @@ def test_a_robot_bag_has_drifting_odometry_its_camera_mount_and_the_truth(tmp_pa
     assert pose_error(odom[0], truth_base[0])[0] < 1e-6
     end = pose_error(odom[-1], truth_base[-1])
     assert end[0] > 0.05 or end[1] > 2.0, end
-    # The drift is the model's, replayed on the base's path.
+    # The drift is the model's, replayed on the base's path. The chain compounds 160 steps, so
+    # another CPU's rounding moves it by up to 2e-4 (measured in CI); the drift itself is 5 cm+.
     expected = drift_poses(np.stack(truth_base), parse_drift("wheel"), up=np.array([0.0, 0.0, 1.0]))
-    np.testing.assert_allclose(np.stack(odom), expected, atol=1e-5)
+    np.testing.assert_allclose(np.stack(odom), expected, atol=2e-3)
     # odom -> base_link in /tf says the same; the ground truth stays the true camera pose.
     tf_odom = [
         transform_to_matrix(tr.transform)
