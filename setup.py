@@ -1,17 +1,21 @@
 """Installs two ways: `colcon build` on a ROS 2 machine (ament_python) and `pip install -e .`
 without ROS. Dependencies are declared here for pip and in package.xml for rosdep."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "scr_ros"
+# Files are named from this file's folder, not the working folder: colcon runs setup.py from its
+# build folder (with --symlink-install, from a folder of links to the sources).
+HERE = os.path.dirname(os.path.realpath(__file__))
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     description="Visual relocalization by scene coordinate regression for ROS 2",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
@@ -52,7 +56,15 @@ setup(
     extras_require={
         # ruff pinned: its formatter's style is part of what CI checks (.ci/run).
         # evo: the trajectory metrics the tests check ours against; rerun-sdk: the --rerun recordings.
-        "test": ["pytest>=7", "mcap>=1.1", "ruff==0.17.6", "evo>=1.28", "rerun-sdk>=0.20"],
+        # colcon: the suite builds the package with it as a ROS developer would.
+        "test": [
+            "pytest>=7",
+            "mcap>=1.1",
+            "ruff==0.17.6",
+            "evo>=1.28",
+            "rerun-sdk>=0.20",
+            "colcon-common-extensions>=0.3",
+        ],
         # 3D recordings a person can open (scr map / localize / bag replay --rerun FILE.rrd).
         "viz": ["rerun-sdk>=0.20"],
         # ROS 2 Jazzy's Python wheels from PyPI: enough to run both nodes with tf_mode none and a
@@ -68,6 +80,7 @@ setup(
             "ros-jazzy-std-srvs==5.3.6",
             "ros-jazzy-diagnostic-msgs==5.3.6",
             "ros-jazzy-visualization-msgs==5.3.6",
+            "ros-jazzy-lifecycle-msgs==2.0.3",
         ],
     },
     zip_safe=True,

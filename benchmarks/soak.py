@@ -2,16 +2,19 @@
 """Soak: the relocalizer node fed camera frames at a steady rate for many minutes.
 
     python benchmarks/soak.py [--minutes 10] [--rate 30] [--map MAP] [--dataset synthetic:default]
-        [--preset test] [--out docs/soak.md] [--json soak.json]
+        [--preset test] [--base-to-camera "X Y Z QX QY QZ QW"] [--planar]
+        [--out docs/soak.md] [--json soak.json]
 
-Starts ``relocalizer_node`` (the console script, ``tf_mode: none``, CPU) in a DDS domain of its
-own on loopback, and publishes the dataset's query frames (``sensor_msgs/Image`` rgb8 and
-``CameraInfo``), cycling through them, at ``--rate`` Hz from this process with rclpy. Without
-``--map`` it first maps the dataset with ``--preset`` (``test``: about a minute).
+Starts ``relocalizer_node`` (the console script, ``tf_mode: none``, CPU; the base pose from
+``--base-to-camera``, planar with ``--planar``) in a DDS domain of its own on loopback, and
+publishes the dataset's query frames (``sensor_msgs/Image`` rgb8 and ``CameraInfo``), cycling
+through them, at ``--rate`` Hz from this process with rclpy. Without ``--map`` it first maps the
+dataset with ``--preset`` (``test``: about a minute).
 
 Measured: latency from an image's stamp (set when it is published) to the arrival of its pose
 here (p50 / p99 / max); frames sent, processed, dropped by the node because a newer frame arrived
-(it only ever works on the newest), poses published; the node's resident memory (VmRSS) after a
+(it only ever works on the newest), poses and base poses published (and, with ``--planar``, the
+largest roll / pitch of a base pose); the node's resident memory (VmRSS) after a
 warm-up minute and at the end, sampled every 30 s; and whether the node stayed up and exited
 cleanly on SIGINT. Needs rclpy and the message packages (``pip install -e '.[ros]'``).
 """
@@ -48,6 +51,12 @@ def main() -> int:
     p.add_argument("--map", type=Path, default=None, help="map to load (default: map --dataset with --preset first)")
     p.add_argument("--dataset", default="synthetic:default")
     p.add_argument("--preset", default="test")
+    p.add_argument(
+        "--base-to-camera",
+        default="0.1 0 0.5 -0.5 0.5 -0.5 0.5",
+        help="the node's base_to_camera (x y z qx qy qz qw; default a forward-looking camera 0.5 m up); '' for none",
+    )
+    p.add_argument("--planar", action="store_true", help="the node's planar option (x, y, yaw base pose)")
     p.add_argument("--out", type=Path, default=HERE / "docs" / "soak.md")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -55,7 +64,7 @@ def main() -> int:
     import rclpy
     import torch
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseStamped
+    from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
@@ -64,7 +73,8 @@ def main() -> int:
     from scr_ros.datasets import open_dataset
     from scr_ros.device import hardware_description
     from scr_ros.fileio import atomic_write_text
-    from scr_ros.messages import encode_camera_info, encode_image, make_time, stamp_to_ns
+    from scr_ros.messages import encode_camera_info, encode_image, make_time, pose_to_matrix, stamp_to_ns
+    from scr_ros.node_logic.frames import yaw_pitch_roll
     from scr_ros.ros.common import rclpy_factory
 
     work = Path(tempfile.mkdtemp(prefix="scr_soak_"))
@@ -85,9 +95,10 @@ def main() -> int:
     }
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     params = work / "params.yaml"
+    mount = [float(v) for v in args.base_to_camera.split()]
     params.write_text(
         f"scr_relocalizer:\n  ros__parameters:\n    map_path: {json.dumps(str(map_path))}\n    device: cpu\n    "
-        "tf_mode: none\n"
+        f"tf_mode: none\n    base_to_camera: {json.dumps(mount)}\n    planar: {json.dumps(args.planar)}\n"
     )
     log = open(work / "node.log", "wb")
     node_proc = subprocess.Popen(
@@ -108,12 +119,23 @@ def main() -> int:
     def on_pose(msg) -> None:
         latencies.append((node.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) * 1e-6)
 
+    base_poses = [0]
+    tilt = [0.0]  # largest |roll| or |pitch| of a base pose, degrees
+
+    def on_base_pose(msg) -> None:
+        base_poses[0] += 1
+        _, pitch, roll = yaw_pitch_roll(pose_to_matrix(msg.pose.pose)[:3, :3])
+        tilt[0] = max(tilt[0], abs(np.degrees(pitch)), abs(np.degrees(roll)))
+
     def on_diagnostics(msg) -> None:
         for st in msg.status:
             if st.name == "scr_relocalizer: relocalizer":
                 diagnostics.append({kv.key: kv.value for kv in st.values} | {"_message": st.message})
 
     node.create_subscription(PoseStamped, "/scr_relocalizer/pose", on_pose, qos_profile_sensor_data)
+    node.create_subscription(
+        PoseWithCovarianceStamped, "/scr_relocalizer/pose_with_covariance", on_base_pose, qos_profile_sensor_data
+    )
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -169,6 +191,10 @@ def main() -> int:
         "processed": int(d.get("frames processed", 0)),
         "dropped": int(d.get("dropped (newer frame arrived)", 0)),
         "poses": len(latencies),
+        "base_poses": base_poses[0],
+        "base_to_camera": mount,
+        "planar": args.planar,
+        "max_base_tilt_deg": tilt[0],
         "processed_hz": int(d.get("frames processed", 0)) / elapsed,
         "latency_ms": {
             "p50": float(np.percentile(lat, 50)),
@@ -210,7 +236,9 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | frames sent / received by the node | {sent} / {row["received"]} |
 | processed (newest frame only) | {row["processed"]} ({row["processed_hz"]:.1f} Hz) |
 | dropped (a newer frame arrived first) | {row["dropped"]} |
-| poses received | {row["poses"]} |
+| poses received (camera) / base poses received | {row["poses"]} / {row["base_poses"]} |
+| base_to_camera, planar | {mount or "none"}, {args.planar} |
+| largest roll or pitch of a base pose | {tilt[0]:.2g} deg |
 | latency, image stamp to pose here: p50 / p99 / max | {L["p50"]:.0f} / {L["p99"]:.0f} / {L["max"]:.0f} ms |
 | node's own median processing time | {row["node_latency_ms"]:.0f} ms |
 | resident memory after 1 min / at the end | {rss_warm:.0f} / {rss_end:.0f} MiB |

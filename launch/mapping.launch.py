@@ -3,24 +3,22 @@
     ros2 launch scr_ros mapping.launch.py session_folder:=~/maps/lab record_on_start:=true
     ros2 launch scr_ros mapping.launch.py session_folder:=/data/lab use_depth:=true pose_frame:=odom \
         image_topic:=/cam/color/image_raw camera_info_topic:=/cam/color/camera_info \
-        depth_topic:=/cam/aligned_depth_to_color/image_raw
+        depth_topic:=/cam/aligned_depth_to_color/image_raw device:=cuda
 
 Then ``ros2 service call /scr_mapping/build_map std_srvs/srv/Trigger`` and watch
 ``/scr_mapping/progress``.
 
-Parameters come from ``params_file`` (default: the installed config/mapping.yaml), then the launch
-arguments on top of it, by this rule:
+Parameters come from ``params_file`` (default: the installed config/mapping.yaml); a launch
+argument overrides it only when it is passed: every parameter argument defaults to "" (keep the
+params file's value, so a ``pose_frame: world`` there stays ``world``). ``~`` in session_folder
+and map_path is expanded here, because a ``name:=~/x`` argument reaches the launch file
+unexpanded. Which arguments are parameters, and how their text becomes a typed value, is
+:mod:`scr_ros.node_logic.launch_overrides` (tested without ``launch``).
 
-- ``use_depth``, ``pose_frame``, ``record_on_start`` and ``use_sim_time`` always override the
-  params file (their defaults are the values config/mapping.yaml ships with);
-- ``session_folder`` and ``map_path`` override it only when non-empty, so folders set in a custom
-  params file are kept when the arguments are left out. ``~`` is expanded here, because a
-  ``name:=~/x`` argument reaches the launch file unexpanded.
-
-Topics: the node subscribes to ``image`` (or ``image/compressed``), ``camera_info`` and, with
-use_depth, ``depth``; they are remapped to ``image_topic`` (and its /compressed sibling),
-``camera_info_topic`` and ``depth_topic``. Camera poses come from TF: ``pose_frame`` -> the image's
-frame_id at the image stamp.
+Topics: the node subscribes to ``image`` (or ``image/compressed``), ``camera_info``, with
+use_depth ``depth``, and with pose_source pose / odometry ``pose`` / ``odometry``; they are
+remapped to the ``*_topic`` arguments. With pose_source tf (the default) camera poses come from
+TF: ``pose_frame`` -> the image's frame_id at the image stamp.
 """
 
 import os
@@ -33,62 +31,60 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
+from scr_ros.node_logic.launch_overrides import LAUNCH_PARAMETERS, launch_overrides, launch_setting, log_level
 
 PACKAGE = "scr_ros"
+NODE = "mapping"
+
+
+def _typed(value):
+    # A str inside a ParameterValue with value_type=str: launch_ros would otherwise read it as
+    # YAML, so a folder named "1" or "yes" would stop being a string.
+    return ParameterValue(value, value_type=str) if isinstance(value, str) else value
 
 
 def _node(context):
-    """The mapping node; an OpaqueFunction because whether the folder arguments are passed at all
-    depends on their values, which are only known once the launch arguments are resolved."""
-    overrides = {
-        # Typed ParameterValues rather than bare substitutions: launch_ros would otherwise read
-        # each string as YAML, and the node's parameter declarations reject a mistyped value.
-        "use_depth": ParameterValue(LaunchConfiguration("use_depth"), value_type=bool),
-        "pose_frame": ParameterValue(LaunchConfiguration("pose_frame"), value_type=str),
-        "record_on_start": ParameterValue(LaunchConfiguration("record_on_start"), value_type=bool),
-        "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-    }
-    for name in ("session_folder", "map_path"):
-        value = LaunchConfiguration(name).perform(context).strip()
-        if value:
-            # A plain str inside a ParameterValue with value_type=str: never re-read as YAML, so a
-            # folder named "1" or "yes" stays a string.
-            overrides[name] = ParameterValue(os.path.expanduser(value), value_type=str)
+    """The mapping node; an OpaqueFunction because which arguments become parameters depends on
+    their values, known only once the launch arguments are resolved."""
+    given = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_PARAMETERS[NODE]}
+    overrides = {name: _typed(value) for name, value in launch_overrides(NODE, given).items()}
     image_topic = LaunchConfiguration("image_topic")
     return [
         Node(
             package=PACKAGE,
             executable="mapping_node",
             name="scr_mapping",
+            namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
             parameters=[LaunchConfiguration("params_file"), overrides],
+            arguments=["--ros-args", "--log-level", log_level(LaunchConfiguration("log_level").perform(context))],
             remappings=[
                 ("image", image_topic),
                 # image_transport's naming: the compressed stream of T is T/compressed.
                 ("image/compressed", [image_topic, "/compressed"]),
                 ("camera_info", LaunchConfiguration("camera_info_topic")),
                 ("depth", LaunchConfiguration("depth_topic")),
+                ("pose", LaunchConfiguration("pose_topic")),
+                ("odometry", LaunchConfiguration("odometry_topic")),
             ],
         )
     ]
+
+
+def _parameter_argument(name):
+    setting = launch_setting(NODE, name)
+    choices = f" ({', '.join(setting.choices)})" if setting.choices else ""
+    return DeclareLaunchArgument(
+        name, default_value="", description=f"{setting.help}{choices} Empty: keep the params file's value."
+    )
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                "session_folder",
-                default_value="",
-                description="Folder the keyframes are recorded into; empty: keep the params file's session_folder",
-            ),
-            DeclareLaunchArgument(
-                "map_path",
-                default_value="",
-                description="Where build_map writes the map; empty: keep the params file's map_path (default "
-                "SESSION_FOLDER/map.safetensors)",
-            ),
+            *[_parameter_argument(name) for name in LAUNCH_PARAMETERS[NODE]],
             DeclareLaunchArgument(
                 "image_topic",
                 default_value="/camera/image_raw",
@@ -102,20 +98,15 @@ def generate_launch_description():
                 default_value="/camera/depth/image_raw",
                 description="Depth image registered to the colour image (32FC1 m or 16UC1 mm), used with use_depth",
             ),
-            DeclareLaunchArgument("use_depth", default_value="false", description="Record depth with each keyframe"),
             DeclareLaunchArgument(
-                "use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"
+                "pose_topic", default_value="pose", description="geometry_msgs/PoseStamped (pose_source pose)"
             ),
             DeclareLaunchArgument(
-                "pose_frame",
-                default_value="map",
-                choices=["map", "odom"],
-                description="Fixed frame the camera poses are looked up in (TF pose_frame -> image frame)",
+                "odometry_topic", default_value="odom", description="nav_msgs/Odometry (pose_source odometry)"
             ),
+            DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics"),
             DeclareLaunchArgument(
-                "record_on_start",
-                default_value="false",
-                description="Record from the start instead of waiting for ~/start_recording",
+                "log_level", default_value="info", description="Log level: debug, info, warn, error or fatal"
             ),
             DeclareLaunchArgument(
                 "params_file",
@@ -131,7 +122,6 @@ def generate_launch_description():
                 executable="rviz2",
                 name="rviz2",
                 arguments=["-d", os.path.join(share, "config", "scr_ros.rviz")],
-                parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
                 output="screen",
                 condition=IfCondition(LaunchConfiguration("rviz")),
             ),

@@ -2,20 +2,19 @@
 
     ros2 launch scr_ros relocalizer.launch.py map_path:=/path/to/map.safetensors
     ros2 launch scr_ros relocalizer.launch.py map_path:=map.safetensors image_topic:=/cam/color/image_raw \
-        camera_info_topic:=/cam/color/camera_info tf_mode:=map_to_camera rviz:=true
+        camera_info_topic:=/cam/color/camera_info tf_mode:=none planar:=true \
+        base_to_camera:='[0.2, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5]' namespace:=robot1 rviz:=true
 
-Parameters come from ``params_file`` (default: the installed config/relocalizer.yaml), then the
-launch arguments on top of it, by this rule:
+Parameters come from ``params_file`` (default: the installed config/relocalizer.yaml); a launch
+argument overrides it only when it is passed: every parameter argument defaults to "" (keep the
+params file's value). ``~`` in map_path is expanded here, because a ``map_path:=~/x`` argument
+reaches the launch file unexpanded. Which arguments are parameters, and how their text becomes a
+typed value, is :mod:`scr_ros.node_logic.launch_overrides` (tested without ``launch``).
 
-- ``tf_mode``, ``use_compressed`` and ``use_sim_time`` always override the params file (their
-  defaults are the values config/relocalizer.yaml ships with);
-- ``map_path`` overrides it only when non-empty, so a map set in a custom params file is kept
-  when the argument is left out. ``~`` is expanded here, because a ``map_path:=~/x`` argument
-  reaches the launch file unexpanded.
-
-Topics: the node subscribes to ``image`` (or ``image/compressed`` with use_compressed:=true) and
+Topics: the node subscribes to ``image`` (or ``image/compressed`` with use_compressed) and
 ``camera_info``; they are remapped to ``image_topic``, ``image_topic``/compressed and
-``camera_info_topic``.
+``camera_info_topic``. With ``namespace`` the node, its outputs and ``initialpose`` live under it
+(relative topic arguments too).
 """
 
 import os
@@ -28,34 +27,34 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
+from scr_ros.node_logic.launch_overrides import LAUNCH_PARAMETERS, launch_overrides, launch_setting, log_level
 
 PACKAGE = "scr_ros"
+NODE = "relocalizer"
+
+
+def _typed(value):
+    # A str inside a ParameterValue with value_type=str: launch_ros would otherwise read it as
+    # YAML, so a file named "1.0" or "on" would stop being a string.
+    return ParameterValue(value, value_type=str) if isinstance(value, str) else value
 
 
 def _node(context):
-    """The relocalizer node; an OpaqueFunction because whether map_path is passed at all depends
-    on its value, which is only known once the launch arguments are resolved."""
-    overrides = {
-        # Typed ParameterValues rather than bare substitutions: launch_ros would otherwise read
-        # each string as YAML, and the node's parameter declarations reject a mistyped value.
-        "tf_mode": ParameterValue(LaunchConfiguration("tf_mode"), value_type=str),
-        "use_compressed": ParameterValue(LaunchConfiguration("use_compressed"), value_type=bool),
-        "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-    }
-    map_path = LaunchConfiguration("map_path").perform(context).strip()
-    if map_path:
-        # A plain str inside a ParameterValue with value_type=str: never re-read as YAML, so a
-        # file named "1.0" or "on" stays a string.
-        overrides["map_path"] = ParameterValue(os.path.expanduser(map_path), value_type=str)
+    """The relocalizer node; an OpaqueFunction because which arguments become parameters depends
+    on their values, known only once the launch arguments are resolved."""
+    given = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_PARAMETERS[NODE]}
+    overrides = {name: _typed(value) for name, value in launch_overrides(NODE, given).items()}
     image_topic = LaunchConfiguration("image_topic")
     return [
         Node(
             package=PACKAGE,
             executable="relocalizer_node",
             name="scr_relocalizer",
+            namespace=LaunchConfiguration("namespace"),
             output="screen",
             emulate_tty=True,
             parameters=[LaunchConfiguration("params_file"), overrides],
+            arguments=["--ros-args", "--log-level", log_level(LaunchConfiguration("log_level").perform(context))],
             remappings=[
                 ("image", image_topic),
                 # image_transport's naming: the compressed stream of T is T/compressed.
@@ -66,15 +65,19 @@ def _node(context):
     ]
 
 
+def _parameter_argument(name):
+    setting = launch_setting(NODE, name)
+    choices = f" ({', '.join(setting.choices)})" if setting.choices else ""
+    return DeclareLaunchArgument(
+        name, default_value="", description=f"{setting.help}{choices} Empty: keep the params file's value."
+    )
+
+
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                "map_path",
-                default_value="",
-                description="Map file (.safetensors); empty: keep the params file's map_path",
-            ),
+            *[_parameter_argument(name) for name in LAUNCH_PARAMETERS[NODE]],
             DeclareLaunchArgument(
                 "image_topic",
                 default_value="/camera/image_raw",
@@ -83,19 +86,9 @@ def generate_launch_description():
             DeclareLaunchArgument(
                 "camera_info_topic", default_value="/camera/camera_info", description="sensor_msgs/CameraInfo topic"
             ),
+            DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics"),
             DeclareLaunchArgument(
-                "use_sim_time", default_value="false", description="Use the /clock topic (bag playback, simulation)"
-            ),
-            DeclareLaunchArgument(
-                "tf_mode",
-                default_value="map_to_odom",
-                choices=["map_to_odom", "map_to_camera", "none"],
-                description="TF published: map -> odom (REP-105), map -> camera, or none",
-            ),
-            DeclareLaunchArgument(
-                "use_compressed",
-                default_value="false",
-                description="Subscribe to IMAGE_TOPIC/compressed instead of IMAGE_TOPIC",
+                "log_level", default_value="info", description="Log level: debug, info, warn, error or fatal"
             ),
             DeclareLaunchArgument(
                 "params_file",
@@ -111,7 +104,6 @@ def generate_launch_description():
                 executable="rviz2",
                 name="rviz2",
                 arguments=["-d", os.path.join(share, "config", "scr_ros.rviz")],
-                parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
                 output="screen",
                 condition=IfCondition(LaunchConfiguration("rviz")),
             ),

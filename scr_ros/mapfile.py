@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .errors import MapFileError
@@ -294,11 +295,15 @@ def load_map(path: str | Path) -> SceneMap:
         n = cloud_shapes.get("cloud.xyz", (-1,))[0]
         if set(cloud_shapes) != set(CLOUD_KEYS) or any(shape != (n, 3) for shape in cloud_shapes.values()):
             raise MapFileError(f"{path}: map cloud tensors are inconsistent: {cloud_shapes}")
+    # The tensors are read into memory in one go, not through a memory map: a map file rewritten
+    # in place while a node reads it (cp over it) would end the process with SIGBUS.
     try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = _st_load(path.read_bytes())
     except Exception as exc:  # noqa: BLE001
         raise MapFileError(f"{path}: cannot read weights ({exc})") from None
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != {**stored, **cloud_shapes, **({POSES_KEY: poses_shape} if poses_shape else {})}:
+        raise MapFileError(f"{path}: the file changed while it was read; load it again")
     if tensors_sha256(tensors) != header["weights_sha256"]:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     wanted = WEIGHT_DTYPES[header["weights_dtype"]]

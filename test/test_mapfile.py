@@ -153,6 +153,24 @@ def test_truncated_file(map_path, keep):
     assert "truncated" in msg or "corrupt" in msg
 
 
+def test_a_file_rewritten_in_place_while_it_loads_is_refused_not_a_crash(map_path, monkeypatch):
+    """``cp`` over a map a node is loading: the header was checked, then the data shrinks. Read
+    through a memory map this ended the process with SIGBUS; now it is a clear refusal."""
+    import pathlib
+
+    data = map_path.read_bytes()
+    real = pathlib.Path.read_bytes
+
+    def rewritten(self):
+        if self == map_path:
+            map_path.write_bytes(data[: len(data) // 2])  # the copy has only half arrived
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", rewritten)
+    msg = refused(map_path)
+    assert "cannot read weights" in msg or "changed while it was read" in msg
+
+
 def test_flipped_byte_in_tensor_data(map_path):
     data = bytearray(map_path.read_bytes())
     (header_len,) = struct.unpack("<Q", data[:8])

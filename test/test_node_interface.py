@@ -81,49 +81,6 @@ def test_validation_messages_name_the_parameter():
     assert validate(MAPPING_PARAMS, {"min_translation": 1})["min_translation"] == 1.0  # YAML ints for floats are fine
 
 
-def _launch_arguments(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    return {
-        node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and ast.unparse(node.func).endswith("DeclareLaunchArgument")
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-    }
-
-
-@pytest.mark.parametrize(
-    "launch_file, config, required",
-    [
-        (
-            "relocalizer.launch.py",
-            "relocalizer.yaml",
-            {"map_path", "image_topic", "camera_info_topic", "use_sim_time", "tf_mode", "params_file", "rviz"},
-        ),
-        (
-            "mapping.launch.py",
-            "mapping.yaml",
-            {
-                "map_path",
-                "image_topic",
-                "camera_info_topic",
-                "depth_topic",
-                "use_sim_time",
-                "params_file",
-                "session_folder",
-            },
-        ),
-    ],
-)
-def test_launch_files_declare_their_arguments_and_load_their_yaml(launch_file, config, required):
-    path = ROOT / "launch" / launch_file
-    compile(path.read_text(), str(path), "exec")
-    assert required <= _launch_arguments(path)
-    src = path.read_text()
-    assert config in src and "scr_ros.rviz" in src and "generate_launch_description" in src
-
-
 def test_rviz_config_shows_the_relocalizer_outputs():
     cfg = yaml.safe_load((ROOT / "config" / "scr_ros.rviz").read_text())
     displays = cfg["Visualization Manager"]["Displays"]

@@ -11,10 +11,18 @@ from scr_ros.errors import ScrError
 from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project, rotation_about_axis
 from scr_ros.metrics import pose_error
 from scr_ros.node_logic.covariance import covariance_of_child, pose_covariance, published_covariance
+from scr_ros.node_logic.frames import map_to_odom, mount_matrix, planar_base_pose, yaw_pitch_roll
 from scr_ros.node_logic.mailbox import LatestSlot
-from scr_ros.node_logic.map_odom import MapOdomBroadcast, map_to_odom
+from scr_ros.node_logic.map_odom import MapOdomBroadcast
 from scr_ros.node_logic.params import ParameterError
-from scr_ros.node_logic.relocalizer_core import CameraFrame, JumpGate, RateMeter, RelocalizerCore
+from scr_ros.node_logic.relocalizer_core import (
+    CameraFrame,
+    FixConfirmation,
+    InitialPoseTrigger,
+    JumpGate,
+    RateMeter,
+    RelocalizerCore,
+)
 from scr_ros.ransac import RansacConfig, solve_pnp
 
 CAM = PinholeCamera(500.0, 500.0, 319.5, 239.5, 640, 480)
@@ -135,20 +143,83 @@ def test_covariance_of_child_frame_matches_sampling(rng):
 
 def test_map_to_odom_reproduces_the_fix(rng):
     T_map_cam, T_odom_base, T_base_cam = random_pose(rng), random_pose(rng), random_pose(rng, shift=0.3)
-    T_map_odom = map_to_odom(T_map_cam, T_odom_base, T_base_cam)
+    T_map_base = T_map_cam @ invert_pose(T_base_cam)
+    T_map_odom = map_to_odom(T_map_base, T_odom_base)
     assert np.allclose(T_map_odom @ T_odom_base @ T_base_cam, T_map_cam)
     # the issue's form: T_map_cam . T_cam_base . T_odom_base^-1
     assert np.allclose(T_map_odom, T_map_cam @ invert_pose(T_base_cam) @ invert_pose(T_odom_base))
+
+
+def test_planar_base_pose_keeps_x_y_yaw_and_takes_the_rest_from_odometry(rng):
+    T_map_base = make_pose(rotation_about_axis([0.1, -0.2, 1.0], 0.8), np.array([1.0, 2.0, 0.3]))
+    yaw = yaw_pitch_roll(T_map_base[:3, :3])[0]
+    flat = planar_base_pose(T_map_base)
+    y, p, r = yaw_pitch_roll(flat[:3, :3])
+    assert np.isclose(y, yaw) and abs(p) < 1e-12 and abs(r) < 1e-12
+    assert np.allclose(flat[:3, 3], [1.0, 2.0, 0.0])
+    # with odometry: z, roll and pitch are odometry's, so map -> odom has none of them
+    T_odom_base = make_pose(rotation_about_axis([1.0, 0.3, 0.2], 0.05), np.array([5.0, -1.0, 0.02]))
+    based = planar_base_pose(T_map_base, T_odom_base)
+    T_map_odom = map_to_odom(based, T_odom_base)
+    y, p, r = yaw_pitch_roll(T_map_odom[:3, :3])
+    assert abs(p) < 1e-9 and abs(r) < 1e-9 and abs(T_map_odom[2, 3]) < 1e-9
+    assert np.allclose(based[:2, 3], [1.0, 2.0]) and np.isclose(yaw_pitch_roll(based[:3, :3])[0], yaw)
+
+
+def test_mount_parameter_is_checked():
+    T = mount_matrix([0.1, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5], "base_to_camera")
+    # REP-103 optical frame on a base: the camera looks along the base's x axis
+    assert np.allclose(T[:3, :3] @ [0, 0, 1], [1, 0, 0]) and np.allclose(T[:3, 3], [0.1, 0.0, 0.5])
+    with pytest.raises(ScrError, match="7 numbers"):
+        mount_matrix([0.0, 0.0, 1.0], "base_to_camera")
+    with pytest.raises(ScrError, match="not a rotation"):
+        mount_matrix([0, 0, 0, 0, 0, 0, 2.0], "base_to_camera")
 
 
 def test_map_to_odom_is_future_dated_and_stamps_strictly_increase():
     b = MapOdomBroadcast(tolerance_s=0.1)
     assert b.next(1_000) is None  # nothing before the first fix
     b.update(np.eye(4))
-    T, stamp = b.next(5_000_000_000)
-    assert stamp == 5_100_000_000 and np.allclose(T, np.eye(4))
-    assert b.next(5_000_000_000) is None  # a repeated stamp would be rejected by tf2
-    assert b.next(5_050_000_000)[1] == 5_150_000_000
+    T, stamp = b.next(65_000_000_000)
+    assert stamp == 65_100_000_000 and np.allclose(T, np.eye(4))
+    assert b.next(65_000_000_000) is None  # a repeated stamp would be rejected by tf2
+    assert b.next(65_050_000_000)[1] == 65_150_000_000
+    assert b.next(64_500_000_000) is None  # a little late: not a jump, just no new stamp
+    # the clock jumps back 60 s (a bag played again): stamps start again from the new time
+    assert b.next(5_000_000_000)[1] == 5_100_000_000
+    b.reset()
+    assert b.next(10_000_000_000) is None  # forgotten until the next fix
+
+
+def test_first_fix_check_needs_k_agreeing_fixes(rng):
+    c = FixConfirmation()
+    T0 = random_pose(rng)
+    step = make_pose(np.eye(3), np.array([0.05, 0.0, 0.0]))
+    far = make_pose(np.eye(3), np.array([3.0, 0.0, 0.0]))
+    assert not c.add(T0, None, 3, 0.5, 20.0)
+    assert not c.add(T0 @ far, None, 3, 0.5, 20.0)  # disagrees: the count starts again from it
+    assert c.count == 1
+    assert not c.add(T0 @ far @ step, None, 3, 0.5, 20.0)
+    assert c.add(T0 @ far @ step @ step, None, 3, 0.5, 20.0)
+    assert c.add(T0, None, 3, 0.5, 20.0)  # once confirmed, the run lasts (the jump gate guards it)
+    c.reset()
+    assert c.add(T0, None, 1, 0.5, 20.0)  # K = 1: the first fix, today's behaviour
+    # with odometry the previous fix is carried forward: a fix that moved as odometry did agrees
+    c.reset()
+    odom = random_pose(rng)
+    move = make_pose(np.eye(3), np.array([1.0, 0.0, 0.0]))
+    assert not c.add(T0, odom, 2, 0.5, 20.0)
+    assert c.add(T0 @ move, odom @ move, 2, 0.5, 20.0)
+
+
+def test_initial_pose_goes_out_first_after_a_lost_spell_and_on_request():
+    t = InitialPoseTrigger()
+    s = 10**9
+    assert t.due(1 * s, 3.0)  # first fix
+    assert not t.due(2 * s, 3.0) and not t.due(4 * s, 3.0)
+    assert t.due(8 * s, 3.0)  # 4 s without a fix: lost, then found again
+    t.requested = True
+    assert t.due(9 * s, 3.0) and not t.due(10 * s, 3.0)
 
 
 def test_jump_gate_rejects_fixes_odometry_contradicts_and_recovers(rng):
@@ -185,7 +256,7 @@ class FakeTf:
 
 @pytest.fixture(scope="module")
 def core_and_frames(mapped, tiny):
-    core = RelocalizerCore({"map_path": str(mapped["map"]), "device": "cpu", "max_image_age": 1.0})
+    core = RelocalizerCore({"map_path": str(mapped["map"]), "device": "cpu", "max_image_age": 1.0, "confirm_fixes": 1})
     core.load_map(str(mapped["map"]))
     return core, tiny.frames("test")
 
@@ -217,8 +288,9 @@ def test_core_localizes_and_composes_map_to_odom(core_and_frames, rng, figure):
     figure("t_err_m", t_err)
     figure("r_err_deg", r_err)
     assert t_err < 0.2 and r_err < 7.0  # measured 8 cm, 3.2 deg
+    assert out.confirmed  # this module's core runs with confirm_fixes 1
     assert np.allclose(out.T_map_odom @ T_odom_base @ T_base_cam, out.T_map_cam)
-    assert out.pose_frame == "base_link" and np.allclose(out.T_map_pose, out.T_map_cam @ invert_pose(T_base_cam))
+    assert np.allclose(out.T_map_base, out.T_map_cam @ invert_pose(T_base_cam))
     eig = np.linalg.eigvalsh(out.covariance)
     assert np.all(eig > 0) and np.sqrt(out.covariance[0, 0]) >= 0.01
     assert np.allclose(core.broadcast.T_map_odom, out.T_map_odom)
@@ -230,14 +302,57 @@ def test_core_localizes_and_composes_map_to_odom(core_and_frames, rng, figure):
     ).all()
 
 
-def test_core_without_odometry_publishes_the_camera_pose(core_and_frames):
+def test_core_never_publishes_the_camera_as_the_base(core_and_frames):
+    """Without TF or the base_to_camera parameter there is no base pose (counted), and the
+    camera pose is not put in its place; the parameter gives it without TF."""
     core, frames = core_and_frames
     core.gate.reset()
     f, _ = _good_frame(core, frames)
     out = core.process(_frame(f), 10**9, FakeTf(np.eye(4), np.eye(4), fail_odom=True))
     assert out.status == "ok" and out.T_map_odom is None and "no odometry" in out.tf_warning
+    missing = core.counters.base_missing
     out = core.process(_frame(f), 10**9, None)
-    assert out.status == "ok" and out.pose_frame == "camera_optical" and out.T_map_odom is None
+    assert out.status == "ok" and out.T_map_cam is not None and out.T_map_odom is None
+    assert out.T_map_base is None and out.covariance is None and "base_to_camera" in out.base_missing
+    assert core.counters.base_missing == missing + 1
+    assert core.diagnostics()[2]["fixes without a base pose"] == str(missing + 1)
+    mount = [0.1, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5]
+    core.update_params({"base_to_camera": mount})
+    try:
+        out = core.process(_frame(f), 10**9, None)
+        assert np.allclose(out.T_map_base, out.T_map_cam @ invert_pose(mount_matrix(mount, "m")))
+        core.update_params({"planar": True})
+        out = core.process(_frame(f), 10**9, None)
+        _, pitch, roll = yaw_pitch_roll(out.T_map_base[:3, :3])
+        assert abs(pitch) < 1e-9 and abs(roll) < 1e-9 and out.T_map_base[2, 3] == 0.0
+    finally:
+        core.update_params({"base_to_camera": [], "planar": False})
+    with pytest.raises(ParameterError, match="base_to_camera"):
+        core.update_params({"base_to_camera": [0.0, 0.0, 1.0]})
+
+
+def test_core_holds_tf_back_until_fixes_agree_and_resets_on_a_clock_jump(core_and_frames, rng):
+    core, frames = core_and_frames
+    f, _ = _good_frame(core, frames)
+    tf = FakeTf(random_pose(rng), np.eye(4))
+    core.update_params({"confirm_fixes": 3, "publish_initial_pose": True})
+    try:
+        core.install((core.map_path, core.map, core._relocalizer))  # a fresh start: nothing confirmed yet
+        outs = [core.process(_frame(f, (100 + i) * 10**9), (100 + i) * 10**9, tf) for i in range(4)]
+        assert [o.status for o in outs] == ["ok"] * 4
+        assert [o.confirmed for o in outs] == [False, False, True, True]
+        assert [o.T_map_odom is not None for o in outs] == [False, False, True, True]
+        assert [o.initial_pose for o in outs] == [False, False, True, False]  # once, on the first confirmed fix
+        assert core.request_initial_pose() == "now"
+        # the stamps go back a minute (a bag played again): everything time-dependent starts afresh
+        jumps = core.counters.clock_jumps
+        out = core.process(_frame(f, 40 * 10**9), 40 * 10**9, tf)
+        assert "went back" in out.clock_jump and core.counters.clock_jumps == jumps + 1
+        assert out.status == "ok" and not out.confirmed and core.broadcast.T_map_odom is None
+        outs = [core.process(_frame(f, (41 + i) * 10**9), (41 + i) * 10**9, tf) for i in range(2)]
+        assert outs[-1].confirmed and outs[-1].initial_pose and not outs[-1].clock_jump
+    finally:
+        core.update_params({"confirm_fixes": 1, "publish_initial_pose": False})
 
 
 def test_core_rejects_a_jump_that_odometry_contradicts(core_and_frames):

@@ -6,6 +6,9 @@ file, in a DDS domain of its own on loopback (``ROS_DOMAIN_ID`` from the process
 Jazzy wheels from PyPI that ``pip install -e '.[test,ros]'`` brings (no tf2_ros, no
 diagnostic_updater, no launch), so the nodes run with ``tf_mode: none`` and a pose topic.
 The launch_testing tests in test/ros/ cover the TF modes on machines with a ROS 2 installation.
+
+``SCR_ROS_NODE_BIN`` runs the nodes from another folder, e.g. a colcon install's
+``install/scr_ros/lib/scr_ros`` (``.ci/run`` does, after building the package both ways).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import MultiThreadedExecutor
@@ -50,7 +54,8 @@ from scr_ros.metrics import pose_error
 from scr_ros.relocalize import Relocalizer
 from scr_ros.ros.common import rclpy_factory
 
-BIN = Path(sys.executable).parent
+# Where the nodes' console scripts are: this interpreter's (pip install) or a colcon install's lib/scr_ros.
+BIN = Path(os.environ.get("SCR_ROS_NODE_BIN") or Path(sys.executable).parent)
 DOMAIN_ID = str(40 + os.getpid() % 150)  # 40..189: clear of the default 0 and of other test runs
 CAMERA_FRAME = "camera_optical"
 
@@ -75,15 +80,25 @@ class NodeProcess:
     """A node's console script running in the background, its output in a log file."""
 
     def __init__(
-        self, executable: str, node_name: str, params: dict, folder: Path, env: dict, remap_name: bool = False
+        self,
+        executable: str,
+        node_name: str,
+        params: dict,
+        folder: Path,
+        env: dict,
+        remap_name: bool = False,
+        remaps: dict[str, str] | None = None,
+        bin_dir: Path = BIN,
     ) -> None:
         self.name = node_name
         self.params_file = folder / f"{node_name}.yaml"
         self.params_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
         self.log_path = folder / f"{node_name}.log"
-        args = [str(BIN / executable), "--ros-args", "--params-file", str(self.params_file)]
+        args = [str(bin_dir / executable), "--ros-args", "--params-file", str(self.params_file)]
         if remap_name:
             args += ["-r", f"__node:={node_name}"]
+        for topic, to in (remaps or {}).items():
+            args += ["-r", f"{topic}:={to}"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 args, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT
@@ -137,6 +152,20 @@ class Wire:
         assert wait_until(future.done, timeout), f"no answer from {name}"
         return future.result()
 
+    def first_answer(self, srv_type, name: str, timeout: float = 120.0, attempt_s: float = 5.0):
+        """The answer to an idempotent call on a node that is starting. A service can be visible
+        before its answers can reach us (DDS matches the two directions separately; the server
+        then logs "failed to send response"), so the request is sent again until one arrives."""
+        client = self.node.create_client(srv_type, name)
+        deadline = time.monotonic() + timeout
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} did not appear"
+        while time.monotonic() < deadline:
+            future = client.call_async(srv_type.Request())
+            if wait_until(future.done, min(attempt_s, max(deadline - time.monotonic(), 0.1))):
+                return future.result()
+            client.remove_pending_request(future)
+        raise AssertionError(f"no answer from {name} in {timeout} s")
+
     def set_parameters(self, node: str, values: dict) -> list:
         """Results of ``SetParameters`` on ``node`` (what ``ros2 param set`` / ``param load`` call)."""
         request = SetParameters.Request(
@@ -184,7 +213,7 @@ def latest_status(diagnostics: list, name: str) -> tuple[int, str, dict] | None:
 @pytest.fixture(scope="module")
 def scene(mapped, tiny):
     frames = tiny.frames("test")[::5][:6]
-    return {"map": mapped["map"], "frames": frames, "train": tiny.frames("train")}
+    return {"map": mapped["map"], "frames": frames, "train": tiny.frames("train"), "test": tiny.frames("test")}
 
 
 @pytest.fixture(scope="module")
@@ -194,13 +223,24 @@ def wire(ros_env):
     w.close()
 
 
+# Points in the map cloud of the large map a reload test loads (the load takes seconds).
+LARGE_CLOUD_POINTS = 20_000_000
 RELOCALIZER_PARAMS = {"device": "cpu", "tf_mode": "none", "max_image_age": 5.0, "max_jump_translation": 0.0}
+# The camera on the robot: optical frame 10 cm ahead of and 50 cm above base_link, looking along
+# the base's x axis (REP-103: optical z forward, x right, y down), as base_to_camera gives it.
+MOUNT = [0.1, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5]
+
+
+def base_pose(T_map_cam: np.ndarray) -> np.ndarray:
+    from scr_ros.node_logic.frames import mount_matrix
+
+    return T_map_cam @ invert_pose(mount_matrix(MOUNT, "MOUNT"))
 
 
 @pytest.fixture(scope="module")
 def relocalizer(ros_env, scene, wire, tmp_path_factory):
     """relocalizer_node on the tiny scene's map, with the wire's publishers and subscribers."""
-    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"])}
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "base_to_camera": MOUNT}
     node = NodeProcess("relocalizer_node", "scr_relocalizer", params, tmp_path_factory.mktemp("relocalizer"), ros_env)
     ns = "/scr_relocalizer"
     io = {
@@ -209,12 +249,13 @@ def relocalizer(ros_env, scene, wire, tmp_path_factory):
         "info": wire.node.create_publisher(CameraInfo, "camera_info", 10),
         "poses": wire.collect(PoseStamped, f"{ns}/pose"),
         "poses_cov": wire.collect(PoseWithCovarianceStamped, f"{ns}/pose_with_covariance"),
+        "initialpose": wire.collect(PoseWithCovarianceStamped, "/initialpose", 10),
         "inliers": wire.collect(Int32, f"{ns}/inliers"),
         "scene_points": wire.collect(PointCloud2, f"{ns}/scene_points"),
         "diagnostics": wire.collect(DiagnosticArray, "/diagnostics", 10),
     }
     # Up when its service answers (imports, map load and the first network call take seconds).
-    wire.call(Trigger, f"{ns}/reload_map", timeout=120.0)
+    wire.first_answer(Trigger, f"{ns}/reload_map")
     assert wait_until(
         lambda: io["image"].get_subscription_count() > 0 and io["info"].get_subscription_count() > 0, 30
     ), node.output()
@@ -243,7 +284,7 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
     io = relocalizer
     offline = Relocalizer(load_map(scene["map"]), device="cpu")
     offline.config.min_inliers = 100  # the node's default min_inliers
-    errors = []
+    errors, base_errors = [], []
     for frame in scene["frames"]:
         n = len(io["inliers"])
         stamp = send_frame(wire, io, frame)
@@ -266,11 +307,21 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
         errors.append(pose_error(T, frame.pose)[0])
         cov = [m for m in io["poses_cov"] if stamp_to_ns(m.header.stamp) == stamp]
         assert cov, "no pose_with_covariance for a published pose"
-        np.testing.assert_allclose(pose_to_matrix(cov[0].pose.pose), T, atol=1e-9)  # tf_mode none: the camera's pose
+        # The base pose, from the base_to_camera parameter (no TF): the offline fix moved to the
+        # base, and as close to the true base pose as the camera pose is to the true camera pose.
+        assert cov[0].header.frame_id == "map"
+        T_base = pose_to_matrix(cov[0].pose.pose)
+        dt, dr = pose_error(T_base, base_pose(loc.T_world_cam))
+        assert dt < 0.005 and dr < 0.2, (
+            f"frame {frame.name}: base pose and offline differ by {dt * 100:.2f} cm, {dr:.2f} deg"
+        )
+        base_errors.append(pose_error(T_base, base_pose(frame.pose))[0])
         C = np.asarray(cov[0].pose.covariance).reshape(6, 6)
         assert np.all(np.linalg.eigvalsh(C) > 0) and np.all(np.diag(C)[:3] >= 0.01**2 - 1e-12)
     figure("localized", len(errors))
     figure("median_error_m", float(np.median(errors)))
+    figure("median_base_error_m", float(np.median(base_errors)))
+    assert np.median(base_errors) < 0.15, f"median base error {np.median(base_errors) * 100:.1f} cm"
     # Measured: all 6 localized (372-824 inliers), median 7.4 cm (2 threads).
     assert len(errors) >= 3, f"only {len(errors)} of {len(scene['frames'])} frames localized"
     assert np.median(errors) < 0.15, f"median error {np.median(errors) * 100:.1f} cm"
@@ -381,6 +432,232 @@ def test_loading_the_nodes_own_parameter_file_succeeds_and_start_only_changes_ar
     assert not result.successful and "out of range" in result.reason  # rclpy checks the declared range
 
 
+def _diagnostic(io, name="scr_relocalizer: relocalizer") -> dict:
+    status = latest_status(io["diagnostics"], name)
+    return status[2] if status else {}
+
+
+def _loaded_maps(node) -> int:
+    return node.output().count("loaded map ")
+
+
+def test_planar_base_pose_initialpose_and_the_first_fix_check(wire, relocalizer, scene, figure):
+    """With base_to_camera and no TF: the planar base pose (zero roll and pitch, the fix's yaw),
+    initialpose once on the first confirmed fix, again after a lost spell and on the service; a
+    planted wrong first fix never reaches initialpose (nor TF: both wait for the same check)."""
+    from scr_ros.node_logic.frames import yaw_pitch_roll
+
+    io, node = relocalizer, relocalizer["node"]
+    offline = Relocalizer(load_map(scene["map"]), device="cpu")
+    offline.config.min_inliers = 100
+    a = scene["frames"][0]
+    loc_a = offline.localize(a.load_image(), a.camera)
+    assert loc_a.success
+    # The planted fix: a frame of the same map far from A, localized (so it is a fix, and wrong
+    # for where the robot is).
+    far = sorted(scene["test"], key=lambda f: -np.linalg.norm(f.pose[:3, 3] - a.pose[:3, 3]))
+    planted = next(f for f in far[:20] if offline.localize(f.load_image(), f.camera).success)
+    figure("planted_distance_m", float(np.linalg.norm(planted.pose[:3, 3] - a.pose[:3, 3])))
+    assert np.linalg.norm(planted.pose[:3, 3] - a.pose[:3, 3]) > 0.5
+    changes = {
+        "planar": True,
+        "publish_initial_pose": True,
+        "confirm_fixes": 3,
+        "max_jump_translation": 0.5,
+        "lost_timeout": 1.0,
+    }
+    assert all(r.successful for r in wire.set_parameters("scr_relocalizer", changes))
+    try:
+        # A fresh start (a map load forgets earlier fixes), as a node just brought up.
+        loads = _loaded_maps(node)
+        assert wire.call(Trigger, "/scr_relocalizer/reload_map").success
+        assert wait_until(lambda: _loaded_maps(node) > loads, 60), node.output()
+        initial = len(io["initialpose"])
+        stamps = []
+        for frame in (planted, a, a, a):
+            n = len(io["inliers"])
+            stamps.append(send_frame(wire, io, frame))
+            assert processed(io, n), node.output()
+        assert wait_until(lambda: len(io["initialpose"]) > initial, 10), "no initialpose after 3 agreeing fixes"
+        time.sleep(0.5)
+        got = io["initialpose"][initial:]
+        assert len(got) == 1 and stamp_to_ns(got[0].header.stamp) == stamps[3], [
+            stamp_to_ns(m.header.stamp) for m in got
+        ]
+        assert got[0].header.frame_id == "map"
+        T = pose_to_matrix(got[0].pose.pose)
+        yaw, pitch, roll = yaw_pitch_roll(T[:3, :3])
+        want = base_pose(loc_a.T_world_cam)
+        assert abs(pitch) < 1e-6 and abs(roll) < 1e-6 and abs(T[2, 3]) < 1e-9
+        assert abs(np.degrees(yaw - yaw_pitch_roll(want[:3, :3])[0])) < 0.2
+        np.testing.assert_allclose(T[:2, 3], want[:2, 3], atol=0.005)
+        true_yaw = yaw_pitch_roll(base_pose(a.pose)[:3, :3])[0]
+        yaw_error = abs((np.degrees(yaw - true_yaw) + 180) % 360 - 180)
+        figure("planar_yaw_error_deg", yaw_error)
+        assert yaw_error < 10.0
+        # The base pose on ~/pose_with_covariance is planar too, for every fix (not held back).
+        covs = {stamp_to_ns(m.header.stamp): pose_to_matrix(m.pose.pose) for m in io["poses_cov"]}
+        assert all(s in covs for s in stamps)
+        assert all(abs(yaw_pitch_roll(covs[s][:3, :3])[1]) < 1e-6 for s in stamps)
+        assert wait_until(lambda: int(_diagnostic(io).get("fixes TF waited on (first-fix check)", 0)) >= 3, 5)
+        # Fixes keep coming: no second initialpose; after a spell without fixes, one more.
+        n = len(io["inliers"])
+        send_frame(wire, io, a)
+        assert processed(io, n)
+        time.sleep(0.5)
+        assert len(io["initialpose"]) == initial + 1
+        time.sleep(1.5)  # longer than lost_timeout without a fix
+        n = len(io["inliers"])
+        send_frame(wire, io, a)
+        assert processed(io, n)
+        assert wait_until(lambda: len(io["initialpose"]) == initial + 2, 10)
+        answer = wire.call(Trigger, "/scr_relocalizer/publish_initial_pose")
+        assert answer.success and "published" in answer.message, answer.message
+        assert wait_until(lambda: len(io["initialpose"]) == initial + 3, 10)
+    finally:
+        restore = {"planar": False, "publish_initial_pose": False, "max_jump_translation": 0.0, "lost_timeout": 3.0}
+        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", restore))
+
+
+def test_stamps_jumping_back_do_not_stop_the_relocalizer(wire, relocalizer, scene):
+    io, node, frame = relocalizer, relocalizer["node"], scene["frames"][0]
+    # A bag played again: stamps a minute back (never stale here, as with use_sim_time).
+    assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"max_image_age": 0.0}))
+    try:
+        jumps = int(_diagnostic(io).get("clock jumps (stamps went back)", 0))
+        now = wire.now()
+        stamps = [now, now - 60 * 10**9, now - 59 * 10**9]
+        for stamp in stamps:
+            n = len(io["inliers"])
+            send_frame(wire, io, frame, stamp_ns=stamp)
+            assert processed(io, n), node.output()
+        assert wait_until(lambda: all(any(stamp_to_ns(m.header.stamp) == s for m in io["poses"]) for s in stamps), 10)
+        assert node.output().count("image stamps went back by 60.0 s") == 1, node.output()
+        assert wait_until(lambda: int(_diagnostic(io).get("clock jumps (stamps went back)", 0)) == jumps + 1, 5)
+    finally:
+        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"max_image_age": 5.0}))
+    n = len(io["poses"])
+    send_frame(wire, io, frame)  # and the clock going forward again is no jump
+    assert wait_until(lambda: len(io["poses"]) > n, 60)
+
+
+def test_intake_continues_while_a_large_map_loads(ros_env, wire, scene, tmp_path, figure):
+    """A map change loads on the node's loader thread: images are localized with the old map,
+    and /diagnostics keeps coming, until the new one is swapped in."""
+    large = tmp_path / "large.safetensors"
+    big = load_map(scene["map"])
+    rng = np.random.default_rng(0)
+    big.cloud_xyz = rng.normal(size=(LARGE_CLOUD_POINTS, 3)).astype(np.float32)
+    big.cloud_rgb = rng.integers(0, 256, size=(LARGE_CLOUD_POINTS, 3), dtype=np.uint8)
+    big.save(large)
+    figure("large_map_mb", large.stat().st_size / 2**20)
+    del big
+    name, ns = "scr_relocalizer_reload", "/reload"
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "base_to_camera": MOUNT}
+    remaps = {"image": f"{ns}/image", "camera_info": f"{ns}/camera_info"}
+    node = NodeProcess("relocalizer_node", name, params, tmp_path, ros_env, remap_name=True, remaps=remaps)
+    poses: list[float] = []  # arrival times
+    diagnostics: list[tuple[float, dict]] = []
+    wire.node.create_subscription(
+        PoseStamped, f"/{name}/pose", lambda m: poses.append(time.monotonic()), qos_profile_sensor_data
+    )
+
+    def on_diagnostics(msg):
+        for st in msg.status:
+            if st.name == f"{name}: relocalizer":
+                diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in st.values}))
+
+    wire.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    io = {
+        "image": wire.node.create_publisher(Image, f"{ns}/image", 10),
+        "info": wire.node.create_publisher(CameraInfo, f"{ns}/camera_info", 10),
+    }
+    stop = threading.Event()
+
+    def stream():
+        frame = scene["frames"][0]
+        image = frame.load_image()
+        while not stop.is_set():
+            stamp = wire.now()
+            io["info"].publish(encode_camera_info(wire.f, frame.camera, stamp, CAMERA_FRAME))
+            io["image"].publish(encode_image(wire.f, image, stamp, CAMERA_FRAME))
+            stop.wait(0.2)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    try:
+        wire.first_answer(Trigger, f"/{name}/reload_map")
+        streamer.start()
+        assert wait_until(lambda: len(poses) >= 3, 60), node.output()
+        t0 = time.monotonic()
+        [result] = wire.set_parameters(name, {"map_path": str(large)})
+        answered_s = time.monotonic() - t0
+        assert result.successful, result.reason
+        assert wait_until(lambda: any(v.get("map") == str(large) for _, v in diagnostics), 120), node.output()
+        loading = [t for t, v in diagnostics if "map loading" in v]
+        loaded_at = next(t for t, v in diagnostics if v.get("map") == str(large))
+        during = [t for t in poses if t0 < t < loaded_at]
+        figure("set_parameters_answer_s", answered_s)
+        figure("load_window_s", loaded_at - t0)
+        figure("poses_during_load", len(during))
+        figure("diagnostics_during_load", len(loading))
+        assert answered_s < 1.0, f"the parameter change waited {answered_s:.1f} s for the load"
+        assert len(loading) >= 1, "no /diagnostics while the map loaded"
+        assert len(during) >= 2, (
+            f"{len(during)} poses in the {loaded_at - t0:.1f} s between the map change and the new map\n{node.output()}"
+        )
+        n = len(poses)
+        assert wait_until(lambda: len(poses) > n + 2, 60), "no poses with the new map"
+    finally:
+        stop.set()
+        streamer.join(5)
+        assert node.stop() == 0, node.output()
+
+
+def test_lifecycle_transitions(ros_env, wire, scene, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    name, ns = "scr_relocalizer_managed", "/managed"
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "autostart": False}
+    remaps = {"image": f"{ns}/image", "camera_info": f"{ns}/camera_info"}
+    node = NodeProcess("relocalizer_node", name, params, tmp_path, ros_env, remap_name=True, remaps=remaps)
+    io = {
+        "image": wire.node.create_publisher(Image, f"{ns}/image", 10),
+        "info": wire.node.create_publisher(CameraInfo, f"{ns}/camera_info", 10),
+        "poses": wire.collect(PoseStamped, f"/{name}/pose"),
+    }
+    frame = scene["frames"][0]
+
+    def state() -> str:
+        return wire.first_answer(GetState, f"/{name}/get_state").current_state.label
+
+    def change(transition: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition))
+        return wire.call(ChangeState, f"/{name}/change_state", request).success
+
+    def localizes(timeout: float) -> bool:
+        n = len(io["poses"])
+        send_frame(wire, io, frame)
+        return wait_until(lambda: len(io["poses"]) > n, timeout)
+
+    try:
+        assert state() == "unconfigured"
+        assert wait_until(lambda: io["image"].get_subscription_count() > 0, 30)
+        assert not localizes(3.0)
+        assert change(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert "loaded map" in node.output()
+        assert not localizes(3.0)  # configured, not active: images are ignored
+        assert change(Transition.TRANSITION_ACTIVATE) and state() == "active"
+        assert localizes(60.0), node.output()
+        assert change(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+        assert not localizes(3.0)
+        assert change(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+        assert change(Transition.TRANSITION_CONFIGURE) and change(Transition.TRANSITION_ACTIVATE)
+        assert localizes(60.0), node.output()
+    finally:
+        assert node.stop() == 0, node.output()
+
+
 def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path, figure):
     params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "use_compressed": True}
     node = NodeProcess("relocalizer_node", "scr_relocalizer_jpeg", params, tmp_path, ros_env, remap_name=True)
@@ -389,7 +666,7 @@ def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path
         image = wire.node.create_publisher(CompressedImage, "image/compressed", 10)
         info = wire.node.create_publisher(CameraInfo, "camera_info", 10)
         poses = wire.collect(PoseStamped, f"{ns}/pose")
-        wire.call(Trigger, f"{ns}/reload_map", timeout=120.0)
+        wire.first_answer(Trigger, f"{ns}/reload_map")
         assert wait_until(lambda: image.get_subscription_count() > 0, 30)
         frame = scene["frames"][0]
         image.publish(encode_compressed_image(wire.f, frame.load_image(), wire.now(), CAMERA_FRAME))
@@ -537,6 +814,8 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert all(
             r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(map_path), "min_inliers": 10})
         )
+        # The map loads on the node's loader thread; the old one serves until it is in.
+        assert wait_until(lambda: f"loaded map {map_path}" in relocalizer["node"].output(), 60)
         stamp = send_frame(wire, relocalizer, frame)
         assert wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in relocalizer["poses"]), 60), (
             relocalizer["node"].output()
@@ -549,6 +828,9 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         # A cancelled build keeps the map that was there.
         digest = hashlib.sha256(map_path.read_bytes()).hexdigest()
         assert wire.call(Trigger, f"{ns}/build_map").success
+        # Recording into the session a build is reading is refused while it runs.
+        answer = wire.call(Trigger, f"{ns}/start_recording")
+        assert not answer.success and "build is running" in answer.message, answer.message
         answer = wire.call(Trigger, f"{ns}/cancel_build")
         assert answer.success, answer.message
         assert wait_until(lambda: state() == "cancelled", 120, poll=0.5), node.output()
@@ -556,6 +838,61 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert hashlib.sha256(map_path.read_bytes()).hexdigest() == digest
     finally:
         wire.set_parameters("scr_relocalizer", {"map_path": str(scene["map"]), "min_inliers": 100})
+        assert node.stop() == 0, node.output()
+
+
+def test_mapping_node_hears_best_effort_odometry_and_survives_stamps_going_back(ros_env, wire, scene, tmp_path):
+    """A best-effort odometry publisher (as many robot drivers and simulators are) is heard; when
+    the stamps jump back (a bag played again) the node keeps recording and says so once."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    session = tmp_path / "session"
+    params = {
+        "session_folder": str(session),
+        "pose_source": "odometry",
+        "pose_frame": "odom",
+        "record_on_start": True,
+        "device": "cpu",
+        "min_translation": 0.0,
+        "min_rotation_deg": 0.0,
+        "max_interval": 0.0,
+    }
+    remaps = {"odometry": "/be/odom", "image": "/be/image", "camera_info": "/be/camera_info"}
+    node = NodeProcess("mapping_node", "scr_mapping_be", params, tmp_path, ros_env, remap_name=True, remaps=remaps)
+    try:
+        odom = wire.node.create_publisher(
+            Odometry, "/be/odom", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        )
+        io = {
+            "image": wire.node.create_publisher(Image, "/be/image", 10),
+            "info": wire.node.create_publisher(CameraInfo, "/be/camera_info", 10),
+        }
+        diagnostics = wire.collect(DiagnosticArray, "/diagnostics", 10)
+        assert wait_until(lambda: odom.get_subscription_count() > 0 and io["image"].get_subscription_count() > 0, 60)
+        frames = scene["train"][::6][:6]
+        start = wire.now()
+        # Three frames, then the clock goes back 30 s and three more follow.
+        stamps = [start + i * 10**8 for i in range(3)] + [start - 30 * 10**9 + i * 10**8 for i in range(3)]
+        for k, (frame, stamp) in enumerate(zip(frames, stamps)):
+            msg = Odometry()
+            msg.header.stamp = make_pose_stamped(wire.f, frame.pose, stamp, "odom").header.stamp
+            msg.header.frame_id, msg.child_frame_id = "odom", CAMERA_FRAME
+            msg.pose.pose = make_pose_stamped(wire.f, frame.pose, stamp, "odom").pose
+            odom.publish(msg)
+            time.sleep(0.05)
+            send_frame(wire, io, frame, stamp_ns=stamp)
+            assert wait_until(lambda: len(list((session / "rgb").glob("*.png"))) > k, 30), node.output()
+        assert "stamps went back" in node.output()
+        assert wait_until(
+            lambda: (
+                (s := latest_status(diagnostics, "scr_mapping_be: mapping")) is not None
+                and int(s[2].get("clock jumps (stamps went back)", "0")) == 1
+            ),
+            10,
+        ), latest_status(diagnostics, "scr_mapping_be: mapping")
+        recorded = np.loadtxt(session / "poses" / "frame_000004.txt")
+        np.testing.assert_allclose(recorded, frames[4].pose, atol=1e-5)
+    finally:
         assert node.stop() == 0, node.output()
 
 
@@ -576,3 +913,91 @@ def test_parameters_with_one_bound_and_float_arrays_are_declared(ros_env):
         assert lower.from_value == 0.0 and lower.to_value > 1e300 and upper.to_value == 10 and upper.from_value < -1e18
     finally:
         node.destroy_node()
+
+
+# ------------------------------------------------------------------------------ a colcon install
+
+
+def _package_sources(dest: Path) -> None:
+    """The package's files (tracked, or new and not ignored: what a clone of the next commit
+    holds), copied to ``dest``."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True
+    )
+    if listed.returncode == 0 and listed.stdout:
+        for name in listed.stdout.decode().split("\0"):
+            if name and (root / name).is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, dest / name)
+    else:  # not a git checkout: everything but build outputs and environments
+        shutil.copytree(
+            root,
+            dest,
+            ignore=shutil.ignore_patterns(".venv*", "build", "install", "log", "*.egg-info", "__pycache__", ".git"),
+        )
+
+
+@pytest.mark.parametrize("symlink", [False, True], ids=["colcon-build", "colcon-build-symlink-install"])
+def test_colcon_install_runs_the_relocalizer(symlink, ros_env, wire, scene, tmp_path):
+    """``colcon build`` (colcon from PyPI), plain and ``--symlink-install``, puts the nodes where
+    ``ros2 run`` looks; the relocalizer started from that install localizes over the wire."""
+    ws = tmp_path / "ws"
+    _package_sources(ws / "src" / "scr_ros")
+    colcon = Path(sys.executable).parent / "colcon"
+    cmd = [str(colcon), "build", "--base-paths", "src", "--event-handlers", "console_direct-"]
+    built = subprocess.run(
+        cmd + (["--symlink-install"] if symlink else []), cwd=ws, capture_output=True, text=True, timeout=600
+    )
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    prefix = ws / "install" / "scr_ros"
+    lib = prefix / "lib" / "scr_ros"
+    for path in (
+        lib / "relocalizer_node",
+        lib / "mapping_node",
+        prefix / "share" / "scr_ros" / "package.xml",
+        prefix / "share" / "scr_ros" / "launch" / "relocalizer.launch.py",
+        prefix / "share" / "scr_ros" / "config" / "relocalizer.yaml",
+        prefix / "share" / "ament_index" / "resource_index" / "packages" / "scr_ros",
+    ):
+        assert path.exists(), f"{path} not installed"
+    # The environment `source install/setup.bash` gives (with --symlink-install it puts colcon's
+    # build folder of links to the sources first on the path).
+    sourced = subprocess.run(
+        ["bash", "-c", f"source {ws / 'install' / 'setup.bash'} && env -0"],
+        env={k: v for k, v in ros_env.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")},
+        capture_output=True,
+        timeout=60,
+    )
+    assert sourced.returncode == 0, sourced.stderr.decode(errors="replace")
+    env = dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item)
+    where = subprocess.run(
+        [sys.executable, "-c", "import scr_ros; print(scr_ros.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout, which `python -c` would put first on the path
+    )
+    origin = Path(where.stdout.strip()).resolve()
+    sources = (ws / "src" / "scr_ros").resolve()
+    assert where.returncode == 0 and (
+        origin.is_relative_to(sources) if symlink else origin.is_relative_to(prefix.resolve())
+    ), f"scr_ros imported from {origin}"
+    name = "scr_relocalizer_colcon"
+    remaps = {"image": "/colcon/image", "camera_info": "/colcon/camera_info"}
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"])}
+    node = NodeProcess("relocalizer_node", name, params, tmp_path, env, remap_name=True, remaps=remaps, bin_dir=lib)
+    try:
+        io = {
+            "image": wire.node.create_publisher(Image, "/colcon/image", 10),
+            "info": wire.node.create_publisher(CameraInfo, "/colcon/camera_info", 10),
+        }
+        poses = wire.collect(PoseStamped, f"/{name}/pose")
+        wire.first_answer(Trigger, f"/{name}/reload_map")
+        assert wait_until(lambda: io["image"].get_subscription_count() > 0, 30)
+        stamp = send_frame(wire, io, scene["frames"][0])
+        assert wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in poses), 60), node.output()
+    finally:
+        assert node.stop() == 0, node.output()

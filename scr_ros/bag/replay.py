@@ -201,11 +201,12 @@ class EstimateBag:
                 )
         if outcome.published:
             self.w.write(OUTPUT_TOPICS["pose"], make_pose_stamped(f, outcome.T_map_cam, s, fr.map), s)
-            self.w.write(
-                OUTPUT_TOPICS["pose_with_covariance"],
-                make_pose_with_covariance_stamped(f, outcome.T_map_pose, outcome.covariance, s, fr.map),
-                s,
-            )
+            if outcome.T_map_base is not None:  # the base pose, as the node: never the camera's instead
+                self.w.write(
+                    OUTPUT_TOPICS["pose_with_covariance"],
+                    make_pose_with_covariance_stamped(f, outcome.T_map_base, outcome.covariance, s, fr.map),
+                    s,
+                )
             tf = make_transform_stamped(f, outcome.T_map_cam, s, fr.map, ESTIMATE_FRAME)
             self.w.write("/tf", f("tf2_msgs/msg/TFMessage", transforms=[tf]), s)
         if T_gt is not None:

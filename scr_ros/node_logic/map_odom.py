@@ -1,4 +1,4 @@
-"""REP-105's map -> odom correction from a camera fix, and its future-dated re-publication."""
+"""REP-105's map -> odom transform, re-published future-dated between fixes."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import threading
 
 import numpy as np
 
-from ..geometry import invert_pose
-
-
-def map_to_odom(T_map_cam: np.ndarray, T_odom_base: np.ndarray, T_base_cam: np.ndarray) -> np.ndarray:
-    """REP-105's correction: ``T_map_odom = T_map_cam . T_cam_base . T_odom_base^-1``.
-
-    All three at the image stamp, so that map -> odom -> base -> camera reproduces the fix.
-    """
-    return T_map_cam @ invert_pose(T_base_cam) @ invert_pose(T_odom_base)
+# A clock that goes back by more than this (a bag played again from the start, a simulator reset)
+# starts the stamps afresh rather than waiting for time to catch up with the old ones.
+CLOCK_JUMP_NS = 1_000_000_000
 
 
 class MapOdomBroadcast:
@@ -22,7 +16,8 @@ class MapOdomBroadcast:
 
     Like slam_toolbox and AMCL the transform is future-dated by ``tolerance``: it is stamped
     ``now + tolerance`` on every fix and on every re-publication, so lookups at the newest
-    odometry find it. Stamps strictly increase (tf2 rejects repeated stamps for a frame pair).
+    odometry find it. Stamps strictly increase (tf2 rejects repeated stamps for a frame pair),
+    except after the clock jumped back, when they start again from the new time.
     """
 
     def __init__(self, tolerance_s: float) -> None:
@@ -35,12 +30,19 @@ class MapOdomBroadcast:
         with self._lock:
             self.T_map_odom = np.array(T_map_odom, dtype=np.float64)
 
+    def reset(self) -> None:
+        """Forget the correction and the stamps (the clock jumped back, a new map)."""
+        with self._lock:
+            self.T_map_odom, self._last_stamp = None, -1
+
     def next(self, now_ns: int) -> tuple[np.ndarray, int] | None:
         """(T_map_odom, stamp) to publish now, or ``None`` without a fix or a new stamp."""
         with self._lock:
             if self.T_map_odom is None:
                 return None
             stamp = int(now_ns) + self.tolerance_ns
+            if stamp < self._last_stamp - CLOCK_JUMP_NS:
+                self._last_stamp = -1  # the clock went back: stamp from the new time on
             if stamp <= self._last_stamp:
                 return None
             self._last_stamp = stamp

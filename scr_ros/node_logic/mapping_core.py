@@ -31,16 +31,12 @@ from ..datasets.base import read_pose_file
 from ..datasets.posed_folder import open_posed_folder, write_frame
 from ..errors import MappingCancelled, MessageError, ScrError
 from ..fileio import atomic_write_json
-from ..geometry import (
-    PinholeCamera,
-    camera_for_image,
-    check_transform,
-    pose_from_position_quaternion,
-    rotation_angle_deg,
-)
+from ..geometry import PinholeCamera, camera_for_image, check_transform, rotation_angle_deg
 from ..pipeline import build_map
 from ..reports import skipped_frames_line
 from ..trajectory import interpolate_pose
+from .frames import mount_matrix
+from .map_odom import CLOCK_JUMP_NS
 from .params import MAPPING_PARAMS, mapping_methods, validate
 from .rejections import Rejections
 
@@ -208,11 +204,7 @@ class StampMatcher:
 
 def body_to_camera_matrix(values: list[float]) -> np.ndarray:
     """The ``body_to_camera`` parameter (x y z qx qy qz qw) as T_body_cam, or MessageError."""
-    q = np.asarray(values[3:], np.float64)
-    n = float(np.linalg.norm(q))
-    if abs(n - 1.0) > 1e-3:
-        raise MessageError(f"body_to_camera has a quaternion of length {n:.4f}, not a rotation (x y z qx qy qz qw)")
-    return pose_from_position_quaternion(np.asarray(values[:3], np.float64), q / n)
+    return mount_matrix(values, "body_to_camera")
 
 
 class PoseBuffer:
@@ -233,9 +225,14 @@ class PoseBuffer:
         self._items: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self._cond = threading.Condition()
 
-    def add(self, stamp_ns: int, T: np.ndarray) -> None:
-        """Add a checked pose; one older than the newest is refused (MessageError)."""
+    def add(self, stamp_ns: int, T: np.ndarray) -> bool:
+        """Add a checked pose; one a little older than the newest is refused (MessageError). A
+        stamp more than a second before the newest is a clock that jumped back (a bag played
+        again, a simulator reset): the buffer starts afresh from it and ``True`` is returned."""
         with self._cond:
+            jumped = bool(self._items) and stamp_ns < self._items[-1][0] - CLOCK_JUMP_NS
+            if jumped:
+                self._items.clear()
             if self._items and stamp_ns <= self._items[-1][0]:
                 raise MessageError(
                     f"pose stamped {(self._items[-1][0] - stamp_ns) * 1e-9:.3f} s before the previous one; poses "
@@ -245,6 +242,7 @@ class PoseBuffer:
             while self._items and self._items[0][0] < stamp_ns - self.keep_ns:
                 self._items.popleft()
             self._cond.notify_all()
+            return jumped
 
     def at(self, stamp_ns: int, timeout_s: float = 0.0) -> np.ndarray:
         """The pose at ``stamp_ns``, or LookupError saying why there is none."""
@@ -283,6 +281,7 @@ class RecordResult:
     status: str
     reason: str = ""
     name: str = ""
+    clock_jump: str = ""  # the image stamps went back: what was reset (log once)
 
 
 class MappingCore:
@@ -322,6 +321,11 @@ class MappingCore:
         )
 
     def start_recording(self) -> str:
+        if self.build_job.running:
+            raise ScrError(
+                f"a map build is running from {self.session_folder}: recording into it now would change the frames "
+                "it reads; wait for it to finish or call ~/cancel_build first"
+            )
         if self.recording:
             return f"already recording into {self.session_folder} ({self.recorder.count} keyframes)"
         self.recorder = SessionRecorder(self.session_folder, self.params["pose_frame"])
@@ -364,9 +368,10 @@ class MappingCore:
         except MessageError as exc:
             self.counters["invalid"] += 1
             return RecordResult("invalid", str(exc))
+        jump = self._clock(stamp_ns)
         reason = self.keyframes.decide(T, stamp_ns)
         if not reason:
-            return RecordResult("skipped", "not a keyframe")
+            return RecordResult("skipped", "not a keyframe", clock_jump=jump)
         try:
             name = self.recorder.add(image, T, camera, stamp_ns, frame_id, depth, reason)
         except (OSError, ScrError) as exc:
@@ -374,7 +379,21 @@ class MappingCore:
             return RecordResult("invalid", f"cannot write keyframe to {self.session_folder}: {exc}")
         self.keyframes.accept(T, stamp_ns)
         self.counters["recorded"] += 1
-        return RecordResult("recorded", reason, name)
+        return RecordResult("recorded", reason, name, clock_jump=jump)
+
+    def _clock(self, stamp_ns: int) -> str:
+        """Image stamps that went back by more than a second (a bag played again, a simulator
+        reset): time since the last keyframe counts from this frame, whose motion from the last
+        keyframe's pose still decides. Returns the line to log, once per jump."""
+        last = self.keyframes.last
+        if last is None or stamp_ns >= last[1] - CLOCK_JUMP_NS:
+            return ""
+        self.keyframes.last = (last[0], int(stamp_ns))
+        self.counters["clock_jumps"] += 1
+        return (
+            f"image stamps went back by {(last[1] - stamp_ns) * 1e-9:.1f} s (a bag played again or a simulator "
+            "reset): keyframe timing starts afresh, recording goes on"
+        )
 
     def start_build(
         self,

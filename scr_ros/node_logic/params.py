@@ -105,6 +105,12 @@ def part_parameters() -> tuple[Setting, ...]:
 
 RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     _p(
+        "autostart",
+        True,
+        "Configure (load the map) and activate (publish) at start; false: wait for a lifecycle manager (Nav2's) to "
+        "call configure and activate.",
+    ),
+    _p(
         "map_path",
         "",
         "Map file (.safetensors from scr map or the mapping node). Setting it at run time loads the new map; a bad "
@@ -155,7 +161,46 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     _p(
         "base_frame",
         "base_link",
-        "The robot base frame; pose_with_covariance is the pose of this frame when TF knows base -> camera.",
+        "The robot base frame: ~/pose_with_covariance and initialpose are its pose in map (never the camera's).",
+    ),
+    _p(
+        "base_to_camera",
+        [],
+        "The camera optical frame's fixed pose on the base, x y z qx qy qz qw (as the mapping node's body_to_camera), "
+        "so the base pose needs no TF; TF base -> camera, where a TF mode has it, overrides it. Empty: unknown, and "
+        "without TF no base pose is published (counted in diagnostics).",
+    ),
+    _p(
+        "planar",
+        False,
+        "For 2D navigation: the base pose keeps x, y and yaw from the fix and takes z, roll and pitch from odometry "
+        "(0 without), so map -> odom carries no roll, pitch or height.",
+        dynamic=True,
+    ),
+    _p(
+        "confirm_fixes",
+        3,
+        "The first-fix check: TF and initialpose follow the fixes only after this many consecutive fixes agreed "
+        "within the jump thresholds (1: from the first fix); ~/pose and ~/pose_with_covariance are not held back.",
+        1,
+        100,
+        dynamic=True,
+    ),
+    _p(
+        "publish_initial_pose",
+        False,
+        "Publish the base pose once on initialpose (geometry_msgs/PoseWithCovarianceStamped, for AMCL / Nav2): on the "
+        "first confirmed fix, on the first after lost_timeout without one, and on ~/publish_initial_pose.",
+        dynamic=True,
+    ),
+    _p(
+        "lost_timeout",
+        3.0,
+        "Seconds of image time without a fix after which the node counts as lost (the next confirmed fix goes to "
+        "initialpose again).",
+        0.1,
+        3600.0,
+        dynamic=True,
     ),
     _p(
         "camera_frame",
@@ -234,6 +279,14 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         True,
         "Publish ~/scene_points (this frame's scene coordinates, inliers green, outliers red).",
         dynamic=True,
+    ),
+    _p(
+        "map_cloud_max_points",
+        2_000_000,
+        "~/map_cloud carries at most this many of the map's cloud points (an even subsample): rviz and DDS choke on "
+        "clouds of hundreds of megabytes.",
+        1,
+        100_000_000,
     ),
     _p(
         "selector",

@@ -27,14 +27,15 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..encoders import load_encoder_for_map
-from ..errors import ScrError
+from ..errors import MessageError, ScrError
 from ..geometry import PinholeCamera, invert_pose, rotation_angle_deg
 from ..mapfile import SceneMap, load_map
 from ..ransac import RansacConfig
 from ..relocalize import Localization, Relocalizer, RelocalizerConfig
 from .covariance import covariance_of_child, pose_covariance, published_covariance
-from .map_odom import MapOdomBroadcast, map_to_odom
-from .params import RELOCALIZER_PARAMS, selector_settings, validate
+from .frames import map_to_odom, mount_matrix, planar_base_pose
+from .map_odom import CLOCK_JUMP_NS, MapOdomBroadcast
+from .params import RELOCALIZER_PARAMS, ParameterError, selector_settings, validate
 from .rejections import Rejections
 
 INLIER_RGB = (40, 220, 40)
@@ -109,6 +110,61 @@ class JumpGate:
         self._ref, self.consecutive = None, 0
 
 
+class FixConfirmation:
+    """The first-fix check: TF and initialpose follow the fixes only once ``needed`` consecutive
+    fixes agreed, each within the jump thresholds of the previous one carried forward by odometry
+    (or, without odometry, of the previous one itself). A fix that disagrees starts the count
+    again from itself; a confirmed run lasts until a fix is rejected or the node is lost."""
+
+    def __init__(self) -> None:
+        self._last: tuple[np.ndarray, np.ndarray | None] | None = None
+        self.count = 0
+
+    def add(
+        self,
+        T_map_cam: np.ndarray,
+        T_odom_cam: np.ndarray | None,
+        needed: int,
+        max_translation: float,
+        max_rotation_deg: float,
+    ) -> bool:
+        """Count this fix; whether the run it belongs to is confirmed."""
+        if self._last is not None and self.count < needed:
+            prev_map, prev_odom = self._last
+            predicted = (
+                prev_map if T_odom_cam is None or prev_odom is None else prev_map @ invert_pose(prev_odom) @ T_odom_cam
+            )
+            delta = invert_pose(predicted) @ T_map_cam
+            dt, dr = float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
+            agrees = max_translation <= 0 or (dt <= max_translation and dr <= max_rotation_deg)
+            self.count = self.count + 1 if agrees else 1
+        else:
+            self.count = self.count + 1 if self._last is not None else 1
+        self._last = (np.array(T_map_cam), None if T_odom_cam is None else np.array(T_odom_cam))
+        return self.count >= needed
+
+    def reset(self) -> None:
+        self._last, self.count = None, 0
+
+
+class InitialPoseTrigger:
+    """When the base pose goes to initialpose: on the first confirmed fix, on the first confirmed
+    fix after none for ``lost_timeout`` seconds of image time (the node was lost), and when asked."""
+
+    def __init__(self) -> None:
+        self.last_fix_ns: int | None = None
+        self.requested = False
+
+    def due(self, stamp_ns: int, lost_timeout_s: float) -> bool:
+        lost = self.last_fix_ns is None or (stamp_ns - self.last_fix_ns) * 1e-9 > lost_timeout_s
+        due = lost or self.requested
+        self.last_fix_ns, self.requested = stamp_ns, False
+        return due
+
+    def reset(self) -> None:
+        self.last_fix_ns, self.requested = None, False
+
+
 # --------------------------------------------------------------------------------------------
 # The node's decisions
 
@@ -146,12 +202,15 @@ class FrameOutcome:
     stamp_ns: int
     camera_frame: str
     localization: Localization | None = None
-    T_map_cam: np.ndarray | None = None
-    T_map_pose: np.ndarray | None = None  # pose_with_covariance: base when known, else camera
-    pose_frame: str = ""  # which frame T_map_pose is the pose of
-    covariance: np.ndarray | None = None  # (6, 6) for T_map_pose
+    T_map_cam: np.ndarray | None = None  # ~/pose: the camera optical frame in map
+    T_map_base: np.ndarray | None = None  # ~/pose_with_covariance, initialpose: the base in map
+    covariance: np.ndarray | None = None  # (6, 6) of T_map_base
+    base_missing: str = ""  # why there is no base pose for this fix (then only ~/pose goes out)
     T_map_odom: np.ndarray | None = None  # tf_mode map_to_odom: the new correction
-    tf_warning: str = ""  # why TF / base pose could not be produced for this frame
+    confirmed: bool = False  # the fix is part of a confirmed run (TF and initialpose may use it)
+    initial_pose: bool = False  # publish T_map_base on initialpose now
+    tf_warning: str = ""  # why TF could not be produced for this frame
+    clock_jump: str = ""  # the stamps went back (bag loop, simulator reset): what was reset
     latency_ms: float = 0.0
 
     @property
@@ -181,6 +240,10 @@ class Counters:
     stale: int = 0
     rejected_input: int = 0  # messages that failed validation
     errors: int = 0
+    base_missing: int = 0  # fixes published without a base pose (no base -> camera known)
+    unconfirmed: int = 0  # fixes TF and initialpose waited on (the first-fix check)
+    initial_poses: int = 0  # initialpose messages
+    clock_jumps: int = 0
     last_inliers: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
@@ -206,7 +269,12 @@ class RelocalizerCore:
         self.map: SceneMap | None = None
         self.map_path = ""
         self.gate = JumpGate()
+        self.confirmation = FixConfirmation()
+        self.initial = InitialPoseTrigger()
         self.broadcast = MapOdomBroadcast(self.params["transform_tolerance"])
+        self._last_stamp_ns: int | None = None
+        self.T_base_cam_param = self._mount(self.params)
+        self.last_fix: FrameOutcome | None = None  # the latest published fix with a base pose
         self.counters = Counters()
         self.input_rate = RateMeter(clock=clock)
         self.processed_rate = RateMeter(clock=clock)
@@ -223,18 +291,61 @@ class RelocalizerCore:
         """Count why ``out`` publishes no pose; the line to log now, or None (throttled per kind)."""
         return self.problems.add(f"frame not localized ({out.status})", out.reason)
 
+    @staticmethod
+    def _mount(p: dict) -> np.ndarray | None:
+        """The ``base_to_camera`` parameter as T_base_cam, None when it is empty (unknown)."""
+        values = p["base_to_camera"]
+        if not values:
+            return None
+        try:
+            return mount_matrix(values, "base_to_camera")
+        except MessageError as exc:
+            raise ParameterError(str(exc)) from None
+
+    def request_initial_pose(self) -> str:
+        """``~/publish_initial_pose``: the latest fix's base pose goes to initialpose now when it is
+        recent (within lost_timeout of the newest image), else with the next confirmed fix."""
+        fix = self.last_fix
+        newest = self._last_stamp_ns
+        if fix is not None and newest is not None and (newest - fix.stamp_ns) * 1e-9 <= self.params["lost_timeout"]:
+            return "now"
+        self.initial.requested = True
+        return "next"
+
+    def _clock(self, stamp_ns: int) -> str:
+        """Stamps that go back by more than a second (a bag played again, a simulator reset) reset
+        what depends on time; returns what was reset, once per jump ("" otherwise)."""
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if last is None or stamp_ns >= last - CLOCK_JUMP_NS:
+            return ""
+        self._forget_fixes()
+        self.counters.clock_jumps += 1
+        return (
+            f"image stamps went back by {(last - stamp_ns) * 1e-9:.1f} s (a bag played again or a simulator reset): "
+            "map -> odom, the jump gate, the first-fix check and initialpose start afresh"
+        )
+
     # ---------------------------------------------------------------- map and parameters
 
     def load_map(self, path: str) -> str:
         """Load ``path`` and swap it in; on any error the current map stays and ScrError is raised."""
+        return self.install(self.prepare_map(path))
+
+    def prepare_map(self, path: str) -> tuple[str, SceneMap, Relocalizer]:
+        """The slow half of loading a map (read, check, build the networks), which touches nothing
+        the running node uses: a node does it on a worker thread while the old map serves."""
         if not path:
             raise ScrError("no map path given (set the map_path parameter)")
         scene_map = self._load(path)
         encoder = load_encoder_for_map(scene_map.encoder, override=self.params["encoder"] or None)
-        relocalizer = Relocalizer(scene_map, encoder, device=self.params["device"])
+        return str(path), scene_map, Relocalizer(scene_map, encoder, device=self.params["device"])
+
+    def install(self, prepared: tuple[str, SceneMap, Relocalizer]) -> str:
+        """Swap a prepared map in, at once (the next frame uses it); returns the log line."""
+        path, scene_map, relocalizer = prepared
         with self._lock:
-            self._relocalizer, self.map, self.map_path = relocalizer, scene_map, str(path)
-            self.gate.reset()
+            self._relocalizer, self.map, self.map_path = relocalizer, scene_map, path
+            self._forget_fixes()
         tr = scene_map.training
         return (
             f"loaded map {path}: encoder {scene_map.encoder.get('name')}, head {scene_map.head.head_type}, "
@@ -248,6 +359,31 @@ class RelocalizerCore:
             )
         )
 
+    def unload(self) -> None:
+        """Drop the map (lifecycle cleanup): frames get ``no_map`` until one is loaded again."""
+        with self._lock:
+            self._relocalizer, self.map, self.map_path = None, None, ""
+            self._forget_fixes()
+
+    def _forget_fixes(self) -> None:
+        # Fixes in another map (or none) say nothing about the next one: the jump gate, the
+        # first-fix check, initialpose and map -> odom start afresh.
+        self.gate.reset()
+        self.confirmation.reset()
+        self.initial.reset()
+        self.broadcast.reset()
+        self.last_fix = None
+
+    def map_cloud(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(xyz, rgb, points in the map) for ``~/map_cloud``: the loaded map's cloud, every k-th
+        point when it holds more than ``map_cloud_max_points``; None without a map or cloud."""
+        m = self.map
+        if m is None or m.cloud_xyz is None:
+            return None
+        total = len(m.cloud_xyz)
+        step = -(-total // self.params["map_cloud_max_points"])  # ceil
+        return m.cloud_xyz[::step], m.cloud_rgb[::step], total
+
     @property
     def device(self) -> str:
         """Where the loaded map's network runs ("" without a map)."""
@@ -256,8 +392,10 @@ class RelocalizerCore:
     def update_params(self, changes: dict) -> None:
         """Apply changed parameters (already validated names); raises ParameterError when invalid."""
         checked = validate(RELOCALIZER_PARAMS, changes, partial=True)
+        mount = self._mount({**self.params, **checked})
         with self._lock:
             self.params.update(checked)
+            self.T_base_cam_param = mount
 
     def relocalizer_config(self) -> RelocalizerConfig:
         p = self.params
@@ -272,14 +410,24 @@ class RelocalizerCore:
     # ---------------------------------------------------------------- one frame
 
     def process(self, frame: CameraFrame, now_ns: int, tf: TfSource | None = None) -> FrameOutcome:
-        """Localize ``frame`` and decide what to publish. Never raises for bad data: the outcome says."""
+        """Localize ``frame`` and decide what to publish. Never raises for bad data: the outcome says.
+
+        Outputs and their frames (never switched): ``T_map_cam`` (``~/pose``) is the camera optical
+        frame in map; ``T_map_base`` (``~/pose_with_covariance``, initialpose) the base frame in
+        map, formed with T_base_cam from TF where a TF mode has it, else from the
+        ``base_to_camera`` parameter, else not at all (``base_missing`` says why). ``planar``
+        keeps the base pose's x, y and yaw and takes z, roll and pitch from odometry (or 0)."""
         t0 = time.perf_counter()
         p = dict(self.params)
         camera_frame = p["camera_frame"] or frame.frame_id
+        clock_jump = self._clock(frame.stamp_ns)
         with self._lock:
             relocalizer = self._relocalizer
+            T_base_cam_param = self.T_base_cam_param
         if relocalizer is None:
-            return FrameOutcome("no_map", "no map loaded (set map_path)", frame.stamp_ns, camera_frame)
+            return FrameOutcome(
+                "no_map", "no map loaded (set map_path)", frame.stamp_ns, camera_frame, clock_jump=clock_jump
+            )
         age_s = (now_ns - frame.stamp_ns) * 1e-9
         if p["max_image_age"] > 0 and age_s > p["max_image_age"]:
             self.counters.stale += 1
@@ -288,14 +436,17 @@ class RelocalizerCore:
                 f"image is {age_s:.2f} s old (max_image_age {p['max_image_age']} s; clocks in sync?)",
                 frame.stamp_ns,
                 camera_frame,
+                clock_jump=clock_jump,
             )
         relocalizer.config = self.relocalizer_config()
         try:
             loc = relocalizer.localize(frame.image, frame.camera)
         except (ScrError, ValueError) as exc:
             self.counters.errors += 1
-            return FrameOutcome("error", f"relocalization failed: {exc}", frame.stamp_ns, camera_frame)
-        out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc)
+            return FrameOutcome(
+                "error", f"relocalization failed: {exc}", frame.stamp_ns, camera_frame, clock_jump=clock_jump
+            )
+        out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc, clock_jump=clock_jump)
         self.counters.processed += 1
         self.counters.last_inliers = loc.num_inliers
         self.processed_rate.tick()
@@ -305,13 +456,14 @@ class RelocalizerCore:
             return self._finish(out, t0)
         out.T_map_cam = loc.T_world_cam
 
-        # Odometry at the image stamp, for the jump check and map -> odom.
-        T_odom_base = T_base_cam = None
+        # The mount (TF overrides the parameter) and odometry at the image stamp.
+        T_odom_base, T_base_cam = None, T_base_cam_param
         if tf is not None:
             try:
                 T_base_cam = tf.base_camera(camera_frame)
             except LookupError as exc:
-                out.tf_warning = f"no TF {p['base_frame']} -> {camera_frame}: {exc}"
+                if T_base_cam is None:
+                    out.tf_warning = f"no TF {p['base_frame']} -> {camera_frame} and no base_to_camera parameter: {exc}"
             if T_base_cam is not None and p["tf_mode"] == "map_to_odom":
                 try:
                     T_odom_base = tf.odom_base(frame.stamp_ns)
@@ -324,6 +476,7 @@ class RelocalizerCore:
         if jump:
             out.status, out.reason = "jump", jump
             self.counters.jumps += 1
+            self.confirmation.reset()
             return self._finish(out, t0)
 
         inl = loc.inlier_mask
@@ -336,13 +489,29 @@ class RelocalizerCore:
         )
         if T_base_cam is not None:
             T_cam_base = invert_pose(T_base_cam)
-            out.T_map_pose, out.pose_frame = loc.T_world_cam @ T_cam_base, p["base_frame"]
+            out.T_map_base = loc.T_world_cam @ T_cam_base
             out.covariance = covariance_of_child(cov_cam, loc.T_world_cam, T_cam_base)
+            if p["planar"]:
+                out.T_map_base = planar_base_pose(out.T_map_base, T_odom_base)
         else:
-            out.T_map_pose, out.pose_frame, out.covariance = loc.T_world_cam, camera_frame, cov_cam
-        if p["tf_mode"] == "map_to_odom" and T_odom_base is not None:
-            out.T_map_odom = map_to_odom(loc.T_world_cam, T_odom_base, T_base_cam)
+            out.base_missing = (
+                f"no pose of {p['base_frame']}: TF has no {p['base_frame']} -> {camera_frame} and base_to_camera is "
+                "empty; only ~/pose (the camera) is published"
+            )
+            self.counters.base_missing += 1
+        out.confirmed = self.confirmation.add(
+            loc.T_world_cam, T_odom_cam, p["confirm_fixes"], p["max_jump_translation"], p["max_jump_rotation_deg"]
+        )
+        if not out.confirmed:
+            self.counters.unconfirmed += 1
+        if out.confirmed and p["tf_mode"] == "map_to_odom" and T_odom_base is not None and out.T_map_base is not None:
+            out.T_map_odom = map_to_odom(out.T_map_base, T_odom_base)
             self.broadcast.update(out.T_map_odom)
+        if out.T_map_base is not None:
+            self.last_fix = out
+            if out.confirmed and p["publish_initial_pose"] and self.initial.due(frame.stamp_ns, p["lost_timeout"]):
+                out.initial_pose = True
+                self.counters.initial_poses += 1
         self.counters.published += 1
         self.published_rate.tick()
         return self._finish(out, t0)
@@ -377,6 +546,15 @@ class RelocalizerCore:
             "dropped (newer frame arrived)": str(dropped),
             "invalid input messages": str(c.rejected_input),
             "errors": str(c.errors),
+            "first-fix check": (
+                "confirmed"
+                if self.confirmation.count >= self.params["confirm_fixes"]
+                else f"{self.confirmation.count} of {self.params['confirm_fixes']} agreeing fixes"
+            ),
+            "fixes TF waited on (first-fix check)": str(c.unconfirmed),
+            "fixes without a base pose": str(c.base_missing),
+            "initialpose messages": str(c.initial_poses),
+            "clock jumps (stamps went back)": str(c.clock_jumps),
             "last problem": self.problems.last or "(none)",
             **self.problems.values(),
         }

@@ -21,6 +21,7 @@ from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.time import Time
 
 from ..messages import MessageError, MessageFactory, transform_to_matrix
@@ -66,9 +67,14 @@ def declare_parameters(node: Node, specs: tuple[Setting, ...]) -> dict:
                 (2**63 - 1 if spec.max is None else int(spec.max)),
             )
             descriptor.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+        # rclpy would type an empty list default as a byte array; an empty default means "not
+        # given" here, so the parameter is declared as a float array, unset unless overridden.
+        default = Parameter.Type.DOUBLE_ARRAY if spec.type is list and not spec.default else spec.default
         try:
             # rclpy checks an override (YAML, -p) against the default's type and the range here.
-            value = node.declare_parameter(spec.name, spec.default, descriptor).value
+            value = node.declare_parameter(spec.name, default, descriptor).value
+            if value is None:
+                value = spec.default
         except InvalidParameterTypeException as exc:
             hint = " (write a float such as 2.0, not 2)" if spec.type is float else ""
             raise SystemExit(

@@ -1,7 +1,7 @@
 """``ros2 run scr_ros mapping_node``: record posed keyframes, then build a map on the robot.
 
 Thin by design: decoding is :mod:`scr_ros.messages`, validation, keyframe choice, recording and
-the build job are :class:`scr_ros.nodes.mapping.MappingCore` (tested without ROS). This file
+the build job are :class:`scr_ros.node_logic.mapping_core.MappingCore` (tested without ROS). This file
 wires topics, TF, services and one recording thread:
 
     image callback --(newest only)--> LatestSlot --> recording thread: decode, camera pose at the
@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -68,11 +68,14 @@ class MappingNode(Node):
             except MessageError as exc:
                 raise SystemExit(f"{self.get_name()}: {exc}") from None
             self.poses = PoseBuffer(p["pose_max_gap"])
-            # Reliable and deep: a pose lost or dropped is a keyframe that cannot be recorded.
+            # Best effort matches every publisher (a reliable subscription never hears a
+            # best-effort odometry source, and says nothing about it); deep, so poses published
+            # in bursts are all kept.
+            poses_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
             if p["pose_source"] == "pose":
-                self.create_subscription(PoseStamped, "pose", self.on_pose, 100)
+                self.create_subscription(PoseStamped, "pose", self.on_pose, poses_qos)
             else:
-                self.create_subscription(Odometry, "odometry", self.on_pose, 100)
+                self.create_subscription(Odometry, "odometry", self.on_pose, poses_qos)
         self.pub_progress = self.create_publisher(DiagnosticStatus, "~/progress", 10)
 
         if p["use_compressed"]:
@@ -140,7 +143,11 @@ class MappingNode(Node):
             T_world_body = pose_to_matrix(
                 msg.pose.pose if isinstance(msg, Odometry) else msg.pose, f"{p['pose_source']} message"
             )
-            self.poses.add(stamp_to_ns(msg.header.stamp), T_world_body @ self.T_body_cam)
+            if self.poses.add(stamp_to_ns(msg.header.stamp), T_world_body @ self.T_body_cam):
+                self.get_logger().warning(
+                    f"{p['pose_source']} stamps went back by more than a second (a bag played again or a simulator "
+                    "reset): the pose buffer starts afresh"
+                )
         except MessageError as exc:
             self._refuse(f"{p['pose_source']} message skipped", str(exc))
 
@@ -184,6 +191,8 @@ class MappingNode(Node):
             except Exception as exc:  # noqa: BLE001 - never let one frame end the recording thread
                 self._note("frame failed", f"{type(exc).__name__}: {exc}", error=True)
                 continue
+            if result.clock_jump:
+                self.get_logger().warning(result.clock_jump)
             if result.status == "recorded":
                 self.get_logger().info(f"keyframe {result.name} ({result.reason})")
             elif result.status == "invalid":
@@ -257,6 +266,7 @@ class MappingNode(Node):
             "frames received": str(self.received),
             "frames skipped (invalid)": str(c["invalid"]),
             "frames dropped (newer frame arrived)": str(self.slot.dropped),
+            "clock jumps (stamps went back)": str(c["clock_jumps"]),
             "map path": str(self.core.map_path),
             "last problem": self.core.problems.last or "(none)",
             **self.core.problems.values(),

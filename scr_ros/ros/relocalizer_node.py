@@ -1,22 +1,44 @@
 """``ros2 run scr_ros relocalizer_node``: camera image -> pose in the map, TF and clouds.
 
 Thin by design: decoding is :mod:`scr_ros.messages`, every decision is
-:class:`scr_ros.node_logic.relocalizer_core.RelocalizerCore` (tested without ROS). This file wires topics,
-parameters, TF and one inference thread:
+:class:`scr_ros.node_logic.relocalizer_core.RelocalizerCore` (tested without ROS). This file wires
+topics, parameters, TF, the lifecycle and three threads besides the executor's:
 
     image callback --(newest only)--> LatestSlot --> inference thread --> publishers / TF
+    map_path / ~/reload_map --(header checked at once)--> map loader thread --> atomic swap
+    TF listener on its own thread (tf2_ros spin_thread)
 
-Needs rclpy and the message packages only; ``tf2_ros`` is imported when ``tf_mode`` is not
-``none`` (a TF mode without it is refused at start).
+so nothing the executor runs waits for a map load or inference: images, parameters and
+``/diagnostics`` keep flowing while a new map loads, and the old map serves until it is ready.
+
+A lifecycle node (REP-2001's managed nodes, ``rclpy.lifecycle``): *configure* loads the map,
+*activate* starts processing and publishing, *deactivate* stops both, *cleanup* drops the map.
+With ``autostart`` (the default) it configures and activates itself, so ``ros2 run`` and the
+launch files behave as a plain node; with ``autostart: false`` a lifecycle manager (Nav2's)
+drives it.
+
+Outputs, each always in the same frame (docs/ros.md has the table):
+
+- ``~/pose`` (PoseStamped, ``map``): the camera optical frame;
+- ``~/pose_with_covariance`` (PoseWithCovarianceStamped, ``map``): the base frame, with the mount
+  from TF or ``base_to_camera``; not published when neither gives it (counted in diagnostics);
+- ``initialpose`` (PoseWithCovarianceStamped, ``map``, with ``publish_initial_pose``): the base,
+  once per confirmed fix after start or after being lost, and on ``~/publish_initial_pose``;
+- TF ``map -> odom`` (``tf_mode map_to_odom``) or ``map -> camera`` (``map_to_camera``), after the
+  first-fix check; ``~/inliers``, ``~/scene_points`` and ``~/map_cloud``.
+
+Needs rclpy, lifecycle_msgs and the message packages; ``tf2_ros`` is imported when ``tf_mode`` is
+not ``none`` (a TF mode without it is refused at start).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Int32
@@ -24,6 +46,7 @@ from std_srvs.srv import Trigger
 
 from ..errors import MessageError, ScrError
 from ..geometry import camera_for_image
+from ..mapfile import read_header
 from ..messages import (
     decode_camera_info,
     decode_compressed_image,
@@ -52,13 +75,13 @@ class _TfSource:
 
     def base_camera(self, camera_frame: str):
         p = self.node.core.params
-        # Only map_to_odom needs base -> camera; elsewhere it only re-expresses pose_with_covariance,
-        # so do not make every frame wait for a transform that may not exist.
+        # Only map_to_odom needs base -> camera; elsewhere the base_to_camera parameter may give
+        # it, so do not make every frame wait for a transform that may not exist.
         timeout = p["tf_timeout"] if p["tf_mode"] == "map_to_odom" else 0.0
         return lookup(self.node.tf_buffer, p["base_frame"], camera_frame, None, timeout)
 
 
-class RelocalizerNode(Node):
+class RelocalizerNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("scr_relocalizer")
         self.core = RelocalizerCore(declare_parameters(self, RELOCALIZER_PARAMS))
@@ -67,52 +90,96 @@ class RelocalizerNode(Node):
         self.slot: LatestSlot = LatestSlot()
         self.camera_info = None
         self._warned_distortion = False
+        self._active = False
+        self.loader_slot: LatestSlot = LatestSlot()  # map paths to load, the newest wins
+        self.last_load_error = ""
+        self.loading: tuple[str, float] | None = None  # (path, monotonic start) while the loader works
 
         # TF only where a mode uses it: with tf_mode none there is no listener, no per-frame
-        # base -> camera lookup, and no tf2_ros to install.
+        # base -> camera lookup, and no tf2_ros to install. The listener spins on its own thread,
+        # so TF keeps arriving whatever the executor is doing.
         self.tf_source = None
         if p["tf_mode"] != "none":
             tf2_ros = import_tf2(
                 f"{self.get_name()}: tf_mode {p['tf_mode']}",
-                "set tf_mode to none (poses and pose_with_covariance of the camera, no TF)",
+                "set tf_mode to none (~/pose and ~/pose_with_covariance with the base_to_camera parameter, no TF)",
             )
             self.tf_buffer = tf2_ros.Buffer()
-            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self, spin_thread=True)
             self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
             self.tf_source = _TfSource(self)
 
-        self.pub_pose = self.create_publisher(PoseStamped, "~/pose", 10)
-        self.pub_pose_cov = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
-        self.pub_inliers = self.create_publisher(Int32, "~/inliers", 10)
-        self.pub_scene_points = self.create_publisher(PointCloud2, "~/scene_points", 5)
+        # Publishers are lifecycle publishers: they publish only while the node is active.
+        self.pub_pose = self.create_lifecycle_publisher(PoseStamped, "~/pose", 10)
+        self.pub_pose_cov = self.create_lifecycle_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
+        self.pub_initial = self.create_lifecycle_publisher(PoseWithCovarianceStamped, "initialpose", 10)
+        self.pub_inliers = self.create_lifecycle_publisher(Int32, "~/inliers", 10)
+        self.pub_scene_points = self.create_lifecycle_publisher(PointCloud2, "~/scene_points", 5)
         latched = QoSProfile(
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
         )
-        self.pub_map_cloud = self.create_publisher(PointCloud2, "~/map_cloud", latched)
+        self.pub_map_cloud = self.create_lifecycle_publisher(PointCloud2, "~/map_cloud", latched)
 
+        # Callbacks only hand data over (the executor is single-threaded, common.spin), so none
+        # of them may wait: inference and map loads run on this node's own threads.
         if p["use_compressed"]:
             self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data)
         else:
             self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reload_map", self.on_reload_map)
+        self.create_service(Trigger, "~/publish_initial_pose", self.on_publish_initial_pose)
         self.add_on_set_parameters_callback(
             parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters, lambda: self.core.params)
         )
         if p["tf_mode"] == "map_to_odom" and p["tf_publish_rate"] > 0:
             self.create_timer(1.0 / p["tf_publish_rate"], self.republish_map_to_odom)
 
-        self.diagnostics = Diagnostics(self, "relocalizer", lambda: self.core.diagnostics(dropped=self.slot.dropped))
+        self.diagnostics = Diagnostics(self, "relocalizer", self.diagnostic_values)
 
-        if p["map_path"]:
-            self.load_map(p["map_path"])
-        else:
-            self.get_logger().warning(
-                "no map_path set: waiting for one (ros2 param set /scr_relocalizer map_path FILE)"
-            )
         self._running = True
         self.worker = threading.Thread(target=self.inference_loop, name="scr_relocalizer_inference", daemon=True)
         self.worker.start()
+        self.loader = threading.Thread(target=self.loader_loop, name="scr_relocalizer_map_loader", daemon=True)
+        self.loader.start()
+        if p["autostart"]:
+            self.trigger_configure()
+            if self._state_machine.current_state[1] == "inactive":
+                self.trigger_activate()
+        else:
+            self.get_logger().info("autostart is false: waiting for configure / activate (ros2 lifecycle set)")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        path = self.core.params["map_path"]
+        if not path:
+            self.get_logger().warning(
+                "no map_path set: waiting for one (ros2 param set /scr_relocalizer map_path FILE)"
+            )
+            return TransitionCallbackReturn.SUCCESS
+        return TransitionCallbackReturn.SUCCESS if self.load_map(path) else TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # activates the lifecycle publishers
+        self._active = True
+        self.publish_map_cloud()
+        self.get_logger().info("active: localizing incoming images")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.get_logger().info("inactive: images are ignored until activated again")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.core.unload()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ inputs
 
@@ -134,7 +201,8 @@ class RelocalizerNode(Node):
         # Decoding happens on the inference thread, so frames that get dropped are never decoded.
         self.core.counters.received += 1
         self.core.input_rate.tick()
-        self.slot.put(msg)
+        if self._active:
+            self.slot.put(msg)
 
     def decode(self, msg) -> CameraFrame:
         if self.camera_info is None:
@@ -152,7 +220,7 @@ class RelocalizerNode(Node):
     def inference_loop(self) -> None:
         while self._running and rclpy.ok():
             msg = self.slot.take(timeout=0.5)
-            if msg is None:
+            if msg is None or not self._active:
                 continue
             try:
                 frame = self.decode(msg)
@@ -174,6 +242,8 @@ class RelocalizerNode(Node):
 
     def publish(self, out) -> None:
         p, f = self.core.params, self.f
+        if out.clock_jump:
+            self.get_logger().warning(out.clock_jump)
         if out.localization is not None:
             self.pub_inliers.publish(Int32(data=int(out.localization.num_inliers)))
             points = out.scene_points() if p["publish_scene_points"] else None
@@ -187,9 +257,16 @@ class RelocalizerNode(Node):
         if out.tf_warning:
             self.get_logger().warning(out.tf_warning, throttle_duration_sec=5.0)
         self.pub_pose.publish(make_pose_stamped(f, out.T_map_cam, out.stamp_ns, p["map_frame"]))
-        self.pub_pose_cov.publish(
-            make_pose_with_covariance_stamped(f, out.T_map_pose, out.covariance, out.stamp_ns, p["map_frame"])
-        )
+        if out.T_map_base is not None:
+            base = make_pose_with_covariance_stamped(f, out.T_map_base, out.covariance, out.stamp_ns, p["map_frame"])
+            self.pub_pose_cov.publish(base)
+            if out.initial_pose:
+                self.pub_initial.publish(base)
+                self.get_logger().info("published the base pose on initialpose")
+        else:
+            self.get_logger().warning(out.base_missing, throttle_duration_sec=10.0)
+        if not out.confirmed:
+            return  # TF waits for the first-fix check
         if p["tf_mode"] == "map_to_odom" and out.T_map_odom is not None:
             self.republish_map_to_odom()
         elif p["tf_mode"] == "map_to_camera":
@@ -198,6 +275,8 @@ class RelocalizerNode(Node):
             )
 
     def republish_map_to_odom(self) -> None:
+        if not self._active:
+            return
         nxt = self.core.broadcast.next(self.get_clock().now().nanoseconds)
         if nxt is not None:
             p = self.core.params
@@ -207,43 +286,115 @@ class RelocalizerNode(Node):
 
     # ------------------------------------------------------------------ map, parameters, diagnostics
 
-    def load_map(self, path: str, strict: bool = False) -> bool:
-        """Load a map and publish its cloud. A failure keeps the current map; ``strict`` re-raises it
-        (so a ``ros2 param set map_path`` is refused with the reason)."""
+    def load_map(self, path: str) -> bool:
+        """Load a map now (configure) and publish its cloud; a failure keeps the current map."""
         try:
             summary = self.core.load_map(path)
         except ScrError as exc:
+            self.last_load_error = f"{path}: {exc}"
             self.get_logger().error(f"map not loaded, keeping the current one: {exc}")
-            if strict:
-                raise
             return False
+        self.last_load_error = ""
         self.get_logger().info(summary)
-        m = self.core.map
-        if m.cloud_xyz is not None:
-            stamp = self.get_clock().now().nanoseconds
-            self.pub_map_cloud.publish(
-                make_point_cloud(self.f, m.cloud_xyz, m.cloud_rgb, stamp, self.core.params["map_frame"])
-            )
-        else:
-            self.get_logger().info("this map has no stored point cloud (made before format 2): ~/map_cloud stays empty")
+        self.publish_map_cloud()
         return True
+
+    def request_map(self, path: str) -> None:
+        """Check ``path``'s header now (a missing or broken file is refused with the reason, raising
+        ScrError), then load it on the loader thread; the current map serves until it is ready."""
+        read_header(path)
+        self.loader_slot.put(path)
+
+    def loader_loop(self) -> None:
+        while self._running and rclpy.ok():
+            path = self.loader_slot.take(timeout=0.5)
+            if path is None:
+                continue
+            self.loading = (path, time.monotonic())
+            self.get_logger().info(f"loading {path}; the current map serves until it is ready")
+            try:
+                prepared = self.core.prepare_map(path)
+            except ScrError as exc:
+                self.last_load_error = f"{path}: {exc}"
+                self.get_logger().error(f"map not loaded, keeping the current one: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a failed load must not end the loader thread
+                self.last_load_error = f"{path}: {type(exc).__name__}: {exc}"
+                self.get_logger().error(f"map not loaded, keeping the current one: {self.last_load_error}")
+                continue
+            finally:
+                self.loading = None
+            self.last_load_error = ""
+            self.get_logger().info(self.core.install(prepared))
+            self.publish_map_cloud()
+
+    def publish_map_cloud(self) -> None:
+        if self.core.map is None or not self._active:
+            return
+        cloud = self.core.map_cloud()
+        if cloud is None:
+            self.get_logger().info("this map has no stored point cloud (made before format 2): ~/map_cloud stays empty")
+            return
+        xyz, rgb, total = cloud
+        if len(xyz) < total:
+            self.get_logger().info(f"~/map_cloud: {len(xyz)} of the map's {total} points (map_cloud_max_points)")
+        stamp = self.get_clock().now().nanoseconds
+        self.pub_map_cloud.publish(make_point_cloud(self.f, xyz, rgb, stamp, self.core.params["map_frame"]))
 
     def on_reload_map(self, request, response):
         path = self.core.params["map_path"]
-        response.success = self.load_map(path)
-        response.message = f"loaded {path}" if response.success else f"could not load {path!r}; see the node log"
+        try:
+            self.request_map(path)
+        except ScrError as exc:
+            self.get_logger().error(f"map not loaded, keeping the current one: {exc}")
+            response.success, response.message = False, f"could not load {path!r}: {exc}"
+            return response
+        response.success = True
+        response.message = f"loading {path} (the current map serves until it is ready)"
+        return response
+
+    def on_publish_initial_pose(self, request, response):
+        when = self.core.request_initial_pose()
+        fix = self.core.last_fix
+        if when == "now" and self._active:
+            p = self.core.params
+            self.pub_initial.publish(
+                make_pose_with_covariance_stamped(self.f, fix.T_map_base, fix.covariance, fix.stamp_ns, p["map_frame"])
+            )
+            self.core.counters.initial_poses += 1
+            response.success, response.message = True, "published the latest fix's base pose on initialpose"
+        else:
+            response.success = True
+            response.message = "no recent fix with a base pose: the next confirmed fix goes to initialpose"
         return response
 
     def apply_parameters(self, changes: dict) -> None:
         new_path = changes.get("map_path")
-        if new_path is not None and new_path != self.core.map_path:
-            self.load_map(new_path, strict=True)  # raises: the change is refused and the old map kept
-        self.core.update_params(changes)
+        load = new_path is not None and new_path != self.core.map_path and bool(new_path)
+        if load:
+            read_header(new_path)  # raises for a missing or broken file: the whole change is refused
+        self.core.update_params(changes)  # raises (the change refused) for a bad base_to_camera
+        if load and self._state_machine.current_state[1] in ("inactive", "active"):
+            self.loader_slot.put(new_path)
+
+    def diagnostic_values(self):
+        level, message, values = self.core.diagnostics(dropped=self.slot.dropped)
+        values["lifecycle state"] = self._state_machine.current_state[1]
+        loading = self.loading
+        if loading is not None:
+            values["map loading"] = f"{loading[0]} (for {time.monotonic() - loading[1]:.1f} s)"
+        if self.last_load_error:
+            values["last map load failed"] = self.last_load_error
+        if not self._active and level == 0:
+            level, message = 1, f"not active ({values['lifecycle state']}): images are ignored"
+        return level, message, values
 
     def destroy_node(self):
         self._running = False
         self.slot.close()
+        self.loader_slot.close()
         self.worker.join(timeout=5.0)
+        self.loader.join(timeout=5.0)
         return super().destroy_node()
 
 

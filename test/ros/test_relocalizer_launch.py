@@ -103,10 +103,12 @@ def generate_test_description():
     # Test-only settings under the launch file's arguments: CPU; no stale-frame drop (a loaded
     # test machine can be slow to start inference); no jump gate, so one poor fix cannot hide the
     # good ones after it (each frame is judged on its own here); map -> odom re-published at
-    # 20 Hz, which the TF check relies on.
+    # 20 Hz, which the TF check relies on; TF from the first fix (confirm_fixes 1), since every
+    # frame's TF is checked (the first-fix check has its own tests).
     params.write_text(
         "scr_relocalizer:\n  ros__parameters:\n"
         "    device: cpu\n    max_image_age: 0.0\n    max_jump_translation: 0.0\n    tf_publish_rate: 20.0\n"
+        "    confirm_fixes: 1\n"
     )
     launch_file = os.path.join(get_package_share_directory("scr_ros"), "launch", "relocalizer.launch.py")
     relocalizer = IncludeLaunchDescription(
