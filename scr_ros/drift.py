@@ -120,7 +120,9 @@ def drift_poses(poses: np.ndarray, model: DriftModel, up: np.ndarray | None = No
         # Heading drift: the new pose turned about the up axis through the previous position.
         yaw = Rotation.from_rotvec(up * np.radians(model.yaw_bias_deg_per_m * length)).as_matrix()
         pivot = out[-1][:3, 3]
-        T[:3, :3] = yaw @ T[:3, :3]
+        # Back onto SO(3): real poses are orthonormal only to their file's precision, and the
+        # chain would compound that over hundreds of steps.
+        T[:3, :3] = Rotation.from_matrix(yaw @ T[:3, :3]).as_matrix()
         T[:3, 3] = pivot + yaw @ (T[:3, 3] - pivot)
         out.append(T)
     return np.stack(out)

@@ -8,7 +8,9 @@ diagnostic_updater, no launch), so the nodes run with ``tf_mode: none`` and a po
 The launch_testing tests in test/ros/ cover the TF modes on machines with a ROS 2 installation.
 
 ``SCR_ROS_NODE_BIN`` runs the nodes from another folder, e.g. a colcon install's
-``install/scr_ros/lib/scr_ros`` (``.ci/run`` does, after building the package both ways).
+``install/scr_ros/lib/scr_ros`` (with its ``install/setup.bash`` sourced);
+``test_colcon_install_runs_the_relocalizer`` builds the package both ways (plain and
+``--symlink-install``) and starts the relocalizer from each install.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class PoseRefinementPart(MapPart):
         Setting(
             "mode",
             "free",
-            "free: a correction per frame (what the drift benchmark measured best); mlp: one MLP maps every recorded "
+            "free: a correction per frame (the mode the drift benchmark measures); mlp: one MLP maps every recorded "
             "pose to its correction (ACE0's), shared by all frames, so it needs a lower lr",
             choices=("free", "mlp"),
         ),
