@@ -328,3 +328,22 @@ def test_format_1_map_without_cloud_still_loads(map_path):
     rewrite(map_path, edit_header=lambda h: h.update(format_version=1))
     loaded = load_map(map_path)
     assert loaded.cloud_xyz is None and loaded.cloud_rgb is None
+
+
+def test_mapping_poses_load_at_the_tolerance_datasets_accept_and_a_non_rigid_one_is_refused(tmp_path, scene_map):
+    """Mapping poses are stored as given; a dataset accepts rotations orthonormal to 1e-3 (text
+    files of real data rarely do better than 1e-5), so a map made from them must load again."""
+    from scipy.spatial.transform import Rotation
+
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    poses[:, :3, :3] = Rotation.random(3, random_state=0).as_matrix()
+    poses[:, :3, 3] = [[0.0, 0.0, 0.0], [1.0, 2.0, 0.5], [2.0, 1.0, 0.0]]
+    poses[1, :3, :3] *= 1.0 + 2e-4  # |RR^T - I| about 4e-4
+    scene_map.mapping_poses = poses
+    scene_map.mapping_frames = ["a", "b", "c"]
+    scene_map.mapping_stamps_ns = [None, 10, 20]
+    loaded = load_map(scene_map.save(tmp_path / "ok.map", weights_dtype="float32"))
+    np.testing.assert_array_equal(loaded.mapping_poses, poses)
+    assert loaded.mapping_frames == ["a", "b", "c"] and loaded.mapping_stamps_ns == [None, 10, 20]
+    poses[2, :3, :3] *= 1.01  # scaled: not a rigid transform
+    refused(scene_map.save(tmp_path / "bad.map", weights_dtype="float32"), "not rigid transforms")
