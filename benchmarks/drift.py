@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
 
 from scr_ros.device import hardware_description
 from scr_ros.fileio import atomic_write_json, atomic_write_text
@@ -97,15 +97,6 @@ def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
         "machine": hardware_description(torch.device(scene_map.training.get("device", "cpu"))),
         "commit": git_commit(),
     }
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def pct(acc: dict, key: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import ScrError
 from .evaluate import mapping_truth
+from .fileio import current_umask
 
 COLOURS = {
     "recorded": (230, 120, 40),
@@ -46,7 +47,8 @@ def require_rerun():
 
 
 class RerunFile:
-    """A recording written to ``path`` when :meth:`close` is called (use as a context manager)."""
+    """A recording written to ``path`` when the ``with`` block ends without an error (a failed one
+    leaves no file)."""
 
     def __init__(self, path: str | Path, application: str = "scr_ros") -> None:
         self.rr = require_rerun()
@@ -125,8 +127,9 @@ class RerunFile:
             )
 
     def close(self) -> Path:
-        self.rec.flush(blocking=True)
+        self.rec.flush()  # blocks until written (the default in every rerun-sdk since 0.20)
         self.rr.disconnect(self.rec)
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # as any other output (mkstemp made it 0600)
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -140,16 +143,21 @@ class RerunFile:
 def write_map_recording(scene_map, path: str | Path, truth: np.ndarray | None = None) -> Path:
     """``scr map --rerun``: the map cloud and the mapping trajectory (recorded, refined, and
     ``truth`` (F, 4, 4) when known, e.g. with simulated drift)."""
-    refinement = scene_map.parts.get("pose-refinement")
     with RerunFile(path) as out:
-        out.cloud(scene_map.cloud_xyz, scene_map.cloud_rgb)
-        if refinement is not None:
-            out.trajectory("recorded", refinement.module.recorded.double().numpy())
-            out.trajectory("refined", scene_map.mapping_poses)
-        else:
-            out.trajectory("recorded", scene_map.mapping_poses)
-        out.trajectory("truth", truth)
-        return out.close()
+        _log_map(out, scene_map, truth)
+    return out.path
+
+
+def _log_map(out: "RerunFile", scene_map, truth: np.ndarray | None) -> None:
+    """The map cloud and the mapping trajectory: as recorded, as refined (when it was) and true."""
+    refinement = scene_map.parts.get("pose-refinement")
+    out.cloud(scene_map.cloud_xyz, scene_map.cloud_rgb)
+    if refinement is not None:
+        out.trajectory("recorded", refinement.module.recorded.double().numpy())
+        out.trajectory("refined", scene_map.mapping_poses)
+    else:
+        out.trajectory("recorded", scene_map.mapping_poses)
+    out.trajectory("truth", truth)
 
 
 def write_localize_recording(scene_map, dataset, results, path: str | Path) -> Path:
@@ -158,22 +166,15 @@ def write_localize_recording(scene_map, dataset, results, path: str | Path) -> P
 
 
 def _write_with_queries(scene_map, truth, results, path) -> Path:
-    refinement = scene_map.parts.get("pose-refinement")
     with RerunFile(path) as out:
-        out.cloud(scene_map.cloud_xyz, scene_map.cloud_rgb)
-        if refinement is not None:
-            out.trajectory("recorded", refinement.module.recorded.double().numpy())
-            out.trajectory("refined", scene_map.mapping_poses)
-        else:
-            out.trajectory("recorded", scene_map.mapping_poses)
-        out.trajectory("truth", truth)
+        _log_map(out, scene_map, truth)
         out.queries(
             [r.name for r in results],
             [r.T_est for r in results],
             [r.T_gt for r in results],
             [r.num_inliers for r in results],
         )
-        return out.close()
+    return out.path
 
 
 def write_replay_recording(scene_map, results, path: str | Path) -> Path:

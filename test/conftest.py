@@ -52,6 +52,29 @@ def figure(request):
 
 
 @pytest.fixture
+def rerun_entities():
+    """The entity paths in a rerun recording (.rrd), read back with rerun-sdk's own CLI (what a
+    person opening the file with ``rerun FILE.rrd`` sees)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def read(path) -> set[str]:
+        printed = subprocess.run(
+            [str(Path(sys.executable).parent / "rerun"), "rrd", "print", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "RERUN_ANALYTICS": "0"},
+        )
+        assert printed.returncode == 0, printed.stderr
+        # "Chunk(...) with 1 rows (2.1 KiB) - /map/cloud - data columns: [...]"
+        return {line.split(" - ")[1] for line in printed.stdout.splitlines() if line.startswith("Chunk(")}
+
+    return read
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 

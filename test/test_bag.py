@@ -332,7 +332,7 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path, figure):
+def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path, figure, rerun_entities):
     report = tmp_path / "replay.json"
     est = tmp_path / "estimates"
     assert (
@@ -349,10 +349,13 @@ def test_replay_matches_localize_frame_by_frame(mapped, tiny_bag, tmp_path, figu
                 str(est),
                 "--device",
                 "cpu",
+                "--rerun",
+                str(tmp_path / "replay.rrd"),
             ]
         )
         == 0
     )
+    assert {"/map/cloud", "/mapping/recorded", "/queries/estimated"} <= rerun_entities(tmp_path / "replay.rrd")
     rep = json.loads(report.read_text())
     ref = mapped["report"]
     assert rep["split"] == "test" and rep["frames"] == ref["frames"]

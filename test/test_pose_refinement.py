@@ -92,7 +92,7 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
     assert np.abs(refined[0] - recorded[0]).max() < 1e-5  # the gauge: the first frame stays
 
 
-def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, tmp_path, figure):
+def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, tmp_path, figure, rerun_entities):
     frames = tiny.frames("train")
     truth = np.stack([f.pose for f in frames])
     out = tmp_path / "m.safetensors"
@@ -115,6 +115,8 @@ def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, t
                 "free",
                 "--refined-poses",
                 str(trajectory),
+                "--rerun",
+                str(tmp_path / "m.rrd"),
                 # The test preset trains 2000 steps, half of them with the poses free: a faster lr lets
                 # them travel the few degrees the drift put in.
                 "--part",
@@ -147,8 +149,14 @@ def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, t
     np.testing.assert_allclose(poses, m.mapping_poses, atol=1e-6)
     # scr localize scores the mapping poses before and after refinement and the queries after the
     # alignment fitted on the mapping frames.
-    report = tmp_path / "r.json"
-    assert main(["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]) == 0
+    report, recording = tmp_path / "r.json", tmp_path / "q.rrd"
+    args = ["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]
+    assert main(args + ["--rerun", str(recording)]) == 0
+    # The recording a person opens with `rerun q.rrd`: the map, the three trajectories, the queries.
+    want = {"/map/cloud", "/mapping/recorded", "/mapping/refined", "/mapping/truth", "/queries/estimated"}
+    assert want <= rerun_entities(recording)
+    assert want - {"/queries/estimated"} <= rerun_entities(tmp_path / "m.rrd")  # from scr map --rerun
+    assert recording.stat().st_mode & 0o044  # readable as any other output (umask applies)
     r = json.loads(report.read_text())
     mp = r["mapping_poses"]
     assert mp["frames"] == len(frames)
