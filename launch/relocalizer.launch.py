@@ -27,7 +27,12 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
-from scr_ros.node_logic.launch_overrides import LAUNCH_PARAMETERS, launch_overrides, launch_setting, log_level
+from scr_ros.node_logic.launch_overrides import (
+    LAUNCH_PARAMETERS,
+    argument_description,
+    launch_overrides,
+    log_level,
+)
 
 PACKAGE = "scr_ros"
 NODE = "relocalizer"
@@ -66,11 +71,7 @@ def _node(context):
 
 
 def _parameter_argument(name):
-    setting = launch_setting(NODE, name)
-    choices = f" ({', '.join(setting.choices)})" if setting.choices else ""
-    return DeclareLaunchArgument(
-        name, default_value="", description=f"{setting.help}{choices} Empty: keep the params file's value."
-    )
+    return DeclareLaunchArgument(name, default_value="", description=argument_description(NODE, name))
 
 
 def generate_launch_description():

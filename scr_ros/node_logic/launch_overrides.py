@@ -44,6 +44,14 @@ def launch_setting(node: str, name: str) -> Setting:
     return USE_SIM_TIME if name == "use_sim_time" else specs_by_name(_SPECS[node])[name]
 
 
+def argument_description(node: str, name: str) -> str:
+    """The description of the launch argument that sets parameter ``name`` (its help, its
+    choices, and that an empty argument keeps the params file's value)."""
+    setting = launch_setting(node, name)
+    choices = f" ({', '.join(setting.choices)})" if setting.choices else ""
+    return f"{setting.help}{choices} Empty: keep the params file's value."
+
+
 def _parse(setting: Setting, text: str) -> Any:
     """A launch argument's text as the setting's type (launch hands every argument over as text)."""
     t = setting.type
