@@ -880,10 +880,15 @@ def test_mapping_node_hears_best_effort_odometry_and_survives_stamps_going_back(
             msg.header.stamp = make_pose_stamped(wire.f, frame.pose, stamp, "odom").header.stamp
             msg.header.frame_id, msg.child_frame_id = "odom", CAMERA_FRAME
             msg.pose.pose = make_pose_stamped(wire.f, frame.pose, stamp, "odom").pose
-            odom.publish(msg)
-            time.sleep(0.05)
-            send_frame(wire, io, frame, stamp_ns=stamp)
-            assert wait_until(lambda: len(list((session / "rgb").glob("*.png"))) > k, 30), node.output()
+            # Best effort may lose a message just after discovery (seen in CI on the first frame):
+            # the pair is sent again while it is not recorded, as a stream would bring the next.
+            for _ in range(6):
+                odom.publish(msg)
+                time.sleep(0.05)
+                send_frame(wire, io, frame, stamp_ns=stamp)
+                if wait_until(lambda: len(list((session / "rgb").glob("*.png"))) > k, 5):
+                    break
+            assert len(list((session / "rgb").glob("*.png"))) == k + 1, node.output()
         assert "stamps went back" in node.output()
         assert wait_until(
             lambda: (
