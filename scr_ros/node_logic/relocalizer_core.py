@@ -66,6 +66,20 @@ class RateMeter:
             return len(self._times) / self.window_s
 
 
+def disagreement(
+    T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, prev_map_cam: np.ndarray, prev_odom_cam: np.ndarray | None
+) -> tuple[float, float]:
+    """How far (m, deg) a fix lies from the previous one carried forward by odometry (or, without
+    odometry on either side, from the previous one itself)."""
+    predicted = (
+        prev_map_cam
+        if T_odom_cam is None or prev_odom_cam is None
+        else prev_map_cam @ invert_pose(prev_odom_cam) @ T_odom_cam
+    )
+    delta = invert_pose(predicted) @ T_map_cam
+    return float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
+
+
 class JumpGate:
     """Rejects fixes that disagree with odometry: lost frames rather than teleporting the robot.
 
@@ -92,10 +106,7 @@ class JumpGate:
         if T_odom_cam is None or max_translation <= 0:
             return ""
         if self._ref is not None:
-            prev_map_cam, prev_odom_cam = self._ref
-            predicted = prev_map_cam @ invert_pose(prev_odom_cam) @ T_odom_cam
-            delta = invert_pose(predicted) @ T_map_cam
-            dt, dr = float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
+            dt, dr = disagreement(T_map_cam, T_odom_cam, *self._ref)
             if (dt > max_translation or dr > max_rotation_deg) and self.consecutive < reset_after:
                 self.consecutive += 1
                 return (
@@ -130,12 +141,7 @@ class FixConfirmation:
     ) -> bool:
         """Count this fix; whether the run it belongs to is confirmed."""
         if self._last is not None and self.count < needed:
-            prev_map, prev_odom = self._last
-            predicted = (
-                prev_map if T_odom_cam is None or prev_odom is None else prev_map @ invert_pose(prev_odom) @ T_odom_cam
-            )
-            delta = invert_pose(predicted) @ T_map_cam
-            dt, dr = float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
+            dt, dr = disagreement(T_map_cam, T_odom_cam, *self._last)
             agrees = max_translation <= 0 or (dt <= max_translation and dr <= max_rotation_deg)
             self.count = self.count + 1 if agrees else 1
         else:
