@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
+from pages import write_between_markers
 
 from scr_ros.device import hardware_description
-from scr_ros.fileio import atomic_write_json, atomic_write_text
+from scr_ros.fileio import atomic_write_json
 from scr_ros.pipeline import build_map, localize, method_overrides
 
 HERE = Path(__file__).resolve().parent.parent
@@ -134,18 +135,13 @@ def table(rows: list[dict]) -> str:
 
 
 def write_page(page: Path, rows: list[dict], command: str) -> None:
-    text = page.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{page} has no drift benchmark markers ({BEGIN!r} ... {END!r})")
     machines = sorted({r["machine"] for r in rows})
     commits = sorted({r["commit"] for r in rows})
     body = (
         f"Measured by `{command}` (commit {', '.join(commits)}; {'; '.join(machines)}; nothing else running). "
         f"Preset `{rows[0]['preset']}`, default encoder; drift seed 0.\n\n" + table(rows)
     )
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(page, f"{head}{BEGIN}\n{body}{END}{tail}")
+    write_between_markers(page, BEGIN, END, body)
 
 
 def main() -> int:

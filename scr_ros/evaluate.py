@@ -36,6 +36,9 @@ class FrameResult:
     timings_ms: dict
     ransac_iterations: int = 0
     num_correspondences: int = 0  # what RANSAC saw (after the selector)
+    # Metres from the true camera centre to the nearest mapping camera looking the same way
+    # (:func:`nearest_view_distances`); NaN where the map holds no mapping poses.
+    nearest_view_m: float = float("nan")
 
 
 def localize_frames(
@@ -139,6 +142,66 @@ def mapping_truth_report(
         "note": "queries after the rigid alignment of the mapping poses onto their truth",
     }
     return report
+
+
+# A mapping camera "looks the same way" as a query when their optical axes are within this angle.
+SIMILAR_VIEW_DEG = 30.0
+# Bands of the distance to the nearest similar mapping view (metres): where a map interpolates
+# between the views it saw, and where it has to extrapolate.
+VIEW_DISTANCE_BANDS = (0.0, 0.2, 0.4, 0.7, 1.0, math.inf)
+
+
+def nearest_view_distances(
+    query_poses: np.ndarray, mapping_poses: np.ndarray, max_angle_deg: float = SIMILAR_VIEW_DEG
+) -> np.ndarray:
+    """Distance (Q,) in metres from each query camera centre to the nearest mapping camera whose
+    optical axis is within ``max_angle_deg`` of the query's; ``inf`` where none is.
+
+    Args:
+        query_poses: (Q, 4, 4) camera-to-world poses (the queries' truth).
+        mapping_poses: (F, 4, 4) camera-to-world poses of the mapping frames, in the same world.
+    """
+    q = np.asarray(query_poses, np.float64)
+    m = np.asarray(mapping_poses, np.float64)
+    if len(q) == 0 or len(m) == 0:
+        return np.full(len(q), np.inf)
+    cos = q[:, :3, 2] @ m[:, :3, 2].T  # (Q, F) cosines between the optical axes
+    dist = np.linalg.norm(q[:, None, :3, 3] - m[None, :, :3, 3], axis=2)
+    dist[cos < np.cos(np.radians(max_angle_deg))] = np.inf
+    return dist.min(axis=1)
+
+
+def view_distance_report(results: Sequence[FrameResult]) -> list[dict]:
+    """Accuracy by distance to the nearest similar mapping view (:data:`VIEW_DISTANCE_BANDS`, and
+    queries with no mapping view within :data:`SIMILAR_VIEW_DEG` last); bands without queries
+    are left out."""
+    d = np.array([r.nearest_view_m for r in results], np.float64)
+    bands = []
+    edges = VIEW_DISTANCE_BANDS
+    for lo, hi in [*zip(edges[:-1], edges[1:]), (math.inf, math.inf)]:
+        inside = (d == math.inf) if lo == math.inf else (d >= lo) & (d < hi)
+        chosen = [r for r, keep in zip(results, inside) if keep]
+        if not chosen:
+            continue
+        t = [r.translation_error_m for r in chosen]
+        rot = [r.rotation_error_deg for r in chosen]
+        label = (
+            f"no view within {SIMILAR_VIEW_DEG:.0f} deg"
+            if lo == math.inf
+            else (f">= {lo:g} m" if hi == math.inf else f"{lo:g}-{hi:g} m")
+        )
+        bands.append(
+            {
+                "band": label,
+                "from_m": None if lo == math.inf else lo,
+                "to_m": None if hi == math.inf else hi,
+                "queries": len(chosen),
+                "accuracy": accuracy(t, rot),
+                "median_translation_cm": _finite_or_none(median(t) * 100.0),
+                "median_rotation_deg": _finite_or_none(median(rot)),
+            }
+        )
+    return bands
 
 
 def mapping_truth(scene_map, ds) -> np.ndarray | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .errors import SettingsError
+
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Grey image in [0, 1], float32 (H, W).
@@ -81,6 +83,19 @@ class Augmentation:
     rotation_deg: float = 15.0
     brightness: float = 0.1
     contrast: float = 0.1
+    # Share of the buffer's images shown from a camera moved by up to novel_view_shift_m metres,
+    # re-projected with the frame's depth (scr_ros.mapping.novel_views); frames without depth
+    # are shown as recorded.
+    novel_views: float = 0.0
+    novel_view_shift_m: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.novel_views <= 1.0:
+            raise SettingsError(f"augmentation: novel_views must be a share in [0, 1], got {self.novel_views!r}")
+        if not 0.0 < self.novel_view_shift_m <= 10.0:
+            raise SettingsError(
+                f"augmentation: novel_view_shift_m must be in (0, 10] metres, got {self.novel_view_shift_m!r}"
+            )
 
 
 def augment(

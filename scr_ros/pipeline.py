@@ -31,7 +31,16 @@ from .device import resolve_device
 from .drift import DriftModel, drifted_frames, parse_drift
 from .encoders import load_encoder, load_encoder_for_map
 from .errors import ScrError
-from .evaluate import localize_frames, mapping_truth, mapping_truth_report, recorded_poses, summarize
+from .evaluate import (
+    SIMILAR_VIEW_DEG,
+    localize_frames,
+    mapping_truth,
+    mapping_truth_report,
+    nearest_view_distances,
+    recorded_poses,
+    summarize,
+    view_distance_report,
+)
 from .fileio import check_output_file
 from .heads import HEADS
 from .map_parts import MAP_PARTS
@@ -282,6 +291,20 @@ def localize(
     truth = mapping_truth(scene_map, ds)
     if truth is not None:
         report.update(mapping_truth_report(results, scene_map.mapping_poses, recorded_poses(scene_map), truth))
+    # The mapping views in the queries' world: their truth where the dataset has it (drifted or
+    # refined poses are in the odometry's frame), else the poses the map was built from.
+    views = truth if truth is not None else scene_map.mapping_poses
+    if views is not None:
+        distances = nearest_view_distances(np.stack([r.T_gt for r in results]), views)
+        for r, d in zip(results, distances):
+            r.nearest_view_m = float(d)
+        report["by_view_distance"] = view_distance_report(results)
+        report["by_view_distance_note"] = (
+            "queries by the distance from their true camera centre to the nearest mapping camera whose optical axis "
+            f"is within {SIMILAR_VIEW_DEG:.0f} deg of theirs ("
+            + ("the mapping frames' truth" if truth is not None else "the poses the map was built from")
+            + ")"
+        )
     return results, report, ds, scene_map
 
 

@@ -24,7 +24,16 @@ def write_csv(results: Sequence[FrameResult], path: str | Path) -> Path:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(
-        ["name", "status", "reason", "translation_error_cm", "rotation_error_deg", "inliers", "inlier_ratio"]
+        [
+            "name",
+            "status",
+            "reason",
+            "translation_error_cm",
+            "rotation_error_deg",
+            "inliers",
+            "inlier_ratio",
+            "nearest_view_m",
+        ]
         + [f"{s}_ms" for s in STAGES]
         + [
             "est_x",
@@ -55,6 +64,7 @@ def write_csv(results: Sequence[FrameResult], path: str | Path) -> Path:
                 f"{r.rotation_error_deg:.4f}",
                 r.num_inliers,
                 f"{r.inlier_ratio:.4f}",
+                f"{r.nearest_view_m:.3f}",
             ]
             + [f"{r.timings_ms.get(s, float('nan')):.2f}" for s in STAGES]
             + [f"{v:.6f}" for v in est]
@@ -151,6 +161,20 @@ def format_table(report: dict) -> str:
     ]
     if "mapping_seconds" in report:
         rows.insert(0, ("mapping time", f"{report['mapping_seconds']:.1f} s"))
+    for band in report.get("by_view_distance", ()):
+        # Where the map has to extrapolate: by the distance to the nearest similar mapping view.
+        rows.append(
+            (
+                f"views {band['band']}",
+                f"{band['queries']} queries, 5cm/5deg {band['accuracy']['5cm_5deg']:.1f} %, 2cm/2deg "
+                f"{band['accuracy']['2cm_2deg']:.1f} %, median "
+                + (
+                    f"{band['median_translation_cm']:.1f} cm"
+                    if band["median_translation_cm"] is not None
+                    else "n/a (most lost)"
+                ),
+            )
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 

@@ -442,3 +442,29 @@ def test_ace_layout_names_the_broken_file(tmp_path, rng):
     pose = tmp_path / "test" / "poses" / "seq1_frame00000.txt"
     pose.unlink()
     raises_naming(pose, open_dataset, tmp_path)
+
+
+def test_half_splits_cut_each_sequence_by_time():
+    """first-half / second-half: each fragment cut in two in frame order, together every frame once."""
+    if not (SUN3D / "camera-intrinsics.txt").is_file():
+        pytest.skip(f"SUN3D sample not present at {SUN3D}")
+    ds = open_dataset(SUN3D)
+    first, second = ds.frames("first-half"), ds.frames("second-half")
+    assert len(first) == len(second) == 50
+    assert sorted(f.name for f in first + second) == sorted(f.name for f in ds.frames("all"))
+    for fragment in {f.name.split("/")[0] for f in first}:
+        a = [f.name for f in first if f.name.startswith(fragment + "/")]
+        b = [f.name for f in second if f.name.startswith(fragment + "/")]
+        assert len(a) == len(b) == 25 and max(a) < min(b)  # the first 25 frames, then the last 25
+
+
+def test_half_splits_refused_where_the_splits_are_separate_trajectories(tmp_path):
+    from scr_ros.datasets.synthetic import render_to_folder
+    from scr_ros.renderer import SceneConfig
+
+    cfg = SceneConfig(
+        width=64, height=48, focal=52.5, mapping_frames=4, query_frames=2, num_objects=2, texel_density=40.0
+    )
+    ds = open_dataset(render_to_folder(cfg, tmp_path / "scene"))
+    with pytest.raises(DatasetError, match="cannot split .* into halves.*same frame names"):
+        ds.frames("first-half")

@@ -134,3 +134,49 @@ def test_cache_key_changes_with_config_and_renderer_version(monkeypatch):
     assert a != syn.config_digest(dataclasses.replace(SMALL, seed=SMALL.seed + 1))
     monkeypatch.setattr(syn, "RENDERER_VERSION", syn.RENDERER_VERSION + 1)
     assert a != syn.config_digest(SMALL)  # a renderer change never reuses stale pixels
+
+
+def _band_counts(config: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    from scr_ros.evaluate import nearest_view_distances
+
+    scene = SyntheticScene(config)
+    return nearest_view_distances(np.stack(scene.query_poses), np.stack(scene.mapping_poses)), scene
+
+
+@pytest.mark.parametrize("path", ["walk", "robot"])
+def test_away_queries_leave_the_mapped_path(path):
+    """query_path="away": a third or more of the queries 0.4-1 m from every similar mapping view,
+    where the default puts all of them within 0.4 m."""
+    base = dataclasses.replace(SMALL, path=path, room_size=(6.0, 5.0, 2.8), mapping_frames=240, query_frames=60)
+    between, _ = _band_counts(base)
+    away, scene = _band_counts(dataclasses.replace(base, query_path="away"))
+    assert np.all(between < 0.4), between.max()
+    assert np.mean((away >= 0.4) & (away < 1.0)) > 0.3, np.round(away, 2)
+    heights = [T[2, 3] for T in scene.query_poses]
+    if path == "walk":  # other heights than the mapping loops' 1.2-1.6 m
+        assert min(heights) < 1.1 and max(heights) > 1.7
+    for T in scene.query_poses:
+        assert np.all(T[:3, 3] > 0) and np.all(T[:3, 3] < scene.room)
+        assert not any(box.contains(T[:3, 3], 0.3).any() for box in scene.boxes)
+
+
+def test_rooftop_scene_has_sky_far_buildings_and_a_close_railing(tmp_path):
+    cfg = dataclasses.replace(
+        SMALL, path="rooftop", room_size=(60.0, 50.0, 22.0), mapping_frames=24, query_frames=6, num_objects=0
+    )
+    scene = SyntheticScene(cfg)
+    depths = [scene.render_frame(i, False)[1] for i in range(0, 24, 3)]
+    sky = np.concatenate([(d == 0).ravel() for d in depths])
+    assert 0.02 < sky.mean() < 0.5  # sky in view, never depth
+    valid = np.concatenate([d[d > 0] for d in depths])
+    assert np.percentile(valid, 90) > 15.0  # most content is tens of metres away ...
+    assert min(d[d > 0].min() for d in depths) < 2.0  # ... behind a railing within reach
+    rgb, depth = scene.render(scene.mapping_poses[0])
+    assert np.all(rgb[depth == 0].astype(int)[:, 2] > rgb[depth == 0].astype(int)[:, 0])  # blue-ish, plain
+    # the camera walks the roof, about 1.6 m above it
+    for T in scene.mapping_poses + scene.query_poses:
+        assert 11.0 < T[2, 3] < 12.3
+    # stored, the sky is invalid depth (NaN when read back), not a distance
+    ds = open_dataset(render_to_folder(dataclasses.replace(cfg, mapping_frames=2, query_frames=1), tmp_path / "s"))
+    stored = ds.frames("train")[0].load_depth()
+    assert np.isnan(stored).mean() == pytest.approx((scene.render_frame(0, False)[1] == 0).mean(), abs=1e-3)

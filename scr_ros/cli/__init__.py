@@ -234,7 +234,12 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--encoder", default=None, metavar="NAME|PATH", help="registered encoder name or ACE-format weights file"
     )
-    m.add_argument("--split", default="train", help="which frames to map (default: train)")
+    m.add_argument(
+        "--split",
+        default="train",
+        help="which frames to map: train (default), test, all, or first-half / second-half (each sequence cut in "
+        "two by time, to ask a map about views away from its path)",
+    )
     m.add_argument("--seed", type=int, default=0)
     m.add_argument(
         "--refined-poses",
@@ -268,7 +273,9 @@ def make_parser() -> argparse.ArgumentParser:
     lo = sub.add_parser("localize", help="relocalize a dataset's query frames and report accuracy")
     lo.add_argument("map", type=Path, metavar="MAP")
     lo.add_argument("dataset", metavar="DATASET")
-    lo.add_argument("--split", default="test", help="which frames to localize (default: test)")
+    lo.add_argument(
+        "--split", default="test", help="which frames to localize: test (default), train, all, first-half, second-half"
+    )
     lo.add_argument("--report", type=Path, required=True, metavar="REPORT.json")
     lo.add_argument(
         "--poses",

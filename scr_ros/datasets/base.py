@@ -17,7 +17,10 @@ import numpy as np
 from ..errors import DatasetError
 from ..geometry import InvalidPoseError, PinholeCamera, check_pose
 
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "test", "all", "first-half", "second-half")
+# Splits that cut every recorded sequence in two by time instead of taking the dataset's own split:
+# a map from the first half of a walk is asked about the second half, which goes elsewhere.
+HALF_SPLITS = ("first-half", "second-half")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Dataset:
                         seen.add(f.name)
                         out.append(f)
             return out
+        if split in HALF_SPLITS:
+            return self._half(split == "second-half")
         if split not in self.splits:
             why = f": {self.absent[split]}" if split in self.absent else ""
             raise DatasetError(
@@ -91,6 +96,30 @@ class Dataset:
                 f"{', '.join(self.splits) or 'none'}){why}"
             )
         return list(self.splits[split])
+
+    def _half(self, second: bool) -> list[Frame]:
+        """The first or second half in time of every sequence (the name's folder part, e.g.
+        ``seq-01`` of ``seq-01/frame-000000``), from all frames in name order (capture order for
+        every reader here); refused where the dataset's splits are separate trajectories that reuse
+        frame names (synthetic scenes, posed folders with train/ and test/)."""
+        names: dict[str, int] = {}
+        for frames in self.splits.values():
+            for f in frames:
+                names[f.name] = names.get(f.name, 0) + 1
+        clash = [name for name, count in names.items() if count > 1]
+        if clash:
+            raise DatasetError(
+                f"{self.root}: cannot split this {self.layout} dataset into halves: its splits are separate "
+                f"trajectories with the same frame names (e.g. {clash[0]!r}); use train and test"
+            )
+        sequences: dict[str, list[Frame]] = {}
+        for f in sorted(self.frames("all"), key=lambda f: f.name):
+            sequences.setdefault(f.name.rpartition("/")[0], []).append(f)
+        out = []
+        for frames in sequences.values():
+            cut = (len(frames) + 1) // 2
+            out.extend(frames[cut:] if second else frames[:cut])
+        return out
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in self.splits.items())

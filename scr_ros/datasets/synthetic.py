@@ -63,6 +63,26 @@ SCENES: dict[str, SceneConfig | IntegratedConfig] = {
         num_objects=8,
         texel_density=160.0,
     ),
+    # Views away from the mapped path (issue 29's benchmark): the demo's mapping loops with queries
+    # 0.2 to 1 m and more off them, at other heights and tilts; the robot's laps with a query lap
+    # weaving 0.6 m outside and inside them.
+    "away": SceneConfig(query_path="away"),
+    "robot-away": SceneConfig(seed=5, path="robot", query_path="away"),
+    # An open site: a hand-held walk along a rooftop railing (the close foreground), buildings 20
+    # to 40 m away and the sky (no depth) behind them; the query walk runs 0.3 m behind the mapping
+    # walks ("rooftop-away": 0.3 to 1.5 m behind, higher and lower).
+    "rooftop": SceneConfig(
+        seed=8, path="rooftop", room_size=(60.0, 50.0, 22.0), mapping_frames=300, query_frames=80, num_objects=0
+    ),
+    "rooftop-away": SceneConfig(
+        seed=8,
+        path="rooftop",
+        query_path="away",
+        room_size=(60.0, 50.0, 22.0),
+        mapping_frames=300,
+        query_frames=80,
+        num_objects=0,
+    ),
     "integrated": IntegratedConfig(
         integrated_rooms(
             dataclasses.replace(_TINY, mapping_frames=100, query_frames=25),
@@ -90,7 +110,13 @@ def _key_dict(config: SceneConfig) -> dict:
     for name in ("wall_seed", "furniture_seed"):
         if config_dict[name] is None:
             del config_dict[name]
-    for name, default in (("path", "walk"), ("camera_height", 0.55), ("camera_tilt_deg", 5.0), ("query_offset", 0.3)):
+    for name, default in (
+        ("path", "walk"),
+        ("camera_height", 0.55),
+        ("camera_tilt_deg", 5.0),
+        ("query_offset", 0.3),
+        ("query_path", "between"),
+    ):
         if config_dict.get(name) == default:
             del config_dict[name]
     return config_dict

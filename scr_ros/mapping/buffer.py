@@ -29,6 +29,7 @@ from ..geometry import invert_pose
 from ..imaging import apply_affine, augment, inside, invert_affine, to_gray
 from ..mapping_config import MappingConfig
 from ..progress import Progress
+from .novel_views import novel_view
 
 
 class BufferFiller:
@@ -77,17 +78,29 @@ class BufferFiller:
             )
 
     def _prepare(self, frame: Frame, pass_index: int, frame_index: int):
-        """Load and augment one frame (runs in a worker thread; deterministic per pass/frame)."""
+        """Load and augment one frame (runs in a worker thread; deterministic per pass/frame).
+
+        Returns the augmented image, ``A`` (its pixels -> the shown image's), the frame's size,
+        the rng, the depth for the rows (when the loss uses it) and ``source``: for a novel view,
+        (source map, keep) mapping the shown image's pixels to the frame's; else None."""
+        aug = self.config.augmentation
         rng = np.random.default_rng([self.config.seed, pass_index, frame_index])
         gray = to_gray(frame.load_image())
-        img, A = augment(gray, self.config.image_height, rng, self.config.augmentation)
-        depth = frame.load_depth() if self.uses_depth else None
+        novel = aug.novel_views > 0 and frame.depth_path is not None and rng.random() < aug.novel_views
+        depth = frame.load_depth() if self.uses_depth or novel else None
         if depth is not None and depth.shape != gray.shape:
             raise DatasetError(
                 f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]}, image is "
                 f"{gray.shape[1]}x{gray.shape[0]}"
             )
-        return img, A, gray.shape, rng, depth
+        source = None
+        if novel:
+            view = novel_view(gray, depth, frame.camera.K, aug.novel_view_shift_m, rng)
+            if view is not None:
+                gray, src, keep = view
+                source = (src, keep)
+        img, A = augment(gray, self.config.image_height, rng, aug)
+        return img, A, gray.shape, rng, depth if self.uses_depth else None, source
 
     def fill(
         self, frames: Sequence[Frame], width: int, size: int | None = None, stage: str = "buffer"
@@ -143,7 +156,7 @@ class BufferFiller:
                 if fut is not None:
                     fi = mine[k][1]
                     try:
-                        img, A, (h0, w0), rng, depth = fut.result()
+                        img, A, (h0, w0), rng, depth, source = fut.result()
                     except DatasetError as exc:
                         # A file that passed the checks at open but does not decode: skipped and
                         # recorded in the map (training.unreadable_frames), not fatal.
@@ -153,7 +166,15 @@ class BufferFiller:
                             feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))
                         _, _, fh, fw = feats.shape
                         px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
-                        valid = np.flatnonzero(inside(px, w0, h0))
+                        inner = inside(px, w0, h0)
+                        if source is not None:
+                            # A novel view: each feature's row is the recorded frame's pixel it shows.
+                            src, keep = source
+                            q = np.round(px[inner]).astype(int)
+                            shown = keep[q[:, 1], q[:, 0]]
+                            px[np.flatnonzero(inner)[shown]] = src[q[shown, 1], q[shown, 0]]
+                            inner[np.flatnonzero(inner)[~shown]] = False
+                        valid = np.flatnonzero(inner)
                         candidate, found = min(cfg.samples_per_image, len(valid)), (feats, px, valid, rng, depth, fi)
                     images_done += 1
                 counts = distributed.all_gather_ints(candidate)

@@ -23,6 +23,8 @@ from .textures import FAMILIES, LOD_SIGMAS, MARGIN, decorated_surface, make_text
 # Bump whenever a change to this package renders different pixels for the same config: cached
 # scenes are keyed by config and this version.
 RENDERER_VERSION = 3
+SKY_FACE = 5  # the room's ceiling (face 2 * axis z + max side), sky on an open site
+ROOF_HEIGHT = 10.0  # metres: the rooftop site's roof, which its camera walks
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,17 @@ class SceneConfig:
     # How the camera moves: "walk" (hand-held loops around the room) or "robot" (a wheeled base on
     # the floor: a planar path, the camera fixed on it at camera_height, pitched up by camera_tilt_deg;
     # the query lap runs query_offset metres from the mapping laps).
+    # "rooftop": an open site instead of a room: the camera walks a flat roof 10 m above the ground
+    # behind a railing, looking over it at buildings tens of metres away under the sky (the
+    # ceiling renders as sky: no texture, no depth); the room's size is the site's.
     path: str = "walk"
     camera_height: float = 0.55
     camera_tilt_deg: float = 5.0
     query_offset: float = 0.3
+    # Where the queries go: "between" the mapping loops (every query has a mapping view close
+    # by), or "away" from them, by 0.2 to 1 m and more, at other heights and camera tilts: the
+    # views a map has to extrapolate to.
+    query_path: str = "between"
 
     def base_to_camera(self) -> np.ndarray | None:
         """A robot path's camera mount, T_base_cam (4, 4): base_link (REP-103: x forward, y left,
@@ -136,10 +145,14 @@ class SyntheticScene:
     # ---------------------------------------------------------------- trajectories
 
     def _trajectory(self, n: int, query: bool) -> list[np.ndarray]:
+        if self.config.query_path not in ("between", "away"):
+            raise ValueError(f"unknown query path {self.config.query_path!r}; choose between or away")
         if self.config.path == "robot":
             return self._robot_trajectory(n, query)
+        if self.config.path == "rooftop":
+            return self._rooftop_trajectory(n, query)
         if self.config.path != "walk":
-            raise ValueError(f"unknown camera path {self.config.path!r}; choose walk or robot")
+            raise ValueError(f"unknown camera path {self.config.path!r}; choose walk, robot or rooftop")
         return self._walk_trajectory(n, query)
 
     def _robot_trajectory(self, n: int, query: bool) -> list[np.ndarray]:
@@ -154,13 +167,17 @@ class SyntheticScene:
         offset = self.config.query_offset
         laps = 1 if query else 2
         poses = []
+        away = query and self.config.query_path == "away"
         for k in range(n):
             u = laps * k / max(n, 1)  # laps done
             margin = 1.1 + offset if query else 1.1 + 2 * offset * u / laps
+            if away:
+                # From 0.6 m off the mapping laps towards the walls to 0.6 m inside them and back, twice.
+                margin = 1.1 + offset + (offset + 0.6) * np.sin(2 * np.pi * 2 * u + 0.4)
             phase = u + (0.31 if query else 0.0)
             x, y, heading = _rounded_rectangle(phase % 1.0, margin, Lx - margin, margin, Ly - margin, radius=0.5)
             if query:
-                heading += np.radians(8.0) * np.sin(2 * np.pi * 3 * u + 0.7)
+                heading += np.radians(20.0 if away else 8.0) * np.sin(2 * np.pi * 3 * u + 0.7)
             base = make_pose(
                 np.array(
                     [[np.cos(heading), -np.sin(heading), 0.0], [np.sin(heading), np.cos(heading), 0.0], [0.0, 0.0, 1.0]]
@@ -186,7 +203,14 @@ class SyntheticScene:
         for k in range(n):
             phi = 2 * np.pi * loops * k / max(n, 1)
             loop = int(loops * k / max(n, 1))
-            if query:
+            if query and self.config.query_path == "away":
+                # In and out of the mapping ring (radius 0.15 to 1.85 of its 0.7 to 1.3), from 0.85
+                # to 1.95 m high (mapping: 1.2 to 1.6), pitched from 26 deg down to 9 deg up.
+                phi += 0.37
+                radius, sweep = 1.0 + 0.85 * np.sin(2.5 * phi + 0.3), 0.9 * np.sin(3 * phi + 1.0)
+                z = 1.4 + 0.55 * np.sin(3 * phi + 1.2)
+                pitch = -0.15 + 0.3 * np.sin(5 * phi + 0.4)
+            elif query:
                 phi += 0.37
                 radius, sweep = 0.92, 0.9 * np.sin(3 * phi + 1.0)
                 z = 1.45 + 0.15 * np.sin(2 * phi + 0.5)
@@ -203,10 +227,63 @@ class SyntheticScene:
             poses.append(make_pose(R, [xy[0], xy[1], z]))
         return poses
 
+    def _rooftop_geometry(self) -> tuple[float, float, float]:
+        """The rooftop site's layout: (roof height, the walk's y, the railing's y)."""
+        return ROOF_HEIGHT, 0.25 * self.room[1], 0.25 * self.room[1] + 1.2
+
+    def _rooftop_trajectory(self, n: int, query: bool) -> list[np.ndarray]:
+        """A hand-held walk along a roof's railing, looking out over it with sweeps of the view.
+
+        Mapping: back and forth twice along 6 m of the railing, 1.2 m behind it; query: once,
+        ``query_offset`` further back ("between": the mapping walks' neighbourhood) or wandering
+        0.3 to 1.5 m back and 0.3 m lower and higher ("away")."""
+        Lx = self.room[0]
+        roof, y_walk, _ = self._rooftop_geometry()
+        passes = 1 if query else 2
+        poses = []
+        for k in range(n):
+            u = passes * k / max(n, 1)
+            s = u % 1.0 if int(u) % 2 == 0 else 1.0 - u % 1.0  # along the railing and back
+            x = Lx / 2 - 3.0 + 6.0 * s
+            y, z = y_walk, roof + 1.6 + 0.08 * np.sin(2 * np.pi * 3 * u)
+            yaw = np.pi / 2 + 0.6 * np.sin(2 * np.pi * 5 * u + 0.3)
+            pitch = -0.06 + 0.1 * np.sin(2 * np.pi * 4 * u)
+            if query:
+                x = Lx / 2 - 2.8 + 5.6 * u
+                if self.config.query_path == "away":
+                    y -= 0.9 + 0.6 * np.sin(2 * np.pi * 2 * u + 0.5)
+                    z += 0.3 * np.sin(2 * np.pi * 3 * u + 1.0)
+                else:
+                    y -= self.config.query_offset
+                yaw = np.pi / 2 + 0.5 * np.sin(2 * np.pi * 3 * u + 1.1)
+                pitch = -0.05 + 0.1 * np.sin(2 * np.pi * 2 * u + 0.2)
+            forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), np.sin(pitch)])
+            poses.append(make_pose(look_at_rotation(forward, roll_rad=0.03 * np.sin(7 * u)), [x, y, z]))
+        return poses
+
+    def _rooftop_objects(self, rng: np.random.Generator) -> list[_Box]:
+        """The roof the camera stands on, its railing (posts and a top rail, the close
+        foreground) and buildings 20 to 40 m away (the far content)."""
+        Lx, Ly, Lz = self.room
+        roof, y_walk, y_rail = self._rooftop_geometry()
+        boxes = [_Box(np.array([Lx / 2, y_walk - 0.5, roof / 2]), np.array([6.0, 2.3, roof / 2]), 0.0)]
+        for x in np.arange(Lx / 2 - 5.5, Lx / 2 + 5.6, 1.0):  # posts, 1 m apart, 1 m high
+            boxes.append(_Box(np.array([x, y_rail, roof + 0.5]), np.array([0.03, 0.03, 0.5]), 0.0))
+        boxes.append(_Box(np.array([Lx / 2, y_rail, roof + 1.02]), np.array([5.6, 0.04, 0.03]), 0.0))
+        x = 2.0
+        while x < Lx - 6.0:  # a street of buildings along the far side
+            hx, hy, hz = rng.uniform(2.0, 5.0), rng.uniform(2.5, 5.0), rng.uniform(3.0, 9.5)
+            y = rng.uniform(y_rail + 18.0, min(y_rail + 34.0, Ly - hy - 0.5))
+            boxes.append(_Box(np.array([x + hx, y, hz]), np.array([hx, hy, hz]), float(rng.uniform(-0.2, 0.2))))
+            x += 2 * hx + rng.uniform(0.5, 3.0)
+        return boxes
+
     # ---------------------------------------------------------------- geometry
 
     def _place_objects(self, rng: np.random.Generator) -> list[_Box]:
         """Boxes on the floor and on the walls, kept clear of every camera position."""
+        if self.config.path == "rooftop":
+            return self._rooftop_objects(rng)
         Lx, Ly, Lz = self.room
         cams = np.array([T[:3, 3] for T in self.mapping_poses + self.query_poses]).reshape(-1, 3)
         boxes: list[_Box] = []
@@ -282,13 +359,24 @@ class SyntheticScene:
                             sgn * R[:, axis],
                         )
                     )
+        densities = [d] * len(faces)
+        if cfg.path == "rooftop":
+            # An open site's faces reach tens of metres: a texel no finer than a pixel at the
+            # nearest camera, no face wider than 2,000 texels, and none for the sky.
+            cams = np.array([T[:3, 3] for T in self.mapping_poses + self.query_poses])
+            densities = []
+            for i, (origin, u, v, su, sv, _) in enumerate(faces):
+                nearest = np.min(np.linalg.norm(cams - (origin + u * su / 2 + v * sv / 2), axis=1))
+                nearest = max(nearest - np.hypot(su, sv) / 2, 0.5)
+                sky = 1.0 if i == SKY_FACE else d
+                densities.append(float(min(sky, cfg.focal / nearest, 2000.0 / max(su, sv))))
         textures, affines, normals = [], [], []
         wall_rng = rng if cfg.wall_seed is None else np.random.default_rng([cfg.wall_seed, 2])
         furniture_rng = rng if cfg.furniture_seed is None else np.random.default_rng([cfg.furniture_seed, 3])
         period = int(wall_rng.integers(40, 80))
         for i, (origin, u, v, su, sv, normal) in enumerate(faces):
-            w = int(np.ceil(su * d)) + 2 * MARGIN
-            h = int(np.ceil(sv * d)) + 2 * MARGIN
+            w = int(np.ceil(su * densities[i])) + 2 * MARGIN
+            h = int(np.ceil(sv * densities[i])) + 2 * MARGIN
             surface_rng = rng if i in (2, 3) else wall_rng  # faces 2, 3: the walls facing along y
             if cfg.repetitive_texture and i < 6:
                 tex = periodic_texture(surface_rng, h, w, period)
@@ -307,9 +395,12 @@ class SyntheticScene:
         A = np.zeros((len(faces), 2, 4), np.float32)
         for i, (origin, u, v) in enumerate(affines):
             ox, oy = self.atlas.offsets[i]
-            A[i, 0, :3], A[i, 0, 3] = u * d, ox - d * (u @ origin)
-            A[i, 1, :3], A[i, 1, 3] = v * d, oy - d * (v @ origin)
+            di = densities[i]
+            A[i, 0, :3], A[i, 0, 3] = u * di, ox - di * (u @ origin)
+            A[i, 1, :3], A[i, 1, 3] = v * di, oy - di * (v @ origin)
         self._tex_affine = A
+        # Per face, for the level of detail; None where every face has the scene's density.
+        self._face_density = np.asarray(densities, np.float32) if cfg.path == "rooftop" else None
         self._normals = np.asarray(normals, np.float32)
 
     # ---------------------------------------------------------------- rendering
@@ -363,7 +454,8 @@ class SyntheticScene:
         # Level of detail from the texel footprint of one pixel.
         d_len = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
         cos_inc = np.abs(n[0] * d[0] + n[1] * d[1] + n[2] * d[2]) / d_len
-        footprint = t * cfg.texel_density / (cfg.focal * np.maximum(cos_inc, 0.25))
+        density = cfg.texel_density if self._face_density is None else self._face_density[face]
+        footprint = t * density / (cfg.focal * np.maximum(cos_inc, 0.25))
         level = np.clip(np.log2(np.maximum(footprint, 1e-6)), 0, len(LOD_SIGMAS) - 1)
         albedo = np.zeros((cfg.height, cfg.width, 3), np.float32)
         for k, lvl in enumerate(self.atlas.levels):
@@ -379,6 +471,14 @@ class SyntheticScene:
         falloff = 1.0 / (1.0 + (dist / (0.6 * np.linalg.norm(self.room))) ** 2)
         shade = (light.ambient + light.intensity * lambert * falloff).astype(np.float32)
         rgb = albedo * (shade[..., None] * (np.asarray(light.color, np.float32) * 1.15))
+        if cfg.path == "rooftop":
+            # The ceiling is sky: a plain gradient with nothing to match, and no depth.
+            sky = face == SKY_FACE
+            elevation = np.clip(d[2] / d_len, 0.0, 1.0)[sky]
+            rgb[sky] = (np.array([205.0, 222.0, 240.0], np.float32) * (1.0 - 0.35 * elevation)[:, None]).astype(
+                np.float32
+            )
+            t = np.where(sky, 0.0, t)
         if noise_seed is not None and cfg.noise_std > 0:
             noise = np.random.default_rng(noise_seed).standard_normal(rgb.shape, dtype=np.float32)
             rgb += noise * np.float32(cfg.noise_std)
