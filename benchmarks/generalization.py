@@ -113,6 +113,7 @@ def run(case: str, recipe: str, preset: str, tmp: Path) -> dict:
         "preset": preset,
         "machine": hardware_description(torch.device(scene_map.training.get("device", "cpu"))),
         "commit": git_commit(),
+        "command": "python benchmarks/generalization.py " + " ".join(sys.argv[1:]),
     }
     if own_views:
         _, own, _, _ = localize(out, dataset, map_split, quiet=True)
@@ -182,8 +183,9 @@ def main() -> int:
     rows.sort(key=lambda r: (order.get(r["case"], 99), recipe_order.get(r["recipe"], 99)))
     machines = sorted({r["machine"] for r in rows})
     commits = sorted({r["commit"] for r in rows})
+    commands = list(dict.fromkeys(r.get("command", "python benchmarks/generalization.py") for r in rows))
     body = (
-        f"Measured by `python benchmarks/generalization.py {' '.join(sys.argv[1:])}` (commit {', '.join(commits)}; "
+        f"Measured by {'; '.join(f'`{c}`' for c in commands)} (commit {', '.join(commits)}; "
         f"{'; '.join(machines)}; nothing else running). Preset `{rows[0]['preset']}`, default encoder. Bands: the "
         "distance from a query's true camera centre to the nearest mapping camera looking within 30° of its way.\n\n"
         + table(rows)

@@ -127,10 +127,14 @@ def main() -> int:
         _, pitch, roll = yaw_pitch_roll(pose_to_matrix(msg.pose.pose)[:3, :3])
         tilt[0] = max(tilt[0], abs(np.degrees(pitch)), abs(np.degrees(roll)))
 
+    streaming = [False]
+
     def on_diagnostics(msg) -> None:
         for st in msg.status:
             if st.name == "scr_relocalizer: relocalizer":
-                diagnostics.append({kv.key: kv.value for kv in st.values} | {"_message": st.message})
+                diagnostics.append(
+                    {kv.key: kv.value for kv in st.values} | {"_message": st.message, "_streaming": streaming[0]}
+                )
 
     node.create_subscription(PoseStamped, "/scr_relocalizer/pose", on_pose, qos_profile_sensor_data)
     node.create_subscription(
@@ -151,6 +155,7 @@ def main() -> int:
         time.sleep(0.2)
 
     period = 1.0 / args.rate
+    streaming[0] = True
     sent, rss, t_start = 0, [], time.monotonic()
     next_send, next_sample = t_start, t_start + 60.0
     rss_warm = None
@@ -169,6 +174,7 @@ def main() -> int:
         next_send += period
         time.sleep(max(0.0, next_send - time.monotonic()))
     elapsed = time.monotonic() - t_start
+    streaming[0] = False
     time.sleep(3.0)  # the last poses and one more diagnostics message
     alive = node_proc.poll() is None
     rss_end = rss_mib(node_proc.pid) if alive else float("nan")
@@ -182,6 +188,10 @@ def main() -> int:
     rclpy.shutdown()
 
     d = diagnostics[-1] if diagnostics else {}
+    # The node's rates cover its last 5 s: the summary that counts is the last one sent while the
+    # stream ran (after it, the window holds seconds without images and reads low).
+    during = [m for m in diagnostics if m["_streaming"]]
+    live = during[-1] if during else {}
     lat = np.asarray(latencies)
     row = {
         "minutes": round(elapsed / 60, 2),
@@ -207,7 +217,10 @@ def main() -> int:
         "rss_mib": {"after_1_min": rss_warm, "end": rss_end, "samples": rss},
         "alive_at_end": alive,
         "exit_code": code,
-        "diagnostics": d.get("_message", ""),
+        "diagnostics": live.get("_message", ""),
+        "diagnostics_published_hz": float(live.get("published rate (Hz)", "nan")),
+        "poses_hz": len(latencies) / elapsed,
+        "never_reached_node": sent - int(d.get("frames received", 0)),
     }
     print(json.dumps(row, indent=1))
     if args.json:
@@ -233,10 +246,10 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | | |
 |---|---|
 | duration | {row["minutes"]:.1f} min |
-| frames sent / received by the node | {sent} / {row["received"]} |
+| frames sent / received by the node (never reached it) | {sent} / {row["received"]} ({row["never_reached_node"]}) |
 | processed (newest frame only) | {row["processed"]} ({row["processed_hz"]:.1f} Hz) |
 | dropped (a newer frame arrived first) | {row["dropped"]} |
-| poses received (camera) / base poses received | {row["poses"]} / {row["base_poses"]} |
+| poses received (camera) / base poses received | {row["poses"]} ({row["poses_hz"]:.1f} Hz) / {row["base_poses"]} |
 | base_to_camera, planar | {mount or "none"}, {args.planar} |
 | largest roll or pitch of a base pose | {tilt[0]:.2g} deg |
 | latency, image stamp to pose here: p50 / p99 / max | {L["p50"]:.0f} / {L["p99"]:.0f} / {L["max"]:.0f} ms |
@@ -244,7 +257,7 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | resident memory after 1 min / at the end | {rss_warm:.0f} / {rss_end:.0f} MiB |
 | memory samples (m:ss MiB) | {samples} |
 | node up at the end, exit code on SIGINT | {alive}, {code} |
-| last diagnostics summary | {row["diagnostics"]} |
+| diagnostics summary, the last while the stream ran | {row["diagnostics"]} |
 
 {keep_up}
 """
