@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
-from pages import write_between_markers
+from pages import measure_missing, write_table
 
 from scr_ros.device import hardware_description
-from scr_ros.fileio import atomic_write_json
 from scr_ros.pipeline import build_map, localize, method_overrides
 
 HERE = Path(__file__).resolve().parent.parent
@@ -141,7 +140,7 @@ def write_page(page: Path, rows: list[dict], command: str) -> None:
         f"Measured by `{command}` (commit {', '.join(commits)}; {'; '.join(machines)}; nothing else running). "
         f"Preset `{rows[0]['preset']}`, default encoder; drift seed 0.\n\n" + table(rows)
     )
-    write_between_markers(page, BEGIN, END, body)
+    write_table(page, BEGIN, END, body)
 
 
 def main() -> int:
@@ -155,23 +154,23 @@ def main() -> int:
     p.add_argument("--resume", action="store_true", help="keep the rows already in --json and measure the missing ones")
     args = p.parse_args()
     rows = json.loads(args.json.read_text()) if args.resume and args.json.is_file() else []
-    done = {(r["scene"], r["drift"], r["refine"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
-        for scene in args.scenes.split(","):
-            for drift in args.drifts.split(","):
-                for refine in args.refine.split(","):
-                    if (scene, drift, refine) in done:
-                        continue
-                    print(f"{scene} / drift {drift} / refinement {refine} ...", file=sys.stderr, flush=True)
-                    row = run(scene, drift, refine, args.preset, Path(tmp))
-                    rows.append(row)
-                    atomic_write_json(args.json, rows)
-                    print(
-                        f"  aligned 5cm/5deg {row['aligned']['5cm_5deg']:.0f} %, 2cm/2deg "
-                        f"{row['aligned']['2cm_2deg']:.0f} %, mapping {row['mapping_s']:.0f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        measure_missing(
+            args.json,
+            rows,
+            [
+                (scene, drift, refine)
+                for scene in args.scenes.split(",")
+                for drift in args.drifts.split(",")
+                for refine in args.refine.split(",")
+            ],
+            lambda r: (r["scene"], r["drift"], r["refine"]),
+            lambda scene, drift, refine: run(scene, drift, refine, args.preset, Path(tmp)),
+            lambda row: (
+                f"aligned 5cm/5deg {row['aligned']['5cm_5deg']:.0f} %, 2cm/2deg "
+                f"{row['aligned']['2cm_2deg']:.0f} %, mapping {row['mapping_s']:.0f} s"
+            ),
+        )
     order = {name: k for k, name in enumerate(SCENES)}
     rows.sort(
         key=lambda r: (

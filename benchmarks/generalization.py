@@ -40,10 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
-from pages import write_between_markers
+from pages import measure_missing, write_table
 
 from scr_ros.device import hardware_description
-from scr_ros.fileio import atomic_write_json
 from scr_ros.mapping_config import PRESETS
 from scr_ros.metrics import accuracy, median
 from scr_ros.pipeline import build_map, localize
@@ -162,22 +161,18 @@ def main() -> int:
     if unknown:
         p.error(f"unknown: {', '.join(unknown)} (cases: {', '.join(CASES)}; recipes: {', '.join(RECIPES)})")
     rows = json.loads(args.json.read_text()) if args.resume and args.json.is_file() else []
-    done = {(r["case"], r["recipe"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
-        for recipe in recipes:
-            for case in cases:
-                if (case, recipe) in done:
-                    continue
-                print(f"{case} / {recipe} ...", file=sys.stderr, flush=True)
-                row = run(case, recipe, args.preset, Path(tmp))
-                rows.append(row)
-                atomic_write_json(args.json, rows)
-                print(
-                    f"  5cm/5deg {row['accuracy']['5cm_5deg']:.0f} %, 0.4-1 m band {band_cell(row['band'])}, "
-                    f"mapping {row['mapping_s']:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        measure_missing(
+            args.json,
+            rows,
+            [(case, recipe) for recipe in recipes for case in cases],
+            lambda r: (r["case"], r["recipe"]),
+            lambda case, recipe: run(case, recipe, args.preset, Path(tmp)),
+            lambda row: (
+                f"5cm/5deg {row['accuracy']['5cm_5deg']:.0f} %, 0.4-1 m band {band_cell(row['band'])}, "
+                f"mapping {row['mapping_s']:.0f} s"
+            ),
+        )
     order = {name: k for k, name in enumerate(CASES)}
     recipe_order = {name: k for k, name in enumerate(RECIPES)}
     rows.sort(key=lambda r: (order.get(r["case"], 99), recipe_order.get(r["recipe"], 99)))
@@ -190,7 +185,7 @@ def main() -> int:
         "distance from a query's true camera centre to the nearest mapping camera looking within 30° of its way.\n\n"
         + table(rows)
     )
-    write_between_markers(args.out, BEGIN, END, body)
+    write_table(args.out, BEGIN, END, body)
     print(table(rows))
     return 0
 

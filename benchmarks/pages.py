@@ -1,18 +1,38 @@
-"""Writing a benchmark's table into a docs page, between the markers that hold its place."""
+"""What the benchmarks that append rows to a JSON share: measuring the rows still missing, and
+writing their table into a docs page between the markers that hold its place."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Callable, Iterable
 
-from scr_ros.fileio import atomic_write_text
+from scr_ros.fileio import atomic_write_json, replace_between_markers
 
 
-def write_between_markers(page: Path, begin: str, end: str, body: str) -> None:
-    """Replace what stands between ``begin`` and ``end`` in ``page`` with ``body`` (atomically);
-    a page without both markers is refused, so a table is never appended where nobody reads it."""
-    text = page.read_text(encoding="utf-8")
-    if begin not in text or end not in text:
-        raise SystemExit(f"{page} has no benchmark markers ({begin!r} ... {end!r})")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(page, f"{head}{begin}\n{body}{end}{tail}")
+def measure_missing(
+    json_path: Path,
+    rows: list[dict],
+    combinations: Iterable[tuple[str, ...]],
+    key: Callable[[dict], tuple[str, ...]],
+    measure: Callable[..., dict],
+    summary: Callable[[dict], str],
+) -> list[dict]:
+    """Measure each combination not yet among ``rows`` (by ``key``), appending each row to
+    ``rows`` and saving them to ``json_path`` as soon as it is measured, so an interrupted run
+    keeps what it measured and ``--resume`` continues it."""
+    done = {key(r) for r in rows}
+    for combination in combinations:
+        if combination in done:
+            continue
+        print(" / ".join(combination) + " ...", file=sys.stderr, flush=True)
+        row = measure(*combination)
+        rows.append(row)
+        atomic_write_json(json_path, rows)
+        print("  " + summary(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def write_table(page: Path, begin: str, end: str, body: str) -> None:
+    """The benchmark's text between its markers in ``page``; a page without them is refused."""
+    replace_between_markers(page, begin, end, body, "benchmark")

@@ -108,6 +108,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def replace_between_markers(path: str | os.PathLike, begin: str, end: str, body: str, what: str = "generated") -> Path:
+    """Replace what stands between the lines ``begin`` and ``end`` of the text file ``path`` with
+    ``body`` (atomically). A file without both markers is refused, so generated text never lands
+    where nobody reads it."""
+    text = Path(path).read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        raise ScrError(f"{path} has no {what} markers ({begin!r} ... {end!r})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return atomic_write_text(path, f"{head}{begin}\n{body.strip()}\n{end}{tail}")
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..device import hardware_description
-from ..errors import ScrError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, replace_between_markers
 from .config import SCENE_SEED_BASE
 from .scenes import RANDOMIZATION
 
@@ -89,12 +88,7 @@ Loss during training (mean over the preceding 2 % of steps):
 
 def replace_comparison(card: Path, table: str) -> None:
     """Put ``table`` between the comparison markers of a model card (the checksum line stays)."""
-    text = card.read_text(encoding="utf-8")
-    if COMPARISON_BEGIN not in text or COMPARISON_END not in text:
-        raise ScrError(f"{card} has no comparison section markers")
-    head, rest = text.split(COMPARISON_BEGIN, 1)
-    _, tail = rest.split(COMPARISON_END, 1)
-    atomic_write_text(card, f"{head}{COMPARISON_BEGIN}\n{table.strip()}\n{COMPARISON_END}{tail}")
+    replace_between_markers(card, COMPARISON_BEGIN, COMPARISON_END, table, "comparison section")
 
 
 def command_line(argv: list[str] | None = None) -> str:
