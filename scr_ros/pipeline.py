@@ -240,8 +240,11 @@ def localize(
     encoder_spec: str | None = None,
     quiet: bool = False,
     config: RelocalizerConfig | None = None,
+    pipelined: bool = True,
 ):
-    """Localize ``split`` of a dataset in the map at ``map_path``.
+    """Localize ``split`` of a dataset in the map at ``map_path``; ``pipelined``: each frame's
+    RANSAC overlaps the next frame's encoder and head (the same poses, faster on two cores;
+    :func:`~scr_ros.evaluate.localize_frames`).
 
     Returns ``(results, report, dataset, scene_map)``: one
     :class:`~scr_ros.evaluate.FrameResult` per readable frame, the summary report (accuracy at
@@ -265,7 +268,11 @@ def localize(
 
     try:
         results = localize_frames(
-            reloc, frames, lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)), on_skip=skip
+            reloc,
+            frames,
+            lambda i, n, r: bar(Progress("localize", i, n, time.perf_counter() - t0)),
+            on_skip=skip,
+            pipelined=pipelined,
         )
     finally:
         bar.close()
@@ -285,6 +292,7 @@ def localize(
         head=scene_map.head.head_type,
         selector=reloc.selector.name,
         map_bytes=Path(map_path).stat().st_size,
+        pipelined=bool(pipelined and reloc.splits_in_two),
         device=str(reloc.device),
         scr_ros_version=__version__,
     )

@@ -80,6 +80,22 @@ class Localization:
         return self.ransac_inliers / self.num_correspondences if self.num_correspondences else 0.0
 
 
+@dataclass
+class Front:
+    """What the first half of a localization hands the second (:meth:`Relocalizer.front`): the
+    correspondences (pixels (N, 2), scene coordinates (N, 3)), the selector's signals, the
+    points' labels, the camera, the selector, the stage timings so far and the start time."""
+
+    pixels: np.ndarray
+    coords: np.ndarray
+    signals: dict
+    labels: np.ndarray | None
+    camera: PinholeCamera
+    selector: object
+    timings: dict
+    t_start: float
+
+
 class Relocalizer:
     """Localizes images against one :class:`SceneMap`.
 
@@ -201,15 +217,48 @@ class Relocalizer:
         timings["head"] = (time.perf_counter() - t0) * 1e3
         return pixels, coords, signals, timings
 
-    def localize(self, image: np.ndarray, camera: PinholeCamera) -> Localization:
-        """Estimate ``T_world_cam`` for ``image`` taken with ``camera`` (intrinsics of this image)."""
+    @property
+    def splits_in_two(self) -> bool:
+        """Whether :meth:`localize` is :meth:`front` then :meth:`back`, so the two halves of
+        consecutive frames can overlap (:func:`scr_ros.evaluate.localize_frames`); not for maps
+        that weigh several global-encoding hypotheses, which need RANSAC between them."""
+        return self.encoding_part is None
+
+    def front(self, image: np.ndarray, camera: PinholeCamera) -> Front:
+        """The first half of :meth:`localize` (encoder and head), for maps that
+        :attr:`splits_in_two`."""
         t_start = time.perf_counter()
+        self._check_size(image, camera)
+        selector = self.selector
+        feats, pixels, timings = self.encode(image)
+        t0 = time.perf_counter()
+        coords, signals, labels = self.predict(feats, None, selector)
+        timings["head"] = (time.perf_counter() - t0) * 1e3
+        return Front(pixels, coords, signals, labels, camera, selector, timings, t_start)
+
+    def back(self, front: Front) -> Localization:
+        """The second half of :meth:`localize` (selector, RANSAC, acceptance)."""
+        f = front
+        result = self._solve(f.pixels, f.coords, f.signals, f.camera, f.selector, f.timings, f.t_start)
+        result.hypothesis, result.hypotheses = 0, 1
+        result.labels, result.labels_name = f.labels, self.labels_name
+        return result
+
+    @staticmethod
+    def _check_size(image: np.ndarray, camera: PinholeCamera) -> None:
         h, w = np.asarray(image).shape[:2]
         if (w, h) != (camera.width, camera.height):
             raise ValueError(
                 f"image is {w}x{h} but the intrinsics are for {camera.width}x{camera.height}; scale them with "
                 "camera.scaled()"
             )
+
+    def localize(self, image: np.ndarray, camera: PinholeCamera) -> Localization:
+        """Estimate ``T_world_cam`` for ``image`` taken with ``camera`` (intrinsics of this image)."""
+        if self.splits_in_two:
+            return self.back(self.front(image, camera))
+        t_start = time.perf_counter()
+        self._check_size(image, camera)
         selector = self.selector
         feats, pixels, timings = self.encode(image)
         encodings = self.encodings(feats)

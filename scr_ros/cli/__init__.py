@@ -120,7 +120,13 @@ def cmd_localize(args) -> int:
     if args.rerun is not None:
         require_rerun()
     results, report, ds, scene_map = localize(
-        args.map, args.dataset, args.split, args.device, args.encoder, config=relocalizer_config(args)
+        args.map,
+        args.dataset,
+        args.split,
+        args.device,
+        args.encoder,
+        config=relocalizer_config(args),
+        pipelined=not args.sequential,
     )
     if args.rerun is not None:
         write_localize_recording(scene_map, ds, results, args.rerun)
@@ -292,6 +298,12 @@ def make_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.rrd",
         help="also write a 3D recording: map cloud, mapping trajectory (recorded, refined, truth), queries (rerun-sdk)",
+    )
+    lo.add_argument(
+        "--sequential",
+        action="store_true",
+        help="localize one frame at a time (default: each frame's RANSAC overlaps the next frame's encoder and head; "
+        "the same poses)",
     )
     lo.add_argument("--device", default="auto", choices=DEVICES)
     lo.add_argument(
