@@ -76,6 +76,10 @@ RECIPES = {
     "wide-augmentation": lambda preset: augmentation(preset, scale_min=2 / 3, scale_max=1.5, rotation_deg=15.0),
     # fewer passes over the same images: less memorising of the mapping views
     "passes-4": lambda preset: {"max_buffer_passes": 4},
+    # the head's capacity: ACE's 512 channels instead of the preset's 256
+    "head-512": lambda preset: {"head_config": {**PRESETS[preset].get("head_config", {}), "width": 512}},
+    # half the training: a head that memorises its views less
+    "epochs-12": lambda preset: {"epochs": PRESETS[preset].get("epochs", 16.0) / 2},
     # half the buffer's images seen from a camera moved by up to 0.6 m (from the frames' depth)
     "novel-views": lambda preset: augmentation(preset, novel_views=0.5, novel_view_shift_m=0.6),
 }
