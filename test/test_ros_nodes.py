@@ -751,7 +751,8 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         progress = wire.collect(DiagnosticStatus, f"{ns}/progress", 10)
         diagnostics = wire.collect(DiagnosticArray, "/diagnostics", 10)
 
-        answer = wire.call(Trigger, f"{ns}/build_map", timeout=120.0)
+        # The node has just started: its answer may not reach us yet (first_answer sends again).
+        answer = wire.first_answer(Trigger, f"{ns}/build_map")
         assert not answer.success and "0 keyframe" in answer.message  # an empty session is refused
         assert wire.call(Trigger, f"{ns}/start_recording").success
         assert wait_until(lambda: image.get_subscription_count() > 0 and pose.get_subscription_count() > 0, 30)
