@@ -1,11 +1,13 @@
-"""What the benchmarks that append rows to a JSON share: measuring the rows still missing, and
-writing their table into a docs page between the markers that hold its place."""
+"""What several benchmarks share: measuring the rows still missing from a JSON, writing a table
+into a docs page between the markers that hold its place, and frames held in memory."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
+
+import numpy as np
 
 from scr_ros.fileio import atomic_write_json, replace_between_markers
 
@@ -36,3 +38,15 @@ def measure_missing(
 def write_table(page: Path, begin: str, end: str, body: str) -> None:
     """The benchmark's text between its markers in ``page``; a page without them is refused."""
     replace_between_markers(page, begin, end, body, "benchmark")
+
+
+class HeldFrame:
+    """A dataset frame whose image is decoded once, so a rate measured over it is the
+    relocalizer's alone (the node gets its images decoded in memory too)."""
+
+    def __init__(self, frame) -> None:
+        self.name, self.pose, self.camera = frame.name, frame.pose, frame.camera
+        self.image = frame.load_image()
+
+    def load_image(self) -> np.ndarray:
+        return self.image

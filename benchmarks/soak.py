@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -58,9 +59,23 @@ def main() -> int:
         help="the node's base_to_camera (x y z qx qy qz qw; default a forward-looking camera 0.5 m up); '' for none",
     )
     p.add_argument("--planar", action="store_true", help="the node's planar option (x, y, yaw base pose)")
+    p.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another node parameter (YAML value), e.g. pipelined=false, selector=subsample; autostart=false "
+        "leaves the node inactive, so only the transport is measured",
+    )
     p.add_argument("--out", type=Path, default=HERE / "docs" / "soak.md")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    extra = {}
+    for item in args.node_param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            p.error(f"--node-param {item}: give NAME=VALUE")
+        extra[name] = yaml.safe_load(value)
 
     import rclpy
     import torch
@@ -100,6 +115,7 @@ def main() -> int:
     params.write_text(
         f"scr_relocalizer:\n  ros__parameters:\n    map_path: {json.dumps(str(map_path))}\n    device: cpu\n    "
         f"tf_mode: none\n    base_to_camera: {json.dumps(mount)}\n    planar: {json.dumps(args.planar)}\n"
+        + "".join(f"    {name}: {json.dumps(value)}\n" for name, value in extra.items())
     )
     log = open(work / "node.log", "wb")
     node_proc = subprocess.Popen(
@@ -198,6 +214,8 @@ def main() -> int:
         "minutes": round(elapsed / 60, 2),
         "rate_hz": args.rate,
         "sent": sent,
+        "sent_hz": sent / elapsed,
+        "node_params": extra,
         "received": int(d.get("frames received", 0)),
         "processed": int(d.get("frames processed", 0)),
         "dropped": int(d.get("dropped (newer frame arrived)", 0)),
@@ -237,6 +255,8 @@ def main() -> int:
         )
     else:
         keep_up = f"The node kept up with {args.rate:g} Hz."
+    sent_cell = f"{sent} ({row['sent_hz']:.1f} Hz) / {row['received']} ({row['never_reached_node']})"
+    given = "".join(f", {k} {v}" for k, v in extra.items())
     text = f"""# Soak: the relocalizer node at {args.rate:g} Hz
 
 Written by `benchmarks/soak.py`; do not edit by hand. Measured by `{cmd.strip()}` with scr_ros {__version__} on
@@ -247,7 +267,8 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | | |
 |---|---|
 | duration | {row["minutes"]:.1f} min |
-| frames sent / received by the node (never reached it) | {sent} / {row["received"]} ({row["never_reached_node"]}) |
+| frames sent (rate reached) / received by the node (never reached it) | {sent_cell} |
+| node parameters set | map_path, device cpu, tf_mode none, base_to_camera, planar{given} |
 | processed (newest frame only) | {row["processed"]} ({row["processed_hz"]:.1f} Hz) |
 | dropped (a newer frame arrived first) | {row["dropped"]} |
 | poses received (camera) / base poses received | {row["poses"]} ({row["poses_hz"]:.1f} Hz) / {row["base_poses"]} |
@@ -255,7 +276,7 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | largest roll or pitch of a base pose | {tilt[0]:.2g} deg |
 | latency, image stamp to pose here: p50 / p99 / max | {L["p50"]:.0f} / {L["p99"]:.0f} / {L["max"]:.0f} ms |
 | node's own median processing time | {row["node_latency_ms"]:.0f} ms |
-| resident memory after 1 min / at the end | {rss_warm:.0f} / {rss_end:.0f} MiB |
+| resident memory after 1 min / at the end | {"n/a" if rss_warm is None else f"{rss_warm:.0f}"} / {rss_end:.0f} MiB |
 | memory samples (m:ss MiB) | {samples} |
 | node up at the end, exit code on SIGINT | {alive}, {code} |
 | diagnostics summary, the last while the stream ran | {row["diagnostics"]} |

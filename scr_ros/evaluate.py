@@ -18,7 +18,7 @@ import torch
 from .datasets.base import Frame
 from .errors import DatasetError
 from .metrics import THRESHOLDS, accuracy, median, pose_error
-from .relocalize import Relocalizer
+from .relocalize import Relocalizer, threads_beside_ransac
 from .trajectory import trajectory_errors
 
 STAGES = ("preprocess", "encoder", "head", "select", "ransac", "refine", "total")
@@ -102,10 +102,8 @@ def localize_frames(
             else:
                 record(i, frame, relocalizer.localize(image, frame.camera))
         return results
-    # RANSAC takes one core; torch gets the others (on two cores, one thread each measured 9.0
-    # frames/s against 7.6 with torch on both and 7.3 sequential: docs/development.md).
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))
+    torch.set_num_threads(threads_beside_ransac())
     try:
         with ThreadPoolExecutor(max_workers=1) as back:
             pending = None

@@ -32,6 +32,13 @@ from .ransac import RansacConfig, refine_pose, solve_pnp
 from .selectors import auto_selector_name, build_selector
 
 
+def threads_beside_ransac() -> int:
+    """torch's CPU threads for a pipelined relocalizer (``scr localize``, the node, ``scr bag
+    replay``): one fewer than now, at least one, since RANSAC takes a core of its own (on two
+    cores, one torch thread measured 9.0 frames/s against 7.6 with both: docs/development.md)."""
+    return max(1, torch.get_num_threads() - 1)
+
+
 @dataclass
 class RelocalizerConfig:
     ransac: RansacConfig = field(default_factory=RansacConfig)
@@ -45,6 +52,13 @@ class RelocalizerConfig:
     # Global-encoding hypotheses per query for maps that have a global encoding (0: the map's
     # own default; R-SCoRe's gains level off past 10).
     hypotheses: int = 0
+    # Height (px) the query is resized to before the encoder; 0: the map's mapping height. Lower
+    # is faster (fewer patches for encoder, head and RANSAC) at some accuracy: docs/cli.md.
+    query_height: int = 0
+
+    def __post_init__(self) -> None:
+        if self.query_height and self.query_height < 64:
+            raise ScrError(f"query_height {self.query_height}: give 0 (the map's height) or at least 64 pixels")
 
 
 @dataclass
@@ -152,7 +166,7 @@ class Relocalizer:
         """image -> encoder features (1, C, h, w), the pixels (h*w, 2) they stand for in the
         original image, and timings (ms)."""
         t0 = time.perf_counter()
-        img, A = prepare(to_gray(image), self.map.image_height)
+        img, A = prepare(to_gray(image), self.config.query_height or self.map.image_height)
         x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device)
         t1 = time.perf_counter()
         with autocast(self.device, self.amp_dtype):

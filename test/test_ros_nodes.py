@@ -661,7 +661,8 @@ def test_lifecycle_transitions(ros_env, wire, scene, tmp_path):
 
 
 def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path, figure):
-    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "use_compressed": True}
+    # One frame at a time here (the other relocalizer tests run the default, pipelined).
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "use_compressed": True, "pipelined": False}
     node = NodeProcess("relocalizer_node", "scr_relocalizer_jpeg", params, tmp_path, ros_env, remap_name=True)
     try:
         ns = "/scr_relocalizer_jpeg"

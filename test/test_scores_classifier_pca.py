@@ -489,3 +489,17 @@ def test_a_new_map_part_is_switched_on_fitted_stored_and_loaded_without_touching
         method_overrides(
             make_parser().parse_args(["map", "d", "--out", "m", "--pca", "16", "--part", 'pca={"dim": 32}'])
         )
+
+
+def test_subsample_selector_spreads_a_fixed_count_over_the_image():
+    ys, xs = np.mgrid[0:60, 0:80]
+    pixels = np.stack([xs.ravel() * 8 + 4, ys.ravel() * 8 + 4], axis=1).astype(float)
+    select = build_selector("subsample", count=400)
+    pick = select(len(pixels), pixels=pixels)
+    assert len(pick) == 400 and len(np.unique(pick)) == 400 and np.array_equal(pick, select(len(pixels)))
+    cells = (pixels[pick, 1] // 120).astype(int) * 4 + (pixels[pick, 0] // 160).astype(int)
+    counts = np.bincount(cells, minlength=16)
+    assert counts.min() >= 20 and counts.max() <= 30  # about 400 / 16 in every cell of the image
+    assert np.array_equal(select(300), np.arange(300))  # fewer than the count: every one
+    with pytest.raises(ScrError, match="count"):
+        build_selector("subsample", count=10)

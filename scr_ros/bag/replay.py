@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import collections
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .. import __version__
 from ..evaluate import FrameResult, summarize
 from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
 from ..metrics import pose_error
 from ..node_logic.relocalizer_core import CameraFrame, FrameOutcome, RelocalizerCore
+from ..relocalize import threads_beside_ransac
 from .layout import TF_TYPE, BagError, Frames, Topics
 from .reader import BagSource, SideData
 from .tf import TfBuffer
@@ -40,9 +43,9 @@ OUTPUT_TOPICS = {
 class BagTf:
     """The node's TF source (:class:`~scr_ros.node_logic.relocalizer_core.TfSource`) over a bag's TF."""
 
-    def __init__(self, tf: TfBuffer, odom_frame: str, base_frame: str) -> None:
+    def __init__(self, tf: TfBuffer, odom_frame: str, base_frame: str, stamp_ns: int = 0) -> None:
         self.tf, self.odom_frame, self.base_frame = tf, odom_frame, base_frame
-        self.stamp_ns = 0
+        self.stamp_ns = stamp_ns  # the image's: the bag's static transforms are looked up there
 
     def odom_base(self, stamp_ns: int) -> np.ndarray:
         return self.tf.lookup(self.odom_frame, self.base_frame, stamp_ns)
@@ -90,34 +93,60 @@ def replay(
         total = src.count_images(split, side)
         if total == 0:
             raise BagError(f"{bag}: no images in split {split or 'all'}")
-        tf = BagTf(side.tf, core.params["odom_frame"], core.params["base_frame"])
         max_gap = int(ground_truth_max_gap_s * 1e9)
-        for item in src.images(side, split, allow_scaling=core.params["scale_intrinsics_to_image"]):
-            if isinstance(item, tuple):
-                skipped[item[1]] += 1
-                core.counters.rejected_input += 1
-                continue
-            decode_s += item.decode_s
-            t0 = time.perf_counter()
-            tf.stamp_ns = item.stamp_ns
-            core.counters.received += 1
-            outcome = core.process(
-                CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id), now_ns=item.stamp_ns, tf=tf
-            )
-            process_s += time.perf_counter() - t0
+
+        def finished(outcome: FrameOutcome) -> None:
             outcomes.append(outcome)
             try:
-                T_gt = side.ground_truth.at(item.stamp_ns, max_gap)
+                T_gt = side.ground_truth.at(outcome.stamp_ns, max_gap)
             except LookupError as exc:
                 T_gt = None
                 skipped[f"no ground truth: {exc}"] += 1
             if on_outcome:
                 on_outcome(outcome, T_gt)
             if T_gt is None:
-                continue
+                return
             results.append(_score(outcome, T_gt))
             if on_frame:
                 on_frame(len(outcomes), total, results[-1], outcome)
+
+        # Pipelined (the node's default): frame t's RANSAC and decisions run on the second thread
+        # while this one reads and decodes frame t+1 and runs its network; finished in order.
+        pipelined = core.params["pipelined"]
+        threads = torch.get_num_threads()
+        if pipelined:
+            torch.set_num_threads(threads_beside_ransac())
+        try:
+            with ThreadPoolExecutor(max_workers=1) as back:
+                pending = None
+                for item in src.images(side, split, allow_scaling=core.params["scale_intrinsics_to_image"]):
+                    if isinstance(item, tuple):
+                        skipped[item[1]] += 1
+                        core.counters.rejected_input += 1
+                        continue
+                    decode_s += item.decode_s
+                    t0 = time.perf_counter()
+                    core.counters.received += 1
+                    frame = CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id)
+                    tf = BagTf(side.tf, core.params["odom_frame"], core.params["base_frame"], item.stamp_ns)
+                    started = core.begin(frame, now_ns=item.stamp_ns, split=pipelined)
+                    if not pipelined:
+                        outcome = core.finish(started, tf)
+                        process_s += time.perf_counter() - t0
+                        finished(outcome)
+                        continue
+                    outcome = pending.result() if pending is not None else None
+                    process_s += time.perf_counter() - t0  # the network, and any wait for the RANSAC before
+                    pending = back.submit(core.finish, started, tf)
+                    if outcome is not None:
+                        finished(outcome)
+                if pending is not None:
+                    t0 = time.perf_counter()
+                    outcome = pending.result()
+                    process_s += time.perf_counter() - t0
+                    finished(outcome)
+        finally:
+            torch.set_num_threads(threads)
     if not results:
         raise BagError(f"{bag}: no frame could be scored ({'; '.join(skipped) or 'no images'})")
     wall = time.perf_counter() - t_start
@@ -142,7 +171,9 @@ def replay(
         "frames_per_second": round(n / wall, 3) if wall > 0 else None,
         # reading + decoding only: how fast replay would go with an infinitely fast network
         "decode_frames_per_second": round(n / decode_s, 1) if decode_s > 0 else None,
+        # the relocalizer's share of the wall time (pipelined: what the reading thread waited on it)
         "relocalizer_frames_per_second": round(n / process_s, 3) if process_s > 0 else None,
+        "pipelined": core.params["pipelined"],
         "params": {k: v for k, v in core.params.items() if k != "map_path"},
     }
     return ReplayResult(results, outcomes, report, skipped)

@@ -194,6 +194,8 @@ def replay_params(args) -> dict:
         except OSError as exc:
             raise ScrError(f"cannot read {args.params}: {exc}") from None
     params["map_path"] = str(args.map)
+    if args.sequential:
+        params["pipelined"] = False
     if args.device != "auto" or "device" not in params:
         params["device"] = args.device
     return params
@@ -437,6 +439,12 @@ def add_bag_parser(sub) -> None:
         default=None,
         metavar="FILE.rrd",
         help="also write a 3D recording: the map cloud, its mapping trajectory and the replayed frames (rerun-sdk)",
+    )
+    r.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one frame at a time (default: the node's pipelined parameter, true unless --params says otherwise: "
+        "each frame's RANSAC overlaps the next frame's network; the same poses)",
     )
     r.add_argument("--device", default="auto", choices=DEVICES)
     _topic_args(r, ground_truth=True)

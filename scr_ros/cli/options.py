@@ -170,6 +170,14 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
         help="maps with a global encoding: localize with N encodings (the query's own and/or those of the N "
         "nearest mapping images) and keep the pose with most inliers (default: the map's)",
     )
+    g.add_argument(
+        "--query-height",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="resize queries to this height before the encoder (default 0: the map's mapping height); lower is "
+        "faster and less accurate",
+    )
 
 
 def _argument_type(setting: Setting) -> dict:
@@ -204,4 +212,6 @@ def relocalizer_config(args) -> RelocalizerConfig:
             settings.setdefault(name, {})[setting.name] = value
     for name, values in settings.items():
         build_selector(name, **values)  # refuse an unknown selector or a bad setting now, not at the first frame
-    return RelocalizerConfig(selector=args.selector, selector_settings=settings, hypotheses=args.hypotheses)
+    return RelocalizerConfig(
+        selector=args.selector, selector_settings=settings, hypotheses=args.hypotheses, query_height=args.query_height
+    )

@@ -143,6 +143,21 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         dynamic=True,
     ),
     _p(
+        "query_height",
+        0,
+        "Height in pixels the image is resized to before the encoder; 0: the map's mapping height (480 for the "
+        "presets). Lower is faster and less accurate (docs/cli.md, 'Query resolution').",
+        0,
+        4096,
+        dynamic=True,
+    ),
+    _p(
+        "pipelined",
+        True,
+        "Run each frame's RANSAC on a second thread beside the next frame's encoder and head (the same poses, more "
+        "frames a second; torch gets one CPU thread fewer). False: one frame at a time.",
+    ),
+    _p(
         "max_image_age",
         0.5,
         "Frames whose stamp is older than this many seconds when inference starts are dropped as stale (0: never).",

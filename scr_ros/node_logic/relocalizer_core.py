@@ -31,7 +31,7 @@ from ..errors import MessageError, ScrError
 from ..geometry import PinholeCamera, invert_pose, rotation_angle_deg
 from ..mapfile import SceneMap, load_map
 from ..ransac import RansacConfig
-from ..relocalize import Localization, Relocalizer, RelocalizerConfig
+from ..relocalize import Front, Localization, Relocalizer, RelocalizerConfig
 from .covariance import covariance_of_child, pose_covariance, published_covariance
 from .frames import map_to_odom, mount_matrix, planar_base_pose
 from .map_odom import CLOCK_JUMP_NS, MapOdomBroadcast
@@ -237,6 +237,24 @@ class FrameOutcome:
 
 
 @dataclass
+class Started:
+    """A frame between :meth:`RelocalizerCore.begin` and :meth:`RelocalizerCore.finish`: the
+    parameters and map it was begun with, and either what the network gave (``front``, RANSAC
+    still to run), the whole localization, or the outcome already decided (no map, stale, error)."""
+
+    frame: CameraFrame
+    params: dict
+    camera_frame: str
+    clock_jump: str
+    t0: float  # perf_counter at begin: the outcome's latency counts from here
+    relocalizer: Relocalizer | None
+    T_base_cam_param: np.ndarray | None
+    front: Front | None = None
+    localization: Localization | None = None
+    outcome: FrameOutcome | None = None
+
+
+@dataclass
 class Counters:
     received: int = 0
     processed: int = 0
@@ -280,6 +298,7 @@ class RelocalizerCore:
         self.broadcast = MapOdomBroadcast(self.params["transform_tolerance"])
         self._last_stamp_ns: int | None = None
         self.T_base_cam_param = self._mount(self.params)
+        self._check_config(self.params)
         self.last_fix: FrameOutcome | None = None  # the latest published fix with a base pose
         self.counters = Counters()
         self.input_rate = RateMeter(clock=clock)
@@ -399,18 +418,29 @@ class RelocalizerCore:
         """Apply changed parameters (already validated names); raises ParameterError when invalid."""
         checked = validate(RELOCALIZER_PARAMS, changes, partial=True)
         mount = self._mount({**self.params, **checked})
+        self._check_config({**self.params, **checked})
         with self._lock:
             self.params.update(checked)
             self.T_base_cam_param = mount
 
-    def relocalizer_config(self) -> RelocalizerConfig:
-        p = self.params
+    def _check_config(self, p: dict) -> None:
+        """Refuse now what the relocalizer would refuse at the first frame (a query_height below 64)."""
+        try:
+            self.relocalizer_config(p)
+        except ScrError as exc:
+            raise ParameterError(str(exc)) from None
+
+    def relocalizer_config(self, p: dict | None = None) -> RelocalizerConfig:
+        """The relocalizer's settings from the parameters ``p`` (default: the current ones);
+        raises :class:`~scr_ros.errors.ScrError` for a combination it refuses."""
+        p = self.params if p is None else p
         return RelocalizerConfig(
             ransac=RansacConfig(max_reproj_error=p["ransac_threshold_px"], max_iterations=p["ransac_max_iterations"]),
             min_inliers=p["min_inliers"],
             selector=p["selector"],
             selector_settings=selector_settings(p),
             hypotheses=p["hypotheses"],
+            query_height=p["query_height"],
         )
 
     # ---------------------------------------------------------------- one frame
@@ -418,11 +448,20 @@ class RelocalizerCore:
     def process(self, frame: CameraFrame, now_ns: int, tf: TfSource | None = None) -> FrameOutcome:
         """Localize ``frame`` and decide what to publish. Never raises for bad data: the outcome says.
 
+        The same as :meth:`finish` of :meth:`begin`; a pipelined caller runs the two on different
+        threads, so one frame's RANSAC overlaps the next frame's network (``pipelined``).
+
         Outputs and their frames (never switched): ``T_map_cam`` (``~/pose``) is the camera optical
         frame in map; ``T_map_base`` (``~/pose_with_covariance``, initialpose) the base frame in
         map, formed with T_base_cam from TF where a TF mode has it, else from the
         ``base_to_camera`` parameter, else not at all (``base_missing`` says why). ``planar``
         keeps the base pose's x, y and yaw and takes z, roll and pitch from odometry (or 0)."""
+        return self.finish(self.begin(frame, now_ns, split=False), tf)
+
+    def begin(self, frame: CameraFrame, now_ns: int, split: bool = True) -> Started:
+        """The first half of :meth:`process`: the checks that need no pose, then the encoder and
+        head (``split`` and a map that :attr:`~scr_ros.relocalize.Relocalizer.splits_in_two`),
+        else the whole localization. Call :meth:`finish` on the result, in frame order."""
         t0 = time.perf_counter()
         p = dict(self.params)
         camera_frame = p["camera_frame"] or frame.frame_id
@@ -430,28 +469,63 @@ class RelocalizerCore:
         with self._lock:
             relocalizer = self._relocalizer
             T_base_cam_param = self.T_base_cam_param
+        started = Started(frame, p, camera_frame, clock_jump, t0, relocalizer, T_base_cam_param)
         if relocalizer is None:
-            return FrameOutcome(
+            started.outcome = FrameOutcome(
                 "no_map", "no map loaded (set map_path)", frame.stamp_ns, camera_frame, clock_jump=clock_jump
             )
+            return started
         age_s = (now_ns - frame.stamp_ns) * 1e-9
         if p["max_image_age"] > 0 and age_s > p["max_image_age"]:
             self.counters.stale += 1
-            return FrameOutcome(
+            started.outcome = FrameOutcome(
                 "stale",
                 f"image is {age_s:.2f} s old (max_image_age {p['max_image_age']} s; clocks in sync?)",
                 frame.stamp_ns,
                 camera_frame,
                 clock_jump=clock_jump,
             )
+            return started
         relocalizer.config = self.relocalizer_config()
         try:
-            loc = relocalizer.localize(frame.image, frame.camera)
+            if split and relocalizer.splits_in_two:
+                started.front = relocalizer.front(frame.image, frame.camera)
+            else:
+                started.localization = relocalizer.localize(frame.image, frame.camera)
         except (ScrError, ValueError) as exc:
-            self.counters.errors += 1
-            return FrameOutcome(
-                "error", f"relocalization failed: {exc}", frame.stamp_ns, camera_frame, clock_jump=clock_jump
-            )
+            started.outcome = self._failed(exc, started)
+        return started
+
+    def _failed(self, exc: Exception, started: Started) -> FrameOutcome:
+        self.counters.errors += 1
+        return FrameOutcome(
+            "error",
+            f"relocalization failed: {exc}",
+            started.frame.stamp_ns,
+            started.camera_frame,
+            clock_jump=started.clock_jump,
+        )
+
+    def finish(self, started: Started, tf: TfSource | None = None) -> FrameOutcome:
+        """The second half of :meth:`process`: RANSAC where :meth:`begin` left it, then the
+        decisions (jump gate, first-fix check, covariance, map -> odom). Frames must be finished
+        in the order they were begun: the gate and the first-fix check follow the sequence."""
+        if started.outcome is not None:
+            return started.outcome
+        frame, p, camera_frame, clock_jump, t0 = (
+            started.frame,
+            started.params,
+            started.camera_frame,
+            started.clock_jump,
+            started.t0,
+        )
+        T_base_cam_param = started.T_base_cam_param
+        loc = started.localization
+        if loc is None:
+            try:
+                loc = started.relocalizer.back(started.front)
+            except (ScrError, ValueError) as exc:
+                return self._failed(exc, started)
         out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc, clock_jump=clock_jump)
         self.counters.processed += 1
         self.counters.last_inliers = loc.num_inliers
@@ -459,7 +533,7 @@ class RelocalizerCore:
         if not loc.success:
             out.status, out.reason = "lost", loc.reason
             self.counters.lost += 1
-            return self._finish(out, t0)
+            return self._done(out, t0)
         out.T_map_cam = loc.T_world_cam
 
         # The mount (TF overrides the parameter) and odometry at the image stamp.
@@ -483,7 +557,7 @@ class RelocalizerCore:
             out.status, out.reason = "jump", jump
             self.counters.jumps += 1
             self.confirmation.reset()
-            return self._finish(out, t0)
+            return self._done(out, t0)
 
         inl = loc.inlier_mask
         cov_cam = pose_covariance(loc.T_world_cam, loc.pixels[inl], loc.scene_coords[inl], frame.camera)
@@ -520,9 +594,9 @@ class RelocalizerCore:
                 self.counters.initial_poses += 1
         self.counters.published += 1
         self.published_rate.tick()
-        return self._finish(out, t0)
+        return self._done(out, t0)
 
-    def _finish(self, out: FrameOutcome, t0: float) -> FrameOutcome:
+    def _done(self, out: FrameOutcome, t0: float) -> FrameOutcome:
         out.latency_ms = (time.perf_counter() - t0) * 1e3
         self.counters.latencies_ms.append(out.latency_ms)
         return out

@@ -2,13 +2,15 @@
 
 Thin by design: decoding is :mod:`scr_ros.messages`, every decision is
 :class:`scr_ros.node_logic.relocalizer_core.RelocalizerCore` (tested without ROS). This file wires
-topics, parameters, TF, the lifecycle and three threads besides the executor's:
+topics, parameters, TF, the lifecycle and four threads besides the executor's:
 
-    image callback --(newest only)--> LatestSlot --> inference thread --> publishers / TF
+    image callback --(newest only)--> LatestSlot --> inference thread (encoder, head)
+        --> Handoff --> RANSAC thread (RANSAC, decisions) --> publishers / TF
     map_path / ~/reload_map --(header checked at once)--> map loader thread --> atomic swap
     TF listener on its own thread (tf2_ros spin_thread)
 
-so nothing the executor runs waits for a map load or inference: images, parameters and
+(with ``pipelined: false`` the inference thread runs RANSAC and the decisions itself), so
+nothing the executor runs waits for a map load or inference: images, parameters and
 ``/diagnostics`` keep flowing while a new map loads, and the old map serves until it is ready.
 
 A lifecycle node (REP-2001's managed nodes, ``rclpy.lifecycle``): *configure* loads the map,
@@ -37,6 +39,7 @@ import threading
 import time
 
 import rclpy
+import torch
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -57,9 +60,10 @@ from ..messages import (
     make_transform_stamped,
     stamp_to_ns,
 )
-from ..node_logic.mailbox import LatestSlot
+from ..node_logic.mailbox import Handoff, LatestSlot
 from ..node_logic.params import RELOCALIZER_PARAMS
 from ..node_logic.relocalizer_core import CameraFrame, RelocalizerCore
+from ..relocalize import threads_beside_ransac
 from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, rclpy_factory, spin
 
 
@@ -140,6 +144,12 @@ class RelocalizerNode(LifecycleNode):
         self._running = True
         self.worker = threading.Thread(target=self.inference_loop, name="scr_relocalizer_inference", daemon=True)
         self.worker.start()
+        self.handoff: Handoff = Handoff()  # begun frames, from the inference thread to the RANSAC thread
+        self.ransac_worker = None
+        if p["pipelined"]:
+            torch.set_num_threads(threads_beside_ransac())
+            self.ransac_worker = threading.Thread(target=self.ransac_loop, name="scr_relocalizer_ransac", daemon=True)
+            self.ransac_worker.start()
         self.loader = threading.Thread(target=self.loader_loop, name="scr_relocalizer_map_loader", daemon=True)
         self.loader.start()
         if p["autostart"]:
@@ -218,6 +228,10 @@ class RelocalizerNode(LifecycleNode):
     # ------------------------------------------------------------------ inference thread
 
     def inference_loop(self) -> None:
+        # With pipelined set, this thread runs the network on the newest frame and hands it to
+        # the RANSAC thread; while that one is busy it holds the frame, so what waits is at most
+        # one frame and newer images keep replacing older ones in the slot, never queueing.
+        pipelined = self.core.params["pipelined"]
         while self._running and rclpy.ok():
             msg = self.slot.take(timeout=0.5)
             if msg is None or not self._active:
@@ -228,12 +242,32 @@ class RelocalizerNode(LifecycleNode):
                 self._warn(self.core.refuse_input("image skipped", str(exc)))
                 continue
             try:
-                self.publish(self.core.process(frame, self.get_clock().now().nanoseconds, self.tf_source))
+                started = self.core.begin(frame, self.get_clock().now().nanoseconds, split=pipelined)
             except Exception as exc:  # noqa: BLE001 - one bad frame (or CUDA hiccup) must not end the inference thread
-                self.core.counters.errors += 1
-                line = self.core.problems.add("frame failed", f"{type(exc).__name__}: {exc}")
-                if line:
-                    self.get_logger().error(line)
+                self._frame_failed(exc)
+                continue
+            if pipelined:
+                self.handoff.put(started)
+            else:
+                self.finish(started)
+
+    def ransac_loop(self) -> None:
+        while self._running and rclpy.ok():
+            started = self.handoff.take(timeout=0.5)
+            if started is not None:
+                self.finish(started)
+
+    def finish(self, started) -> None:
+        try:
+            self.publish(self.core.finish(started, self.tf_source))
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the thread
+            self._frame_failed(exc)
+
+    def _frame_failed(self, exc: Exception) -> None:
+        self.core.counters.errors += 1
+        line = self.core.problems.add("frame failed", f"{type(exc).__name__}: {exc}")
+        if line:
+            self.get_logger().error(line)
 
     def _warn(self, line: str | None) -> None:
         # Throttled per kind of reason by the core (scr_ros.node_logic.rejections), not per call site.
@@ -392,8 +426,11 @@ class RelocalizerNode(LifecycleNode):
     def destroy_node(self):
         self._running = False
         self.slot.close()
+        self.handoff.close()
         self.loader_slot.close()
         self.worker.join(timeout=5.0)
+        if self.ransac_worker is not None:
+            self.ransac_worker.join(timeout=5.0)
         self.loader.join(timeout=5.0)
         return super().destroy_node()
 

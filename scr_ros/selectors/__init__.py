@@ -22,12 +22,14 @@ import_parts(__name__, __path__)
 from .all import AllSelector  # noqa: E402 - the built-in selectors, for direct use
 from .classifier import ClassifierSelector  # noqa: E402
 from .score import ScoreSelector  # noqa: E402
+from .subsample import SubsampleSelector  # noqa: E402
 
 __all__ = [
     "SELECTORS",
     "AllSelector",
     "ClassifierSelector",
     "ScoreSelector",
+    "SubsampleSelector",
     "Selector",
     "auto_selector_name",
     "build_selector",
