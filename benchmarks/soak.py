@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent.parent
+DDS_ENVIRONMENT = ("RMW_IMPLEMENTATION", "FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 def rss_mib(pid: int) -> float:
@@ -216,6 +217,8 @@ def main() -> int:
         "sent": sent,
         "sent_hz": sent / elapsed,
         "node_params": extra,
+        # DDS settings both processes ran with (the transport decides how many large images arrive)
+        "dds_environment": {k: os.environ[k] for k in DDS_ENVIRONMENT if k in os.environ},
         "received": int(d.get("frames received", 0)),
         "processed": int(d.get("frames processed", 0)),
         "dropped": int(d.get("dropped (newer frame arrived)", 0)),
@@ -257,6 +260,7 @@ def main() -> int:
         keep_up = f"The node kept up with {args.rate:g} Hz."
     sent_cell = f"{sent} ({row['sent_hz']:.1f} Hz) / {row['received']} ({row['never_reached_node']})"
     given = "".join(f", {k} {v}" for k, v in extra.items())
+    dds = ", ".join(f"{k}={v}" for k, v in row["dds_environment"].items()) or "defaults (rmw_fastrtps_cpp)"
     text = f"""# Soak: the relocalizer node at {args.rate:g} Hz
 
 Written by `benchmarks/soak.py`; do not edit by hand. Measured by `{cmd.strip()}` with scr_ros {__version__} on
@@ -269,6 +273,7 @@ ran in its own process; this process fed it the query frames of `{args.dataset}`
 | duration | {row["minutes"]:.1f} min |
 | frames sent (rate reached) / received by the node (never reached it) | {sent_cell} |
 | node parameters set | map_path, device cpu, tf_mode none, base_to_camera, planar{given} |
+| DDS environment (both processes) | {dds} |
 | processed (newest frame only) | {row["processed"]} ({row["processed_hz"]:.1f} Hz) |
 | dropped (a newer frame arrived first) | {row["dropped"]} |
 | poses received (camera) / base poses received | {row["poses"]} ({row["poses_hz"]:.1f} Hz) / {row["base_poses"]} |

@@ -113,10 +113,9 @@ def test_ros_layer_imports_only_names_that_exist_in_the_ros_free_code():
                 module = f"{base}.{node.module}" if node.module else base
                 if module.startswith("scr_ros.ros"):
                     target = ROOT / (module.replace(".", "/") + ".py")
-                    defined = {
-                        n.name
-                        for n in ast.parse(target.read_text()).body
-                        if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                    body = ast.parse(target.read_text()).body
+                    defined = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+                        t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
                     }
                     missing = [a.name for a in node.names if a.name not in defined]
                 else:

@@ -54,7 +54,7 @@ def planted(frames, every: int = 6, shift: float = 0.08, turn_deg: float = 3.0) 
     return poses
 
 
-@pytest.mark.parametrize("mode", ["free", "mlp"])
+@pytest.mark.parametrize("mode", ["free", "mlp", "free+odometry"])
 def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, figure):
     """With the true scene coordinates fixed, minimizing the reprojection loss over the corrections
     moves the planted errors back; the first frame (the gauge) does not move at all. A correction
@@ -66,10 +66,13 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
         recorded = planted(frames)
     else:
         recorded = drift_poses(truth, DriftModel(scale=1.05, yaw_bias_deg_per_m=3.0))
+    mode, _, prior = mode.partition("+")
     index, pixels, points = depth_rows(frames)
     K = torch.tensor([[f.camera.fx, f.camera.fy, f.camera.cx, f.camera.cy] for f in frames], dtype=torch.float32)
     torch.manual_seed(0)
-    refiner = PoseRefiner(recorded, mode, width=64, layers=2, focal=False, start=0.0)
+    refiner = PoseRefiner(
+        recorded, mode, width=64, layers=2, focal=False, start=0.0, odometry_weight=0.1 if prior else 0.0
+    )
     opt = torch.optim.AdamW(refiner.parameters(), lr=1e-3, weight_decay=0.0)
     loss_fn = build_loss("ace", 1)
     g = torch.Generator().manual_seed(0)
@@ -77,6 +80,7 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
         pick = torch.randint(len(index), (1024,), generator=g)
         T, Kb = refiner(index[pick], None, K[index[pick]], 1.0)
         loss, _ = loss_fn(points[pick], pixels[pick], T, Kb, 0)  # the wide threshold (51 px) of the start
+        loss = loss + refiner.prior(1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -90,6 +94,23 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
     assert after["max_translation_m"] < 0.5 * before["max_translation_m"], (before, after)
     assert after["max_rotation_deg"] < 0.5 * before["max_rotation_deg"], (before, after)
     assert np.abs(refined[0] - recorded[0]).max() < 1e-5  # the gauge: the first frame stays
+
+
+def test_the_odometry_prior_is_zero_on_the_recorded_path_and_counts_a_torn_step_in_noise_units(tiny):
+    frames = tiny.frames("train")[:30]
+    recorded = np.stack([f.pose for f in frames])
+    refiner = PoseRefiner(recorded, "free", width=8, layers=1, focal=False, start=0.5, odometry_weight=2.0)
+    assert refiner.prior(1.0).item() < 1e-6  # the recorded path itself costs nothing (float32 rounding)
+    with torch.no_grad():
+        refiner.delta[10, 3:] = torch.tensor([0.03, 0.0, 0.0]) / refiner.extent  # frame 10 moved 3 cm
+    assert refiner.prior(0.4).item() == 0.0  # before start the poses do not move, nor does the prior count
+    # Two steps (9 -> 10 and 10 -> 11) torn by 3 cm each, in units of 2 % of their lengths.
+    steps = np.linalg.norm(np.diff(recorded[:, :3, 3], axis=0), axis=1).clip(min=0.1)
+    expected = 2.0 * ((0.03 / (0.02 * steps[9])) ** 2 + (0.03 / (0.02 * steps[10])) ** 2) / (len(frames) - 1)
+    assert refiner.prior(1.0).item() == pytest.approx(expected, rel=0.02)
+    refiner.prior(1.0).backward()
+    # It pulls on what it tore; elsewhere only float32 rounding of the path leaves a trace.
+    assert refiner.delta.grad[10, 3:].norm() > 100 * refiner.delta.grad[20].norm()
 
 
 def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, tmp_path, figure, rerun_entities):

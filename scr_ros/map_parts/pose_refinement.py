@@ -12,6 +12,10 @@ images agree:
   corrections, which suits drift, a smooth function of the path.
 - ``free``: a rotation (axis-angle, in the camera frame) and a translation per frame.
 
+With ``odometry_weight`` above 0 a prior joins the loss: each step between consecutive mapping
+frames should keep its recorded motion, within VIO-like noise (2 % of the step, 0.5°/m), so the
+corrections can bend a drifting path as a whole but not tear single frames off it.
+
 Both start as the identity and switch on after ``start`` of the training (the head first
 learns a coarse scene from the recorded poses). ``focal`` refines one scale of the focal
 lengths as well. The gauge is held by the first frame: every refined pose is moved by the one
@@ -38,6 +42,10 @@ from ..settings import Setting
 from .base import FitContext, MapPart, register_map_part
 
 CORRECTION_SCALE = 0.1  # the MLP's output is scaled down (ACE0), so it starts small and moves gently
+# The odometry prior's noise per step between consecutive mapping frames: translation as a share
+# of the step, rotation in degrees per metre of it (at least per 0.1 m), VIO-like (issue 27).
+STEP_TRANSLATION_NOISE = 0.02
+STEP_ROTATION_NOISE_DEG_PER_M = 0.5
 
 
 def orthonormal(M: torch.Tensor) -> torch.Tensor:
@@ -61,8 +69,18 @@ def invert(T: torch.Tensor) -> torch.Tensor:
 class PoseRefiner(nn.Module):
     """The correction of the recorded poses that trains with the head (see the module docstring)."""
 
-    def __init__(self, recorded: np.ndarray, mode: str, width: int, layers: int, focal: bool, start: float) -> None:
+    def __init__(
+        self,
+        recorded: np.ndarray,
+        mode: str,
+        width: int,
+        layers: int,
+        focal: bool,
+        start: float,
+        odometry_weight: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.odometry_weight = odometry_weight
         recorded = torch.as_tensor(np.asarray(recorded), dtype=torch.float64)
         self.register_buffer("recorded", recorded.clone())
         positions = recorded[:, :3, 3]
@@ -80,6 +98,12 @@ class PoseRefiner(nn.Module):
         else:
             self.delta = nn.Parameter(torch.zeros(len(recorded), 6))
         self.log_focal = nn.Parameter(torch.zeros(())) if focal else None
+        # Consecutive recorded motions (F-1, 4, 4) and their noise: what the odometry prior keeps.
+        steps = (torch.linalg.inv(recorded[:-1]) @ recorded[1:]).float()
+        length = steps[:, :3, 3].norm(dim=1).clamp(min=0.1)
+        self.register_buffer("steps", steps)
+        self.register_buffer("step_sigma_t", STEP_TRANSLATION_NOISE * length)
+        self.register_buffer("step_sigma_r", np.radians(STEP_ROTATION_NOISE_DEG_PER_M) * length)
 
     def poses(self, frame_index: torch.Tensor, gate: float = 1.0) -> torch.Tensor:
         """Refined camera-to-world poses (B, 4, 4) float32 of the frames, the first frame's
@@ -102,6 +126,22 @@ class PoseRefiner(nn.Module):
         # Gauge: the rigid transform that returns the first frame to its recorded pose.
         G = T0[-1:] @ invert(T[-1:])
         return G @ T[:-1]
+
+    def prior(self, fraction: float) -> torch.Tensor:
+        """``odometry_weight`` times the mean squared disagreement, in noise units, of each
+        consecutive pair's refined motion with its recorded one: drift is a slow sum of small
+        errors, so the corrections may bend the path but not tear the steps apart."""
+        if self.odometry_weight <= 0 or fraction < self.start or len(self.recorded) < 2:
+            return torch.zeros((), device=self.recorded.device)
+        with torch.autocast(device_type=self.recorded.device.type, enabled=False):
+            T = self.poses(torch.arange(len(self.recorded), device=self.recorded.device))
+            moved = invert(T[:-1]) @ T[1:]
+            E = invert(self.steps) @ moved
+            # Squared residuals in noise units, never through a square root (smooth at zero);
+            # ||R - I||_F^2 = 8 sin^2(angle / 2), about 2 angle^2.
+            r_t2 = (E[:, :3, 3] ** 2).sum(dim=1) / self.step_sigma_t**2
+            r_r2 = ((E[:, :3, :3] - torch.eye(3, device=E.device)) ** 2).sum(dim=(1, 2)) / 2 / self.step_sigma_r**2
+            return self.odometry_weight * (r_t2 + r_r2).mean()
 
     def focal_scale(self, gate: float = 1.0) -> torch.Tensor:
         return (
@@ -166,6 +206,14 @@ class PoseRefinementPart(MapPart):
         Setting("width", 128, "mlp: hidden width", 8, 4096),
         Setting("layers", 3, "mlp: hidden layers", 1, 8),
         Setting("focal", False, "also refine one scale of the focal lengths"),
+        Setting(
+            "odometry_weight",
+            0.0,
+            "weight of a prior that keeps each step between consecutive mapping frames near its recorded motion "
+            "(2 % of the step, 0.5 deg/m of noise); 0: none",
+            0.0,
+            1000.0,
+        ),
     )
 
     def __init__(self, module: nn.Module, info: dict | None = None) -> None:
@@ -180,9 +228,14 @@ class PoseRefinementPart(MapPart):
         # would have without refinement, so the two maps differ by the refinement alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed + 1)
-            module = PoseRefiner(recorded, s["mode"], s["width"], s["layers"], s["focal"], s["start"])
+            module = PoseRefiner(
+                recorded, s["mode"], s["width"], s["layers"], s["focal"], s["start"], s["odometry_weight"]
+            )
         module = module.to(context.device)
-        return cls(module, {"mode": s["mode"], "lr": s["lr"], "start": s["start"], "focal": s["focal"]})
+        info = {"mode": s["mode"], "lr": s["lr"], "start": s["start"], "focal": s["focal"]}
+        if s["odometry_weight"] > 0:
+            info["odometry_weight"] = s["odometry_weight"]
+        return cls(module, info)
 
     def settle(self) -> tuple[np.ndarray, float]:
         """After training: the refined camera-to-world poses (F, 4, 4) float64 and focal scale;

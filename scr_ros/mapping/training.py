@@ -237,25 +237,29 @@ def train_head(
         T_cam_world, intrinsics = buffer.T_cam_world[frames], buffer.intrinsics[frames]
         with autocast(dev, setup.amp_dtype):
             encodings = None if encoding_part is None else encoding_part.training_encodings(frames, encoding_generator)
-            outputs, score, logits, T_cam_world, intrinsics = model(
+            outputs, score, logits, T_cam_world, intrinsics, prior = model(
                 rows, encodings, batch_targets, frames, T_cam_world, intrinsics, it / iterations
             )
         depth = buffer.depth[idx] if buffer.depth is not None else None
         labels = {"logits": logits, "targets": batch_targets} if batch_targets is not None else {}
         step = iterations if schedule.final_threshold else it
         # Heads with a coarse and a refined output (R-SCoRe) have both supervised.
-        loss = share * sum(
-            loss_fn(
-                coords.float(),
-                buffer.pixels[idx],
-                T_cam_world,
-                intrinsics,
-                step,
-                depth=depth,
-                score=score,
-                **labels,
-            )[0]
-            for coords in outputs
+        loss = (
+            share
+            * sum(
+                loss_fn(
+                    coords.float(),
+                    buffer.pixels[idx],
+                    T_cam_world,
+                    intrinsics,
+                    step,
+                    depth=depth,
+                    score=score,
+                    **labels,
+                )[0]
+                for coords in outputs
+            )
+            + prior
         )
         opt.zero_grad(set_to_none=True)
         for camera_opt in camera_opts:
@@ -285,7 +289,8 @@ def train_head(
 class _TrainingOutputs(torch.nn.Module):
     """The head's training outputs as ``forward``, the call DistributedDataParallel wraps:
     local rows (N, C) through the parts that train with the head, plus the global encoding
-    (N, D) if any, into the head; and the batch's cameras through the parts that adjust them.
+    (N, D) if any, into the head; and the batch's cameras through the parts that adjust them,
+    with the prior those parts put on their adjustment (a scalar added to the loss).
 
     Shapes: features (N, C), encodings (N, D), groups = frame indices (N,), T_cam_world (N, 3, 4),
     intrinsics (N, 4)."""
@@ -301,7 +306,10 @@ class _TrainingOutputs(torch.nn.Module):
     def forward(self, features, encodings, targets, groups, T_cam_world, intrinsics, fraction: float):
         for adapter in self.adapters:
             features = adapter(features)
+        prior = torch.zeros((), device=features.device)
         for camera in self.cameras:
             T_cam_world, intrinsics = camera(groups, T_cam_world, intrinsics, fraction)
+            if hasattr(camera, "prior"):  # what the adjustment costs besides the loss (the odometry prior)
+                prior = prior + camera.prior(fraction)
         coords, score, logits = self.head.training_outputs(append_encoding(features, encodings), targets, groups)
-        return coords, score, logits, T_cam_world, intrinsics
+        return coords, score, logits, T_cam_world, intrinsics, prior

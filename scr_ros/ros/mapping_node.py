@@ -39,7 +39,7 @@ from ..messages import (
 from ..node_logic.mailbox import LatestSlot
 from ..node_logic.mapping_core import MappingCore, PoseBuffer, StampMatcher, body_to_camera_matrix
 from ..node_logic.params import MAPPING_PARAMS
-from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, spin
+from .common import IMAGE_QOS_OVERRIDES, Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, spin
 
 LEVELS = {"running": 0, "done": 0, "idle": 0, "cancelled": 1, "failed": 2}
 
@@ -79,9 +79,11 @@ class MappingNode(Node):
         self.pub_progress = self.create_publisher(DiagnosticStatus, "~/progress", 10)
 
         if p["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data)
+            self.create_subscription(
+                CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data, **IMAGE_QOS_OVERRIDES
+            )
         else:
-            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
+            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data, **IMAGE_QOS_OVERRIDES)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         if p["use_depth"]:
             self.create_subscription(Image, "depth", self.on_depth, qos_profile_sensor_data)

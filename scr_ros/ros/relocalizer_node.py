@@ -64,7 +64,16 @@ from ..node_logic.mailbox import Handoff, LatestSlot
 from ..node_logic.params import RELOCALIZER_PARAMS
 from ..node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 from ..relocalize import threads_beside_ransac
-from .common import Diagnostics, declare_parameters, import_tf2, lookup, parameter_callback, rclpy_factory, spin
+from .common import (
+    IMAGE_QOS_OVERRIDES,
+    Diagnostics,
+    declare_parameters,
+    import_tf2,
+    lookup,
+    parameter_callback,
+    rclpy_factory,
+    spin,
+)
 
 
 class _TfSource:
@@ -127,9 +136,11 @@ class RelocalizerNode(LifecycleNode):
         # Callbacks only hand data over (the executor is single-threaded, common.spin), so none
         # of them may wait: inference and map loads run on this node's own threads.
         if p["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data)
+            self.create_subscription(
+                CompressedImage, "image/compressed", self.on_image, qos_profile_sensor_data, **IMAGE_QOS_OVERRIDES
+            )
         else:
-            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
+            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data, **IMAGE_QOS_OVERRIDES)
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reload_map", self.on_reload_map)
         self.create_service(Trigger, "~/publish_initial_pose", self.on_publish_initial_pose)
