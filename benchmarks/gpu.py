@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pages import HeldFrame  # benchmarks/ is the script's folder, first on the path
+from pages import HeldFrame, timed_localization  # benchmarks/ is the script's folder, first on the path
 
 from scr_ros import __version__
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description, resolve_device
-from scr_ros.evaluate import localize_frames, summarize
+from scr_ros.evaluate import summarize
 from scr_ros.fileio import atomic_write_json, atomic_write_text, replace_between_markers
 from scr_ros.mapfile import load_map
 from scr_ros.pipeline import build_map, localize
@@ -107,10 +107,7 @@ def relocalization_rows(map_path: Path, dataset: str, device: str, frames_max: i
         row = {"step": "relocalization", "case": label, "precision": precision, "pipelined": pipelined}
         try:
             reloc = Relocalizer(scene, device=device, config=RelocalizerConfig(precision=precision))
-            localize_frames(reloc, frames[:3])  # warm-up: kernels, caches, cuDNN's choices
-            t0 = time.perf_counter()
-            results = localize_frames(reloc, frames, pipelined=pipelined)
-            seconds = time.perf_counter() - t0
+            results, seconds = timed_localization(reloc, frames, pipelined)
         except (RuntimeError, TypeError) as exc:  # e.g. a cast this device's kernels lack
             rows.append({**row, "error": f"{type(exc).__name__}: {exc}"[:300]})
             continue

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import torch
-from pages import HeldFrame  # benchmarks/ is the script's folder, first on the path
+from pages import HeldFrame, timed_localization  # benchmarks/ is the script's folder, first on the path
 
 from scr_ros import __version__
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
-from scr_ros.evaluate import localize_frames, summarize
+from scr_ros.evaluate import summarize
 from scr_ros.fileio import replace_between_markers
 from scr_ros.mapfile import load_map
 from scr_ros.ransac import RansacConfig
@@ -65,12 +65,7 @@ def measure(map_path: str, dataset: str, settings: list[str], repeat: int) -> li
     for name in settings:
         fields, pipelined = SETTINGS[name]
         reloc = Relocalizer(scene, device="cpu", config=RelocalizerConfig(**fields))
-        localize_frames(reloc, frames[:3], pipelined=pipelined)
-        seconds = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            results = localize_frames(reloc, frames, pipelined=pipelined)
-            seconds = min(seconds, time.perf_counter() - t0)
+        results, seconds = timed_localization(reloc, frames, pipelined, repeat)
         report = summarize(results)
         rows.append(
             {

@@ -8,17 +8,15 @@ CSV, poses file, plots).
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from .datasets.base import Frame
 from .errors import DatasetError
 from .metrics import THRESHOLDS, accuracy, median, pose_error
-from .relocalize import Relocalizer, threads_beside_ransac
+from .relocalize import Relocalizer, ransac_thread
 from .trajectory import trajectory_errors
 
 STAGES = ("preprocess", "encoder", "head", "select", "ransac", "refine", "total")
@@ -102,24 +100,19 @@ def localize_frames(
             else:
                 record(i, frame, relocalizer.localize(image, frame.camera))
         return results
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads_beside_ransac())
-    try:
-        with ThreadPoolExecutor(max_workers=1) as back:
-            pending = None
-            for i, frame, image in readable():
-                front = None if image is None else relocalizer.front(image, frame.camera)
-                if pending is not None:
-                    record(*pending[:2], pending[2].result())
-                    pending = None
-                if front is None:
-                    skipped(i)  # in frame order, after the frame before it
-                else:
-                    pending = (i, frame, back.submit(relocalizer.back, front))
+    with ransac_thread() as back:
+        pending = None
+        for i, frame, image in readable():
+            front = None if image is None else relocalizer.front(image, frame.camera)
             if pending is not None:
                 record(*pending[:2], pending[2].result())
-    finally:
-        torch.set_num_threads(threads)
+                pending = None
+            if front is None:
+                skipped(i)  # in frame order, after the frame before it
+            else:
+                pending = (i, frame, back.submit(relocalizer.back, front))
+        if pending is not None:
+            record(*pending[:2], pending[2].result())
     return results
 
 

@@ -16,6 +16,9 @@ hypothesis runs head, selector and RANSAC, and the pose with most inliers is kep
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +40,21 @@ def threads_beside_ransac() -> int:
     replay``): one fewer than now, at least one, since RANSAC takes a core of its own (on two
     cores, one torch thread measured 9.0 frames/s against 7.6 with both: docs/development.md)."""
     return max(1, torch.get_num_threads() - 1)
+
+
+@contextmanager
+def ransac_thread() -> Iterator[ThreadPoolExecutor]:
+    """A one-worker executor for the second halves of pipelined frames (:meth:`Relocalizer.back`
+    or :meth:`~scr_ros.node_logic.relocalizer_core.RelocalizerCore.finish`), with torch on
+    :func:`threads_beside_ransac` threads while it lives and on as many as before afterwards.
+    One worker keeps the frames finished in order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_beside_ransac())
+    try:
+        with ThreadPoolExecutor(max_workers=1) as back:
+            yield back
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass

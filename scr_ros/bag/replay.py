@@ -10,21 +10,20 @@ per-frame CSV, plots, and optionally a bag of the estimates for rviz.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..evaluate import FrameResult, summarize
 from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
 from ..metrics import pose_error
 from ..node_logic.relocalizer_core import CameraFrame, FrameOutcome, RelocalizerCore
-from ..relocalize import threads_beside_ransac
+from ..relocalize import ransac_thread
 from .layout import TF_TYPE, BagError, Frames, Topics
 from .reader import BagSource, SideData
 from .tf import TfBuffer
@@ -113,40 +112,34 @@ def replay(
         # Pipelined (the node's default): frame t's RANSAC and decisions run on the second thread
         # while this one reads and decodes frame t+1 and runs its network; finished in order.
         pipelined = core.params["pipelined"]
-        threads = torch.get_num_threads()
-        if pipelined:
-            torch.set_num_threads(threads_beside_ransac())
-        try:
-            with ThreadPoolExecutor(max_workers=1) as back:
-                pending = None
-                for item in src.images(side, split, allow_scaling=core.params["scale_intrinsics_to_image"]):
-                    if isinstance(item, tuple):
-                        skipped[item[1]] += 1
-                        core.counters.rejected_input += 1
-                        continue
-                    decode_s += item.decode_s
-                    t0 = time.perf_counter()
-                    core.counters.received += 1
-                    frame = CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id)
-                    tf = BagTf(side.tf, core.params["odom_frame"], core.params["base_frame"], item.stamp_ns)
-                    started = core.begin(frame, now_ns=item.stamp_ns, split=pipelined)
-                    if not pipelined:
-                        outcome = core.finish(started, tf)
-                        process_s += time.perf_counter() - t0
-                        finished(outcome)
-                        continue
-                    outcome = pending.result() if pending is not None else None
-                    process_s += time.perf_counter() - t0  # the network, and any wait for the RANSAC before
-                    pending = back.submit(core.finish, started, tf)
-                    if outcome is not None:
-                        finished(outcome)
-                if pending is not None:
-                    t0 = time.perf_counter()
-                    outcome = pending.result()
+        with ransac_thread() if pipelined else contextlib.nullcontext() as back:
+            pending = None
+            for item in src.images(side, split, allow_scaling=core.params["scale_intrinsics_to_image"]):
+                if isinstance(item, tuple):
+                    skipped[item[1]] += 1
+                    core.counters.rejected_input += 1
+                    continue
+                decode_s += item.decode_s
+                t0 = time.perf_counter()
+                core.counters.received += 1
+                frame = CameraFrame(item.image, item.camera, item.stamp_ns, item.frame_id)
+                tf = BagTf(side.tf, core.params["odom_frame"], core.params["base_frame"], item.stamp_ns)
+                started = core.begin(frame, now_ns=item.stamp_ns, split=pipelined)
+                if not pipelined:
+                    outcome = core.finish(started, tf)
                     process_s += time.perf_counter() - t0
                     finished(outcome)
-        finally:
-            torch.set_num_threads(threads)
+                    continue
+                outcome = pending.result() if pending is not None else None
+                process_s += time.perf_counter() - t0  # the network, and any wait for the RANSAC before
+                pending = back.submit(core.finish, started, tf)
+                if outcome is not None:
+                    finished(outcome)
+            if pending is not None:
+                t0 = time.perf_counter()
+                outcome = pending.result()
+                process_s += time.perf_counter() - t0
+                finished(outcome)
     if not results:
         raise BagError(f"{bag}: no frame could be scored ({'; '.join(skipped) or 'no images'})")
     wall = time.perf_counter() - t_start

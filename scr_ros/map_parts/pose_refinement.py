@@ -98,10 +98,11 @@ class PoseRefiner(nn.Module):
         else:
             self.delta = nn.Parameter(torch.zeros(len(recorded), 6))
         self.log_focal = nn.Parameter(torch.zeros(())) if focal else None
-        # Consecutive recorded motions (F-1, 4, 4) and their noise: what the odometry prior keeps.
-        steps = (torch.linalg.inv(recorded[:-1]) @ recorded[1:]).float()
-        length = steps[:, :3, 3].norm(dim=1).clamp(min=0.1)
-        self.register_buffer("steps", steps)
+        # Consecutive recorded motions (F-1, 4, 4), inverted once here for the odometry prior's
+        # every step, and their noise.
+        steps = torch.linalg.inv(recorded[:-1]) @ recorded[1:]
+        length = steps[:, :3, 3].norm(dim=1).clamp(min=0.1).float()
+        self.register_buffer("steps_inverse", torch.linalg.inv(steps).float())
         self.register_buffer("step_sigma_t", STEP_TRANSLATION_NOISE * length)
         self.register_buffer("step_sigma_r", np.radians(STEP_ROTATION_NOISE_DEG_PER_M) * length)
 
@@ -136,7 +137,7 @@ class PoseRefiner(nn.Module):
         with torch.autocast(device_type=self.recorded.device.type, enabled=False):
             T = self.poses(torch.arange(len(self.recorded), device=self.recorded.device))
             moved = invert(T[:-1]) @ T[1:]
-            E = invert(self.steps) @ moved
+            E = self.steps_inverse @ moved
             # Squared residuals in noise units, never through a square root (smooth at zero);
             # ||R - I||_F^2 = 8 sin^2(angle / 2), about 2 angle^2.
             r_t2 = (E[:, :3, 3] ** 2).sum(dim=1) / self.step_sigma_t**2

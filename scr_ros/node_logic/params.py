@@ -146,7 +146,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         "query_height",
         0,
         "Height in pixels the image is resized to before the encoder; 0: the map's mapping height (480 for the "
-        "presets). Lower is faster and less accurate (docs/cli.md, 'Query resolution').",
+        "presets). Lower is faster and less accurate (docs/cli.md, 'Spending less per frame').",
         0,
         4096,
         dynamic=True,
