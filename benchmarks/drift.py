@@ -2,14 +2,15 @@
 """Mapping from poses that drift, with and without pose refinement (issue 27).
 
     python benchmarks/drift.py [--scenes demo,robot,sun3d] [--drifts none,vio,wheel]
-                               [--refine none,mlp] [--preset cpu] [--out docs/methods.md]
+                               [--refine none,free,mlp,mlp-prior] [--preset cpu] [--out docs/methods.md]
                                [--json benchmarks/results/drift.json] [--resume]
 
 For each scene, drift level and refinement mode: map the mapping frames from their poses as the
 drift model (scr_ros.drift, seed 0) replays them, relocalize the query frames, and score
 (scr localize's report): the queries against the truth raw and after the one rigid alignment
 fitted on the mapping frames' poses (as mapped) against their truth, and the mapping poses'
-error before and after refinement. The mapping poses' ATE is computed by evo (APE, SE(3)
+error before and after refinement. ``--refine`` takes the modes of ``--refine-poses`` and the
+recipes in ``RECIPES`` (the pose-refinement part's settings). The mapping poses' ATE is computed by evo (APE, SE(3)
 alignment) as well as by scr_ros, as a check. Rows are appended to the JSON as they finish
 (--resume skips those already there) and the table is written into the page named by --out
 between its markers. Scenes: demo = synthetic:default (hand-held), robot = synthetic:robot (a
@@ -38,6 +39,11 @@ SCENES = {
     "demo": "synthetic:default",
     "robot": "synthetic:robot",
     "sun3d": str(HERE.parent / "shared" / "data" / "sun3d"),
+}
+# --refine names: a refine_poses mode, or a recipe (the pose-refinement part's settings).
+RECIPES = {
+    # ACE0's MLP with the odometry prior (docs/methods.md, "The odometry prior").
+    "mlp-prior": {"mode": "mlp", "lr": 1e-4, "start": 0.1, "odometry_weight": 0.1},
 }
 BEGIN = "<!-- drift benchmark: written by benchmarks/drift.py -->"
 END = "<!-- end drift benchmark -->"
@@ -69,7 +75,11 @@ def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
         preset_name=preset,
         quiet=True,
         drift=None if drift == "none" else drift,
-        **method_overrides(refine_poses=refine),
+        **(
+            method_overrides(parts={"pose-refinement": RECIPES[refine]})
+            if refine in RECIPES
+            else method_overrides(refine_poses=refine)
+        ),
     )
     results, report, ds, scene_map = localize(out, dataset, "test", quiet=True)
     truth = mapping_truth(scene_map, ds)

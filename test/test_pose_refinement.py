@@ -78,9 +78,9 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
     g = torch.Generator().manual_seed(0)
     for _ in range(600 if mode == "free" else 1500):
         pick = torch.randint(len(index), (1024,), generator=g)
-        T, Kb = refiner(index[pick], None, K[index[pick]], 1.0)
+        T, Kb, prior = refiner(index[pick], None, K[index[pick]], 1.0)
         loss, _ = loss_fn(points[pick], pixels[pick], T, Kb, 0)  # the wide threshold (51 px) of the start
-        loss = loss + refiner.prior(1.0)
+        loss = loss + prior
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -108,6 +108,16 @@ def test_the_odometry_prior_is_zero_on_the_recorded_path_and_counts_a_torn_step_
     steps = np.linalg.norm(np.diff(recorded[:, :3, 3], axis=0), axis=1).clip(min=0.1)
     expected = 2.0 * ((0.03 / (0.02 * steps[9])) ** 2 + (0.03 / (0.02 * steps[10])) ** 2) / (len(frames) - 1)
     assert refiner.prior(1.0).item() == pytest.approx(expected, rel=0.02)
+    # In training the batch's cameras and the prior come from one pass over every frame: the
+    # same prior, and the same cameras as the pass over the batch's frames alone.
+    index = torch.tensor([3, 10, 10, 29, 0])
+    K = torch.tensor([[500.0, 500.0, 320.0, 240.0]]).repeat(len(index), 1)
+    T, K_out, prior = refiner(index, None, K, 1.0)
+    assert prior.item() == pytest.approx(refiner.prior(1.0).item(), rel=1e-6)
+    refiner.odometry_weight = 0.0
+    T_alone, _, no_prior = refiner(index, None, K, 1.0)
+    refiner.odometry_weight = 2.0
+    assert no_prior.item() == 0.0 and torch.allclose(T, T_alone, atol=1e-6) and torch.equal(K_out, K)
     refiner.prior(1.0).backward()
     # It pulls on what it tore; elsewhere only float32 rounding of the path leaves a trace.
     assert refiner.delta.grad[10, 3:].norm() > 100 * refiner.delta.grad[20].norm()

@@ -96,8 +96,9 @@ class MapPart:
     uses_scene_points = False
     # A part that corrects the mapping cameras while the head trains (pose refinement): its
     # ``module`` is called on each batch's cameras, ``module(frame_index (B,), T_cam_world
-    # (B, 3, 4), intrinsics (B, 4), fraction of training) -> (T_cam_world, intrinsics)``, and
-    # trained by its own AdamW at ``training_lr``; after training :meth:`settle` gives the
+    # (B, 3, 4), intrinsics (B, 4), fraction of training) -> (T_cam_world, intrinsics, prior)``
+    # (prior: a scalar the loss adds, what the adjustment itself costs), and trained by its own
+    # AdamW at ``training_lr``; after training :meth:`settle` gives the
     # corrected cameras everything after uses.
     adjusts_cameras = False
     training_lr = 1e-3
