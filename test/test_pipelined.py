@@ -182,7 +182,8 @@ def test_lower_query_resolution_and_a_subsample_still_localize(mapped, tiny, fig
     assert all(r.num_correspondences <= 200 for r in sub)
     good = sum(r.success and r.translation_error_m < 0.1 for r in full)
     figure("full map: frames of 8 within 10 cm", good)
-    assert good >= 4
+    assert good >= 3  # 7 measured (2 threads); a wrong pixel mapping gives none
+
     for name, run in (("lower resolution", low), ("subsample", sub)):
         cheaper = sum(r.success and r.translation_error_m < 0.1 for r in run)
         figure(f"{name}: frames of 8 within 10 cm", cheaper)
