@@ -43,6 +43,13 @@ def write_table(page: Path, begin: str, end: str, body: str) -> None:
     replace_between_markers(page, begin, end, body, "benchmark")
 
 
+def publish(text: str, page: Path | None, begin: str, end: str, name: str) -> None:
+    """Print the benchmark's text and, given a page, write it there between its markers."""
+    print(text)
+    if page is not None:
+        replace_between_markers(page, begin, end, text, name)
+
+
 class HeldFrame:
     """A dataset frame whose image is decoded once, so a rate measured over it is the
     relocalizer's alone (the node gets its images decoded in memory too)."""

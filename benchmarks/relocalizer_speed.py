@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from pages import HeldFrame, timed_localization  # benchmarks/ is the script's folder, first on the path
+from pages import HeldFrame, publish, timed_localization  # benchmarks/ is the script's folder, first on the path
 
 from scr_ros import __version__
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
 from scr_ros.evaluate import summarize
-from scr_ros.fileio import replace_between_markers
 from scr_ros.mapfile import load_map
 from scr_ros.ransac import RansacConfig
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
@@ -127,9 +126,7 @@ def main() -> int:
         f"{__version__} on {hardware_description(torch.device('cpu'))}, {time.strftime('%Y-%m-%d')}, nothing "
         "else running; frames held in memory.\n\n" + table(cases)
     )
-    print(text)
-    if args.doc is not None:
-        replace_between_markers(args.doc, BEGIN, END, text, "relocalizer speed benchmark")
+    publish(text, args.doc, BEGIN, END, "relocalizer speed benchmark")
     return 0
 
 

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pages import HeldFrame  # benchmarks/ is the script's folder, first on the path
+from pages import HeldFrame, publish  # benchmarks/ is the script's folder, first on the path
 
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
-from scr_ros.fileio import replace_between_markers
 from scr_ros.mapfile import load_map
 from scr_ros.relocalize import Relocalizer
 
@@ -109,9 +108,7 @@ def main() -> int:
         stages = " | ".join(f"{m[stage]:.1f} ms" for stage in STAGES)
         lines.append(f"| {load:g} ms | {n} | {stages} |")
     text = "\n".join(lines)
-    print(text)
-    if args.doc is not None:
-        replace_between_markers(args.doc, BEGIN, END, text, "shared cores benchmark")
+    publish(text, args.doc, BEGIN, END, "shared cores benchmark")
     return 0
 
 
