@@ -38,16 +38,16 @@ def measure_missing(
     return rows
 
 
-def write_table(page: Path, begin: str, end: str, body: str) -> None:
+def write_table(page: Path, begin: str, end: str, body: str, name: str = "benchmark") -> None:
     """The benchmark's text between its markers in ``page``; a page without them is refused."""
-    replace_between_markers(page, begin, end, body, "benchmark")
+    replace_between_markers(page, begin, end, body, name)
 
 
 def publish(text: str, page: Path | None, begin: str, end: str, name: str) -> None:
     """Print the benchmark's text and, given a page, write it there between its markers."""
     print(text)
     if page is not None:
-        replace_between_markers(page, begin, end, text, name)
+        write_table(page, begin, end, text, name)
 
 
 class HeldFrame:

@@ -246,23 +246,20 @@ def train_head(
         labels = {"logits": logits, "targets": batch_targets} if batch_targets is not None else {}
         step = iterations if schedule.final_threshold else it
         # Heads with a coarse and a refined output (R-SCoRe) have both supervised.
-        loss = (
-            share
-            * sum(
-                loss_fn(
-                    coords.float(),
-                    buffer.pixels[idx],
-                    T_cam_world,
-                    intrinsics,
-                    step,
-                    depth=depth,
-                    score=score,
-                    **labels,
-                )[0]
-                for coords in outputs
-            )
-            + prior
+        loss = share * sum(
+            loss_fn(
+                coords.float(),
+                buffer.pixels[idx],
+                T_cam_world,
+                intrinsics,
+                step,
+                depth=depth,
+                score=score,
+                **labels,
+            )[0]
+            for coords in outputs
         )
+        loss = loss + prior  # what the camera corrections cost besides the loss (the odometry prior)
         opt.zero_grad(set_to_none=True)
         for camera_opt in camera_opts:
             camera_opt.zero_grad(set_to_none=True)
