@@ -72,28 +72,27 @@ def augmentation(preset: str, **changes) -> dict:
 # recipe -> MappingConfig overrides on top of the preset (a function of the preset's name)
 RECIPES = {
     "cpu": lambda preset: {},
+    # the cpu preset's head up to commit 75b2e22: 256 channels with one residual block (the rows
+    # measured then as "cpu" are this recipe)
+    "head-256": lambda preset: {"head_config": {"width": 256, "num_blocks": 1}},
     # ACE's own augmentation: scale 2/3-3/2, +-15 deg in-plane rotation
     "wide-augmentation": lambda preset: augmentation(preset, scale_min=2 / 3, scale_max=1.5, rotation_deg=15.0),
     # fewer passes over the same images: less memorising of the mapping views
     "passes-4": lambda preset: {"max_buffer_passes": 4},
-    # the head's capacity: ACE's 512 channels instead of the preset's 256
-    "head-512": lambda preset: {"head_config": {**PRESETS[preset].get("head_config", {}), "width": 512}},
+    # the head's capacity: ACE's head, 512 channels with one residual block
+    "head-512": lambda preset: {"head_config": {"width": 512, "num_blocks": 1}},
     # half the training: a head that memorises its views less
     "epochs-12": lambda preset: {"epochs": PRESETS[preset].get("epochs", 16.0) / 2},
     # half the buffer's images seen from a camera moved by up to 0.6 m (from the frames' depth)
     "novel-views": lambda preset: augmentation(preset, novel_views=0.5, novel_view_shift_m=0.6),
     # head-512's capacity in about the preset's time: 10 epochs instead of 24
     "head-512-epochs-10": lambda preset: {
-        "head_config": {**PRESETS[preset].get("head_config", {}), "width": 512},
+        "head_config": {"width": 512, "num_blocks": 1},
         "epochs": 10.0,
     },
     # a wider head without the residual block: 4 layers of 384 cost about 7 of 256
-    "head-384-no-block": lambda preset: {
-        "head_config": {**PRESETS[preset].get("head_config", {}), "width": 384, "num_blocks": 0}
-    },
-    "head-448-no-block": lambda preset: {
-        "head_config": {**PRESETS[preset].get("head_config", {}), "width": 448, "num_blocks": 0}
-    },
+    "head-384-no-block": lambda preset: {"head_config": {"width": 384, "num_blocks": 0}},
+    "head-448-no-block": lambda preset: {"head_config": {"width": 448, "num_blocks": 0}},
     # the preset with another seed: how far two maps of one recipe differ by chance
     "seed-1": lambda preset: {"seed": 1},
     # the same compute, a faster fit: twice the peak learning rate

@@ -18,6 +18,7 @@ the long work starts, and show a progress bar on stderr unless ``quiet``.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ from .heads import HEADS
 from .map_parts import MAP_PARTS
 from .mapfile import SceneMap, load_map, not_a_map
 from .mapping import MapBuilder
-from .mapping_config import MappingConfig, preset
+from .mapping_config import OTHER_HEADS, MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
 from .trajectory import trajectory_errors, write_tum
@@ -63,16 +64,17 @@ def mapping_config(
     """The preset's config with a head, loss or depth choice applied (``scr map --head/--loss/--depth``).
 
     Naming the preset's own head or loss keeps its tuned settings (e.g. the cpu preset's depth
-    weight); another loss starts from its defaults, another head keeps only the preset's width
-    (the CPU presets narrow every head). ``depth`` True selects ``ace-depth`` (SS-DVR's
-    beta = 0.1 unless the preset tunes it), False the RGB-only ``ace`` loss, None the preset's
-    choice. ``head_config``: head settings on top of the preset's (``scr map --head-config``).
+    weight); another loss starts from its defaults, another head gets the preset's
+    ``OTHER_HEADS`` settings (the CPU presets narrow every head to 256 channels). ``depth``
+    True selects ``ace-depth`` (SS-DVR's beta = 0.1 unless the preset tunes it), False the
+    RGB-only ``ace`` loss, None the preset's choice. ``head_config``: head settings on top of
+    the preset's (``scr map --head-config``).
     ``overrides`` are :class:`~scr_ros.mapping_config.MappingConfig` fields.
     """
     cfg = preset(preset_name, **overrides)
     if head and head != cfg.head:
         HEADS.lookup(head)
-        cfg.head, cfg.head_config = head, {k: v for k, v in cfg.head_config.items() if k == "width"}
+        cfg.head, cfg.head_config = head, copy.deepcopy(OTHER_HEADS.get(preset_name, {}))
     if head_config:
         if not isinstance(head_config, dict):
             raise ScrError(f"head settings must be a JSON object, got {head_config!r}")

@@ -47,9 +47,13 @@ def test_deep_head_has_the_papers_layout_and_keeps_dehomogenization():
     assert torch.allclose(out, torch.tensor([[1.0, 2.0, 3.0]]).expand(5, 3), atol=1e-6)
 
 
-def test_mapping_config_switches_head_but_keeps_the_presets_width():
+def test_mapping_config_switches_head_to_the_presets_narrowed_width():
+    # The cpu preset's own head is 384 wide without a residual block; another head is narrowed
+    # to 256 channels and keeps its own layout.
+    assert mapping_config("cpu").head_config == {"width": 384, "num_blocks": 0}
     cfg = mapping_config("cpu", head="deep")
     assert cfg.head == "deep" and cfg.head_config == {"width": 256}
+    assert mapping_config("ace", head="deep").head_config == {}
     with pytest.raises(ScrError, match="unknown head"):
         mapping_config("cpu", head="nope")
 
