@@ -88,6 +88,9 @@ class Augmentation:
     # are shown as recorded.
     novel_views: float = 0.0
     novel_view_shift_m: float = 0.6
+    # Out-of-plane turns: the frame shown from its camera turned by up to perspective_deg about
+    # its x and y axes (a homography; frames shown as novel views are not turned). 0: off.
+    perspective_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.novel_views <= 1.0:
@@ -96,6 +99,42 @@ class Augmentation:
             raise SettingsError(
                 f"augmentation: novel_view_shift_m must be in (0, 10] metres, got {self.novel_view_shift_m!r}"
             )
+        if not 0.0 <= self.perspective_deg <= 45.0:
+            raise SettingsError(
+                f"augmentation: perspective_deg must be in [0, 45] degrees, got {self.perspective_deg!r}"
+            )
+
+
+def turned_view(
+    gray: np.ndarray, K: np.ndarray, max_deg: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame as its camera would see it turned (not moved) by up to ``max_deg`` about its x
+    and y axes: a perspective warp with the rotation's homography ``H = K R K^-1``.
+
+    A turn keeps the camera centre, so every pixel of the turned view shows the 3D point the
+    frame's pixel ``H^-1 p`` shows: rows taken from the turned view keep the recorded frame's
+    pixel, pose and depth as their targets, exactly.
+
+    Args:
+        gray: (H, W) image.
+        K: (3, 3) the frame's intrinsics.
+    Returns:
+        the turned view (H, W) (black where it sees outside the frame), ``H`` (3, 3) frame
+        pixels -> turned view pixels, and ``R`` (3, 3) frame camera -> turned camera
+        coordinates (``x_turned = R x_frame``).
+    """
+    angles = np.radians(rng.uniform(-max_deg, max_deg, size=2))
+    R = cv2.Rodrigues(np.array([angles[0], angles[1], 0.0]))[0]
+    K = np.asarray(K, np.float64)
+    H = K @ R @ np.linalg.inv(K)
+    h, w = gray.shape
+    view = cv2.warpPerspective(gray, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return view, H, R
+
+
+def apply_homography(H: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map points (N, 2) through a 3x3 homography ``H``."""
+    return cv2.perspectiveTransform(np.asarray(points, np.float64).reshape(-1, 1, 2), np.asarray(H, np.float64))[:, 0]
 
 
 def augment(

@@ -77,9 +77,10 @@ def upgrade_settings(d: dict) -> dict:
     return d
 
 
-# What the cpu and test presets share: the head, loss and augmentation tuned on CPU. A
-# 256-channel head trained longer beats a 512-channel one in the same time; ace-depth uses depth
-# where frames have it and is plain ACE where they do not. Narrower augmentation than ACE's
+# What the cpu and test presets share: the loss and augmentation tuned on CPU, and a head narrowed
+# for it (the cpu preset's own head is another, below). A 256-channel head trained longer beats a
+# 512-channel one in the same time; ace-depth uses depth where frames have it and is plain ACE
+# where they do not. Narrower augmentation than ACE's
 # (scale 0.8-1.25, +-5 deg, which still covers an upright robot camera) leaves the small head
 # less to fit: on the demo scene it moved 5cm/5deg from 89 % to 91 % at 24 epochs (dsift).
 _CPU_TRAINING: dict = {

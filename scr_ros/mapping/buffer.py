@@ -26,7 +26,7 @@ from ..encoders import Encoder
 from ..errors import DatasetError, ScrError
 from ..fit_context import TrainingBuffer
 from ..geometry import invert_pose
-from ..imaging import apply_affine, augment, inside, invert_affine, to_gray
+from ..imaging import apply_affine, apply_homography, augment, inside, invert_affine, to_gray, turned_view
 from ..mapping_config import MappingConfig
 from ..progress import Progress
 from .novel_views import novel_view
@@ -81,8 +81,9 @@ class BufferFiller:
         """Load and augment one frame (runs in a worker thread; deterministic per pass/frame).
 
         Returns the augmented image, ``A`` (its pixels -> the shown image's), the frame's size,
-        the rng, the depth for the rows (when the loss uses it) and ``source``: for a novel view,
-        (source map, keep) mapping the shown image's pixels to the frame's; else None."""
+        the rng, the depth for the rows (when the loss uses it) and ``source``: for a novel or
+        turned view, a function from the shown image's pixels (N, 2) to the frame's pixels and
+        whether the frame shows them (N,); else None."""
         aug = self.config.augmentation
         rng = np.random.default_rng([self.config.seed, pass_index, frame_index])
         gray = to_gray(frame.load_image())
@@ -98,7 +99,10 @@ class BufferFiller:
             view = novel_view(gray, depth, frame.camera.K, aug.novel_view_shift_m, rng)
             if view is not None:
                 gray, src, keep = view
-                source = (src, keep)
+                source = _novel_view_source(src, keep)
+        if source is None and aug.perspective_deg > 0:
+            gray, H, _ = turned_view(gray, frame.camera.K, aug.perspective_deg, rng)
+            source = _turned_view_source(np.linalg.inv(H), gray.shape)
         img, A = augment(gray, self.config.image_height, rng, aug)
         return img, A, gray.shape, rng, depth if self.uses_depth else None, source
 
@@ -168,12 +172,11 @@ class BufferFiller:
                         px = apply_affine(invert_affine(A), self.encoder.feature_pixels(fh, fw))
                         inner = inside(px, w0, h0)
                         if source is not None:
-                            # A novel view: each feature's row is the recorded frame's pixel it shows.
-                            src, keep = source
-                            q = np.round(px[inner]).astype(int)
-                            shown = keep[q[:, 1], q[:, 0]]
-                            px[np.flatnonzero(inner)[shown]] = src[q[shown, 1], q[shown, 0]]
-                            inner[np.flatnonzero(inner)[~shown]] = False
+                            # A novel or turned view: each feature's row is the recorded frame's
+                            # pixel it shows.
+                            shown_at = np.flatnonzero(inner)
+                            px[shown_at], shown = source(px[shown_at])
+                            inner[shown_at[~shown]] = False
                         valid = np.flatnonzero(inner)
                         candidate, found = min(cfg.samples_per_image, len(valid)), (feats, px, valid, rng, depth, fi)
                     images_done += 1
@@ -210,6 +213,31 @@ class BufferFiller:
         if filled == 0:
             raise ScrError("the training buffer is empty: no valid features in the mapping frames")
         return buf
+
+
+def _novel_view_source(src: np.ndarray, keep: np.ndarray) -> Callable:
+    """Pixels of a novel view (inside it) -> the recorded frame's pixels they show (src, keep:
+    scr_ros.mapping.novel_views), to the nearest pixel of the view."""
+
+    def to_frame(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.round(px).astype(int)
+        shown = keep[q[:, 1], q[:, 0]]
+        out = px.copy()
+        out[shown] = src[q[shown, 1], q[shown, 0]]
+        return out, shown
+
+    return to_frame
+
+
+def _turned_view_source(H_inv: np.ndarray, shape: tuple[int, int]) -> Callable:
+    """Pixels of a turned view -> the recorded frame's pixels (through ``H^-1``, exactly)."""
+    h, w = shape
+
+    def to_frame(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = apply_homography(H_inv, px) if len(px) else px.copy()
+        return out, inside(out, w, h)
+
+    return to_frame
 
 
 def all_rows(buf: TrainingBuffer) -> torch.Tensor:
