@@ -98,7 +98,7 @@ PRESETS: dict[str, dict] = {
     # ACE's paper settings, for a GPU: 8M buffer, batch 5120, 16 epochs (~25k iterations),
     # 512-channel head, RGB-only reprojection loss.
     "ace": {},
-    # Two CPU cores, ~500 frames in about five minutes with the xfeat encoder. Training is
+    # Two CPU cores, ~500 frames in 4.5 to 10 minutes with the xfeat encoder (docs/cli.md). Training is
     # compute-bound (bf16 matrix products on two cores), so the recipe buys accuracy per second:
     # batch 2560 runs 2.3x the iterations per second of batch 5120, and more, noisier steps did
     # better in the same time; up to 12 buffer passes give small scenes (the 50 SUN3D mapping
