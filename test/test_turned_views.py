@@ -18,10 +18,6 @@ ROOM = SceneConfig(
 )
 
 
-def grey(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-
-
 @pytest.fixture(scope="module")
 def room():
     return SyntheticScene(ROOM)
@@ -30,12 +26,12 @@ def room():
 @pytest.mark.parametrize("frame", [4, 17, 30])
 def test_turned_view_is_what_the_turned_camera_sees(room, frame):
     T = room.mapping_poses[frame]
-    image = grey(room.render(T)[0])
+    image = to_gray(room.render(T)[0])
     view, H, R = turned_view(image, room.camera.K, 15.0, np.random.default_rng(frame))
     # x_turned = R x_frame, so the turned camera's pose in the world is T [R^T 0; 0 1]
     turn = np.eye(4)
     turn[:3, :3] = R.T
-    truth = grey(room.render(T @ turn)[0])
+    truth = to_gray(room.render(T @ turn)[0])
     assert not np.allclose(R, np.eye(3), atol=1e-3)
     ys, xs = np.mgrid[0 : ROOM.height, 0 : ROOM.width]
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
