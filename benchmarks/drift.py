@@ -2,7 +2,7 @@
 """Mapping from poses that drift, with and without pose refinement (issue 27).
 
     python benchmarks/drift.py [--scenes demo,robot,sun3d] [--drifts none,vio,wheel]
-                               [--refine none,free,mlp,mlp-prior] [--preset cpu] [--out docs/methods.md]
+                               [--refine none,free,mlp,graph,mlp-prior] [--preset cpu] [--out docs/methods.md]
                                [--json benchmarks/results/drift.json] [--resume]
 
 For each scene, drift level and refinement mode: map the mapping frames from their poses as the
@@ -102,6 +102,7 @@ def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
         "evo_ate_recorded_m": evo_ate(recorded, truth),
         "evo_ate_as_mapped_m": evo_ate(scene_map.mapping_poses, truth),
         "mapping_s": scene_map.training["seconds"],
+        **({"pose_graph": scene_map.training["pose_graph"]} if "pose_graph" in scene_map.training else {}),
         "seconds": round(time.perf_counter() - t0, 1),
         "preset": preset,
         "machine": hardware_description(torch.device(scene_map.training.get("device", "cpu"))),

@@ -15,6 +15,7 @@ import numpy as np
 
 from .datasets.base import Frame
 from .errors import DatasetError
+from .map_parts import ordered
 from .metrics import THRESHOLDS, accuracy, median, pose_error
 from .relocalize import Relocalizer, ransac_thread
 from .trajectory import trajectory_errors
@@ -250,6 +251,11 @@ def mapping_truth(scene_map, ds) -> np.ndarray | None:
 
 
 def recorded_poses(scene_map) -> np.ndarray | None:
-    """The mapping poses as recorded, when the build refined them (else None: as mapped)."""
-    part = scene_map.parts.get("pose-refinement")
-    return None if part is None else part.module.recorded.double().numpy()
+    """The mapping poses as recorded, when the build corrected them (the pose graph) or refined
+    them (pose refinement; else None: as mapped): the recorded poses of the first part that
+    changed them."""
+    for cls in ordered():
+        part = scene_map.parts.get(cls.key)
+        if part is not None and (cls.corrects_poses or cls.adjusts_cameras):
+            return part.module.recorded.double().numpy()
+    return None

@@ -90,8 +90,15 @@ def mapping_config(
     return cfg
 
 
-# --refine-poses / the mapping node's refine_poses: none, or the pose-refinement part's mode.
-REFINE_POSES = ("none", "mlp", "free")
+# --refine-poses / the mapping node's refine_poses: none, the pose-refinement part's modes, or
+# graph: the pose-graph part (loop closures measured from the images, solved before training).
+REFINE_POSES = ("none", "mlp", "free", "graph")
+
+
+def refine_poses_part(mode: str) -> tuple[str, dict]:
+    """The map part and settings a --refine-poses mode other than none switches on."""
+    return ("pose-graph", {}) if mode == "graph" else ("pose-refinement", {"mode": mode})
+
 
 # scr bag map --depth and the mapping node's depth_loss: what each choice means for mapping_config.
 DEPTH_CHOICES = {"auto": None, "on": True, "off": False}
@@ -110,7 +117,8 @@ def method_overrides(
     parts to fit, ``parts`` (key -> settings: ``--part KEY[=JSON]``, the node's ``map_parts``)
     with the shorthands ``classifier`` (Matching Rates' keypoint classifier, ``finetune_epochs``
     of fine-tuning the head on what it accepts), ``pca_dim`` (R-SCoRe's PCA) and ``refine_poses``
-    (``mlp`` or ``free``: the mapping poses refined with the head, ACE0; ``none``: as recorded).
+    (``mlp`` or ``free``: the mapping poses refined with the head, ACE0; ``graph``: corrected by a
+    pose graph of measured loop closures before training; ``none``: as recorded).
     A part's settings are checked against its declaration when the build starts."""
     for key, settings in (parts or {}).items():
         MAP_PARTS.lookup(key)
@@ -136,7 +144,10 @@ def method_overrides(
     if refine_poses not in REFINE_POSES:
         raise ScrError(f"refine_poses must be one of {', '.join(REFINE_POSES)}, got {refine_poses!r}")
     if refine_poses != "none":
-        shorthand("pose-refinement", "mode", refine_poses)
+        key, settings = refine_poses_part(refine_poses)
+        shorthand(key, None, None)
+        for setting, value in settings.items():
+            shorthand(key, setting, value)
     out: dict = {"parts": parts} if parts else {}
     if score:
         out["score"] = True

@@ -74,8 +74,9 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
         "--refine-poses",
         default="none",
         choices=list(pipeline.REFINE_POSES),
-        help="refine the mapping poses with the head (ACE0): mlp (one MLP maps every recorded pose to its correction), "
-        "free (a correction per frame), none (the poses as recorded; default). For poses from drifting odometry",
+        help="for poses from drifting odometry: graph (correct them by a pose graph of loop closures measured between "
+        "the mapping frames, before training; needs depth), or refine them with the head (ACE0): mlp (one MLP maps "
+        "every recorded pose to its correction), free (a correction per frame); none (the poses as recorded; default)",
     )
     g.add_argument(
         "--part",

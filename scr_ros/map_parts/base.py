@@ -53,8 +53,9 @@ def append_encoding(rows: torch.Tensor, encoding: torch.Tensor | None) -> torch.
 def ordered() -> list[type["MapPart"]]:
     """The registered parts in the order they are fitted, applied and rebuilt: ``features``
     parts first (what they output is what later parts read), then ``buffer``, then ``trained``
-    ones; within a stage, in registration order."""
-    return sorted(MAP_PARTS.values(), key=lambda cls: STAGES.index(cls.stage))
+    ones; within a stage, a part that ``corrects_poses`` first (the others read the poses), then
+    in registration order."""
+    return sorted(MAP_PARTS.values(), key=lambda cls: (STAGES.index(cls.stage), not cls.corrects_poses))
 
 
 class MapPart:
@@ -102,6 +103,10 @@ class MapPart:
     # corrected cameras everything after uses.
     adjusts_cameras = False
     training_lr = 1e-3
+    # A ``features`` part that corrects the mapping poses before anything reads them (the pose
+    # graph): after :meth:`fit`, :meth:`corrected_poses` gives them, and the build uses them in
+    # place of the recorded ones from then on; its module keeps the recorded ones (``recorded``).
+    corrects_poses = False
 
     def __init__(self, module: nn.Module, info: dict | None = None) -> None:
         self.module = module
@@ -159,6 +164,11 @@ class MapPart:
         """A part that ``adjusts_cameras``, after training: the corrected camera-to-world poses
         (F, 4, 4) of the mapping frames and the focal-length scale."""
         raise NotImplementedError(f"map part {self.key!r} does not adjust the cameras")
+
+    def corrected_poses(self) -> np.ndarray:
+        """A part that ``corrects_poses``, once fitted: the mapping frames' camera-to-world poses
+        (F, 4, 4) float64 the build goes on with."""
+        raise NotImplementedError(f"map part {self.key!r} does not correct the poses")
 
     def training_figures(self) -> dict:
         """Entries for the map's ``training`` block."""

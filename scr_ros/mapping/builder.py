@@ -5,7 +5,8 @@ The builder orchestrates; each step is a room of its own in this package: the bu
 (:mod:`.scene_points`), the map cloud (:mod:`.cloud`) and the rules for what combines
 (:mod:`.rules`). A build runs:
 
-1. the map parts of stage ``features`` (R-SCoRe's PCA, the global encodings), on the frames;
+1. the map parts of stage ``features`` (the pose graph, which corrects the mapping poses first;
+   R-SCoRe's PCA, the global encodings), on the frames;
 2. the training buffer, of rows the fitted parts transform;
 3. the parts of stage ``buffer`` (SS-DVR's partitions), on the buffer;
 4. the head: built for the rows, fitted to the cameras and to the rows (HSCNet's labels), and
@@ -255,6 +256,9 @@ class MapBuilder:
         for cls in self.wanted:
             if cls.stage == "features":
                 self._fit(cls, context, frames=frames)
+                if cls.corrects_poses:
+                    corrected = self.parts[cls.key].corrected_poses()
+                    frames = [dataclasses.replace(f, pose=T) for f, T in zip(frames, corrected)]
         buffer = self.fill_buffer(frames)
         t_buffer = time.perf_counter() - t0
         for cls in self.wanted:

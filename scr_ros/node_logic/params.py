@@ -22,7 +22,7 @@ from ..fileio import atomic_write_text
 from ..heads import HEADS
 from ..map_parts import MAP_PARTS, MapPart
 from ..mapping_config import PRESETS
-from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides
+from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides, refine_poses_part
 from ..selectors import SELECTORS
 from ..settings import Setting, cell, settings_table
 
@@ -446,9 +446,11 @@ MAPPING_PARAMS: tuple[Setting, ...] = (
     _p(
         "refine_poses",
         "none",
-        "Refine the recorded poses with the head (ACE0), for poses from drifting odometry: mlp (one MLP maps every "
-        "recorded pose to its correction), free (a correction per frame) or none; the map frame stays the pose frame, "
-        "held at the first keyframe (map part pose-refinement, settings pose_refinement_*).",
+        "Correct the recorded poses, for poses from drifting odometry: graph (a pose graph of loop closures "
+        "measured between keyframes, needs depth; map part pose-graph, settings pose_graph_*), or refine them with "
+        "the head (ACE0): mlp (one MLP maps every recorded pose to its correction), free (a correction per frame) "
+        "(map part pose-refinement, settings pose_refinement_*); none: as recorded. The map frame stays the pose "
+        "frame, held at the first keyframe.",
         choices=REFINE_POSES,
     ),
     _p(
@@ -492,7 +494,7 @@ def mapping_methods(p: dict) -> dict:
     if p["classifier"]:
         parts.setdefault("classifier", {})
     if p["refine_poses"] != "none":
-        parts.setdefault("pose-refinement", {})
+        parts.setdefault(refine_poses_part(p["refine_poses"])[0], {})
     for cls in MAP_PARTS.values():
         given = _part_values(p, cls)
         if not given:
