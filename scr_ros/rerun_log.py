@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ScrError
-from .evaluate import mapping_truth
+from .evaluate import mapping_truth, recorded_poses
 from .fileio import current_umask
 
 COLOURS = {
@@ -149,11 +149,12 @@ def write_map_recording(scene_map, path: str | Path, truth: np.ndarray | None = 
 
 
 def _log_map(out: "RerunFile", scene_map, truth: np.ndarray | None) -> None:
-    """The map cloud and the mapping trajectory: as recorded, as refined (when it was) and true."""
-    refinement = scene_map.parts.get("pose-refinement")
+    """The map cloud and the mapping trajectory: as recorded, as refined or corrected by the pose
+    graph (when it was) and true."""
+    recorded = recorded_poses(scene_map)
     out.cloud(scene_map.cloud_xyz, scene_map.cloud_rgb)
-    if refinement is not None:
-        out.trajectory("recorded", refinement.module.recorded.double().numpy())
+    if recorded is not None:
+        out.trajectory("recorded", recorded)
         out.trajectory("refined", scene_map.mapping_poses)
     else:
         out.trajectory("recorded", scene_map.mapping_poses)

@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.covisibility",
             "scr_ros.map_parts",
             "scr_ros.ransac",
+            "scr_ros.pose_graph",
             "scr_ros.mapfile",
         ),
     ),

@@ -95,6 +95,14 @@ class PoseGraphPart(MapPart):
             90.0,
         ),
         Setting(
+            "min_travel_m",
+            _DEFAULTS.min_travel_m,
+            "only frames the recording reached this far apart are matched (metres of path, a quarter turn counting as "
+            "a metre): nearer, the recorded steps are more exact than a measured edge, and what drifts is the long run",
+            0.0,
+            1000.0,
+        ),
+        Setting(
             "reject_sigma",
             _DEFAULTS.reject_sigma,
             "a measured edge further than this many noise units from the solution is dropped as a false match",
