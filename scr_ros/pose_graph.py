@@ -79,10 +79,6 @@ class Edge:
     sigma_r: float
     inliers: int = 0
 
-    @property
-    def measured(self) -> bool:
-        return self.inliers > 0
-
 
 @dataclass
 class GraphSettings:

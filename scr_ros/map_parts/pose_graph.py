@@ -124,9 +124,6 @@ class PoseGraphPart(MapPart):
         """The corrected camera-to-world poses (F, 4, 4) float64, in mapping-frame order."""
         return self.module.corrected.double().cpu().numpy()
 
-    def recorded_poses(self) -> np.ndarray:
-        return self.module.recorded.double().cpu().numpy()
-
     def training_figures(self) -> dict:
         return {"pose_graph": self.info}
 
