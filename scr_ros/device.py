@@ -13,6 +13,13 @@ from .errors import ScrError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
+# What ``auto`` means on a CPU, when set: "fp32" or "bf16" in place of asking the CPU. A CPU
+# without native bf16 (AVX2 laptops and NUCs, most ARM boards) trains in fp32 and one with it in
+# bf16, and the two give different maps; this lets one machine reproduce the other's numerics
+# (the test suite sets it from SCR_TEST_PRECISION, for itself and the processes it starts).
+CPU_PRECISION_ENV = "SCR_ROS_CPU_PRECISION"
+CPU_PRECISIONS = ("fp32", "bf16")
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; asking for CUDA without one is an error."""
@@ -40,11 +47,23 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cpu_auto_precision() -> str:
+    """What ``auto`` resolves to on this CPU: ``SCR_ROS_CPU_PRECISION`` when set, else bf16 where
+    the CPU has native bf16 kernels and fp32 where it has not."""
+    forced = os.environ.get(CPU_PRECISION_ENV, "").strip().lower()
+    if forced:
+        if forced not in CPU_PRECISIONS:
+            raise ScrError(f"{CPU_PRECISION_ENV}={forced!r}: use fp32 or bf16, or unset it to let the CPU decide")
+        return forced
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The dtype autocast should use, or ``None`` for plain fp32.
 
-    ``auto`` means fp16 on CUDA (as ACE trains) and bf16 on CPUs with native bf16 support, where
-    it is about three times faster than fp32 for the 1x1 convolutions of the head.
+    ``auto`` means fp16 on CUDA (as ACE trains) and, on a CPU, :func:`cpu_auto_precision`: bf16
+    where the CPU has native bf16 support, where it is about three times faster than fp32 for
+    the 1x1 convolutions of the head, unless ``SCR_ROS_CPU_PRECISION`` says otherwise.
     """
     if precision not in PRECISIONS:
         raise ScrError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
@@ -56,7 +75,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         return torch.bfloat16
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
+    return torch.bfloat16 if cpu_auto_precision() == "bf16" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -10,6 +10,7 @@ import torch
 from scr_ros.cli import main
 from scr_ros.datasets import open_dataset
 from scr_ros.demo import run_demo
+from scr_ros.device import CPU_PRECISION_ENV, CPU_PRECISIONS, cpu_auto_precision
 
 
 def pytest_configure(config):
@@ -23,14 +24,29 @@ def pytest_configure(config):
     threads = int(os.environ.get("SCR_TEST_THREADS") or min(2, torch.get_num_threads()))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what torch takes in the processes tests start
+    # A CPU without native bf16 trains in fp32 and one with it in bf16 (precision "auto"), and a
+    # map's accuracy figures differ between the two. SCR_TEST_PRECISION=fp32|bf16 makes "auto"
+    # train and localize in that precision, here and in the processes tests start (through
+    # SCR_ROS_CPU_PRECISION, which they inherit), so that one machine checks the other's bounds;
+    # unset or "auto", the CPU decides. bf16 on a CPU without native bf16 is emulated and slow.
+    forced = (os.environ.get("SCR_TEST_PRECISION") or "auto").strip().lower()
+    if forced not in ("auto", *CPU_PRECISIONS):
+        raise pytest.UsageError(f"SCR_TEST_PRECISION={forced!r}: use auto, fp32 or bf16")
+    if forced != "auto":
+        os.environ[CPU_PRECISION_ENV] = forced
+
+
+def pytest_report_header(config):
+    return f"scr_ros: {torch.get_num_threads()} torch threads, training precision {cpu_auto_precision()} on the CPU"
 
 
 @pytest.fixture
 def figure(request):
     """``figure(name, value)``: record a figure the test measured (an accuracy, an error, an
     inlier count) before it asserts a bound on it. With SCR_TEST_FIGURES=FILE set, each is
-    appended to FILE as a JSON line, so that a run on another machine or thread count shows how
-    far each measurement sits from its bound."""
+    appended to FILE as a JSON line with the thread count and training precision, so that a run on
+    another machine, thread count or precision shows how far each measurement sits from its
+    bound."""
     path = os.environ.get("SCR_TEST_FIGURES")
 
     def record(name: str, value) -> None:
@@ -43,6 +59,7 @@ def figure(request):
                             "figure": name,
                             "value": value,
                             "threads": torch.get_num_threads(),
+                            "precision": cpu_auto_precision(),
                         }
                     )
                     + "\n"

@@ -42,6 +42,7 @@ from .bag import add_bag_parser
 from .options import (
     DEVICES,
     PRECISION_CHOICES,
+    PRECISION_HELP,
     add_method_arguments,
     add_selector_arguments,
     method_overrides,
@@ -271,7 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--precision",
         default="auto",
         choices=PRECISION_CHOICES,
-        help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)",
+        help=PRECISION_HELP,
     )
     add_method_arguments(m)
     m.set_defaults(func=cmd_map)
@@ -338,7 +339,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--precision",
         default=None,
         choices=PRECISION_CHOICES,
-        help="autocast precision (auto: fp16 on CUDA, bf16 on CPUs that support it)",
+        help=PRECISION_HELP,
     )
     pe.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue from a checkpoint")
     pe.add_argument(

@@ -35,7 +35,7 @@ from ..reports import (
     write_report,
 )
 from ..rerun_log import require_rerun, write_replay_recording
-from .options import DEVICES, PRECISION_CHOICES, add_method_arguments, method_overrides
+from .options import DEVICES, PRECISION_CHOICES, PRECISION_HELP, add_method_arguments, method_overrides
 
 
 def _topics(args) -> Topics:
@@ -396,7 +396,7 @@ def add_bag_parser(sub) -> None:
     m.add_argument("--device", default="auto", choices=DEVICES)
     m.add_argument("--encoder", default=None, metavar="NAME|PATH")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    m.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     _topic_args(m, depth=True)
     add_method_arguments(m, depth=False)
     m.set_defaults(func=cmd_map)

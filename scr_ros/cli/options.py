@@ -8,6 +8,7 @@ import json
 import textwrap
 
 from .. import pipeline
+from ..device import CPU_PRECISION_ENV, PRECISIONS
 from ..errors import ScrError
 from ..heads import HEADS
 from ..losses import LOSSES
@@ -17,7 +18,11 @@ from ..selectors import SELECTORS, build_selector
 from ..settings import Setting, cell, settings_help
 
 DEVICES = ["auto", "cpu", "cuda"]
-PRECISION_CHOICES = ["auto", "fp32", "fp16", "bf16"]
+PRECISION_CHOICES = list(PRECISIONS)
+PRECISION_HELP = (
+    f"autocast precision (auto: fp16 on CUDA; on a CPU bf16 where it has native bf16, else fp32, "
+    f"or what {CPU_PRECISION_ENV}=fp32|bf16 says)"
+)
 
 
 def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None:
