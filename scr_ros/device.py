@@ -100,12 +100,16 @@ def hardware_description(device: torch.device) -> str:
     """One line naming the GPU or CPU a figure was measured on, for reports and model cards."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu_name()}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's word for it elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return platform.processor() or platform.machine()

@@ -10,7 +10,7 @@ import torch
 from scr_ros.cli import main
 from scr_ros.datasets import open_dataset
 from scr_ros.demo import run_demo
-from scr_ros.device import CPU_PRECISION_ENV, CPU_PRECISIONS, cpu_auto_precision
+from scr_ros.device import CPU_PRECISION_ENV, CPU_PRECISIONS, cpu_auto_precision, cpu_name
 
 
 def pytest_configure(config):
@@ -34,6 +34,17 @@ def pytest_configure(config):
         raise pytest.UsageError(f"SCR_TEST_PRECISION={forced!r}: use auto, fp32 or bf16")
     if forced != "auto":
         os.environ[CPU_PRECISION_ENV] = forced
+
+
+@pytest.fixture(autouse=True)
+def suite_threads():
+    """Every test starts with the suite's thread count: one that changes it (the in-process
+    one-worker reference of the torchrun tests takes one thread) would otherwise leave the rest
+    of the run on one thread, slower and with other numerics than its figures were measured in."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def pytest_report_header(config):
@@ -60,6 +71,7 @@ def figure(request):
                             "value": value,
                             "threads": torch.get_num_threads(),
                             "precision": cpu_auto_precision(),
+                            "cpu": cpu_name(),
                         }
                     )
                     + "\n"

@@ -431,10 +431,11 @@ def test_bag_map_and_replay_match_folder_map_and_localize(mapped, tiny_bag, tmp_
     figure("10cm_5deg_bag_minus_folder", rep["accuracy"]["10cm_5deg"] - ref["accuracy"]["10cm_5deg"])
     figure("median_cm_bag_minus_folder", rep["median_translation_cm"] - ref["median_translation_cm"])
     figure("median_deg_bag_minus_folder", rep["median_rotation_deg"] - ref["median_rotation_deg"])
-    # Measured: bag 86.7 % within 10 cm / 5 deg, median 5.99 cm / 2.21 deg; folder 83.3 %,
-    # 5.50 cm / 2.19 deg. Both maps see the same pixels, depth and poses (to 1e-9 m), which
-    # changes SGD's path slightly; 30 query frames make one frame 3.3 points.
-    assert abs(rep["accuracy"]["10cm_5deg"] - ref["accuracy"]["10cm_5deg"]) <= 15.0, (rep["accuracy"], ref["accuracy"])
+    # Both maps see the same pixels, depth and poses (to 1e-9 m), which changes SGD's path
+    # slightly; 30 query frames make one frame 3.3 points. Measured, bag minus folder: bf16
+    # +3.4 points, +0.49 cm, +0.02 deg (Xeon, 2 threads); fp32 -10 points, -0.18 cm, +0.16 deg
+    # (EPYC AVX2, 2 threads). The bounds are twice the larger.
+    assert abs(rep["accuracy"]["10cm_5deg"] - ref["accuracy"]["10cm_5deg"]) <= 20.0, (rep["accuracy"], ref["accuracy"])
     assert abs(rep["median_translation_cm"] - ref["median_translation_cm"]) < 2.0
     assert abs(rep["median_rotation_deg"] - ref["median_rotation_deg"]) < 1.0
     from scr_ros.mapfile import load_map

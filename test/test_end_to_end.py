@@ -29,9 +29,9 @@ def test_tiny_scene_is_relocalized_accurately(mapped, tiny, figure):
     figure("median_translation_cm", report["median_translation_cm"])
     figure("median_rotation_deg", report["median_rotation_deg"])
     assert report["frames"] == len(tiny.frames("test"))
-    # Measured with the test preset on this 320x240 scene (2-core VM, 2 threads): 86.7 % within
-    # 10 cm / 5 deg, none lost, median 5.5 cm / 2.0 deg (a random encoder: 0 %). The bounds are
-    # twice as far off, for other CPUs' numerics and thread counts.
+    # Measured with the test preset on this 320x240 scene, 2 threads: bf16 (Xeon) 86.7 % within
+    # 10 cm / 5 deg, none lost, median 5.5 cm / 2.0 deg; fp32 (EPYC AVX2) 96.7 %, none lost,
+    # 6.0 cm / 2.46 deg (a random encoder: 0 %). The bounds are at least twice as far off.
     assert report["accuracy"]["10cm_5deg"] >= 40.0, report
     assert report["lost"] <= 0.2 * report["frames"], report
     assert report["median_translation_cm"] < 12.0, report
@@ -58,7 +58,8 @@ def test_report_has_the_promised_fields(mapped):
 def test_poses_file_matches_ground_truth(mapped, tiny, figure):
     gt = {f.name: f.pose for f in tiny.frames("test")}
     rows = [line.split() for line in mapped["poses"].read_text().splitlines() if not line.startswith("#")]
-    assert len(rows) >= 0.8 * len(gt)
+    figure("poses_fraction", len(rows) / len(gt))
+    assert len(rows) >= 0.8 * len(gt)  # bf16 and fp32: every frame
     from scr_ros.geometry import pose_from_position_quaternion
 
     errors = [
@@ -67,9 +68,8 @@ def test_poses_file_matches_ground_truth(mapped, tiny, figure):
         )
         for r in rows
     ]
-    figure("poses_fraction", len(rows) / len(gt))
     figure("median_error_m", float(np.median(errors)))
-    assert np.median(errors) < 0.12  # measured 5.5 cm
+    assert np.median(errors) < 0.12  # measured bf16 5.5 cm (Xeon), fp32 6.0 cm (EPYC AVX2)
 
 
 def test_map_header_records_mapping_and_encoder(mapped):
@@ -87,6 +87,7 @@ def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny, figure
 
     scene_map = load_map(mapped["map"])
     xyz = scene_map.cloud_xyz.astype(np.float64)
+    figure("cloud_points", len(xyz))
     assert len(xyz) > 1000 and scene_map.cloud_rgb.shape == xyz.shape
     frame = tiny.frames("train")[0]
     depth = frame.load_depth()
@@ -99,6 +100,8 @@ def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny, figure
     front = np.isfinite(d) & (zs < d + 0.10)  # points not hidden behind the visible surface
     figure("front_points", int(front.sum()))
     figure("median_depth_error_m", float(np.median(np.abs(zs[front] - d[front]))))
+    # fp32 (EPYC AVX2, 2 threads): 4144 points in front, 0.6 cm median depth error; bf16: no
+    # figure recorded (the suite has not run on a bf16 CPU since figures carry the precision).
     assert front.sum() > 200
     assert np.median(np.abs(zs[front] - d[front])) < 0.05
 
@@ -162,15 +165,15 @@ def test_relocalizer_declares_lost_frames(mapped, tiny, figure):
     """An image of noise has no consistent correspondences: lost, with a reason, no pose."""
     scene_map = load_map(mapped["map"])
     reloc = Relocalizer(scene_map, device="cpu")
-    # RANSAC finds 62 chance inliers in noise and 560 in the query frame (2 threads); a threshold
-    # of 200 leaves each a margin of more than two.
+    # RANSAC finds chance inliers in noise and many in the query frame, 2 threads: bf16 62 and
+    # 560 (Xeon), fp32 92 and 529 (EPYC AVX2); a threshold of 200 leaves each a margin of two.
     reloc.config.min_inliers = 200
     frame = tiny.frames("test")[0]
     noise = np.random.default_rng(0).integers(0, 256, (frame.camera.height, frame.camera.width, 3), dtype=np.uint8)
     result = reloc.localize(noise, frame.camera)
+    figure("noise_inliers", result.num_inliers)
     assert not result.success and result.T_world_cam is None and result.reason
     good = reloc.localize(frame.load_image(), frame.camera)
-    figure("noise_inliers", result.num_inliers)
     figure("good_inliers", good.num_inliers)
     assert good.success and good.num_inliers >= reloc.config.min_inliers
 

@@ -83,4 +83,7 @@ def test_a_map_from_novel_views_localizes(tiny, mapped, tmp_path, figure):
     figure("novel_views_10cm_5deg", report["accuracy"]["10cm_5deg"])
     figure("plain_10cm_5deg", plain)
     assert scene_map.training["config"]["augmentation"]["novel_views"] == 1.0
-    assert report["accuracy"]["10cm_5deg"] >= 0.5 * plain, (report["accuracy"], plain)
+    # Measured within 10 cm / 5 deg, against the plain map's: fp32 60.0 % of 96.7 % (2 threads)
+    # and 66.7 % (1 thread) on the EPYC AVX2; bf16: no figure recorded (it passed at half). A
+    # third leaves fp32 a margin of two; rows with the wrong source pixel or depth map nothing.
+    assert report["accuracy"]["10cm_5deg"] >= 0.3 * plain, (report["accuracy"], plain)

@@ -34,7 +34,7 @@ class Unreadable:
         raise DatasetError(f"cannot decode image of {self.name}")
 
 
-def test_pipelined_poses_are_the_sequential_ones(mapped, tiny):
+def test_pipelined_poses_are_the_sequential_ones(mapped, tiny, figure):
     reloc = Relocalizer(load_map(mapped["map"]), device="cpu")
     assert reloc.splits_in_two
     frames = tiny.frames("test")
@@ -53,6 +53,7 @@ def test_pipelined_poses_are_the_sequential_ones(mapped, tiny):
     assert skipped_a == skipped_b == [frames[6].name]
     assert seen == list(range(1, len(frames) + 1))  # progress in frame order, the skipped one too
     assert [r.name for r in pipelined] == [r.name for r in sequential]
+    figure("localized_fraction", sum(r.success for r in sequential) / len(sequential))
     assert sum(r.success for r in sequential) >= len(sequential) // 2  # poses worth comparing
     for a, b in zip(sequential, pipelined):
         assert a.success == b.success and a.num_inliers == b.num_inliers
@@ -115,7 +116,7 @@ def _core(map_path, **params) -> RelocalizerCore:
     return core
 
 
-def test_core_begun_on_one_thread_and_finished_on_another_decides_as_process(mapped, tiny):
+def test_core_begun_on_one_thread_and_finished_on_another_decides_as_process(mapped, tiny, figure):
     frames = [
         CameraFrame(f.load_image(), f.camera, 10**9 * (k + 1), "camera_optical")
         for k, f in enumerate(tiny.frames("test"))
@@ -134,6 +135,7 @@ def test_core_begun_on_one_thread_and_finished_on_another_decides_as_process(map
         assert started.front is not None and started.localization is None  # RANSAC left to finish()
         handoff.put(started)
     finisher.join(timeout=120)
+    figure("published_fraction", sum(o.published for o in expected) / len(frames))
     assert sum(o.published for o in expected) >= len(frames) // 2
     for a, b in zip(expected, outcomes):
         assert (a.status, a.confirmed, a.localization.num_inliers) == (
@@ -151,12 +153,13 @@ def test_core_begun_on_one_thread_and_finished_on_another_decides_as_process(map
     assert stale.outcome.status == "stale" and core.finish(stale) is stale.outcome
 
 
-def test_replay_pipelined_gives_the_sequential_outcomes(mapped, tiny_bag):
+def test_replay_pipelined_gives_the_sequential_outcomes(mapped, tiny_bag, figure):
     threads = torch.get_num_threads()
     runs = [replay(tiny_bag, _core(mapped["map"], pipelined=p, tf_mode="map_to_odom"), "test") for p in (False, True)]
     assert torch.get_num_threads() == threads
     assert [r.report["replay"]["pipelined"] for r in runs] == [False, True]
     a, b = (r.outcomes for r in runs)
+    figure("published_fraction", sum(o.published for o in a) / max(len(a), 1))
     assert len(a) == len(b) > 0 and sum(o.published for o in a) >= len(a) // 2
     for x, y in zip(a, b):
         assert (x.stamp_ns, x.status, x.confirmed) == (y.stamp_ns, y.status, y.confirmed)

@@ -90,15 +90,20 @@ def test_a_false_loop_closure_is_dropped():
     assert edge_residuals(result.poses, [bad])[0] > s.reject_sigma
 
 
-def test_the_graph_corrects_a_drifted_recording_of_the_tiny_scene_from_its_images(tiny):
+def test_the_graph_corrects_a_drifted_recording_of_the_tiny_scene_from_its_images(tiny, figure):
     frames = tiny.frames("train")
     truth = np.stack([f.pose for f in frames])
     drifted = drifted_frames(frames, DRIFT_LEVELS["wheel"])
     result = build_pose_graph(drifted, GraphSettings())
     before = trajectory_errors(np.stack([f.pose for f in drifted]), truth)
     after = trajectory_errors(result.poses, truth)
+    figure("ate_after_over_before", after["ate_rmse_m"] / before["ate_rmse_m"])
+    figure("rotation_after_over_before", after["median_rotation_deg"] / before["median_rotation_deg"])
+    figure("loop_closures", result.figures["loop_closures"])
     # Measured (2 threads): 6.7 cm / 5.7 deg recorded, 0.5 cm / 0.3 deg corrected, with about
-    # 270 loop closures; the bounds leave room for another machine's arithmetic.
+    # 270 loop closures; the bounds leave room for another machine's arithmetic. Nothing here
+    # runs under autocast (XFeat's keypoints, PnP and the graph are fp32 and float64), so the
+    # training precision does not change these figures.
     assert after["ate_rmse_m"] < 0.25 * before["ate_rmse_m"], (before, after)
     assert after["median_rotation_deg"] < 0.25 * before["median_rotation_deg"], (before, after)
     assert result.figures["loop_closures"] >= 20, result.figures
@@ -116,7 +121,9 @@ def test_the_graph_is_refused_without_depth_and_with_settings_out_of_range(tiny,
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_a_map_from_drifted_poses_stores_the_corrected_ones_and_localize_scores_both(tiny, tmp_path, rerun_entities):
+def test_a_map_from_drifted_poses_stores_the_corrected_ones_and_localize_scores_both(
+    tiny, tmp_path, rerun_entities, figure
+):
     frames = tiny.frames("train")
     truth = np.stack([f.pose for f in frames])
     out = tmp_path / "m.safetensors"
@@ -137,11 +144,14 @@ def test_a_map_from_drifted_poses_stores_the_corrected_ones_and_localize_scores_
     assert recorded.dtype == torch.float64 and corrected.dtype == torch.float64
     np.testing.assert_allclose(m.mapping_poses, corrected.numpy())
     assert pose_error(m.mapping_poses[0], truth[0])[0] < 1e-9
-    assert m.training["pose_graph"]["loop_closures"] >= 20
-    assert (
+    ate_ratio = (
         trajectory_errors(m.mapping_poses, truth)["ate_rmse_m"]
-        < 0.25 * trajectory_errors(recorded.numpy(), truth)["ate_rmse_m"]
+        / trajectory_errors(recorded.numpy(), truth)["ate_rmse_m"]
     )
+    figure("loop_closures", m.training["pose_graph"]["loop_closures"])
+    figure("ate_after_over_before", ate_ratio)
+    assert m.training["pose_graph"]["loop_closures"] >= 20
+    assert ate_ratio < 0.25
     report, tum = tmp_path / "r.json", tmp_path / "poses.txt"
     assert main(["localize", str(out), "synthetic:tiny", "--report", str(report), "--device", "cpu"]) == 0
     r = json.loads(report.read_text())["mapping_poses"]

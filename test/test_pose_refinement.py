@@ -91,6 +91,9 @@ def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, fi
     for key in ("max_translation_m", "max_rotation_deg"):
         figure(f"{key} before", before[key])
         figure(f"{key} after", after[key])
+    # Measured after / before, translation and rotation (EPYC AVX2, 2 threads): free 0.03 and
+    # 0.03, mlp 0.22 and 0.06, free+odometry 0.30 and 0.11. The loop above runs without autocast,
+    # so the training precision does not change them.
     assert after["max_translation_m"] < 0.5 * before["max_translation_m"], (before, after)
     assert after["max_rotation_deg"] < 0.5 * before["max_rotation_deg"], (before, after)
     assert np.abs(refined[0] - recorded[0]).max() < 1e-5  # the gauge: the first frame stays
@@ -172,7 +175,8 @@ def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, t
     figure("median_rotation_deg after", after["median_rotation_deg"])
     figure("median_translation_m before", before["median_translation_m"])
     figure("median_translation_m after", after["median_translation_m"])
-    # Measured (2 threads): 3.7 deg recorded, 1.8 deg refined; the bound asks for a quarter off.
+    # Measured, 2 threads: bf16 3.7 deg recorded, 1.8 deg refined (Xeon); fp32 3.74 and 1.77 deg
+    # (EPYC AVX2). The bound asks for a quarter off.
     assert after["median_rotation_deg"] < 0.75 * before["median_rotation_deg"], (before, after)
     # The TUM file holds the same poses, one per mapping frame.
     stamps, poses = read_tum(trajectory)

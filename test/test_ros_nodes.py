@@ -303,6 +303,7 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
         T = pose_to_matrix(got[0].pose)
         assert got[0].header.frame_id == "map"
         dt, dr = pose_error(T, loc.T_world_cam)
+        figure("node_from_offline_m", dt)
         assert dt < 0.005 and dr < 0.2, (
             f"frame {frame.name}: node and offline differ by {dt * 100:.2f} cm, {dr:.2f} deg"
         )

@@ -84,5 +84,9 @@ def test_a_map_from_turned_views_localizes(mapped, tmp_path, figure):
     _, report, _, scene_map = localize(tmp_path / "m.safetensors", "synthetic:tiny", "test", "cpu", quiet=True)
     plain = mapped["report"]["accuracy"]["10cm_5deg"]
     figure("turned_views_10cm_5deg", report["accuracy"]["10cm_5deg"])
+    figure("plain_10cm_5deg", plain)
     assert scene_map.training["config"]["augmentation"]["perspective_deg"] == 5.0
-    assert report["accuracy"]["10cm_5deg"] >= 0.5 * plain, (report["accuracy"], plain)
+    # Measured within 10 cm / 5 deg, against the plain map's: fp32 66.7 % of 96.7 % (2 threads)
+    # and 70.0 % (1 thread) on the EPYC AVX2; bf16: no figure recorded (it passed at half). The
+    # bound leaves fp32 a margin of two; turned images with the wrong pixels map nothing.
+    assert report["accuracy"]["10cm_5deg"] >= 0.3 * plain, (report["accuracy"], plain)
