@@ -287,7 +287,7 @@ def test_core_localizes_and_composes_map_to_odom(core_and_frames, rng, figure):
     t_err, r_err = pose_error(out.T_map_cam, f.pose)
     figure("t_err_m", t_err)
     figure("r_err_deg", r_err)
-    assert t_err < 0.2 and r_err < 7.0  # measured 8 cm, 3.2 deg
+    assert t_err < 0.2 and r_err < 7.0  # measured bf16 8 cm, 3.2 deg (Xeon); fp32 8.9 cm, 3.2 deg (EPYC AVX2)
     assert out.confirmed  # this module's core runs with confirm_fixes 1
     assert np.allclose(out.T_map_odom @ T_odom_base @ T_base_cam, out.T_map_cam)
     assert np.allclose(out.T_map_base, out.T_map_cam @ invert_pose(T_base_cam))

@@ -324,10 +324,11 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
     figure("localized", len(errors))
     figure("median_error_m", float(np.median(errors)))
     figure("median_base_error_m", float(np.median(base_errors)))
-    assert np.median(base_errors) < 0.15, f"median base error {np.median(base_errors) * 100:.1f} cm"
-    # Measured: all 6 localized (372-824 inliers), median 7.4 cm (2 threads).
+    # Measured, 2 threads: bf16 all 6 localized (372-824 inliers), median 7.4 cm (Xeon); fp32 all
+    # 6 (368-840 inliers), median 9.0 cm, base 10.2 cm (EPYC AVX2). Bounds: twice the larger.
+    assert np.median(base_errors) < 0.21, f"median base error {np.median(base_errors) * 100:.1f} cm"
     assert len(errors) >= 3, f"only {len(errors)} of {len(scene['frames'])} frames localized"
-    assert np.median(errors) < 0.15, f"median error {np.median(errors) * 100:.1f} cm"
+    assert np.median(errors) < 0.21, f"median error {np.median(errors) * 100:.1f} cm"
     xyz, rgb = read_point_cloud(io["scene_points"][-1])
     assert len(xyz) > 100 and rgb is not None and io["scene_points"][-1].header.frame_id == "map"
     # /diagnostics goes out once a second: wait for one that has seen every frame.
@@ -497,7 +498,7 @@ def test_planar_base_pose_initialpose_and_the_first_fix_check(wire, relocalizer,
         true_yaw = yaw_pitch_roll(base_pose(a.pose)[:3, :3])[0]
         yaw_error = abs((np.degrees(yaw - true_yaw) + 180) % 360 - 180)
         figure("planar_yaw_error_deg", yaw_error)
-        assert yaw_error < 10.0
+        assert yaw_error < 10.0  # fp32 0.8 deg (EPYC AVX2); bf16: no figure recorded
         # The base pose on ~/pose_with_covariance is planar too, for every fix (not held back).
         covs = {stamp_to_ns(m.header.stamp): pose_to_matrix(m.pose.pose) for m in io["poses_cov"]}
         assert all(s in covs for s in stamps)
@@ -689,7 +690,7 @@ def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path
         assert dt < 0.005 and dr < 0.2, (dt, dr)  # the node decodes the JPEG as the offline relocalizer does
         figure("offline_inliers", offline.num_inliers)
         figure("error_m", pose_error(T, frame.pose)[0])
-        assert pose_error(T, frame.pose)[0] < 0.20
+        assert pose_error(T, frame.pose)[0] < 0.25  # fp32 9.9 cm (EPYC AVX2); bf16: no figure recorded
         truncated = encode_compressed_image(wire.f, frame.load_image(), wire.now(), CAMERA_FRAME)
         truncated.data = truncated.data[:200]
         image.publish(truncated)
@@ -809,7 +810,8 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         # The relocalizer takes the new map live and localizes with it as the offline relocalizer
         # does with the same map. A map of 24 keyframes gets fewer inliers than the node's
         # default threshold allows for on some CPUs (66 against 100 was seen), so the threshold
-        # is lowered for this frame and the pose compared with the offline one, not with a count.
+        # is lowered for this frame and the pose compared with the offline one, not with a count
+        # (bf16: 66 and 232 inliers on one and two threads; fp32, EPYC AVX2, 2 threads: 187).
         frame = scene["frames"][0]
         offline = Relocalizer(load_map(map_path), device="cpu")
         offline.config.min_inliers = 10

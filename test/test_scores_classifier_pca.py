@@ -215,6 +215,8 @@ def test_method_map_stores_pca_classifier_and_score_head(method_map, figure):
     info = classifier.info
     figure("val_accuracy", info["val_accuracy"])
     figure("pca_explained_variance", m.training["pca_explained_variance"])
+    # fp32 (EPYC AVX2): validation accuracy 0.75-0.76 (chance is 0.5), PCA keeps 0.93 of the
+    # variance; bf16: no figure recorded.
     assert info["val_accuracy"] > 0.55 and 0 < info["inlier_fraction"] < 1 and info["finetune_rows"] > 0
     assert m.training["config"]["loss"] == "ace-depth"
     # The header records every part's settings as run, defaults included.
@@ -248,12 +250,14 @@ def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map,
             figure(f"{sel}_{key}", r[key])
         figure(f"{sel}_10cm_5deg", r["accuracy"]["10cm_5deg"])
     assert reports["all"]["selector"] == "all"
-    # Measured (2 threads): 90 / 83 / 87 % within 10 cm / 5 deg with all / classifier / score.
+    # Measured within 10 cm / 5 deg with all / classifier / score, 2 threads: bf16 90 / 83 / 87 %
+    # (Xeon), fp32 83 / 90 / 90 % (EPYC AVX2).
     for sel, r in reports.items():
         assert r["accuracy"]["10cm_5deg"] >= 40.0, (sel, r)
-    # The classifier hands RANSAC fewer, likelier correspondences (743 of 1200, inlier ratio
-    # 0.69 against 0.49); the pose, refined on every correspondence that agrees with it, is about
-    # as good as without it (within two frames of 30 here).
+    # The classifier hands RANSAC fewer, likelier correspondences (bf16 743 of 1200, inlier ratio
+    # 0.69 against 0.49; fp32 729 of 1200, 0.69 against 0.49, inliers 577 against 583); the pose,
+    # refined on every correspondence that agrees with it, is about as good as without it (within
+    # two frames of 30 here).
     assert reports["classifier"]["accuracy"]["10cm_5deg"] >= reports["all"]["accuracy"]["10cm_5deg"] - 15.0, reports
     assert reports["classifier"]["median_inliers"] >= 0.9 * reports["all"]["median_inliers"], reports
     assert reports["classifier"]["median_correspondences"] < reports["all"]["median_correspondences"]
@@ -316,7 +320,8 @@ def test_deep_head_maps_and_localizes(tiny, tmp_path, figure):
     assert load_map(out).head.head_type == "deep" and m.head.config["num_blocks"] == 5
     _, r, _, _ = localize(out, "synthetic:tiny", "test", "cpu", quiet=True)
     figure("10cm_5deg", r["accuracy"]["10cm_5deg"])
-    assert r["accuracy"]["10cm_5deg"] >= 20.0, r  # measured 43 %
+    # Measured: bf16 43 % (Xeon, 2 threads), fp32 33.3 % (EPYC AVX2, 1 and 2 threads).
+    assert r["accuracy"]["10cm_5deg"] >= 15.0, r
 
 
 def test_depth_switch_selects_the_loss_and_refuses_frames_without_depth(tmp_path, capsys):
