@@ -154,8 +154,9 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     _p(
         "pipelined",
         True,
-        "Run each frame's RANSAC on a second thread beside the next frame's encoder and head (the same poses, more "
-        "frames a second; torch gets one CPU thread fewer). False: one frame at a time.",
+        "Run each frame's RANSAC on a second thread beside the next frame's encoder and head (more frames a second; "
+        "torch gets one CPU thread fewer, so the poses are the sequential ones up to float rounding). False: one "
+        "frame at a time.",
     ),
     _p(
         "max_image_age",
