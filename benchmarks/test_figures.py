@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", default=None, help="how the files were made, for the page's banner")
     args = ap.parse_args(argv)
     rows = read_lines(args.figures)
-    banner = f"Written by `python benchmarks/test_figures.py {' '.join(p.name for p in args.figures)}`"
+    banner = f"Written by `python benchmarks/test_figures.py {' '.join(map(str, args.figures))}`"
     if args.command:
         banner += f" from {args.command}"
     publish(banner + ".\n\n" + table(rows), args.doc, BEGIN, END, "test figures")
