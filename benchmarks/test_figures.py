@@ -52,7 +52,7 @@ def column_of(row: dict) -> str:
 
 def cell(values: list) -> str:
     def fmt(v) -> str:
-        if isinstance(v, bool) or isinstance(v, int):
+        if isinstance(v, int):  # counts, and bools as 0 / 1
             return str(int(v))
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from scr_ros.mapfile import load_map
 from scr_ros.node_logic.mailbox import Handoff
 from scr_ros.node_logic.params import ParameterError
 from scr_ros.node_logic.relocalizer_core import CameraFrame, RelocalizerCore
-from scr_ros.relocalize import Relocalizer, RelocalizerConfig, threads_beside_ransac
+from scr_ros.relocalize import Relocalizer, RelocalizerConfig, ransac_thread
 
 
 class Unreadable:
@@ -37,17 +36,6 @@ class Unreadable:
         raise DatasetError(f"cannot decode image of {self.name}")
 
 
-@contextmanager
-def pipelined_threads():
-    """Torch on the threads a pipelined run gives it, for a sequential run to compare with."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads_beside_ransac())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_pipelined_poses_are_the_sequential_ones(mapped, tiny, figure):
     reloc = Relocalizer(load_map(mapped["map"]), device="cpu")
     assert reloc.splits_in_two
@@ -55,7 +43,7 @@ def test_pipelined_poses_are_the_sequential_ones(mapped, tiny, figure):
     frames = frames[:6] + [Unreadable(frames[6])] + frames[7:]
     threads = torch.get_num_threads()
     skipped_a, skipped_b, seen = [], [], []
-    with pipelined_threads():
+    with ransac_thread():  # torch on the threads a pipelined run gives it
         sequential = localize_frames(reloc, frames, on_skip=lambda n, r: skipped_a.append(n))
     all_threads = localize_frames(reloc, frames, on_skip=lambda n, r: None)
     pipelined = localize_frames(
@@ -175,7 +163,7 @@ def test_core_begun_on_one_thread_and_finished_on_another_decides_as_process(map
 
 def test_replay_pipelined_gives_the_sequential_outcomes(mapped, tiny_bag, figure):
     threads = torch.get_num_threads()
-    with pipelined_threads():
+    with ransac_thread():  # torch on the threads a pipelined run gives it
         runs = [replay(tiny_bag, _core(mapped["map"], pipelined=False, tf_mode="map_to_odom"), "test")]
     runs.append(replay(tiny_bag, _core(mapped["map"], pipelined=True, tf_mode="map_to_odom"), "test"))
     assert torch.get_num_threads() == threads
