@@ -20,6 +20,7 @@ from scr_ros.node_logic.relocalizer_core import (
     FixConfirmation,
     InitialPoseTrigger,
     JumpGate,
+    Limits,
     RateMeter,
     RelocalizerCore,
 )
@@ -191,25 +192,32 @@ def test_map_to_odom_is_future_dated_and_stamps_strictly_increase():
     assert b.next(10_000_000_000) is None  # forgotten until the next fix
 
 
+LIMITS = Limits(0.5, 20.0, speed=1.0, turn_rate_deg=90.0)
+
+
 def test_first_fix_check_needs_k_agreeing_fixes(rng):
     c = FixConfirmation()
     T0 = random_pose(rng)
     step = make_pose(np.eye(3), np.array([0.05, 0.0, 0.0]))
     far = make_pose(np.eye(3), np.array([3.0, 0.0, 0.0]))
-    assert not c.add(T0, None, 3, 0.5, 20.0)
-    assert not c.add(T0 @ far, None, 3, 0.5, 20.0)  # disagrees: the count starts again from it
+    assert not c.add(T0, None, 0, 3, LIMITS)
+    assert not c.add(T0 @ far, None, 0, 3, LIMITS)  # disagrees: the count starts again from it
     assert c.count == 1
-    assert not c.add(T0 @ far @ step, None, 3, 0.5, 20.0)
-    assert c.add(T0 @ far @ step @ step, None, 3, 0.5, 20.0)
-    assert c.add(T0, None, 3, 0.5, 20.0)  # once confirmed, the run lasts (the jump gate guards it)
+    assert not c.add(T0 @ far @ step, None, 0, 3, LIMITS)
+    assert c.add(T0 @ far @ step @ step, None, 0, 3, LIMITS)
+    assert c.add(T0, None, 0, 3, LIMITS)  # once confirmed, the run lasts (the jump gate guards it)
     c.reset()
-    assert c.add(T0, None, 1, 0.5, 20.0)  # K = 1: the first fix, today's behaviour
+    assert c.add(T0, None, 0, 1, LIMITS)  # K = 1: the first fix
+    # without odometry the limits grow with the time between fixes: 3 m in 3 s at 1 m/s agrees
+    c.reset()
+    assert not c.add(T0, None, 0, 2, LIMITS)
+    assert c.add(T0 @ far, None, 3 * 10**9, 2, LIMITS)
     # with odometry the previous fix is carried forward: a fix that moved as odometry did agrees
     c.reset()
     odom = random_pose(rng)
     move = make_pose(np.eye(3), np.array([1.0, 0.0, 0.0]))
-    assert not c.add(T0, odom, 2, 0.5, 20.0)
-    assert c.add(T0 @ move, odom @ move, 2, 0.5, 20.0)
+    assert not c.add(T0, odom, 0, 2, LIMITS)
+    assert c.add(T0 @ move, odom @ move, 0, 2, LIMITS)
 
 
 def test_initial_pose_goes_out_first_after_a_lost_spell_and_on_request():
@@ -225,17 +233,21 @@ def test_initial_pose_goes_out_first_after_a_lost_spell_and_on_request():
 def test_jump_gate_rejects_fixes_odometry_contradicts_and_recovers(rng):
     gate = JumpGate()
     T0, odom0 = random_pose(rng), random_pose(rng)
-    assert gate.check(T0, odom0, 0.5, 20.0, 3) == ""
+    far = make_pose(np.eye(3), np.array([2.0, 0.0, 0.0]))
+    assert gate.check(T0 @ far, odom0, 0, LIMITS, 3) == ""  # nothing confirmed yet: no reference
+    gate.trust(T0, odom0, 0)
     move = make_pose(np.eye(3), np.array([0.3, 0.0, 0.0]))
     # odometry says the camera moved 0.3 m along its x axis; the fix agrees
-    assert gate.check(T0 @ move, odom0 @ move, 0.5, 20.0, 3) == ""
-    # the robot stands still but the fix jumps 2 m: rejected three times, then accepted
-    far = make_pose(np.eye(3), np.array([2.0, 0.0, 0.0]))
-    reasons = [gate.check(T0 @ move @ far, odom0 @ move, 0.5, 20.0, 3) for _ in range(4)]
+    assert gate.check(T0 @ move, odom0 @ move, 0, LIMITS, 3) == ""
+    # the robot stands still but the fix jumps 2 m: rejected three times, then the reference goes
+    reasons = [gate.check(T0 @ far, odom0, 0, LIMITS, 3) for _ in range(4)]
     assert all("pose jump" in r for r in reasons[:3]) and reasons[3] == ""
     assert "2.00 m" in reasons[0]
-    # without odometry there is nothing to check against
-    assert JumpGate().check(T0, None, 0.5, 20.0, 3) == ""
+    assert gate.check(T0 @ far @ far, odom0, 0, LIMITS, 3) == ""  # no reference until the next confirmed fix
+    # without odometry the last confirmed fix itself is the prediction, the limits growing with time
+    gate.trust(T0, None, 0)
+    assert "without odometry" in gate.check(T0 @ far, None, 10**8, LIMITS, 3)
+    assert gate.check(T0 @ far, None, 2 * 10**9, LIMITS, 3) == ""
 
 
 # ---------------------------------------------------------------------------- the core on a real map
@@ -250,13 +262,25 @@ class FakeTf:
             raise LookupError("extrapolation into the future")
         return self.T_odom_base
 
-    def base_camera(self, camera_frame):
+    def base_camera(self, camera_frame, stamp_ns, timeout_s):
         return self.T_base_cam
+
+    def clear(self):
+        pass
 
 
 @pytest.fixture(scope="module")
 def core_and_frames(mapped, tiny):
-    core = RelocalizerCore({"map_path": str(mapped["map"]), "device": "cpu", "max_image_age": 1.0, "confirm_fixes": 1})
+    # The jump gate is off (tests feed unrelated frames at one stamp); the gate's test turns it on.
+    core = RelocalizerCore(
+        {
+            "map_path": str(mapped["map"]),
+            "device": "cpu",
+            "max_image_age": 1.0,
+            "confirm_fixes": 1,
+            "max_jump_translation": 0.0,
+        }
+    )
     core.load_map(str(mapped["map"]))
     return core, tiny.frames("test")
 
@@ -343,7 +367,7 @@ def test_core_holds_tf_back_until_fixes_agree_and_resets_on_a_clock_jump(core_an
         assert [o.confirmed for o in outs] == [False, False, True, True]
         assert [o.T_map_odom is not None for o in outs] == [False, False, True, True]
         assert [o.initial_pose for o in outs] == [False, False, True, False]  # once, on the first confirmed fix
-        assert core.request_initial_pose() == "now"
+        assert core.request_initial_pose()[0] == "now"
         # the stamps go back a minute (a bag played again): everything time-dependent starts afresh
         jumps = core.counters.clock_jumps
         out = core.process(_frame(f, 40 * 10**9), 40 * 10**9, tf)
@@ -366,10 +390,14 @@ def test_core_rejects_a_jump_that_odometry_contradicts(core_and_frames):
         if np.linalg.norm(f.pose[:3, 3] - a.pose[:3, 3]) > 0.8 and core.process(_frame(f), 10**9).published
     )
     still = FakeTf(np.eye(4), np.eye(4))
-    core.gate.reset()
-    assert core.process(_frame(a), 10**9, still).status == "ok"
-    jumps = core.counters.jumps
-    out = core.process(_frame(b), 2 * 10**9, still)
+    core.update_params({"max_jump_translation": 0.5})
+    try:
+        core.gate.reset()
+        assert core.process(_frame(a), 10**9, still).status == "ok"
+        jumps = core.counters.jumps
+        out = core.process(_frame(b), 2 * 10**9, still)
+    finally:
+        core.update_params({"max_jump_translation": 0.0})
     assert out.localization.success, out.reason  # b localized: its true 0.8 m move contradicts "did not move"
     assert out.status == "jump" and "pose jump" in out.reason and not out.published
     assert core.counters.jumps == jumps + 1

@@ -49,8 +49,12 @@ class BagTf:
     def odom_base(self, stamp_ns: int) -> np.ndarray:
         return self.tf.lookup(self.odom_frame, self.base_frame, stamp_ns)
 
-    def base_camera(self, camera_frame: str) -> np.ndarray:
-        return self.tf.lookup(self.base_frame, camera_frame, self.stamp_ns)
+    def base_camera(self, camera_frame: str, stamp_ns: int | None, timeout_s: float) -> np.ndarray:
+        # The bag's static transforms are looked up at the image's stamp (nothing waits offline).
+        return self.tf.lookup(self.base_frame, camera_frame, self.stamp_ns if stamp_ns is None else stamp_ns)
+
+    def clear(self) -> None:
+        """Nothing to forget: the bag's TF is read whole, and a bag has no clock jumps."""
 
 
 @dataclass

@@ -15,33 +15,24 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..settings import Setting
-from .params import MAPPING_PARAMS, RELOCALIZER_PARAMS, specs_by_name
+from .basic_params import LAUNCH_SETTINGS, specs_by_name
 
 # rclpy's own parameter, declared by every node.
 USE_SIM_TIME = Setting("use_sim_time", False, "Use the /clock topic (bag playback, simulation).")
 
 # The node parameters each launch file takes as arguments (besides topics, namespace, log level).
+# Taken from basic_params, which imports no registry: launch files import this module, and the
+# launch host needs neither torch nor OpenCV.
 LAUNCH_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "relocalizer": ("map_path", "tf_mode", "use_compressed", "device", "base_to_camera", "planar", "use_sim_time"),
-    "mapping": (
-        "session_folder",
-        "map_path",
-        "use_depth",
-        "use_compressed",
-        "pose_frame",
-        "record_on_start",
-        "device",
-        "use_sim_time",
-    ),
+    node: tuple(s.name for s in settings) + ("use_sim_time",) for node, settings in LAUNCH_SETTINGS.items()
 }
-_SPECS = {"relocalizer": RELOCALIZER_PARAMS, "mapping": MAPPING_PARAMS}
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 
 def launch_setting(node: str, name: str) -> Setting:
     """The :class:`Setting` behind launch argument ``name`` of ``node`` (``relocalizer``/``mapping``)."""
-    return USE_SIM_TIME if name == "use_sim_time" else specs_by_name(_SPECS[node])[name]
+    return USE_SIM_TIME if name == "use_sim_time" else specs_by_name(LAUNCH_SETTINGS[node])[name]
 
 
 def argument_description(node: str, name: str) -> str:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ScrError, SettingsError
+from ..errors import ScrError
 from ..fileio import atomic_write_text
 from ..heads import HEADS
 from ..map_parts import MAP_PARTS, MapPart
@@ -25,36 +25,24 @@ from ..mapping_config import PRESETS
 from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides, refine_poses_part
 from ..selectors import SELECTORS
 from ..settings import Setting, cell, settings_table
-
-
-class ParameterError(SettingsError):
-    """A parameter value is of the wrong type, out of range, or not one of the choices."""
-
-
-def _p(name, default, description, min=None, max=None, choices=(), dynamic=False, length=None) -> Setting:
-    return Setting(name, default, description, min, max, tuple(choices), dynamic, length)
-
-
-DEVICE = _p(
-    "device",
-    "auto",
-    "Where the network runs: auto (CUDA when available), cuda or cpu.",
-    choices=("auto", "cuda", "cpu"),
-)
-INTRINSICS = _p(
-    "intrinsics_source",
-    "K",
-    "Which CameraInfo matrix gives the intrinsics: K (raw camera) or P (rectified projection; right for image_rect "
-    "topics).",
-    choices=("K", "P"),
-)
-USE_COMPRESSED = _p(
-    "use_compressed",
-    False,
-    "Subscribe to image/compressed (sensor_msgs/CompressedImage, JPEG or PNG) instead of image.",
-)
-TF_TIMEOUT = _p(
-    "tf_timeout", 0.2, "Seconds to wait for a TF lookup at the image stamp before giving up on that frame.", 0.0, 10.0
+from .basic_params import (  # noqa: F401 - ParameterError and _p are this module's API too
+    BASE_TO_CAMERA,
+    DEVICE,
+    INTRINSICS,
+    MAPPING_MAP_PATH,
+    MAPPING_USE_COMPRESSED,
+    PLANAR,
+    POSE_FRAME,
+    RECORD_ON_START,
+    RELOCALIZER_MAP_PATH,
+    SESSION_FOLDER,
+    TF_MODE,
+    TF_TIMEOUT,
+    USE_COMPRESSED,
+    USE_DEPTH,
+    ParameterError,
+    _p,
+    specs_by_name,
 )
 
 
@@ -110,13 +98,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         "Configure (load the map) and activate (publish) at start; false: wait for a lifecycle manager (Nav2's) to "
         "call configure and activate.",
     ),
-    _p(
-        "map_path",
-        "",
-        "Map file (.safetensors from scr map or the mapping node). Setting it at run time loads the new map; a bad "
-        "map is refused and the old one kept.",
-        dynamic=True,
-    ),
+    RELOCALIZER_MAP_PATH,
     _p(
         "encoder",
         "",
@@ -166,12 +148,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         60.0,
         dynamic=True,
     ),
-    _p(
-        "tf_mode",
-        "map_to_odom",
-        "map_to_odom (REP-105, needs odometry), map_to_camera (no odometry on the robot) or none.",
-        choices=("map_to_odom", "map_to_camera", "none"),
-    ),
+    TF_MODE,
     _p("map_frame", "map", "The map frame: parent of the published poses and TF."),
     _p("odom_frame", "odom", "The odometry frame (tf_mode map_to_odom)."),
     _p(
@@ -179,25 +156,14 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         "base_link",
         "The robot base frame: ~/pose_with_covariance and initialpose are its pose in map (never the camera's).",
     ),
-    _p(
-        "base_to_camera",
-        [],
-        "The camera optical frame's fixed pose on the base, x y z qx qy qz qw (as the mapping node's body_to_camera), "
-        "so the base pose needs no TF; TF base -> camera, where a TF mode has it, overrides it. Empty: unknown, and "
-        "without TF no base pose is published (counted in diagnostics).",
-    ),
-    _p(
-        "planar",
-        False,
-        "For 2D navigation: the base pose keeps x, y and yaw from the fix and takes z, roll and pitch from odometry "
-        "(0 without), so map -> odom carries no roll, pitch or height.",
-        dynamic=True,
-    ),
+    BASE_TO_CAMERA,
+    PLANAR,
     _p(
         "confirm_fixes",
         3,
         "The first-fix check: TF and initialpose follow the fixes only after this many consecutive fixes agreed "
-        "within the jump thresholds (1: from the first fix); ~/pose and ~/pose_with_covariance are not held back.",
+        "within the jump thresholds (1: from the first fix), again after lost_timeout without a fix, a clock jump, "
+        "a new map or ~/reset; ~/pose is never held back, ~/pose_with_covariance with hold_unconfirmed_pose.",
         1,
         100,
         dynamic=True,
@@ -206,7 +172,9 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         "publish_initial_pose",
         False,
         "Publish the base pose once on initialpose (geometry_msgs/PoseWithCovarianceStamped, for AMCL / Nav2): on the "
-        "first confirmed fix, on the first after lost_timeout without one, and on ~/publish_initial_pose.",
+        "first confirmed fix, on the first after lost_timeout without one, and on ~/publish_initial_pose (refused "
+        "while false). With tf_mode map_to_odom too, AMCL and this node would both move map -> odom: use tf_mode "
+        "none under AMCL.",
         dynamic=True,
     ),
     _p(
@@ -260,9 +228,66 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
         "jump_reset_frames",
         5,
         "After this many consecutive jump rejections the next good fix is accepted (recovers from a wrong earlier "
-        "fix).",
+        "fix); the first-fix check must still confirm it before TF and initialpose follow.",
         1,
         10000,
+        dynamic=True,
+    ),
+    _p(
+        "max_speed",
+        1.0,
+        "Without odometry (tf_mode none or map_to_camera, or no odometry at the stamp) a fix is compared with the "
+        "last fix itself: max_jump_translation grows by this many metres per second of image time since it.",
+        0.0,
+        1000.0,
+        dynamic=True,
+    ),
+    _p(
+        "max_turn_rate_deg",
+        90.0,
+        "Without odometry: max_jump_rotation_deg grows by this many degrees per second since the last fix.",
+        0.0,
+        100000.0,
+        dynamic=True,
+    ),
+    _p(
+        "max_position_std",
+        0.25,
+        "A fix whose position the inliers do not pin down is refused as lost: the largest position standard "
+        "deviation, in metres (map units), of the inlier geometry with each scene point's depth uncertainty "
+        "(far content constrains rotation, not position). 0: no check. The same check as scr localize "
+        "--max-position-std.",
+        0.0,
+        1e6,
+        dynamic=True,
+    ),
+    _p(
+        "static_mount",
+        True,
+        "TF base -> camera is a fixed mount: looked up once without waiting and kept (until a clock jump or a new "
+        "map); false: a moving mount (pan-tilt), looked up at each image stamp within tf_timeout. Not used when "
+        "base_to_camera is given.",
+    ),
+    _p(
+        "hold_unconfirmed_pose",
+        False,
+        "Publish ~/pose_with_covariance only for confirmed fixes (the first-fix check passed), e.g. into "
+        "robot_localization; false: every fix, with confirmed or not visible on ~/status.",
+        dynamic=True,
+    ),
+    _p(
+        "on_demand",
+        False,
+        "Localize only when asked (~/localize), not every frame: images arriving between requests are dropped "
+        "without inference, so a robot that needs a fix at start-up or after a kidnap spends no CPU otherwise.",
+        dynamic=True,
+    ),
+    _p(
+        "localize_timeout",
+        10.0,
+        "Seconds ~/localize waits for a confirmed fix before answering with the last reason there was none.",
+        0.1,
+        3600.0,
         dynamic=True,
     ),
     _p(
@@ -324,21 +349,11 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
 ) + selector_parameters()
 
 MAPPING_PARAMS: tuple[Setting, ...] = (
-    _p(
-        "session_folder",
-        "scr_session",
-        "Folder the keyframes are recorded into (posed-folder layout, readable by scr map). Recording resumes into "
-        "an existing one.",
-    ),
-    _p("map_path", "", "Where build_map writes the map; empty: SESSION_FOLDER/map.safetensors.", dynamic=True),
-    _p("record_on_start", False, "Start recording as soon as the node starts (otherwise call ~/start_recording)."),
-    _p("use_compressed", False, "Subscribe to image/compressed instead of image."),
-    _p(
-        "use_depth",
-        False,
-        "Subscribe to depth (REP-118: 32FC1 metres or 16UC1 millimetres, registered to the image) and record it "
-        "with each keyframe.",
-    ),
+    SESSION_FOLDER,
+    MAPPING_MAP_PATH,
+    RECORD_ON_START,
+    MAPPING_USE_COMPRESSED,
+    USE_DEPTH,
     INTRINSICS,
     _p(
         "pose_source",
@@ -348,13 +363,7 @@ MAPPING_PARAMS: tuple[Setting, ...] = (
         "or odometry (nav_msgs/Odometry on the odometry topic); pose and odometry need no TF.",
         choices=("tf", "pose", "odometry"),
     ),
-    _p(
-        "pose_frame",
-        "map",
-        "Fixed frame of the recorded camera poses: with pose_source tf the frame they are looked up in (map when a "
-        "SLAM / localization system "
-        "provides it, or odom); with a pose topic, the header.frame_id its messages must carry.",
-    ),
+    POSE_FRAME,
     _p(
         "body_to_camera",
         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
@@ -520,10 +529,6 @@ def mapping_methods(p: dict) -> dict:
     }
 
 
-def specs_by_name(specs: tuple[Setting, ...]) -> dict[str, Setting]:
-    return {s.name: s for s in specs}
-
-
 def validate(specs: tuple[Setting, ...], values: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     """Values checked against ``specs``; missing ones take defaults unless ``partial``.
 
@@ -540,17 +545,18 @@ def validate(specs: tuple[Setting, ...], values: dict[str, Any], partial: bool =
 
 
 def load_yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
-    """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter YAML file."""
+    """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter YAML file: under the node's
+    name, ``/**/name`` (any namespace, as config/*.yaml are keyed) or ``/**`` (every node)."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: not a ROS 2 parameter file")
-    for key in (node_name, f"/{node_name}", "/**"):
+    for key in (node_name, f"/{node_name}", f"/**/{node_name}", "/**"):
         section = data.get(key)
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
             return section["ros__parameters"]
-    raise ParameterError(f"{path}: no '{node_name}: ros__parameters:' section")
+    raise ParameterError(f"{path}: no '/**/{node_name}: ros__parameters:' section")
 
 
 def parameter_table(specs: tuple[Setting, ...]) -> str:

@@ -38,6 +38,12 @@ from .map_odom import CLOCK_JUMP_NS, MapOdomBroadcast
 from .params import RELOCALIZER_PARAMS, ParameterError, selector_settings, validate
 from .rejections import Rejections
 
+# What ~/status says (std_msgs/String), for a behaviour tree that needs no /diagnostics parsing:
+# localized: the latest fix is confirmed and within lost_timeout; unconfirmed: fixes come but the
+# first-fix check has not passed (TF and initialpose wait); lost: no fix for lost_timeout of image
+# time (or none yet); no_map: nothing loaded.
+STATES = ("localized", "unconfirmed", "lost", "no_map")
+
 INLIER_RGB = (40, 220, 40)
 OUTLIER_RGB = (230, 40, 40)
 
@@ -80,42 +86,84 @@ def disagreement(
     return float(np.linalg.norm(delta[:3, 3])), rotation_angle_deg(delta[:3, :3])
 
 
-class JumpGate:
-    """Rejects fixes that disagree with odometry: lost frames rather than teleporting the robot.
+@dataclass(frozen=True)
+class Limits:
+    """How far (m, deg) a fix may lie from the previous one carried forward. With odometry the
+    carried-forward pose already holds the motion, so the limits are fixed; without it (tf_mode
+    none, odometry missing) the camera may have moved in between, so the limits grow with the
+    image time since the previous fix at ``max_speed`` / ``max_turn_rate_deg``."""
 
-    The last accepted fix is carried to the new image stamp by the odometry motion in between
-    (``T_map_cam_prev . T_odom_cam_prev^-1 . T_odom_cam_now``); a new fix further than the
-    thresholds from that prediction is rejected. After ``reset_after`` consecutive rejections the
-    next fix is accepted anyway (and becomes the new reference), so a wrong earlier fix (or a
-    kidnapped robot) cannot lock the node out. Without odometry there is nothing to compare with and every fix passes.
+    translation: float
+    rotation_deg: float
+    speed: float = 0.0
+    turn_rate_deg: float = 0.0
+
+    @classmethod
+    def from_params(cls, p: dict) -> "Limits":
+        return cls(p["max_jump_translation"], p["max_jump_rotation_deg"], p["max_speed"], p["max_turn_rate_deg"])
+
+    @property
+    def off(self) -> bool:
+        return self.translation <= 0
+
+    def exceeded(self, dt: float, dr: float, odometry: bool, elapsed_s: float) -> bool:
+        grow = 0.0 if odometry else max(0.0, elapsed_s)
+        return dt > self.translation + self.speed * grow or dr > self.rotation_deg + self.turn_rate_deg * grow
+
+    def describe(self, odometry: bool, elapsed_s: float) -> str:
+        if odometry:
+            return f"{self.translation:.2f} m / {self.rotation_deg:.1f} deg"
+        grow = max(0.0, elapsed_s)
+        return (
+            f"{self.translation + self.speed * grow:.2f} m / {self.rotation_deg + self.turn_rate_deg * grow:.1f} deg "
+            f"without odometry, {grow:.1f} s after the last fix"
+        )
+
+
+class JumpGate:
+    """Rejects fixes that disagree with the trusted pose: lost frames rather than teleporting the robot.
+
+    The reference is the last *confirmed* fix (:meth:`trust`), carried to the new image stamp by
+    the odometry motion in between (``T_map_cam_prev . T_odom_cam_prev^-1 . T_odom_cam_now``); a
+    new fix further than the limits from that prediction is rejected. Without odometry (tf_mode
+    none) the prediction is the reference itself and the limits grow with the time since it
+    (:class:`Limits`). Before anything is confirmed there is no reference and the first-fix check
+    alone decides, so a wrong first fix cannot lock the right ones out. After ``reset_after``
+    consecutive rejections the reference is dropped (a wrong earlier fix, or a kidnapped robot):
+    the next fixes must confirm each other before TF and initialpose follow them.
     """
 
     def __init__(self) -> None:
-        self._ref: tuple[np.ndarray, np.ndarray] | None = None
+        self._ref: tuple[np.ndarray, np.ndarray | None, int] | None = None
         self.consecutive = 0
 
     def check(
-        self,
-        T_map_cam: np.ndarray,
-        T_odom_cam: np.ndarray | None,
-        max_translation: float,
-        max_rotation_deg: float,
-        reset_after: int,
+        self, T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, stamp_ns: int, limits: Limits, reset_after: int
     ) -> str:
-        """``""`` to accept, otherwise why the fix is rejected. Accepting updates the reference."""
-        if T_odom_cam is None or max_translation <= 0:
+        """``""`` to let the fix through, otherwise why it is rejected."""
+        if limits.off or self._ref is None:
             return ""
-        if self._ref is not None:
-            dt, dr = disagreement(T_map_cam, T_odom_cam, *self._ref)
-            if (dt > max_translation or dr > max_rotation_deg) and self.consecutive < reset_after:
-                self.consecutive += 1
-                return (
-                    f"pose jump: {dt:.2f} m / {dr:.1f} deg from where odometry puts the camera "
-                    f"(limits {max_translation:.2f} m / {max_rotation_deg:.1f} deg; {self.consecutive} in a row)"
-                )
-        self._ref = (np.array(T_map_cam), np.array(T_odom_cam))
+        prev_map, prev_odom, prev_ns = self._ref
+        odometry = T_odom_cam is not None and prev_odom is not None
+        dt, dr = disagreement(T_map_cam, T_odom_cam, prev_map, prev_odom)
+        elapsed = (stamp_ns - prev_ns) * 1e-9
+        if not limits.exceeded(dt, dr, odometry, elapsed):
+            self.consecutive = 0
+            return ""
+        if self.consecutive >= reset_after:
+            self.reset()  # give up the reference: the first-fix check decides again
+            return ""
+        self.consecutive += 1
+        where = "where odometry puts the camera" if odometry else "the last confirmed fix"
+        return (
+            f"pose jump: {dt:.2f} m / {dr:.1f} deg from {where} (limits {limits.describe(odometry, elapsed)}; "
+            f"{self.consecutive} in a row)"
+        )
+
+    def trust(self, T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, stamp_ns: int) -> None:
+        """A confirmed fix: the reference from now on."""
+        self._ref = (np.array(T_map_cam), None if T_odom_cam is None else np.array(T_odom_cam), stamp_ns)
         self.consecutive = 0
-        return ""
 
     def reset(self) -> None:
         self._ref, self.consecutive = None, 0
@@ -123,31 +171,36 @@ class JumpGate:
 
 class FixConfirmation:
     """The first-fix check: TF and initialpose follow the fixes only once ``needed`` consecutive
-    fixes agreed, each within the jump thresholds of the previous one carried forward by odometry
-    (or, without odometry, of the previous one itself). A fix that disagrees starts the count
-    again from itself; a confirmed run lasts until a fix is rejected or the node is lost."""
+    fixes agreed, each within the jump limits of the previous one carried forward by odometry
+    (or, without odometry, of the previous one itself with the limits grown by the time between).
+    A fix that disagrees starts the count again from itself. A confirmed run ends when a fix is
+    rejected, when the node is lost (no fix for ``lost_timeout`` of image time: the robot may
+    have been carried anywhere meanwhile), on a clock jump, a new map and ``~/reset``."""
 
     def __init__(self) -> None:
-        self._last: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._last: tuple[np.ndarray, np.ndarray | None, int] | None = None
         self.count = 0
 
     def add(
-        self,
-        T_map_cam: np.ndarray,
-        T_odom_cam: np.ndarray | None,
-        needed: int,
-        max_translation: float,
-        max_rotation_deg: float,
+        self, T_map_cam: np.ndarray, T_odom_cam: np.ndarray | None, stamp_ns: int, needed: int, limits: Limits
     ) -> bool:
         """Count this fix; whether the run it belongs to is confirmed."""
-        if self._last is not None and self.count < needed:
-            dt, dr = disagreement(T_map_cam, T_odom_cam, *self._last)
-            agrees = max_translation <= 0 or (dt <= max_translation and dr <= max_rotation_deg)
+        if self._last is None:
+            self.count = 1
+        elif self.count < needed:
+            prev_map, prev_odom, prev_ns = self._last
+            odometry = T_odom_cam is not None and prev_odom is not None
+            dt, dr = disagreement(T_map_cam, T_odom_cam, prev_map, prev_odom)
+            agrees = limits.off or not limits.exceeded(dt, dr, odometry, (stamp_ns - prev_ns) * 1e-9)
             self.count = self.count + 1 if agrees else 1
         else:
-            self.count = self.count + 1 if self._last is not None else 1
-        self._last = (np.array(T_map_cam), None if T_odom_cam is None else np.array(T_odom_cam))
+            self.count += 1
+        self._last = (np.array(T_map_cam), None if T_odom_cam is None else np.array(T_odom_cam), stamp_ns)
         return self.count >= needed
+
+    @property
+    def last_stamp_ns(self) -> int | None:
+        return None if self._last is None else self._last[2]
 
     def reset(self) -> None:
         self._last, self.count = None, 0
@@ -171,6 +224,44 @@ class InitialPoseTrigger:
         self.last_fix_ns, self.requested = None, False
 
 
+class LocalizeRequests:
+    """``~/localize``: callers wait (on their own thread) until a frame gives a confirmed fix, or
+    their timeout passes; with ``on_demand`` frames are processed only while someone waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.pending = 0
+        self._answer: FrameOutcome | None = None
+        self._serial = 0  # answers given: a waiter takes the first one after it started waiting
+        self.last_reason = ""
+
+    def offer(self, out: "FrameOutcome") -> None:
+        """Every finished frame: a confirmed fix answers everyone waiting."""
+        with self._cond:
+            if out.published and out.confirmed:
+                self._answer, self._serial = out, self._serial + 1
+                self._cond.notify_all()
+            elif not out.published:
+                self.last_reason = f"{out.status}: {out.reason}"
+            else:
+                self.last_reason = f"fix not yet confirmed ({out.state})"
+
+    def wait(self, timeout_s: float) -> FrameOutcome | None:
+        """The first confirmed fix from now on, or None after ``timeout_s`` (see :attr:`last_reason`)."""
+        with self._cond:
+            self.pending += 1
+            start = self._serial
+            try:
+                self._cond.wait_for(lambda: self._serial > start, timeout=timeout_s)
+                return self._answer if self._serial > start else None
+            finally:
+                self.pending -= 1
+
+    def wanted(self, on_demand: bool) -> bool:
+        """Whether the next frame should be processed."""
+        return not on_demand or self.pending > 0
+
+
 # --------------------------------------------------------------------------------------------
 # The node's decisions
 
@@ -186,12 +277,16 @@ class CameraFrame:
 
 
 class TfSource(Protocol):
-    """What the core needs from TF; each method raises ``LookupError`` with a reason."""
+    """What the core needs from TF; the lookups raise ``LookupError`` with a reason."""
 
     def odom_base(self, stamp_ns: int) -> np.ndarray:  # T_odom_base at the stamp
         ...
 
-    def base_camera(self, camera_frame: str) -> np.ndarray:  # T_base_cam (static)
+    def base_camera(self, camera_frame: str, stamp_ns: int | None, timeout_s: float) -> np.ndarray:
+        """T_base_cam at ``stamp_ns`` (None: the latest, for a static mount), waiting at most ``timeout_s``."""
+        ...
+
+    def clear(self) -> None:  # forget every transform (the clock jumped back)
         ...
 
 
@@ -199,8 +294,10 @@ class TfSource(Protocol):
 class FrameOutcome:
     """What to publish for one processed frame.
 
-    ``status``: ``ok`` (publish the pose), ``lost`` (too few inliers / no RANSAC model),
-    ``jump`` (rejected by odometry), ``stale`` (too old; not processed), ``no_map``, ``error``.
+    ``status``: ``ok`` (publish the pose), ``lost`` (too few inliers, no RANSAC model, or a
+    position the inliers do not constrain), ``jump`` (rejected by odometry or the last fix),
+    ``stale`` (too old, or begun before a reset: not used), ``no_map``, ``error``.
+    ``state`` is what ``~/status`` says after this frame (:data:`STATES`).
     """
 
     status: str
@@ -218,6 +315,7 @@ class FrameOutcome:
     tf_warning: str = ""  # why TF could not be produced for this frame
     clock_jump: str = ""  # the stamps went back (bag loop, simulator reset): what was reset
     latency_ms: float = 0.0
+    state: str = ""  # ~/status after this frame: one of STATES
 
     @property
     def published(self) -> bool:
@@ -249,6 +347,7 @@ class Started:
     t0: float  # perf_counter at begin: the outcome's latency counts from here
     relocalizer: Relocalizer | None
     T_base_cam_param: np.ndarray | None
+    generation: int  # the core's generation at begin: a reset in between makes the frame stale
     front: Front | None = None
     localization: Localization | None = None
     outcome: FrameOutcome | None = None
@@ -268,6 +367,9 @@ class Counters:
     unconfirmed: int = 0  # fixes TF and initialpose waited on (the first-fix check)
     initial_poses: int = 0  # initialpose messages
     clock_jumps: int = 0
+    unconstrained: int = 0  # fixes refused because the inliers do not pin the position (max_position_std)
+    stale_after_reset: int = 0  # frames begun before a reset (map swap, clock jump, ~/reset) and dropped
+    idle: int = 0  # on_demand: frames dropped because no ~/localize call waited
     last_inliers: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
 
@@ -299,7 +401,13 @@ class RelocalizerCore:
         self._last_stamp_ns: int | None = None
         self.T_base_cam_param = self._mount(self.params)
         self._check_config(self.params)
-        self.last_fix: FrameOutcome | None = None  # the latest published fix with a base pose
+        # The latest *confirmed* fix with a base pose: what ~/publish_initial_pose may send.
+        self.last_fix: FrameOutcome | None = None
+        # Bumped by every reset (map swap, clock jump, ~/reset): a frame begun under an older
+        # generation finishes as stale and touches nothing (the gate, last_fix, map -> odom).
+        self.generation = 0
+        self.state = "no_map"
+        self._mounts: dict[str, np.ndarray] = {}  # static base -> camera transforms from TF, by frame
         self.counters = Counters()
         self.input_rate = RateMeter(clock=clock)
         self.processed_rate = RateMeter(clock=clock)
@@ -327,15 +435,26 @@ class RelocalizerCore:
         except MessageError as exc:
             raise ParameterError(str(exc)) from None
 
-    def request_initial_pose(self) -> str:
-        """``~/publish_initial_pose``: the latest fix's base pose goes to initialpose now when it is
-        recent (within lost_timeout of the newest image), else with the next confirmed fix."""
+    def request_initial_pose(self) -> tuple[str, FrameOutcome | None]:
+        """``~/publish_initial_pose``: ("now", fix) when the latest confirmed fix is recent (within
+        lost_timeout of the newest image) and its base pose should go to initialpose at once;
+        ("next", None) when the next confirmed fix will; ("refused", None) with
+        publish_initial_pose false (the parameter decides whether this node seeds initialpose)."""
+        if not self.params["publish_initial_pose"]:
+            return "refused", None
         fix = self.last_fix
         newest = self._last_stamp_ns
         if fix is not None and newest is not None and (newest - fix.stamp_ns) * 1e-9 <= self.params["lost_timeout"]:
-            return "now"
+            return "now", fix
         self.initial.requested = True
-        return "next"
+        return "next", None
+
+    def reset(self) -> str:
+        """``~/reset``: forget the jump gate's reference, the first-fix check, initialpose's
+        history and map -> odom; the next fixes must confirm again."""
+        with self._lock:
+            self._forget_fixes()
+        return "the jump gate, the first-fix check, initialpose and map -> odom start afresh"
 
     def _clock(self, stamp_ns: int) -> str:
         """Stamps that go back by more than a second (a bag played again, a simulator reset) reset
@@ -391,13 +510,17 @@ class RelocalizerCore:
             self._forget_fixes()
 
     def _forget_fixes(self) -> None:
-        # Fixes in another map (or none) say nothing about the next one: the jump gate, the
-        # first-fix check, initialpose and map -> odom start afresh.
+        # Fixes in another map (or none, or before a clock jump) say nothing about the next one:
+        # the jump gate, the first-fix check, initialpose and map -> odom start afresh, and frames
+        # already begun are dropped when they finish (the generation).
         self.gate.reset()
         self.confirmation.reset()
         self.initial.reset()
         self.broadcast.reset()
         self.last_fix = None
+        self._mounts.clear()
+        self.generation += 1
+        self.state = "lost" if self._relocalizer is not None else "no_map"
 
     def map_cloud(self) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(xyz, rgb, points in the map) for ``~/map_cloud``: the loaded map's cloud, every k-th
@@ -465,14 +588,20 @@ class RelocalizerCore:
         t0 = time.perf_counter()
         p = dict(self.params)
         camera_frame = p["camera_frame"] or frame.frame_id
-        clock_jump = self._clock(frame.stamp_ns)
         with self._lock:
+            clock_jump = self._clock(frame.stamp_ns)
             relocalizer = self._relocalizer
             T_base_cam_param = self.T_base_cam_param
-        started = Started(frame, p, camera_frame, clock_jump, t0, relocalizer, T_base_cam_param)
+            generation = self.generation
+        started = Started(frame, p, camera_frame, clock_jump, t0, relocalizer, T_base_cam_param, generation)
         if relocalizer is None:
             started.outcome = FrameOutcome(
-                "no_map", "no map loaded (set map_path)", frame.stamp_ns, camera_frame, clock_jump=clock_jump
+                "no_map",
+                "no map loaded (set map_path)",
+                frame.stamp_ns,
+                camera_frame,
+                clock_jump=clock_jump,
+                state="no_map",
             )
             return started
         age_s = (now_ns - frame.stamp_ns) * 1e-9
@@ -484,6 +613,7 @@ class RelocalizerCore:
                 frame.stamp_ns,
                 camera_frame,
                 clock_jump=clock_jump,
+                state=self.state,
             )
             return started
         relocalizer.config = self.relocalizer_config()
@@ -504,59 +634,80 @@ class RelocalizerCore:
             started.frame.stamp_ns,
             started.camera_frame,
             clock_jump=started.clock_jump,
+            state=self._lost_or(started.frame.stamp_ns),
         )
 
     def finish(self, started: Started, tf: TfSource | None = None) -> FrameOutcome:
         """The second half of :meth:`process`: RANSAC where :meth:`begin` left it, then the
         decisions (jump gate, first-fix check, covariance, map -> odom). Frames must be finished
-        in the order they were begun: the gate and the first-fix check follow the sequence."""
+        in the order they were begun: the gate and the first-fix check follow the sequence.
+
+        A frame begun before a reset (a map swap, a clock jump, ``~/reset``) comes out ``stale``
+        and changes nothing: its fix belongs to the time before the reset."""
+        if started.clock_jump and tf is not None:
+            tf.clear()  # transforms stamped before the jump would make every lookup fail (TF_OLD_DATA)
         if started.outcome is not None:
             return started.outcome
-        frame, p, camera_frame, clock_jump, t0 = (
-            started.frame,
-            started.params,
-            started.camera_frame,
-            started.clock_jump,
-            started.t0,
-        )
-        T_base_cam_param = started.T_base_cam_param
+        frame, camera_frame, clock_jump, t0 = started.frame, started.camera_frame, started.clock_jump, started.t0
         loc = started.localization
         if loc is None:
             try:
                 loc = started.relocalizer.back(started.front)
             except (ScrError, ValueError) as exc:
                 return self._failed(exc, started)
-        out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc, clock_jump=clock_jump)
+        with self._lock:
+            if started.generation != self.generation:
+                self.counters.stale_after_reset += 1
+                return self._done(
+                    FrameOutcome(
+                        "stale",
+                        "begun before a reset (new map, clock jump or ~/reset): dropped",
+                        frame.stamp_ns,
+                        camera_frame,
+                        localization=loc,
+                        clock_jump=clock_jump,
+                        state=self.state,
+                    ),
+                    t0,
+                )
+            return self._decide(started, loc, tf)
+
+    def _decide(self, started: Started, loc: Localization, tf: TfSource | None) -> FrameOutcome:
+        frame, p, camera_frame, t0 = started.frame, started.params, started.camera_frame, started.t0
+        out = FrameOutcome("ok", "", frame.stamp_ns, camera_frame, localization=loc, clock_jump=started.clock_jump)
         self.counters.processed += 1
         self.counters.last_inliers = loc.num_inliers
         self.processed_rate.tick()
+        # Lost for lost_timeout of image time: the robot may have been carried anywhere, so the
+        # confirmed run ends and the next fixes must agree again (the kidnapped robot).
+        since = self.confirmation.last_stamp_ns
+        if since is not None and (frame.stamp_ns - since) * 1e-9 > p["lost_timeout"]:
+            self.confirmation.reset()
         if not loc.success:
             out.status, out.reason = "lost", loc.reason
             self.counters.lost += 1
+            if "do not constrain" in loc.reason:
+                self.counters.unconstrained += 1
+            out.state = self.state = self._lost_or(frame.stamp_ns)
             return self._done(out, t0)
         out.T_map_cam = loc.T_world_cam
 
-        # The mount (TF overrides the parameter) and odometry at the image stamp.
-        T_odom_base, T_base_cam = None, T_base_cam_param
-        if tf is not None:
+        # The mount (the parameter, else TF) and odometry at the image stamp.
+        T_odom_base = None
+        T_base_cam = self._base_camera(started, tf, out)
+        if tf is not None and T_base_cam is not None and p["tf_mode"] == "map_to_odom":
             try:
-                T_base_cam = tf.base_camera(camera_frame)
+                T_odom_base = tf.odom_base(frame.stamp_ns)
             except LookupError as exc:
-                if T_base_cam is None:
-                    out.tf_warning = f"no TF {p['base_frame']} -> {camera_frame} and no base_to_camera parameter: {exc}"
-            if T_base_cam is not None and p["tf_mode"] == "map_to_odom":
-                try:
-                    T_odom_base = tf.odom_base(frame.stamp_ns)
-                except LookupError as exc:
-                    out.tf_warning = f"no odometry ({p['odom_frame']} -> {p['base_frame']}) at the image stamp: {exc}"
+                out.tf_warning = f"no odometry ({p['odom_frame']} -> {p['base_frame']}) at the image stamp: {exc}"
         T_odom_cam = T_odom_base @ T_base_cam if T_odom_base is not None else None
-        jump = self.gate.check(
-            loc.T_world_cam, T_odom_cam, p["max_jump_translation"], p["max_jump_rotation_deg"], p["jump_reset_frames"]
-        )
+        limits = Limits.from_params(p)
+        jump = self.gate.check(loc.T_world_cam, T_odom_cam, frame.stamp_ns, limits, p["jump_reset_frames"])
         if jump:
             out.status, out.reason = "jump", jump
             self.counters.jumps += 1
             self.confirmation.reset()
+            out.state = self.state = self._lost_or(frame.stamp_ns)
             return self._done(out, t0)
 
         inl = loc.inlier_mask
@@ -579,22 +730,53 @@ class RelocalizerCore:
                 "empty; only ~/pose (the camera) is published"
             )
             self.counters.base_missing += 1
-        out.confirmed = self.confirmation.add(
-            loc.T_world_cam, T_odom_cam, p["confirm_fixes"], p["max_jump_translation"], p["max_jump_rotation_deg"]
-        )
+        out.confirmed = self.confirmation.add(loc.T_world_cam, T_odom_cam, frame.stamp_ns, p["confirm_fixes"], limits)
+        out.state = self.state = "localized" if out.confirmed else "unconfirmed"
+        if out.confirmed:
+            self.gate.trust(loc.T_world_cam, T_odom_cam, frame.stamp_ns)
         if not out.confirmed:
             self.counters.unconfirmed += 1
         if out.confirmed and p["tf_mode"] == "map_to_odom" and T_odom_base is not None and out.T_map_base is not None:
             out.T_map_odom = map_to_odom(out.T_map_base, T_odom_base)
             self.broadcast.update(out.T_map_odom)
-        if out.T_map_base is not None:
+        if out.T_map_base is not None and out.confirmed:
             self.last_fix = out
-            if out.confirmed and p["publish_initial_pose"] and self.initial.due(frame.stamp_ns, p["lost_timeout"]):
+            if p["publish_initial_pose"] and self.initial.due(frame.stamp_ns, p["lost_timeout"]):
                 out.initial_pose = True
                 self.counters.initial_poses += 1
         self.counters.published += 1
         self.published_rate.tick()
         return self._done(out, t0)
+
+    def _lost_or(self, stamp_ns: int) -> str:
+        """The state after a frame without a fix: still localized (or unconfirmed) while the last
+        fix is within lost_timeout of image time, else lost."""
+        if self._relocalizer is None:
+            return "no_map"
+        since = self.confirmation.last_stamp_ns
+        if since is None or (stamp_ns - since) * 1e-9 > self.params["lost_timeout"]:
+            return "lost"
+        return self.state if self.state in ("localized", "unconfirmed") else "lost"
+
+    def _base_camera(self, started: Started, tf: TfSource | None, out: FrameOutcome) -> np.ndarray | None:
+        """T_base_cam for this frame: the ``base_to_camera`` parameter without any TF wait, else TF
+        -- a static mount looked up once without waiting and kept, a moving one (``static_mount``
+        false) at the image stamp within tf_timeout; None when neither has it."""
+        if started.T_base_cam_param is not None:
+            return started.T_base_cam_param
+        if tf is None:
+            return None
+        p, camera_frame = started.params, started.camera_frame
+        try:
+            if not p["static_mount"]:
+                return tf.base_camera(camera_frame, started.frame.stamp_ns, p["tf_timeout"])
+            T = self._mounts.get(camera_frame)
+            if T is None:
+                T = self._mounts[camera_frame] = tf.base_camera(camera_frame, None, 0.0)
+            return T
+        except LookupError as exc:
+            out.tf_warning = f"no TF {p['base_frame']} -> {camera_frame} and no base_to_camera parameter: {exc}"
+            return None
 
     def _done(self, out: FrameOutcome, t0: float) -> FrameOutcome:
         out.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -635,6 +817,10 @@ class RelocalizerCore:
             "fixes without a base pose": str(c.base_missing),
             "initialpose messages": str(c.initial_poses),
             "clock jumps (stamps went back)": str(c.clock_jumps),
+            "fixes refused: position not constrained": str(c.unconstrained),
+            "frames dropped: begun before a reset": str(c.stale_after_reset),
+            "frames skipped: on_demand, nobody asked": str(c.idle),
+            "status": self.state,
             "last problem": self.problems.last or "(none)",
             **self.problems.values(),
         }

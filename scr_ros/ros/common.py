@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import importlib
 import sys
+import threading
 
 import numpy as np
 import rclpy
@@ -157,6 +158,68 @@ class Diagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
+
+
+def _topic_remaps(argv: list[str]) -> list[str]:
+    """The ``-r FROM:=TO`` rules of ``argv``'s ``--ros-args`` sections that apply to any node of
+    the process, without the node-name and namespace ones (``__node``, ``__name``, ``__ns``) and
+    without rules aimed at one node (``node:FROM:=TO``)."""
+    rules, in_ros, i = [], False, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--ros-args":
+            in_ros = True
+        elif tok == "--":
+            in_ros = False
+        elif in_ros and tok in ("-r", "--remap") and i + 1 < len(argv):
+            rule = argv[i + 1]
+            lhs = rule.split(":=", 1)[0]
+            if ":=" in rule and lhs not in ("__node", "__name", "__ns") and ":" not in lhs:
+                rules += ["-r", rule]
+            i += 1
+        i += 1
+    return rules
+
+
+def side_node(parent: Node, suffix: str, argv: list[str] | None = None) -> Node:
+    """A node beside ``parent`` in the same process and namespace, ``<parent name>_<suffix>``, for
+    what must not run on the parent's single-threaded executor (the TF listener, services that
+    wait): the caller spins it on its own thread (:class:`SideSpinner`, or tf2's ``spin_thread``).
+
+    It takes the process's topic remappings (``/tf:=tf`` on a namespaced robot) and the parent's
+    ``use_sim_time``, but not the process's node-name remapping, which would give it the
+    parent's name."""
+    rules = _topic_remaps(sys.argv if argv is None else argv)
+    return Node(
+        f"{parent.get_name()}_{suffix}",
+        namespace=parent.get_namespace(),
+        context=parent.context,
+        cli_args=["--ros-args", *rules] if rules else None,
+        use_global_arguments=False,
+        start_parameter_services=False,
+        parameter_overrides=[Parameter("use_sim_time", value=parent.get_parameter("use_sim_time").value)],
+    )
+
+
+class SideSpinner:
+    """Spins one node on its own single-threaded executor and thread until :meth:`stop`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self._spin, name=f"{node.get_name()}_executor", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, RuntimeError):
+            pass  # the context shut down under us
+
+    def stop(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
 
 
 def import_tf2(what: str, instead: str):

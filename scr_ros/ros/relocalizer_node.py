@@ -7,7 +7,8 @@ topics, parameters, TF, the lifecycle and four threads besides the executor's:
     image callback --(newest only)--> LatestSlot --> inference thread (encoder, head)
         --> Handoff --> RANSAC thread (RANSAC, decisions) --> publishers / TF
     map_path / ~/reload_map --(header checked at once)--> map loader thread --> atomic swap
-    TF listener on its own thread (tf2_ros spin_thread)
+    TF listener on its own node (scr_relocalizer_tf) and thread (tf2_ros spin_thread)
+    ~/localize, which waits for a fix, on its own node (scr_relocalizer_services) and thread
 
 (with ``pipelined: false`` the inference thread runs RANSAC and the decisions itself), so
 nothing the executor runs waits for a map load or inference: images, parameters and
@@ -27,7 +28,12 @@ Outputs, each always in the same frame (docs/ros.md has the table):
 - ``initialpose`` (PoseWithCovarianceStamped, ``map``, with ``publish_initial_pose``): the base,
   once per confirmed fix after start or after being lost, and on ``~/publish_initial_pose``;
 - TF ``map -> odom`` (``tf_mode map_to_odom``) or ``map -> camera`` (``map_to_camera``), after the
-  first-fix check; ``~/inliers``, ``~/scene_points`` and ``~/map_cloud``.
+  first-fix check; ``~/inliers``, ``~/scene_points`` and ``~/map_cloud``;
+- ``~/status`` (std_msgs/String, latched): localized, unconfirmed, lost or no_map.
+
+Services: ``~/reload_map``, ``~/publish_initial_pose``, ``~/reset`` (std_srvs/Trigger) and
+``~/localize`` (Trigger: waits up to ``localize_timeout`` for a confirmed fix; with ``on_demand``
+the node localizes only while such a call waits).
 
 Needs rclpy, lifecycle_msgs and the message packages; ``tf2_ros`` is imported when ``tf_mode`` is
 not ``none`` (a TF mode without it is refused at start).
@@ -44,7 +50,7 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Int32
+from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
 from ..errors import MessageError, ScrError
@@ -61,23 +67,25 @@ from ..messages import (
     stamp_to_ns,
 )
 from ..node_logic.mailbox import Handoff, LatestSlot
-from ..node_logic.params import RELOCALIZER_PARAMS
-from ..node_logic.relocalizer_core import CameraFrame, RelocalizerCore
+from ..node_logic.params import RELOCALIZER_PARAMS, ParameterError
+from ..node_logic.relocalizer_core import CameraFrame, LocalizeRequests, RelocalizerCore
 from ..relocalize import threads_beside_ransac
 from .common import (
     IMAGE_QOS_OVERRIDES,
     Diagnostics,
+    SideSpinner,
     declare_parameters,
     import_tf2,
     lookup,
     parameter_callback,
     rclpy_factory,
+    side_node,
     spin,
 )
 
 
 class _TfSource:
-    """The core's view of TF: odometry at the image stamp and the static base -> camera."""
+    """The core's view of TF (:class:`~scr_ros.node_logic.relocalizer_core.TfSource`)."""
 
     def __init__(self, node: "RelocalizerNode") -> None:
         self.node = node
@@ -86,19 +94,28 @@ class _TfSource:
         p = self.node.core.params
         return lookup(self.node.tf_buffer, p["odom_frame"], p["base_frame"], stamp_ns, p["tf_timeout"])
 
-    def base_camera(self, camera_frame: str):
+    def base_camera(self, camera_frame: str, stamp_ns: int | None, timeout_s: float):
         p = self.node.core.params
-        # Only map_to_odom needs base -> camera; elsewhere the base_to_camera parameter may give
-        # it, so do not make every frame wait for a transform that may not exist.
-        timeout = p["tf_timeout"] if p["tf_mode"] == "map_to_odom" else 0.0
-        return lookup(self.node.tf_buffer, p["base_frame"], camera_frame, None, timeout)
+        return lookup(self.node.tf_buffer, p["base_frame"], camera_frame, stamp_ns, timeout_s)
+
+    def clear(self) -> None:
+        self.node.tf_buffer.clear()
 
 
 class RelocalizerNode(LifecycleNode):
+    TWO_MAP_ODOM_SOURCES = (
+        "publish_initial_pose with tf_mode map_to_odom: if AMCL (or another localizer) runs, it and this node both "
+        "move map -> odom; under AMCL set tf_mode none and let initialpose seed it"
+    )
+
     def __init__(self) -> None:
         super().__init__("scr_relocalizer")
-        self.core = RelocalizerCore(declare_parameters(self, RELOCALIZER_PARAMS))
+        try:
+            self.core = RelocalizerCore(declare_parameters(self, RELOCALIZER_PARAMS))
+        except ParameterError as exc:  # a combination no single range catches (base_to_camera's length)
+            raise SystemExit(f"{self.get_name()}: {exc}") from None
         p = self.core.params
+        self.requests = LocalizeRequests()
         self.f = rclpy_factory()
         self.slot: LatestSlot = LatestSlot()
         self.camera_info = None
@@ -109,18 +126,22 @@ class RelocalizerNode(LifecycleNode):
         self.loading: tuple[str, float] | None = None  # (path, monotonic start) while the loader works
 
         # TF only where a mode uses it: with tf_mode none there is no listener, no per-frame
-        # base -> camera lookup, and no tf2_ros to install. The listener spins on its own thread,
-        # so TF keeps arriving whatever the executor is doing.
-        self.tf_source = None
+        # base -> camera lookup, and no tf2_ros to install. The listener has a node of its own,
+        # spun on tf2's thread: on this node, common.spin's executor would take it over (rclpy
+        # moves a node to the last executor it is added to) and TF would wait behind images.
+        self.tf_source = self.tf_node = None
         if p["tf_mode"] != "none":
             tf2_ros = import_tf2(
                 f"{self.get_name()}: tf_mode {p['tf_mode']}",
                 "set tf_mode to none (~/pose and ~/pose_with_covariance with the base_to_camera parameter, no TF)",
             )
             self.tf_buffer = tf2_ros.Buffer()
-            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self, spin_thread=True)
+            self.tf_node = side_node(self, "tf")
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self.tf_node, spin_thread=True)
             self.tf_broadcaster = tf2_ros.TransformBroadcaster(self)
             self.tf_source = _TfSource(self)
+        if p["publish_initial_pose"] and p["tf_mode"] == "map_to_odom":
+            self.get_logger().warning(self.TWO_MAP_ODOM_SOURCES)
 
         # Publishers are lifecycle publishers: they publish only while the node is active.
         self.pub_pose = self.create_lifecycle_publisher(PoseStamped, "~/pose", 10)
@@ -132,6 +153,10 @@ class RelocalizerNode(LifecycleNode):
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
         )
         self.pub_map_cloud = self.create_lifecycle_publisher(PointCloud2, "~/map_cloud", latched)
+        # ~/status is a plain publisher: a behaviour tree should read no_map before activation too.
+        self.pub_status = self.create_publisher(String, "~/status", latched)
+        self._status_sent = ""
+        self.publish_status()
 
         # Callbacks only hand data over (the executor is single-threaded, common.spin), so none
         # of them may wait: inference and map loads run on this node's own threads.
@@ -144,6 +169,12 @@ class RelocalizerNode(LifecycleNode):
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         self.create_service(Trigger, "~/reload_map", self.on_reload_map)
         self.create_service(Trigger, "~/publish_initial_pose", self.on_publish_initial_pose)
+        self.create_service(Trigger, "~/reset", self.on_reset)
+        # ~/localize waits for frames, so it answers from a node and thread of its own; its name
+        # is this node's (~/localize), not the side node's.
+        self.services_node = side_node(self, "services")
+        self.services_node.create_service(Trigger, f"{self.get_fully_qualified_name()}/localize", self.on_localize)
+        self.services_spinner = SideSpinner(self.services_node)
         self.add_on_set_parameters_callback(
             parameter_callback(RELOCALIZER_PARAMS, self.apply_parameters, lambda: self.core.params)
         )
@@ -196,6 +227,7 @@ class RelocalizerNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self.core.unload()
+        self.publish_status()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -247,6 +279,9 @@ class RelocalizerNode(LifecycleNode):
             msg = self.slot.take(timeout=0.5)
             if msg is None or not self._active:
                 continue
+            if not self.requests.wanted(self.core.params["on_demand"]):
+                self.core.counters.idle += 1  # on_demand: nobody waits on ~/localize
+                continue
             try:
                 frame = self.decode(msg)
             except MessageError as exc:
@@ -287,6 +322,8 @@ class RelocalizerNode(LifecycleNode):
 
     def publish(self, out) -> None:
         p, f = self.core.params, self.f
+        self.requests.offer(out)
+        self.publish_status()
         if out.clock_jump:
             self.get_logger().warning(out.clock_jump)
         if out.localization is not None:
@@ -304,7 +341,8 @@ class RelocalizerNode(LifecycleNode):
         self.pub_pose.publish(make_pose_stamped(f, out.T_map_cam, out.stamp_ns, p["map_frame"]))
         if out.T_map_base is not None:
             base = make_pose_with_covariance_stamped(f, out.T_map_base, out.covariance, out.stamp_ns, p["map_frame"])
-            self.pub_pose_cov.publish(base)
+            if out.confirmed or not p["hold_unconfirmed_pose"]:
+                self.pub_pose_cov.publish(base)
             if out.initial_pose:
                 self.pub_initial.publish(base)
                 self.get_logger().info("published the base pose on initialpose")
@@ -341,6 +379,7 @@ class RelocalizerNode(LifecycleNode):
             return False
         self.last_load_error = ""
         self.get_logger().info(summary)
+        self.publish_status()
         self.publish_map_cloud()
         return True
 
@@ -371,6 +410,7 @@ class RelocalizerNode(LifecycleNode):
                 self.loading = None
             self.last_load_error = ""
             self.get_logger().info(self.core.install(prepared))
+            self.publish_status()
             self.publish_map_cloud()
 
     def publish_map_cloud(self) -> None:
@@ -386,8 +426,22 @@ class RelocalizerNode(LifecycleNode):
         stamp = self.get_clock().now().nanoseconds
         self.pub_map_cloud.publish(make_point_cloud(self.f, xyz, rgb, stamp, self.core.params["map_frame"]))
 
+    def publish_status(self) -> None:
+        """``~/status`` when it changed (latched: a late subscriber gets the current one)."""
+        state = self.core.state
+        if state != self._status_sent:
+            self._status_sent = state
+            self.pub_status.publish(String(data=state))
+
     def on_reload_map(self, request, response):
         path = self.core.params["map_path"]
+        state = self._state_machine.current_state[1]
+        if state not in ("inactive", "active"):
+            response.success = False
+            response.message = (
+                f"the node is {state}: configure it first (ros2 lifecycle set {self.get_name()} configure)"
+            )
+            return response
         try:
             self.request_map(path)
         except ScrError as exc:
@@ -399,18 +453,46 @@ class RelocalizerNode(LifecycleNode):
         return response
 
     def on_publish_initial_pose(self, request, response):
-        when = self.core.request_initial_pose()
-        fix = self.core.last_fix
-        if when == "now" and self._active:
+        when, fix = self.core.request_initial_pose()
+        if when == "refused":
+            response.success = False
+            response.message = "publish_initial_pose is false: this node does not seed initialpose (set it true)"
+        elif when == "now" and self._active:
             p = self.core.params
             self.pub_initial.publish(
                 make_pose_with_covariance_stamped(self.f, fix.T_map_base, fix.covariance, fix.stamp_ns, p["map_frame"])
             )
             self.core.counters.initial_poses += 1
-            response.success, response.message = True, "published the latest fix's base pose on initialpose"
+            response.success, response.message = True, "published the latest confirmed fix's base pose on initialpose"
         else:
             response.success = True
-            response.message = "no recent fix with a base pose: the next confirmed fix goes to initialpose"
+            response.message = "no recent confirmed fix with a base pose: the next confirmed fix goes to initialpose"
+        return response
+
+    def on_reset(self, request, response):
+        response.success, response.message = True, self.core.reset()
+        self.publish_status()
+        self.get_logger().info(f"~/reset: {response.message}")
+        return response
+
+    def on_localize(self, request, response):
+        # Runs on the services node's thread: waiting here holds up neither images nor TF.
+        if not self._active:
+            response.success = False
+            response.message = f"the node is {self._state_machine.current_state[1]}, not active"
+            return response
+        timeout = self.core.params["localize_timeout"]
+        fix = self.requests.wait(timeout)
+        if fix is None:
+            response.success = False
+            response.message = f"no confirmed fix within {timeout:g} s; last: {self.requests.last_reason or 'no frame'}"
+            return response
+        x, y, z = fix.T_map_cam[:3, 3]
+        response.success = True
+        response.message = (
+            f"localized: camera at ({x:.3f}, {y:.3f}, {z:.3f}) in {self.core.params['map_frame']}, "
+            f"{fix.localization.num_inliers} inliers, stamp {fix.stamp_ns} ns"
+        )
         return response
 
     def apply_parameters(self, changes: dict) -> None:
@@ -419,6 +501,8 @@ class RelocalizerNode(LifecycleNode):
         if load:
             read_header(new_path)  # raises for a missing or broken file: the whole change is refused
         self.core.update_params(changes)  # raises (the change refused) for a bad base_to_camera
+        if changes.get("publish_initial_pose") and self.core.params["tf_mode"] == "map_to_odom":
+            self.get_logger().warning(self.TWO_MAP_ODOM_SOURCES)
         if load and self._state_machine.current_state[1] in ("inactive", "active"):
             self.loader_slot.put(new_path)
 
@@ -443,6 +527,9 @@ class RelocalizerNode(LifecycleNode):
         if self.ransac_worker is not None:
             self.ransac_worker.join(timeout=5.0)
         self.loader.join(timeout=5.0)
+        self.services_spinner.stop()
+        if self.tf_node is not None:
+            self.tf_node.destroy_node()
         return super().destroy_node()
 
 
