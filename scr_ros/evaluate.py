@@ -7,6 +7,7 @@ CSV, poses file, plots).
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -121,15 +122,33 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+# A fix a robot should not have been given: accepted, and this far off (the issue-39 criterion).
+WRONG_FIX = (0.5, 10.0)  # metres (map units), degrees
+
+
+def refusal_kind(reason: str) -> str:
+    """A lost frame's reason without its numbers: what the report counts refusals by."""
+    if reason.startswith("only ") and "inliers" in reason:
+        return "too few inliers"
+    return reason.split(":")[0] if reason else "unknown"
+
+
 def summarize(results: Sequence[FrameResult], **extra) -> dict:
     """The REPORT.json content. Medians include lost frames as infinite errors (JSON ``null``
-    when more than half the frames are lost)."""
+    when more than half the frames are lost). What a robot sees: ``accepted_fixes``, the
+    ``wrong_fixes`` among them (further off than :data:`WRONG_FIX`), and ``refused`` by reason."""
     t = [r.translation_error_m for r in results]
     rot = [r.rotation_error_deg for r in results]
     timing = {s: median([r.timings_ms[s] for r in results if s in r.timings_ms]) for s in STAGES}
     report = {
         "frames": len(results),
         "lost": sum(not r.success for r in results),
+        "accepted_fixes": sum(r.success for r in results),
+        "wrong_fixes": sum(
+            r.success and (r.translation_error_m > WRONG_FIX[0] or r.rotation_error_deg > WRONG_FIX[1]) for r in results
+        ),
+        "wrong_fix_threshold": {"translation_m": WRONG_FIX[0], "rotation_deg": WRONG_FIX[1]},
+        "refused": dict(collections.Counter(refusal_kind(r.reason) for r in results if not r.success)),
         "accuracy": accuracy(t, rot),
         "median_translation_cm": _finite_or_none(median(t) * 100.0),
         "median_rotation_deg": _finite_or_none(median(rot)),

@@ -156,3 +156,75 @@ def _reprojection_inliers(
     proj, z = project(points3d, T_world_cam, camera)
     with np.errstate(invalid="ignore"):
         return (z > 0) & (np.linalg.norm(proj - points2d, axis=1) < max_reproj_error)
+
+
+# ------------------------------------------------------------------------ what a pose's inliers constrain
+
+# The published covariance: the least-squares one below times this (scene-coordinate errors are
+# correlated, so the least-squares covariance is optimistic; docs/ros.md, Covariance), plus floors.
+COVARIANCE_INFLATION = 400.0
+MIN_STD_TRANSLATION = 0.01  # metres (map units)
+MIN_STD_ROTATION_DEG = 0.5
+# The largest position standard deviation (metres, map units) of the published covariance a fix
+# may have: far content (a city kilometres away) agrees with any camera position, so thousands of
+# inliers on it constrain the rotation and not the position. Chosen by measurement (issue 39,
+# benchmarks/fix_trust.py): on the real rooftop video every accepted fix below it was right,
+# and on the demo scene and SUN3D it refuses almost none.
+MAX_POSITION_STD = 0.2
+
+
+def pose_covariance(
+    T_world_cam: np.ndarray, pixels: np.ndarray, points: np.ndarray, camera: PinholeCamera
+) -> np.ndarray:
+    """Least-squares covariance (6, 6) of a PnP pose from its inlier correspondences.
+
+    Perturbation model, as ROS's PoseWithCovariance reads it: the camera position moves by
+    ``dp`` and its orientation by a small rotation ``phi`` about the *world* (header frame) axes,
+    ``R' = exp([phi]x) R``; the order is (x, y, z, rot_x, rot_y, rot_z). With the reprojection
+    Jacobian J (2N x 6) at the inliers and the residual variance s^2 = sum r^2 / (2N - 6), the
+    covariance is s^2 (J^T J)^-1 -- exact for independent Gaussian pixel noise.
+
+    Args:
+        T_world_cam: (4, 4) estimated camera-to-world pose.
+        pixels: (N, 2) inlier pixels; points: (N, 3) their scene coordinates (world frame).
+    """
+    pixels = np.asarray(pixels, np.float64)
+    points = np.asarray(points, np.float64)
+    n = len(points)
+    if n < 4:
+        raise ValueError(f"a pose covariance needs at least 4 inliers, got {n}")
+    R, p = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    d = points - p  # world-frame offsets from the camera centre
+    Xc = d @ R  # camera-frame points, R^T d row-wise
+    x, y, z = Xc[:, 0], Xc[:, 1], np.maximum(Xc[:, 2], 1e-6)
+    # d(u, v)/d(Xc): (N, 2, 3)
+    Jp = np.zeros((n, 2, 3))
+    Jp[:, 0, 0] = camera.fx / z
+    Jp[:, 0, 2] = -camera.fx * x / z**2
+    Jp[:, 1, 1] = camera.fy / z
+    Jp[:, 1, 2] = -camera.fy * y / z**2
+    # dXc/d(dp) = -R^T ; dXc/d(phi) = R^T [d]x   (from Xc' = R^T exp(-[phi]x)(X - p - dp))
+    skew = np.zeros((n, 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2] = -d[:, 2], d[:, 1]
+    skew[:, 1, 0], skew[:, 1, 2] = d[:, 2], -d[:, 0]
+    skew[:, 2, 0], skew[:, 2, 1] = -d[:, 1], d[:, 0]
+    J_t = -Jp @ R.T  # (N, 2, 3)
+    J_r = Jp @ (R.T[None] @ skew)
+    J = np.concatenate([J_t, J_r], axis=2).reshape(2 * n, 6)
+    proj = np.stack([camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy], axis=1)
+    sigma2 = float(np.sum((proj - pixels) ** 2)) / max(2 * n - 6, 1)
+    return sigma2 * np.linalg.pinv(J.T @ J)
+
+
+def published_covariance(
+    cov: np.ndarray, inflation: float, min_std_translation: float, min_std_rotation_rad: float
+) -> np.ndarray:
+    """Scale the least-squares covariance and add floors so it is never overconfident."""
+    floor = np.diag([min_std_translation**2] * 3 + [min_std_rotation_rad**2] * 3)
+    out = inflation * np.asarray(cov, np.float64) + floor
+    return 0.5 * (out + out.T)
+
+
+def position_std(cov: np.ndarray) -> float:
+    """The largest standard deviation of a (6, 6) pose covariance's position block."""
+    return float(np.sqrt(max(np.linalg.eigvalsh(np.asarray(cov, np.float64)[:3, :3]).max(), 0.0)))

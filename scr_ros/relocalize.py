@@ -31,7 +31,18 @@ from .geometry import PinholeCamera
 from .imaging import apply_affine, invert_affine, prepare, to_gray
 from .map_parts import append_encoding
 from .mapfile import SceneMap
-from .ransac import RansacConfig, refine_pose, solve_pnp
+from .ransac import (
+    COVARIANCE_INFLATION,
+    MAX_POSITION_STD,
+    MIN_STD_ROTATION_DEG,
+    MIN_STD_TRANSLATION,
+    RansacConfig,
+    pose_covariance,
+    position_std,
+    published_covariance,
+    refine_pose,
+    solve_pnp,
+)
 from .selectors import auto_selector_name, build_selector
 
 
@@ -73,6 +84,14 @@ class RelocalizerConfig:
     # Height (px) the query is resized to before the encoder; 0: the map's mapping height. Lower
     # is faster (fewer patches for encoder, head and RANSAC) at some accuracy: docs/cli.md.
     query_height: int = 0
+    # A fix is refused (lost) when the largest position standard deviation of its published
+    # covariance exceeds this (metres, map units; 0: no check): inliers on far content constrain
+    # the rotation, not the position. The published covariance is the inlier-geometry one times
+    # ``covariance_inflation`` plus the floors (ransac.py says why and how they were chosen).
+    max_position_std: float = MAX_POSITION_STD
+    covariance_inflation: float = COVARIANCE_INFLATION
+    covariance_min_std_translation: float = MIN_STD_TRANSLATION
+    covariance_min_std_rotation_deg: float = MIN_STD_ROTATION_DEG
 
     def __post_init__(self) -> None:
         if self.query_height and self.query_height < 64:
@@ -102,6 +121,10 @@ class Localization:
     # predicted label (N,) of each scene coordinate, and its name.
     labels: np.ndarray | None = None
     labels_name: str | None = None
+    # The published covariance (6, 6) of T_world_cam (ROS order, world axes) and its largest
+    # position standard deviation; None / NaN without a pose.
+    covariance: np.ndarray | None = None
+    position_std: float = float("nan")
 
     # num_inliers / inlier_mask count every finite correspondence that agrees with the final pose;
     # after a selector that is more than RANSAC saw, since the pose is refined on all of them.
@@ -342,10 +365,36 @@ class Relocalizer:
         if result is None:
             return Localization(False, "RANSAC found no pose", None, 0, n, pixels, coords, inliers, timings, **counts)
         num_inliers = int(inliers.sum())
+        covariance, std = None, float("nan")
+        if num_inliers >= max(self.config.min_inliers, 4):
+            c = self.config
+            covariance = published_covariance(
+                pose_covariance(T, pixels[inliers], coords[inliers], camera),
+                c.covariance_inflation,
+                c.covariance_min_std_translation,
+                np.radians(c.covariance_min_std_rotation_deg),
+            )
+            std = position_std(covariance)
+            counts.update(covariance=covariance, position_std=std)
         if num_inliers < self.config.min_inliers:
             return Localization(
                 False,
                 f"only {num_inliers} inliers (< {self.config.min_inliers})",
+                None,
+                num_inliers,
+                n,
+                pixels,
+                coords,
+                inliers,
+                timings,
+                result.iterations,
+                **counts,
+            )
+        if self.config.max_position_std > 0 and not std <= self.config.max_position_std:
+            return Localization(
+                False,
+                f"position not constrained: the inliers do not constrain the position (std {std:.2f} > "
+                f"max_position_std {self.config.max_position_std:g}; far content?)",
                 None,
                 num_inliers,
                 n,

@@ -147,6 +147,20 @@ def format_table(report: dict) -> str:
             f"{report['frames']}  (lost {report['lost']})"
             + (f", {report['frames_skipped']} skipped (unreadable)" if report.get("frames_skipped") else ""),
         ),
+        (
+            "accepted fixes",
+            f"{report['accepted_fixes']}, wrong {report['wrong_fixes']} (> "
+            f"{report['wrong_fix_threshold']['translation_m'] * 100:.0f} cm or "
+            f"{report['wrong_fix_threshold']['rotation_deg']:.0f} deg)",
+        )
+        if "accepted_fixes" in report
+        else None,
+        (
+            "refused",
+            ", ".join(f"{n} {kind}" for kind, n in report["refused"].items()),
+        )
+        if report.get("refused")
+        else None,
         ("25cm/2deg", f"{acc['25cm_2deg']:.1f} %"),
         ("10cm/5deg", f"{acc['10cm_5deg']:.1f} %"),
         ("5cm/5deg", f"{acc['5cm_5deg']:.1f} %"),
@@ -159,6 +173,7 @@ def format_table(report: dict) -> str:
         ("median inliers", f"{report['median_inliers']:.0f} ({100 * report['median_inlier_ratio']:.1f} %)"),
         ("latency (median)", ", ".join(f"{k} {v:.0f} ms" for k, v in report["timing_ms"].items())),
     ]
+    rows = [row for row in rows if row is not None]  # reports written before accepted / refused were counted
     if "mapping_seconds" in report:
         rows.insert(0, ("mapping time", f"{report['mapping_seconds']:.1f} s"))
     for band in report.get("by_view_distance", ()):

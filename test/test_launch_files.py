@@ -6,60 +6,19 @@ user passes it."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
+from launch_stubs import LaunchConfiguration as _LaunchConfiguration
+from launch_stubs import stub_modules as _stub_modules
 
 from scr_ros.errors import SettingsError
 from scr_ros.node_logic.launch_overrides import LAUNCH_PARAMETERS, launch_overrides
 from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, load_yaml_parameters, validate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Recorded:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context[self.name]
-
-
-def _stub_modules(share: Path) -> dict[str, types.ModuleType]:
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        return m
-
-    class ParameterValue(_Recorded):
-        def __init__(self, value, value_type=None):
-            super().__init__(value, value_type=value_type)
-            self.value, self.value_type = value, value_type
-
-    return {
-        "launch": module("launch", LaunchDescription=lambda entities: list(entities)),
-        "launch.actions": module(
-            "launch.actions",
-            DeclareLaunchArgument=type("DeclareLaunchArgument", (_Recorded,), {}),
-            OpaqueFunction=type("OpaqueFunction", (_Recorded,), {}),
-        ),
-        "launch.conditions": module("launch.conditions", IfCondition=_Recorded),
-        "launch.substitutions": module("launch.substitutions", LaunchConfiguration=_LaunchConfiguration),
-        "launch_ros": module("launch_ros"),
-        "launch_ros.actions": module("launch_ros.actions", Node=type("Node", (_Recorded,), {})),
-        "launch_ros.parameter_descriptions": module("launch_ros.parameter_descriptions", ParameterValue=ParameterValue),
-        "ament_index_python": module("ament_index_python"),
-        "ament_index_python.packages": module(
-            "ament_index_python.packages", get_package_share_directory=lambda package: str(share)
-        ),
-    }
 
 
 def _run_launch_file(name: str, passed: dict[str, str], monkeypatch, tmp_path):
@@ -147,3 +106,26 @@ def test_bad_arguments_are_refused_before_the_node_starts(monkeypatch, tmp_path)
         launch_overrides("mapping", {"use_depth": "maybe"})
     with pytest.raises(SettingsError, match="base_to_camera"):
         launch_overrides("relocalizer", {"base_to_camera": "[0, 0, x]"})
+
+
+@pytest.mark.parametrize("name", ["relocalizer.launch.py", "mapping.launch.py"])
+def test_a_launch_file_imports_neither_torch_nor_opencv(name, tmp_path):
+    """``ros2 launch --show-args`` and the launch host need no torch and no OpenCV: executing a
+    launch file (arguments, params file, overrides) in a fresh interpreter loads neither."""
+    script = f"""
+import importlib.util, sys
+sys.path.insert(0, {str(ROOT / "test")!r})
+from launch_stubs import stub_modules
+sys.modules.update(stub_modules(__import__("pathlib").Path({str(tmp_path)!r})))
+spec = importlib.util.spec_from_file_location("lf", {str(ROOT / "launch" / name)!r})
+lf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lf)
+entities = lf.generate_launch_description()
+declared = {{e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}}
+(opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+opaque.kwargs["function"]({{**declared, "device": "cpu", "map_path": "~/m.safetensors"}})
+print(sorted(m for m in ("torch", "cv2", "kornia", "poselib") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -36,7 +36,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Int32
+from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
 from scr_ros.drift import drift_poses, parse_drift
@@ -91,14 +91,18 @@ class NodeProcess:
         remap_name: bool = False,
         remaps: dict[str, str] | None = None,
         bin_dir: Path = BIN,
+        namespace: str = "",
+        yaml_key: str | None = None,
     ) -> None:
         self.name = node_name
         self.params_file = folder / f"{node_name}.yaml"
-        self.params_file.write_text(yaml.safe_dump({node_name: {"ros__parameters": params}}))
+        self.params_file.write_text(yaml.safe_dump({yaml_key or node_name: {"ros__parameters": params}}))
         self.log_path = folder / f"{node_name}.log"
         args = [str(bin_dir / executable), "--ros-args", "--params-file", str(self.params_file)]
         if remap_name:
             args += ["-r", f"__node:={node_name}"]
+        if namespace:
+            args += ["-r", f"__ns:={namespace}"]
         for topic, to in (remaps or {}).items():
             args += ["-r", f"{topic}:={to}"]
         with open(self.log_path, "wb") as log:
@@ -622,13 +626,17 @@ def test_lifecycle_transitions(ros_env, wire, scene, tmp_path):
     from lifecycle_msgs.srv import ChangeState, GetState
 
     name, ns = "scr_relocalizer_managed", "/managed"
-    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "autostart": False}
+    # The QoS override as docs/ros.md gives it for a remapped image topic: keyed by the name after
+    # remapping (the launch files always remap image), not by /image.
+    qos = {f"{ns}/image": {"subscription": {"reliability": "reliable"}}}
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "autostart": False, "qos_overrides": qos}
     remaps = {"image": f"{ns}/image", "camera_info": f"{ns}/camera_info"}
     node = NodeProcess("relocalizer_node", name, params, tmp_path, ros_env, remap_name=True, remaps=remaps)
     io = {
         "image": wire.node.create_publisher(Image, f"{ns}/image", 10),
         "info": wire.node.create_publisher(CameraInfo, f"{ns}/camera_info", 10),
         "poses": wire.collect(PoseStamped, f"/{name}/pose"),
+        "status": wire.collect(String, f"/{name}/status", LATCHED),
     }
     frame = scene["frames"][0]
 
@@ -647,8 +655,14 @@ def test_lifecycle_transitions(ros_env, wire, scene, tmp_path):
     try:
         assert state() == "unconfigured"
         assert wait_until(lambda: io["image"].get_subscription_count() > 0, 30)
+        readers = wire.node.get_subscriptions_info_by_topic(f"{ns}/image")
+        assert readers and all(r.qos_profile.reliability == ReliabilityPolicy.RELIABLE for r in readers), readers
         assert not localizes(3.0)
+        answer = wire.call(Trigger, f"/{name}/reload_map")
+        assert not answer.success and "configure it first" in answer.message, answer.message
+        assert wait_until(lambda: io["status"] and io["status"][-1].data == "no_map", 10)
         assert change(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+        assert wait_until(lambda: io["status"][-1].data == "lost", 10)  # a map, no fix yet
         assert "loaded map" in node.output()
         assert not localizes(3.0)  # configured, not active: images are ignored
         assert change(Transition.TRANSITION_ACTIVATE) and state() == "active"
@@ -698,6 +712,147 @@ def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path
         assert node.alive()
     finally:
         assert node.stop() == 0, node.output()
+
+
+# ~/status is latched (transient local): a subscriber that joins late gets the current state.
+LATCHED = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+S = 10**9
+
+
+def test_a_kidnapped_robot_is_trusted_again_only_after_agreeing_fixes(ros_env, wire, scene, tmp_path, figure):
+    """Over the wire, in a namespace, with its params file keyed ``/**/scr_relocalizer`` as the
+    shipped YAMLs are: the robot localizes and confirms at A, is carried to B (tf_mode none: no
+    odometry), sees nothing for longer than lost_timeout, then sees the map at B. No /initialpose
+    and no held ~/pose_with_covariance come from fewer than confirm_fixes agreeing fixes at B, and
+    B's comes within jump_reset_frames + confirm_fixes frames. ~/status says each state;
+    ~/reset starts afresh; ~/publish_initial_pose obeys its parameter; with on_demand only a
+    ~/localize call gets frames processed, and it answers with the fix."""
+    offline = Relocalizer(load_map(scene["map"]), device="cpu")
+    a = scene["frames"][0]
+    far = sorted(scene["test"], key=lambda f: -np.linalg.norm(f.pose[:3, 3] - a.pose[:3, 3]))
+    b = next(f for f in far[:20] if offline.localize(f.load_image(), f.camera).success)
+    figure("kidnap_distance_m", float(np.linalg.norm(b.pose[:3, 3] - a.pose[:3, 3])))
+    confirm, reset_after = 3, 3
+    params = {
+        **RELOCALIZER_PARAMS,
+        "map_path": str(scene["map"]),
+        "base_to_camera": MOUNT,
+        "confirm_fixes": confirm,
+        "publish_initial_pose": True,
+        "lost_timeout": 1.0,
+        "hold_unconfirmed_pose": True,
+        "max_jump_translation": 0.5,
+        "jump_reset_frames": reset_after,
+    }
+    node = NodeProcess(
+        "relocalizer_node",
+        "scr_relocalizer",
+        params,
+        tmp_path,
+        ros_env,
+        namespace="/robot1",
+        yaml_key="/**/scr_relocalizer",
+    )
+    ns = "/robot1/scr_relocalizer"
+    io = {
+        "node": node,
+        "image": wire.node.create_publisher(Image, "/robot1/image", 10),
+        "info": wire.node.create_publisher(CameraInfo, "/robot1/camera_info", 10),
+        "inliers": wire.collect(Int32, f"{ns}/inliers"),
+        "poses_cov": wire.collect(PoseWithCovarianceStamped, f"{ns}/pose_with_covariance"),
+        "initialpose": wire.collect(PoseWithCovarianceStamped, "/robot1/initialpose", 10),
+        "status": wire.collect(String, f"{ns}/status", LATCHED),
+    }
+    last = [wire.now()]
+
+    def feed(frame, black=False, stamp=None) -> int:
+        stamp = last[0] + S // 10 if stamp is None else stamp
+        last[0] = stamp
+        image = frame.load_image()
+        msg = encode_image(wire.f, np.zeros_like(image) if black else image, stamp, CAMERA_FRAME)
+        n = len(io["inliers"])
+        send_frame(wire, io, frame, stamp_ns=stamp, image_msg=msg)
+        assert processed(io, n), node.output()
+        return stamp
+
+    def states() -> list[str]:
+        out = []
+        for m in io["status"]:
+            if not out or out[-1] != m.data:
+                out.append(m.data)
+        return out
+
+    try:
+        wire.first_answer(Trigger, f"{ns}/reset")  # up (reload_map would reload the map while frames come)
+        assert wait_until(lambda: io["image"].get_subscription_count() > 0 and io["info"].get_subscription_count(), 30)
+        # The namespaced node read its file (else it would have no map and status no_map).
+        assert wait_until(lambda: states()[-1:] == ["lost"], 30), (states(), node.output())
+        stamps_a = [feed(a) for _ in range(confirm)]
+        assert wait_until(lambda: len(io["initialpose"]) == 1, 10), node.output()
+        for _ in range(3):
+            feed(a, black=True)
+        assert states()[-1] == "localized"  # lost frames within lost_timeout
+        # Five seconds later, at B.
+        last[0] += 5 * S
+        stamps_b = [feed(b) for _ in range(reset_after + confirm + 2)]
+        time.sleep(0.5)
+        initial = [stamp_to_ns(m.header.stamp) for m in io["initialpose"]]
+        assert len(initial) == 2 and initial[0] == stamps_a[-1], (initial, node.output())
+        trusted = stamps_b.index(initial[1])
+        figure("kidnap_frames_to_trust", trusted + 1)
+        assert confirm - 1 <= trusted <= reset_after + confirm - 1
+        T = pose_to_matrix(io["initialpose"][1].pose.pose)
+        assert np.linalg.norm(T[:3, 3] - base_pose(b.pose)[:3, 3]) < 0.3
+        held = sorted(stamp_to_ns(m.header.stamp) for m in io["poses_cov"])
+        assert held == [stamps_a[-1], *stamps_b[trusted:]]  # only confirmed fixes (hold_unconfirmed_pose)
+        assert states()[-4:] == ["unconfirmed", "localized", "unconfirmed", "localized"], states()
+
+        answer = wire.call(Trigger, f"{ns}/reset")
+        assert answer.success and "afresh" in answer.message
+        assert wait_until(lambda: states()[-1] == "lost", 5), states()
+        answer = wire.call(Trigger, f"{ns}/publish_initial_pose")
+        assert answer.success and "next confirmed fix" in answer.message, answer.message  # nothing confirmed now
+        assert all(r.successful for r in wire.set_parameters("robot1/scr_relocalizer", {"publish_initial_pose": False}))
+        answer = wire.call(Trigger, f"{ns}/publish_initial_pose")
+        assert not answer.success and "publish_initial_pose is false" in answer.message, answer.message
+
+        # On demand: frames wait for a ~/localize call.
+        changes = {"on_demand": True, "localize_timeout": 60.0}
+        assert all(r.successful for r in wire.set_parameters("robot1/scr_relocalizer", changes))
+        n = len(io["inliers"])
+        for _ in range(3):
+            last[0] += S // 10
+            send_frame(wire, io, b, stamp_ns=last[0])
+        time.sleep(1.5)
+        assert len(io["inliers"]) == n, "frames were processed while nobody asked"
+        answers: list = []
+        caller = threading.Thread(target=lambda: answers.append(wire.call(Trigger, f"{ns}/localize", timeout=90)))
+        caller.start()
+        deadline = time.monotonic() + 90
+        while caller.is_alive() and time.monotonic() < deadline:
+            last[0] += S // 10
+            send_frame(wire, io, b, stamp_ns=last[0])
+            time.sleep(0.3)
+        caller.join(5)
+        assert answers and answers[0].success and answers[0].message.startswith("localized"), answers
+        assert len(io["inliers"]) - n >= confirm
+        time.sleep(1.0)
+        n = len(io["inliers"])
+        last[0] += S // 10
+        send_frame(wire, io, b, stamp_ns=last[0])
+        time.sleep(1.5)
+        assert len(io["inliers"]) == n, "frames were processed after the answer"
+    finally:
+        assert node.stop() == 0, node.output()
+
+
+def test_a_mount_of_the_wrong_length_is_refused_at_start_with_its_name(ros_env, tmp_path):
+    params = {"tf_mode": "none", "device": "cpu", "base_to_camera": [0.0, 0.0, 1.0]}
+    node = NodeProcess("relocalizer_node", "scr_relocalizer_mount", params, tmp_path, ros_env, remap_name=True)
+    node.proc.wait(60)
+    out = node.output()
+    assert node.proc.returncode not in (0, None)
+    assert "base_to_camera" in out and "Traceback" not in out, out
 
 
 def test_a_tf_mode_without_tf2_ros_is_refused_at_start(ros_env, scene, tmp_path):

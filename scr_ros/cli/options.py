@@ -13,6 +13,7 @@ from ..errors import ScrError
 from ..heads import HEADS
 from ..losses import LOSSES
 from ..map_parts import MAP_PARTS
+from ..ransac import MAX_POSITION_STD
 from ..relocalize import RelocalizerConfig
 from ..selectors import SELECTORS, build_selector
 from ..settings import Setting, cell, settings_help
@@ -184,6 +185,15 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
         help="resize queries to this height before the encoder (default 0: the map's mapping height); lower is "
         "faster and less accurate",
     )
+    g.add_argument(
+        "--max-position-std",
+        type=float,
+        default=MAX_POSITION_STD,
+        metavar="STD",
+        help="refuse (as lost, with the reason) a fix whose published covariance has a position standard deviation "
+        f"above STD, in the map's units: inliers on far content constrain the rotation, not the position "
+        f"(default {MAX_POSITION_STD:g}; 0: no check; the node's max_position_std)",
+    )
 
 
 def _argument_type(setting: Setting) -> dict:
@@ -218,6 +228,12 @@ def relocalizer_config(args) -> RelocalizerConfig:
             settings.setdefault(name, {})[setting.name] = value
     for name, values in settings.items():
         build_selector(name, **values)  # refuse an unknown selector or a bad setting now, not at the first frame
+    if args.max_position_std < 0:
+        raise ScrError(f"--max-position-std {args.max_position_std:g}: give 0 (no check) or a positive std")
     return RelocalizerConfig(
-        selector=args.selector, selector_settings=settings, hypotheses=args.hypotheses, query_height=args.query_height
+        selector=args.selector,
+        selector_settings=settings,
+        hypotheses=args.hypotheses,
+        query_height=args.query_height,
+        max_position_std=args.max_position_std,
     )

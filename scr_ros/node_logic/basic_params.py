@@ -16,8 +16,12 @@ class ParameterError(SettingsError):
     """A parameter value is of the wrong type, out of range, or not one of the choices."""
 
 
-def _p(name, default, description, min=None, max=None, choices=(), dynamic=False, length=None) -> Setting:
+def parameter(name, default, description, min=None, max=None, choices=(), dynamic=False, length=None) -> Setting:
+    """A node parameter's :class:`~scr_ros.settings.Setting` (the tables' shorthand)."""
     return Setting(name, default, description, min, max, tuple(choices), dynamic, length)
+
+
+_p = parameter
 
 
 DEVICE = _p(

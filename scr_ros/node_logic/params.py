@@ -23,9 +23,10 @@ from ..heads import HEADS
 from ..map_parts import MAP_PARTS, MapPart
 from ..mapping_config import PRESETS
 from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides, refine_poses_part
+from ..ransac import COVARIANCE_INFLATION, MAX_POSITION_STD, MIN_STD_ROTATION_DEG, MIN_STD_TRANSLATION
 from ..selectors import SELECTORS
 from ..settings import Setting, cell, settings_table
-from .basic_params import (  # noqa: F401 - ParameterError and _p are this module's API too
+from .basic_params import (  # noqa: F401 - ParameterError is this module's API too
     BASE_TO_CAMERA,
     DEVICE,
     INTRINSICS,
@@ -41,9 +42,9 @@ from .basic_params import (  # noqa: F401 - ParameterError and _p are this modul
     USE_COMPRESSED,
     USE_DEPTH,
     ParameterError,
-    _p,
     specs_by_name,
 )
+from .basic_params import parameter as _p
 
 
 def parameter_name(owner: str, setting: Setting) -> str:
@@ -252,11 +253,11 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     ),
     _p(
         "max_position_std",
-        0.25,
-        "A fix whose position the inliers do not pin down is refused as lost: the largest position standard "
-        "deviation, in metres (map units), of the inlier geometry with each scene point's depth uncertainty "
-        "(far content constrains rotation, not position). 0: no check. The same check as scr localize "
-        "--max-position-std.",
+        MAX_POSITION_STD,
+        "A fix whose position its inliers do not pin down is refused as lost: the largest position standard "
+        "deviation (metres, map units) of its published covariance (inlier geometry x covariance_inflation + "
+        "floors); inliers on far content constrain the rotation, not the position. 0: no check. The same check "
+        "as scr localize --max-position-std.",
         0.0,
         1e6,
         dynamic=True,
@@ -292,7 +293,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     ),
     _p(
         "covariance_inflation",
-        400.0,
+        COVARIANCE_INFLATION,
         "Factor on the inlier-geometry covariance: SCR errors are correlated, so the least-squares covariance is "
         "optimistic (see docs/ros.md, Covariance).",
         1.0,
@@ -301,7 +302,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     ),
     _p(
         "covariance_min_std_translation",
-        0.01,
+        MIN_STD_TRANSLATION,
         "Floor on the published position standard deviation, metres.",
         0.0,
         100.0,
@@ -309,7 +310,7 @@ RELOCALIZER_PARAMS: tuple[Setting, ...] = (
     ),
     _p(
         "covariance_min_std_rotation_deg",
-        0.5,
+        MIN_STD_ROTATION_DEG,
         "Floor on the published rotation standard deviation, degrees.",
         0.0,
         180.0,

@@ -564,6 +564,10 @@ class RelocalizerCore:
             selector_settings=selector_settings(p),
             hypotheses=p["hypotheses"],
             query_height=p["query_height"],
+            max_position_std=p["max_position_std"],
+            covariance_inflation=p["covariance_inflation"],
+            covariance_min_std_translation=p["covariance_min_std_translation"],
+            covariance_min_std_rotation_deg=p["covariance_min_std_rotation_deg"],
         )
 
     # ---------------------------------------------------------------- one frame
@@ -686,7 +690,7 @@ class RelocalizerCore:
         if not loc.success:
             out.status, out.reason = "lost", loc.reason
             self.counters.lost += 1
-            if "do not constrain" in loc.reason:
+            if loc.reason.startswith("position not constrained"):
                 self.counters.unconstrained += 1
             out.state = self.state = self._lost_or(frame.stamp_ns)
             return self._done(out, t0)
@@ -710,14 +714,15 @@ class RelocalizerCore:
             out.state = self.state = self._lost_or(frame.stamp_ns)
             return self._done(out, t0)
 
-        inl = loc.inlier_mask
-        cov_cam = pose_covariance(loc.T_world_cam, loc.pixels[inl], loc.scene_coords[inl], frame.camera)
-        cov_cam = published_covariance(
-            cov_cam,
-            p["covariance_inflation"],
-            p["covariance_min_std_translation"],
-            math.radians(p["covariance_min_std_rotation_deg"]),
-        )
+        cov_cam = loc.covariance  # the relocalizer's, with this node's inflation and floors
+        if cov_cam is None:
+            inl = loc.inlier_mask
+            cov_cam = published_covariance(
+                pose_covariance(loc.T_world_cam, loc.pixels[inl], loc.scene_coords[inl], frame.camera),
+                p["covariance_inflation"],
+                p["covariance_min_std_translation"],
+                math.radians(p["covariance_min_std_rotation_deg"]),
+            )
         if T_base_cam is not None:
             T_cam_base = invert_pose(T_base_cam)
             out.T_map_base = loc.T_world_cam @ T_cam_base
