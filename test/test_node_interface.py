@@ -122,3 +122,38 @@ def test_ros_layer_imports_only_names_that_exist_in_the_ros_free_code():
                     mod = importlib.import_module(module)
                     missing = [a.name for a in node.names if not hasattr(mod, a.name)]
                 assert not missing, f"{path.name}: {module} has no {missing}"
+
+
+def _yaml_blocks(page: str) -> list[dict]:
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)]
+
+
+def test_the_ros_docs_yaml_recipes_hold_valid_parameters_in_namespace_proof_keys():
+    """Every relocalizer section in docs/ros.md's YAML recipes validates against the parameter
+    table and is keyed /**/scr_relocalizer, as config/*.yaml are (a plain key is ignored in a
+    namespace)."""
+    sections = [(k, v) for block in _yaml_blocks("ros.md") for k, v in block.items() if "scr_relocalizer" in k]
+    assert len(sections) >= 3
+    for key, section in sections:
+        assert key == "/**/scr_relocalizer", key
+        params = {k: v for k, v in section["ros__parameters"].items() if k != "qos_overrides"}
+        validate(RELOCALIZER_PARAMS, params, partial=True)
+    for name in ("relocalizer", "mapping"):
+        keys = list(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
+        assert keys == [f"/**/scr_{name}"], keys
+
+
+def test_the_nav2_recipe_gives_the_relocalizer_a_manager_of_its_own_without_a_bond():
+    """navigation2's lifecycle manager (nav2_lifecycle_manager/src/lifecycle_manager.cpp) waits for
+    a bond from each node it activates when bond_timeout > 0 (default 4 s) and aborts bring-up
+    without one; an rclpy lifecycle node has none (bondpy is not on PyPI). The recipe must set
+    bond_timeout 0.0 and use its own manager, leaving Nav2's localization manager (map_server,
+    amcl) as it is."""
+    managers = [
+        (k, v["ros__parameters"]) for block in _yaml_blocks("ros.md") for k, v in block.items() if "lifecycle" in k
+    ]
+    assert managers, "docs/ros.md has no lifecycle manager recipe"
+    for name, params in managers:
+        assert name not in ("lifecycle_manager_localization", "lifecycle_manager_navigation"), name
+        assert params["node_names"] == ["scr_relocalizer"]
+        assert params["bond_timeout"] == 0.0 and params["autostart"] is True

@@ -53,6 +53,7 @@ from scr_ros.messages import (
     stamp_to_ns,
 )
 from scr_ros.metrics import pose_error
+from scr_ros.node_logic.params import RELOCALIZER_INTERFACE
 from scr_ros.relocalize import Relocalizer
 from scr_ros.ros.common import rclpy_factory
 
@@ -231,7 +232,16 @@ def wire(ros_env):
 
 # Points in the map cloud of the large map a reload test loads (the load takes seconds).
 LARGE_CLOUD_POINTS = 20_000_000
-RELOCALIZER_PARAMS = {"device": "cpu", "tf_mode": "none", "max_image_age": 5.0, "max_jump_translation": 0.0}
+# max_position_std off: the tiny scene's test-preset map gives fixes a published position std
+# around 0.2 m (frame 0: 0.24 m) though they are within centimetres, and these tests are about
+# the node's plumbing; the check itself: test_fix_trust.py and benchmarks/fix_trust.py.
+RELOCALIZER_PARAMS = {
+    "device": "cpu",
+    "tf_mode": "none",
+    "max_image_age": 5.0,
+    "max_jump_translation": 0.0,
+    "max_position_std": 0.0,
+}
 # The camera on the robot: optical frame 10 cm ahead of and 50 cm above base_link, looking along
 # the base's x axis (REP-103: optical z forward, x right, y down), as base_to_camera gives it.
 MOUNT = [0.1, 0.0, 0.5, -0.5, 0.5, -0.5, 0.5]
@@ -784,6 +794,8 @@ def test_a_kidnapped_robot_is_trusted_again_only_after_agreeing_fixes(ros_env, w
 
     try:
         wire.first_answer(Trigger, f"{ns}/reset")  # up (reload_map would reload the map while frames come)
+        services = [f"{ns}/{n[2:]}" for n, kind, _ in RELOCALIZER_INTERFACE if kind.startswith("std_srvs")]
+        assert wait_until(lambda: set(services) <= {n for n, _ in wire.node.get_service_names_and_types()}, 10)
         assert wait_until(lambda: io["image"].get_subscription_count() > 0 and io["info"].get_subscription_count(), 30)
         # The namespaced node read its file (else it would have no map and status no_map).
         assert wait_until(lambda: states()[-1:] == ["lost"], 30), (states(), node.output())
@@ -842,6 +854,83 @@ def test_a_kidnapped_robot_is_trusted_again_only_after_agreeing_fixes(ros_env, w
         send_frame(wire, io, b, stamp_ns=last[0])
         time.sleep(1.5)
         assert len(io["inliers"]) == n, "frames were processed after the answer"
+    finally:
+        assert node.stop() == 0, node.output()
+
+
+TF2_STUB = Path(__file__).resolve().parent / "tf2_stub"
+
+
+def test_map_to_odom_over_a_tf2_stand_in(ros_env, wire, scene, tmp_path, figure):
+    """tf_mode map_to_odom with test/tf2_stub standing in for tf2_ros (not on PyPI): the listener
+    has a node of its own (``<name>_tf``) whose callbacks never run on the main executor's thread;
+    the static mount is looked up once, not per frame; map -> odom reproduces the fix; and after
+    the stamps jump back the buffer is cleared, so odometry at the new stamps is found again."""
+    from geometry_msgs.msg import TransformStamped
+
+    from scr_ros.messages import make_transform_stamped, transform_to_matrix
+    from scr_ros.node_logic.frames import mount_matrix
+
+    env = {**ros_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TF2_STUB), ros_env.get("PYTHONPATH")]))}
+    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "tf_mode": "map_to_odom", "confirm_fixes": 2}
+    name = "scr_relocalizer_tf_stub"
+    node = NodeProcess("relocalizer_node", name, params, tmp_path, env, remap_name=True)
+    latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    io = {
+        "image": wire.node.create_publisher(Image, "image", 10),
+        "info": wire.node.create_publisher(CameraInfo, "camera_info", 10),
+        "inliers": wire.collect(Int32, f"/{name}/inliers"),
+        "tf_out": wire.collect(TransformStamped, "/tf_stub_out", 100),
+    }
+    tf_in = wire.node.create_publisher(TransformStamped, "/tf_stub", 100)
+    tf_static = wire.node.create_publisher(TransformStamped, "/tf_stub_static", latched)
+    T_base_cam = mount_matrix(MOUNT, "MOUNT")
+    T_map_odom_true = make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), 0.3), np.array([1.0, -2.0, 0.0]))
+    frame = scene["frames"][0]
+    T_odom_base = invert_pose(T_map_odom_true) @ frame.pose @ invert_pose(T_base_cam)  # consistent with the truth
+
+    def feed(stamp: int) -> None:
+        tf_in.publish(make_transform_stamped(wire.f, T_odom_base, stamp, "odom", "base_link"))
+        time.sleep(0.05)
+        n = len(io["inliers"])
+        send_frame(wire, io, frame, stamp_ns=stamp)
+        assert processed(io, n), node.output()
+
+    def map_odom_after(stamp: int) -> list[np.ndarray]:
+        return [
+            transform_to_matrix(m.transform)
+            for m in list(io["tf_out"])
+            if m.child_frame_id == "odom" and stamp_to_ns(m.header.stamp) > stamp
+        ]
+
+    try:
+        wire.first_answer(Trigger, f"/{name}/reset")
+        tf_static.publish(make_transform_stamped(wire.f, T_base_cam, 0, "base_link", CAMERA_FRAME))
+        assert wait_until(lambda: io["image"].get_subscription_count() > 0 and tf_in.get_subscription_count() > 0, 30)
+        time.sleep(0.5)
+        t0 = wire.now()
+        for k in range(3):
+            feed(t0 + k * S // 10)
+        assert wait_until(lambda: map_odom_after(t0), 10), node.output()
+        T = map_odom_after(t0)[-1]
+        error = np.linalg.norm(T[:3, 3] - T_map_odom_true[:3, 3])
+        figure("map_odom_error_m", float(error))
+        assert error < 0.2, T  # the fix's error, carried into map -> odom (fp32 figure in the output)
+        # The stamps go back a minute: the buffer is cleared and map -> odom comes from new fixes.
+        t1 = t0 - 60 * S
+        feed(t1)
+        time.sleep(0.5)  # map -> odom was reset with the jump: its re-publication has stopped
+        before = len(map_odom_after(t0))
+        for k in range(1, 3):
+            feed(t1 + k * S // 10)
+        out = node.output()
+        assert out.count("tf2 stub: buffer cleared") == 1, out
+        assert wait_until(lambda: len(map_odom_after(t0)) > before, 10), node.output()
+        out = node.output()
+        assert out.count(f"tf2 stub: listener on node /{name}_tf") == 1, out
+        assert "callback on the main thread" not in out, out
+        # one lookup of the static mount before the jump and one after, not one per frame
+        assert out.count(f"tf2 stub: lookup base_link->{CAMERA_FRAME}") == 2, out
     finally:
         assert node.stop() == 0, node.output()
 

@@ -573,10 +573,43 @@ TABLE_END = "<!-- end {what} -->"
 NODE_PARAMS = {"scr_relocalizer": RELOCALIZER_PARAMS, "scr_mapping": MAPPING_PARAMS}
 
 
+# The relocalizer's services and its status topic, declared once: the node creates them under
+# these names (relative to the node), docs/ros.md's interface table is written from here, and
+# test_ros_nodes.py checks the running node offers each.
+RELOCALIZER_INTERFACE: tuple[tuple[str, str, str], ...] = (
+    ("~/status", "std_msgs/msg/String (topic, transient local)", "localized, unconfirmed, lost or no_map, on change"),
+    ("~/reload_map", "std_srvs/srv/Trigger", "re-read map_path; refused while the node is unconfigured"),
+    (
+        "~/publish_initial_pose",
+        "std_srvs/srv/Trigger",
+        "the latest confirmed fix's base pose on initialpose now when recent, else with the next confirmed fix; "
+        "refused while publish_initial_pose is false",
+    ),
+    (
+        "~/reset",
+        "std_srvs/srv/Trigger",
+        "forget the jump gate's reference, the first-fix check, initialpose's history and map -> odom",
+    ),
+    (
+        "~/localize",
+        "std_srvs/srv/Trigger",
+        "wait up to localize_timeout for a confirmed fix and answer with it (or the last reason there was none); "
+        "with on_demand the node localizes only while a call waits",
+    ),
+)
+
+
+def interface_table(rows: tuple[tuple[str, str, str], ...]) -> str:
+    lines = ["| name | type | what |", "|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | {what} |" for name, kind, what in rows]
+    return "\n".join(lines) + "\n"
+
+
 def generated_tables() -> dict[str, str]:
     """Every generated table by its marker name: each node's parameters, and the settings of
     the registered selectors and map parts."""
     tables = {f"parameters of {node}": parameter_table(specs) for node, specs in NODE_PARAMS.items()}
+    tables["interface of scr_relocalizer"] = interface_table(RELOCALIZER_INTERFACE)
     tables["settings of selectors"] = settings_table(
         ((name, cls.settings) for name, cls in SELECTORS.items() if cls.settings), "selector"
     )
