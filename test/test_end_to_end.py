@@ -28,12 +28,17 @@ def test_tiny_scene_is_relocalized_accurately(mapped, tiny, figure):
     figure("lost", report["lost"])
     figure("median_translation_cm", report["median_translation_cm"])
     figure("median_rotation_deg", report["median_rotation_deg"])
+    figure("wrong_fixes", report["wrong_fixes"])
     assert report["frames"] == len(tiny.frames("test"))
     # Measured with the test preset on this 320x240 scene, 2 threads: bf16 (Xeon) 86.7 % within
     # 10 cm / 5 deg, none lost, median 5.5 cm / 2.0 deg; fp32 (EPYC AVX2) 96.7 %, none lost,
-    # 6.0 cm / 2.46 deg (a random encoder: 0 %). The bounds are at least twice as far off.
-    assert report["accuracy"]["10cm_5deg"] >= 40.0, report
-    assert report["lost"] <= 0.2 * report["frames"], report
+    # 6.0 cm / 2.46 deg (a random encoder: 0 %) -- before max_position_std. With it (0.2, the
+    # default), fp32: 66.7 %, 10 of 30 refused as "position not constrained" (this weak map's
+    # published position std is 0.2-0.3 m on them), 0 wrong fixes, median 7.7 cm / 3.1 deg; bf16:
+    # no figure recorded. The bounds are at least twice as far off.
+    assert report["accuracy"]["10cm_5deg"] >= 30.0, report
+    assert report["lost"] <= 0.6 * report["frames"], report
+    assert report["wrong_fixes"] <= 1, report
     assert report["median_translation_cm"] < 12.0, report
     assert report["median_rotation_deg"] < 5.0, report
 

@@ -243,3 +243,63 @@ def test_localize_requests_wait_for_a_confirmed_fix_and_time_out_with_the_reason
 def test_a_mount_of_the_wrong_length_is_refused_with_its_name():
     with pytest.raises(ParameterError, match="base_to_camera"):
         RelocalizerCore({"device": "cpu", "base_to_camera": [0.0, 0.0, 1.0]})
+
+
+# ---------------------------------------------------------------------------- max_position_std
+
+
+def _correspondences(depth_range, n=600, noise_px=1.0, seed=0):
+    """Pixels and scene coordinates of a camera at the origin (world = camera axes) seeing points
+    at ``depth_range`` metres, the pixels with Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    pix = np.stack([rng.uniform(0, CAM.width, n), rng.uniform(0, CAM.height, n)], axis=1)
+    rays = np.stack([(pix[:, 0] - CAM.cx) / CAM.fx, (pix[:, 1] - CAM.cy) / CAM.fy, np.ones(n)], 1)
+    X = rays * rng.uniform(*depth_range, n)[:, None]
+    return pix + rng.normal(0, noise_px, (n, 2)), X
+
+
+def _solve(pixels, coords, **config):
+    from scr_ros.relocalize import Relocalizer, RelocalizerConfig
+    from scr_ros.selectors import build_selector
+
+    relocalizer = types.SimpleNamespace(config=RelocalizerConfig(**config))
+    return Relocalizer._solve(relocalizer, pixels, coords, {}, CAM, build_selector("all"), {}, 0.0)
+
+
+def test_a_fix_on_far_content_is_refused_with_the_reason_and_a_near_one_kept():
+    """Inliers kilometres away agree with any camera position: thousands of them still leave the
+    position unconstrained, and the fix is refused (lost, with the reason), while the same number
+    of inliers a few metres away pin it down to centimetres."""
+    near = _solve(*_correspondences((1.0, 4.0)))
+    assert near.success and near.position_std < 0.05, near.position_std
+    assert np.allclose(near.T_world_cam[:3, 3], 0.0, atol=0.05)
+    far = _solve(*_correspondences((300.0, 2000.0)))
+    assert not far.success and far.T_world_cam is None
+    assert far.reason.startswith("position not constrained") and "max_position_std 0.2" in far.reason
+    assert far.position_std > 0.2 and far.covariance is not None
+    assert far.num_inliers > 500  # refused for what the inliers constrain, not their count
+    off = _solve(*_correspondences((300.0, 2000.0)), max_position_std=0.0)
+    assert off.success and off.position_std == far.position_std
+
+
+def test_reports_count_accepted_and_wrong_fixes_and_refusals_by_reason():
+    from scr_ros.evaluate import FrameResult, summarize
+    from scr_ros.reports import format_table
+
+    def result(name, ok, t, reason=""):
+        T = np.eye(4) if ok else None
+        return FrameResult(name, ok, reason, T, np.eye(4), t if ok else np.inf, 1.0 if ok else np.inf, 100, 0.5, {})
+
+    report = summarize(
+        [
+            result("a", True, 0.02),
+            result("b", True, 3.0),  # accepted and metres off: a wrong fix
+            result("c", False, 0, "position not constrained: std 0.90 > max_position_std 0.2"),
+            result("d", False, 0, "only 12 inliers (< 100)"),
+            result("e", False, 0, "only 40 inliers (< 100)"),
+        ]
+    )
+    assert report["accepted_fixes"] == 2 and report["wrong_fixes"] == 1 and report["lost"] == 3
+    assert report["refused"] == {"position not constrained": 1, "too few inliers": 2}
+    table = format_table(report)
+    assert "accepted fixes    2, wrong 1" in table and "1 position not constrained" in table
