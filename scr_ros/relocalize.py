@@ -376,33 +376,24 @@ class Relocalizer:
             )
             std = position_std(covariance)
             counts.update(covariance=covariance, position_std=std)
+        reason = ""
         if num_inliers < self.config.min_inliers:
-            return Localization(
-                False,
-                f"only {num_inliers} inliers (< {self.config.min_inliers})",
-                None,
-                num_inliers,
-                n,
-                pixels,
-                coords,
-                inliers,
-                timings,
-                result.iterations,
-                **counts,
-            )
-        if self.config.max_position_std > 0 and not std <= self.config.max_position_std:
-            return Localization(
-                False,
+            reason = f"only {num_inliers} inliers (< {self.config.min_inliers})"
+        elif self.config.max_position_std > 0 and not std <= self.config.max_position_std:
+            reason = (
                 f"position not constrained: the inliers do not constrain the position (std {std:.2f} > "
-                f"max_position_std {self.config.max_position_std:g}; far content?)",
-                None,
-                num_inliers,
-                n,
-                pixels,
-                coords,
-                inliers,
-                timings,
-                result.iterations,
-                **counts,
+                f"max_position_std {self.config.max_position_std:g}; far content?)"
             )
-        return Localization(True, "", T, num_inliers, n, pixels, coords, inliers, timings, result.iterations, **counts)
+        return Localization(
+            not reason,
+            reason,
+            None if reason else T,
+            num_inliers,
+            n,
+            pixels,
+            coords,
+            inliers,
+            timings,
+            result.iterations,
+            **counts,
+        )

@@ -872,7 +872,13 @@ def test_map_to_odom_over_a_tf2_stand_in(ros_env, wire, scene, tmp_path, figure)
     from scr_ros.node_logic.frames import mount_matrix
 
     env = {**ros_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TF2_STUB), ros_env.get("PYTHONPATH")]))}
-    params = {**RELOCALIZER_PARAMS, "map_path": str(scene["map"]), "tf_mode": "map_to_odom", "confirm_fixes": 2}
+    params = {
+        **RELOCALIZER_PARAMS,
+        "map_path": str(scene["map"]),
+        "tf_mode": "map_to_odom",
+        "confirm_fixes": 2,
+        "publish_initial_pose": True,  # with map_to_odom: two map -> odom sources under AMCL, warned
+    }
     name = "scr_relocalizer_tf_stub"
     node = NodeProcess("relocalizer_node", name, params, tmp_path, env, remap_name=True)
     latched = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
@@ -928,6 +934,7 @@ def test_map_to_odom_over_a_tf2_stand_in(ros_env, wire, scene, tmp_path, figure)
         assert wait_until(lambda: len(map_odom_after(t0)) > before, 10), node.output()
         out = node.output()
         assert out.count(f"tf2 stub: listener on node /{name}_tf") == 1, out
+        assert "publish_initial_pose with tf_mode map_to_odom" in out, out
         assert "callback on the main thread" not in out, out
         # one lookup of the static mount before the jump and one after, not one per frame
         assert out.count(f"tf2 stub: lookup base_link->{CAMERA_FRAME}") == 2, out
