@@ -33,7 +33,7 @@ from scr_ros.map_parts.global_encoding import CovisibilityEncodingPart
 from scr_ros.mapfile import SceneMap, load_map
 from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, mapping_methods, validate
 from scr_ros.pipeline import build_map, mapping_config
-from scr_ros.relocalize import Relocalizer
+from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.renderer import IntegratedConfig, SceneConfig, SyntheticScene, integrated_rooms
 from scr_ros.retrieval import build_descriptor, retrieve
 
@@ -295,7 +295,9 @@ def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map
     assert scene_map.head.config["in_channels"] == 64 + 256
     info = scene_map.training["global_encoding"]
     assert info["source"] == "covisibility" and info["graph_edges"] > 0
-    reloc = Relocalizer(scene_map, device="cpu")
+    # max_position_std off: this test-preset map's decimetre fixes can have published stds above
+    # the default 0.2 m; what is tested here is the global encoding, not which fixes to trust.
+    reloc = Relocalizer(scene_map, device="cpu", config=RelocalizerConfig(max_position_std=0.0))
     frames = tiny.frames("test")[:6]
     errors = []
     for f in frames:
@@ -321,7 +323,9 @@ def test_global_encoding_map_round_trips_and_localizes_with_hypotheses(glace_map
 def test_relocalizer_node_logic_uses_the_global_encoding(glace_map, tiny, figure):
     from scr_ros.node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 
-    core = RelocalizerCore({"map_path": str(glace_map), "device": "cpu", "max_image_age": 1.0, "hypotheses": 3})
+    core = RelocalizerCore(
+        {"map_path": str(glace_map), "device": "cpu", "max_image_age": 1.0, "hypotheses": 3, "max_position_std": 0.0}
+    )
     core.load_map(str(glace_map))
     f = tiny.frames("test")[2]
     out = core.process(CameraFrame(f.load_image(), f.camera, 10**9, "camera_optical"), 10**9)

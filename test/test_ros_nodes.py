@@ -54,7 +54,7 @@ from scr_ros.messages import (
 )
 from scr_ros.metrics import pose_error
 from scr_ros.node_logic.params import RELOCALIZER_INTERFACE
-from scr_ros.relocalize import Relocalizer
+from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.ros.common import rclpy_factory
 
 # Where the nodes' console scripts are: this interpreter's (pip install) or a colcon install's lib/scr_ros.
@@ -300,6 +300,7 @@ def test_relocalizer_node_poses_match_the_offline_relocalizer_and_ground_truth(w
     io = relocalizer
     offline = Relocalizer(load_map(scene["map"]), device="cpu")
     offline.config.min_inliers = 100  # the node's default min_inliers
+    offline.config.max_position_std = 0.0  # as RELOCALIZER_PARAMS
     errors, base_errors = [], []
     for frame in scene["frames"]:
         n = len(io["inliers"])
@@ -468,6 +469,7 @@ def test_planar_base_pose_initialpose_and_the_first_fix_check(wire, relocalizer,
     io, node = relocalizer, relocalizer["node"]
     offline = Relocalizer(load_map(scene["map"]), device="cpu")
     offline.config.min_inliers = 100
+    offline.config.max_position_std = 0.0  # as RELOCALIZER_PARAMS
     a = scene["frames"][0]
     loc_a = offline.localize(a.load_image(), a.camera)
     assert loc_a.success
@@ -707,9 +709,9 @@ def test_compressed_images_and_no_camera_info_yet(ros_env, wire, scene, tmp_path
         image.publish(jpeg)
         assert wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in poses), 60), node.output()
         [T] = [pose_to_matrix(m.pose) for m in poses if stamp_to_ns(m.header.stamp) == stamp]
-        offline = Relocalizer(load_map(scene["map"]), device="cpu").localize(
-            decode_compressed_image(jpeg), frame.camera
-        )
+        offline = Relocalizer(
+            load_map(scene["map"]), device="cpu", config=RelocalizerConfig(max_position_std=0.0)
+        ).localize(decode_compressed_image(jpeg), frame.camera)
         dt, dr = pose_error(T, offline.T_world_cam)
         assert dt < 0.005 and dr < 0.2, (dt, dr)  # the node decodes the JPEG as the offline relocalizer does
         figure("offline_inliers", offline.num_inliers)
@@ -737,7 +739,7 @@ def test_a_kidnapped_robot_is_trusted_again_only_after_agreeing_fixes(ros_env, w
     B's comes within jump_reset_frames + confirm_fixes frames. ~/status says each state;
     ~/reset starts afresh; ~/publish_initial_pose obeys its parameter; with on_demand only a
     ~/localize call gets frames processed, and it answers with the fix."""
-    offline = Relocalizer(load_map(scene["map"]), device="cpu")
+    offline = Relocalizer(load_map(scene["map"]), device="cpu", config=RelocalizerConfig(max_position_std=0.0))
     a = scene["frames"][0]
     far = sorted(scene["test"], key=lambda f: -np.linalg.norm(f.pose[:3, 3] - a.pose[:3, 3]))
     b = next(f for f in far[:20] if offline.localize(f.load_image(), f.camera).success)
@@ -1066,6 +1068,7 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         frame = scene["frames"][0]
         offline = Relocalizer(load_map(map_path), device="cpu")
         offline.config.min_inliers = 10
+        offline.config.max_position_std = 0.0  # as RELOCALIZER_PARAMS
         loc = offline.localize(frame.load_image(), frame.camera)
         figure("new_map_offline_inliers", loc.num_inliers)
         assert loc.success, loc.reason
