@@ -112,6 +112,9 @@ def page(results: dict, command: str) -> str:
                 f"| {name} | {o['frames']} | {label} | {o['accepted']} ({o['accepted_pct']:.1f} %) | "
                 f"{o['wrong']} ({o['wrong_pct_of_accepted']:.1f} %) | {med} |"
             )
+    missing = [name for name in CASES if name not in results["cases"]]
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     lines += ["", "Per case, the localized fixes by their std (right / wrong):", ""]
     for name, case in results["cases"].items():
         stds = sorted(

@@ -64,7 +64,9 @@ def test_poses_file_matches_ground_truth(mapped, tiny, figure):
     gt = {f.name: f.pose for f in tiny.frames("test")}
     rows = [line.split() for line in mapped["poses"].read_text().splitlines() if not line.startswith("#")]
     figure("poses_fraction", len(rows) / len(gt))
-    assert len(rows) >= 0.8 * len(gt)  # bf16 and fp32: every frame
+    # bf16 and fp32: every frame before max_position_std; with it, fp32 (EPYC AVX2) 20 of 30 (the
+    # rest refused as "position not constrained"; bf16: no figure recorded).
+    assert len(rows) >= 0.4 * len(gt)
     from scr_ros.geometry import pose_from_position_quaternion
 
     errors = [
@@ -74,7 +76,7 @@ def test_poses_file_matches_ground_truth(mapped, tiny, figure):
         for r in rows
     ]
     figure("median_error_m", float(np.median(errors)))
-    assert np.median(errors) < 0.12  # measured bf16 5.5 cm (Xeon), fp32 6.0 cm (EPYC AVX2)
+    assert np.median(errors) < 0.12  # measured bf16 5.5 cm (Xeon), fp32 6.0 cm (EPYC AVX2), both before the check
 
 
 def test_map_header_records_mapping_and_encoder(mapped):
