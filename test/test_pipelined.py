@@ -186,11 +186,15 @@ def test_lower_query_resolution_and_a_subsample_still_localize(mapped, tiny, fig
     30 frames within 5 cm, 200 px 9, 160 px 3: docs/cli.md.)"""
     scene = load_map(mapped["map"])
     frames = tiny.frames("test")[:8]
-    full = localize_frames(Relocalizer(scene, device="cpu"), frames)
-    low_reloc = Relocalizer(scene, device="cpu", config=RelocalizerConfig(query_height=scene.image_height * 7 // 8))
+    # max_position_std off: fewer correspondences raise a fix's published std above the default
+    # on this weak map, and what is tested is the pixel mapping and the selector, not the check.
+    off = {"max_position_std": 0.0}
+    full = localize_frames(Relocalizer(scene, device="cpu", config=RelocalizerConfig(**off)), frames)
+    low_config = RelocalizerConfig(query_height=scene.image_height * 7 // 8, **off)
+    low_reloc = Relocalizer(scene, device="cpu", config=low_config)
     low = localize_frames(low_reloc, frames)
     assert all(a.num_correspondences > b.num_correspondences for a, b in zip(full, low))  # fewer patches
-    config = RelocalizerConfig(selector="subsample", selector_settings={"subsample": {"count": 200}})
+    config = RelocalizerConfig(selector="subsample", selector_settings={"subsample": {"count": 200}}, **off)
     sub = localize_frames(Relocalizer(scene, device="cpu", config=config), frames)
     assert all(r.num_correspondences <= 200 for r in sub)
     good = sum(r.success and r.translation_error_m < 0.1 for r in full)
