@@ -318,7 +318,11 @@ def test_deep_head_maps_and_localizes(tiny, tmp_path, figure):
     out = tmp_path / "deep.map"
     m = build_map("synthetic:tiny", out, preset_name="test", device="cpu", head="deep", quiet=True, epochs=8.0)
     assert load_map(out).head.head_type == "deep" and m.head.config["num_blocks"] == 5
-    _, r, _, _ = localize(out, "synthetic:tiny", "test", "cpu", quiet=True)
+    # max_position_std off: this short-trained map's fixes have published stds above the default
+    # (with it, fp32: 4 of 30 accepted, 0 wrong); what is tested is that the deep head maps and localizes.
+    _, r, _, _ = localize(
+        out, "synthetic:tiny", "test", "cpu", quiet=True, config=RelocalizerConfig(max_position_std=0.0)
+    )
     figure("10cm_5deg", r["accuracy"]["10cm_5deg"])
     # Measured: bf16 43 % (Xeon, 2 threads), fp32 33.3 % (EPYC AVX2, 1 and 2 threads).
     assert r["accuracy"]["10cm_5deg"] >= 15.0, r
