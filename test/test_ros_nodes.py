@@ -485,6 +485,7 @@ def test_planar_base_pose_initialpose_and_the_first_fix_check(wire, relocalizer,
         "publish_initial_pose": True,
         "confirm_fixes": 3,
         "max_jump_translation": 0.5,
+        "max_speed": 0.0,  # the robot stands still: no allowance for motion between the frames
         "lost_timeout": 1.0,
     }
     assert all(r.successful for r in wire.set_parameters("scr_relocalizer", changes))
@@ -527,16 +528,26 @@ def test_planar_base_pose_initialpose_and_the_first_fix_check(wire, relocalizer,
         assert processed(io, n)
         time.sleep(0.5)
         assert len(io["initialpose"]) == initial + 1
-        time.sleep(1.5)  # longer than lost_timeout without a fix
-        n = len(io["inliers"])
-        send_frame(wire, io, a)
-        assert processed(io, n)
+        time.sleep(1.5)  # longer than lost_timeout without a fix: lost, so three fixes must agree again
+        for k in range(3):
+            n = len(io["inliers"])
+            send_frame(wire, io, a)
+            assert processed(io, n)
+            if k < 2:
+                time.sleep(0.3)
+                assert len(io["initialpose"]) == initial + 1, "initialpose before the fixes agreed again"
         assert wait_until(lambda: len(io["initialpose"]) == initial + 2, 10)
         answer = wire.call(Trigger, "/scr_relocalizer/publish_initial_pose")
         assert answer.success and "published" in answer.message, answer.message
         assert wait_until(lambda: len(io["initialpose"]) == initial + 3, 10)
     finally:
-        restore = {"planar": False, "publish_initial_pose": False, "max_jump_translation": 0.0, "lost_timeout": 3.0}
+        restore = {
+            "planar": False,
+            "publish_initial_pose": False,
+            "max_jump_translation": 0.0,
+            "max_speed": 1.0,
+            "lost_timeout": 3.0,
+        }
         assert all(r.successful for r in wire.set_parameters("scr_relocalizer", restore))
 
 
