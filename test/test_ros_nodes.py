@@ -893,6 +893,7 @@ def test_map_to_odom_over_a_tf2_stand_in(ros_env, wire, scene, tmp_path, figure)
         "tf_mode": "map_to_odom",
         "confirm_fixes": 2,
         "publish_initial_pose": True,  # with map_to_odom: two map -> odom sources under AMCL, warned
+        "max_image_age": 0.0,  # the stamps jump a minute back below, as a bag's clock does
     }
     name = "scr_relocalizer_tf_stub"
     node = NodeProcess("relocalizer_node", name, params, tmp_path, env, remap_name=True)
