@@ -67,9 +67,7 @@ def measure(map_path: Path, dataset: str) -> list[dict]:
 
 def outcome(rows: list[dict], max_std: float) -> dict:
     accepted = [r for r in rows if r["localized"] and (max_std <= 0 or r["position_std"] <= max_std)]
-    wrong = [
-        r for r in accepted if r["translation_error"] > WRONG_FIX[0] or r["rotation_error_deg"] > WRONG_FIX[1]
-    ]
+    wrong = [r for r in accepted if r["translation_error"] > WRONG_FIX[0] or r["rotation_error_deg"] > WRONG_FIX[1]]
     return {
         "frames": len(rows),
         "accepted": len(accepted),
