@@ -445,7 +445,7 @@ class RelocalizerNode(LifecycleNode):
         try:
             self.request_map(path)
         except ScrError as exc:
-            self.get_logger().error(f"map not loaded, keeping the current one: {exc}")
+            self.get_logger().error(f"~/reload_map refused, keeping the current map: {exc}")
             response.success, response.message = False, f"could not load {path!r}: {exc}"
             return response
         response.success = True
