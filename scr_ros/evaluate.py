@@ -256,17 +256,26 @@ def view_distance_report(results: Sequence[FrameResult]) -> list[dict]:
 
 
 def mapping_truth(scene_map, ds) -> np.ndarray | None:
-    """The true poses (F, 4, 4) of the map's mapping frames, when ``ds`` is the dataset the map was
-    built from (its mapping split holds every one of them by name); else None."""
+    """The true poses (F, 4, 4) of the map's posed mapping frames (:func:`posed_frames`), when
+    ``ds`` is the dataset the map was built from (its mapping split holds every one of them by
+    name); else None."""
     if scene_map.mapping_poses is None:
         return None
     try:
         frames = {f.name: f.pose for f in ds.frames(scene_map.training.get("split", "train"))}
     except DatasetError:
         return None
-    if not scene_map.mapping_frames or not all(name in frames for name in scene_map.mapping_frames):
+    names = scene_map.mapping_frames[: posed_frames(scene_map)]
+    if not names or not all(name in frames for name in names):
         return None
-    return np.stack([frames[name] for name in scene_map.mapping_frames])
+    return np.stack([frames[name] for name in names])
+
+
+def posed_frames(scene_map) -> int:
+    """How many of the map's mapping frames came with poses: all, except in a grown map
+    (:mod:`scr_ros.growth`), whose added frames follow them and are not of its mapping split."""
+    growth = scene_map.training.get("growth")
+    return int(growth["posed_frames"]) if growth else len(scene_map.mapping_frames or ())
 
 
 def recorded_poses(scene_map) -> np.ndarray | None:

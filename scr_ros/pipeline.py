@@ -22,6 +22,7 @@ import copy
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -38,11 +39,13 @@ from .evaluate import (
     mapping_truth,
     mapping_truth_report,
     nearest_view_distances,
+    posed_frames,
     recorded_poses,
     summarize,
     view_distance_report,
 )
 from .fileio import check_output_file
+from .growth import GROWTH_SETTINGS, added_frames, grow, registration_errors
 from .heads import HEADS
 from .map_parts import MAP_PARTS
 from .mapfile import SceneMap, load_map, not_a_map
@@ -50,6 +53,7 @@ from .mapping import MapBuilder
 from .mapping_config import OTHER_HEADS, MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
+from .settings import resolve
 from .trajectory import trajectory_errors, write_tum
 
 
@@ -180,6 +184,11 @@ def build_map(
     source: str | None = None,
     depth: bool | None = None,
     drift: str | DriftModel | None = None,
+    add: Sequence[str] = (),
+    add_odometry: Sequence[str] = (),
+    add_split: str = "train",
+    add_truth: bool = False,
+    growth: dict | None = None,
     **overrides,
 ) -> SceneMap:
     """Map ``split`` of a dataset and save the map (atomically) to ``out``; returns the map.
@@ -194,6 +203,11 @@ def build_map(
         cancel: anything with ``is_set()``; the build stops with MappingCancelled when it is set.
         source: where the frames came from, for the map header, when ``dataset_spec`` is an
             intermediate folder (``scr bag map``, the mapping node).
+        add, add_odometry: datasets whose ``add_split`` frames grow the map (:mod:`scr_ros.growth`):
+            ``add`` as images only, ``add_odometry`` with their poses as drifting odometry
+            (relative motion only); ``add_truth``: score the registered poses against their
+            datasets' own poses (read for that alone); ``growth``: the rounds' settings
+            (``GROWTH_SETTINGS``).
         drift: map from the poses drifting odometry would have recorded instead of the
             dataset's (:mod:`scr_ros.drift`: ``vio``, ``wheel`` or a spec); the true poses stay
             the dataset's, for scoring. The map records the model and how far the poses drifted.
@@ -218,6 +232,15 @@ def build_map(
         drifted = trajectory_errors(np.stack([f.pose for f in frames]), truth, align=False)
     if depth and not any(f.depth_path for f in frames):
         raise ScrError(f"--depth: the {split} frames of {dataset_spec} have no depth images")
+    added = []
+    for k, (spec, odometry) in enumerate([(a, False) for a in add] + [(a, True) for a in add_odometry]):
+        more = open_dataset_reporting(spec, bar).frames(add_split)
+        check_frames(more, f"{add_split} frames of {spec} (to add)")
+        added += added_frames(more, odometry, sequence=k, keep_truth=add_truth)
+    if added:
+        resolve(GROWTH_SETTINGS, growth, "map growth")  # before any work
+        if distributed.world_size() > 1:
+            raise ScrError("growing a map (--add) runs in one process, not under torchrun")
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
     if not quiet:
@@ -233,7 +256,28 @@ def build_map(
             file=sys.stderr,
         )
     try:
-        scene_map = builder.build(frames, preset_name=preset_name)
+        if added:
+            scene_map = grow(
+                frames,
+                added,
+                encoder,
+                cfg,
+                growth,
+                device=device,
+                progress=progress or bar,
+                cancel=cancel,
+                preset_name=preset_name,
+                log=(lambda line: None) if quiet else (lambda line: (bar.close(), print(line, file=sys.stderr))),
+            )
+            scene_map.training["growth"]["added_datasets"] = [*add, *add_odometry]
+            scene_map.training["growth"]["odometry_datasets"] = list(add_odometry)
+            scene_map.training["growth"]["add_split"] = add_split
+            errors = registration_errors(scene_map, added)
+            if errors is not None:
+                # Scored against the added datasets' own poses, which the build never read.
+                scene_map.training["growth"]["registered_pose_errors"] = errors
+        else:
+            scene_map = builder.build(frames, preset_name=preset_name)
     finally:
         bar.close()
     scene_map.training["dataset"] = source or str(dataset_spec)
@@ -310,11 +354,19 @@ def localize(
         scr_ros_version=__version__,
     )
     truth = mapping_truth(scene_map, ds)
+    # A grown map's added frames have no truth here: scoring and distance bands use the posed
+    # ones, so a grown map's bands are those of the map it grew from.
+    n = posed_frames(scene_map)
     if truth is not None:
-        report.update(mapping_truth_report(results, scene_map.mapping_poses, recorded_poses(scene_map), truth))
+        recorded = recorded_poses(scene_map)
+        report.update(
+            mapping_truth_report(
+                results, scene_map.mapping_poses[:n], None if recorded is None else recorded[:n], truth
+            )
+        )
     # The mapping views in the queries' world: their truth where the dataset has it (drifted or
     # refined poses are in the odometry's frame), else the poses the map was built from.
-    views = truth if truth is not None else scene_map.mapping_poses
+    views = truth if truth is not None else (None if scene_map.mapping_poses is None else scene_map.mapping_poses[:n])
     if views is not None:
         distances = nearest_view_distances(np.stack([r.T_gt for r in results]), views)
         for r, d in zip(results, distances):
@@ -324,6 +376,7 @@ def localize(
             "queries by the distance from their true camera centre to the nearest mapping camera whose optical axis "
             f"is within {SIMILAR_VIEW_DEG:.0f} deg of theirs ("
             + ("the mapping frames' truth" if truth is not None else "the poses the map was built from")
+            + (", the frames it grew from, not the added ones" if "growth" in scene_map.training else "")
             + ")"
         )
     return results, report, ds, scene_map

@@ -56,6 +56,7 @@ STAGE_NAMES = {
     "cloud": "map point cloud",
     "render": "rendering",
     "localize": "localizing",
+    "register": "registering added frames",
     "convert": "writing bag",
     "record": "reading bag",
 }

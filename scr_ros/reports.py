@@ -267,3 +267,26 @@ def mapping_poses_line(training: dict) -> str | None:
             f"(median; max {100 * refined['max_correction_m']:.1f} cm){focal}"
         )
     return "; ".join(out) or None
+
+
+def growth_line(growth: dict) -> str:
+    """What growing the map did (``training["growth"]``, :mod:`scr_ros.growth`): frames
+    registered per round and how, the time, and the registered poses' errors when scored."""
+    rounds = "; ".join(
+        f"round {r['round']}: +{r['registered_new']}"
+        + (f" ({r['odometry']} by odometry)" if r.get("odometry") else "")
+        + (f", {r['refused']} refused" if r.get("refused") else "")
+        + f" in {r['seconds']:.0f} s"
+        for r in growth["rounds"][1:]
+    )
+    line = (
+        f"map growth: {growth['registered']} of {growth['added_frames']} added frames registered beside "
+        f"{growth['posed_frames']} posed ones ({rounds}); {growth['seconds']:.0f} s in all"
+    )
+    errors = growth.get("registered_pose_errors")
+    if errors:
+        line += (
+            f"; registered poses off by {errors['median_cm']:.1f} cm, {errors['median_deg']:.2f} deg (median; max "
+            f"{errors['max_cm']:.1f} cm, {errors['max_deg']:.2f} deg) from the added datasets' own poses"
+        )
+    return line

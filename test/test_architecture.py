@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.mapping",
             "scr_ros.map_builder",
             "scr_ros.relocalize",
+            "scr_ros.growth",
             "scr_ros.evaluate",
             "scr_ros.reports",
             "scr_ros.rerun_log",

@@ -24,12 +24,14 @@ from ..demo import run_demo
 from ..device import cuda_available
 from ..errors import MappingCancelled, ScrError
 from ..fileio import check_output_file, check_output_folder
+from ..growth import GROWTH_SETTINGS
 from ..mapping_config import PRESETS
 from ..pipeline import build_map, localize, write_mapping_trajectory
 from ..pretrain import INITS, PretrainConfig, Pretrainer, command_line, write_model_card
 from ..progress import ProgressBar
 from ..reports import (
     format_table,
+    growth_line,
     mapping_poses_line,
     plot_results,
     skipped_frames_line,
@@ -38,6 +40,7 @@ from ..reports import (
     write_report,
 )
 from ..rerun_log import require_rerun, write_localize_recording, write_map_recording
+from ..settings import settings_help
 from .bag import add_bag_parser
 from .options import (
     DEVICES,
@@ -45,6 +48,7 @@ from .options import (
     PRECISION_HELP,
     add_method_arguments,
     add_selector_arguments,
+    json_object,
     method_overrides,
     relocalizer_config,
 )
@@ -73,6 +77,11 @@ def cmd_map(args) -> int:
         depth=args.depth,
         head_config=args.head_config,
         drift=args.simulate_drift,
+        add=args.add,
+        add_odometry=args.add_odometry,
+        add_split=args.add_split,
+        add_truth=args.add_truth,
+        growth=args.growth_config,
         **method_overrides(args),
     )
     if not distributed.is_main():
@@ -91,6 +100,9 @@ def cmd_map(args) -> int:
             f"{'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
             f"{labels['labelled_rows']:.0%} of the training rows, {labels['propagated_rows']:.0%} more by propagation"
         )
+    growth = tr.get("growth")
+    if growth:
+        print(growth_line(growth))
     poses_line = mapping_poses_line(tr)
     if poses_line:
         print(poses_line)
@@ -273,6 +285,42 @@ def make_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=PRECISION_CHOICES,
         help=PRECISION_HELP,
+    )
+    g = m.add_argument_group(
+        "growing the map into frames without poses (ACE0's rounds: register what the map localizes, refit, repeat; "
+        "docs/cli.md#growing-a-map)"
+    )
+    g.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="MORE",
+        help="a dataset whose frames join the map as images only (their poses, if any, are never read); repeatable",
+    )
+    g.add_argument(
+        "--add-odometry",
+        action="append",
+        default=[],
+        metavar="MORE",
+        help="as --add, its poses taken as drifting odometry: only the relative motion between its frames is used",
+    )
+    g.add_argument(
+        "--add-split",
+        default="train",
+        metavar="SPLIT",
+        help="which frames of the added datasets (default train; SPLIT/even or SPLIT/odd: every other one)",
+    )
+    g.add_argument(
+        "--add-truth",
+        action="store_true",
+        help="score the registered frames' poses against the added datasets' own poses (evaluation only)",
+    )
+    g.add_argument(
+        "--growth-config",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="settings of the rounds: " + settings_help(GROWTH_SETTINGS),
     )
     add_method_arguments(m)
     m.set_defaults(func=cmd_map)

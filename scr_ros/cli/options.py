@@ -35,7 +35,7 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     )
     g.add_argument(
         "--head-config",
-        type=_json_object,
+        type=json_object,
         default=None,
         metavar="JSON",
         help="head settings on top of the preset's, e.g. '{\"clusters\": 50}' for GLACE's position decoder "
@@ -104,7 +104,7 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     )
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -151,7 +151,7 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--selector-config",
-        type=_json_object,
+        type=json_object,
         default=None,
         metavar="JSON",
         help="selector settings as a JSON object: the chosen selector's, or selector name -> settings (with "
@@ -200,7 +200,7 @@ def _argument_type(setting: Setting) -> dict:
     if setting.type is bool:
         return {"action": argparse.BooleanOptionalAction}
     if setting.type is dict:
-        return {"type": _json_object}
+        return {"type": json_object}
     return {"type": setting.type}
 
 

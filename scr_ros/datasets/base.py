@@ -21,6 +21,8 @@ SPLITS = ("train", "test", "all", "first-half", "second-half")
 # Splits that cut every recorded sequence in two by time instead of taking the dataset's own split:
 # a map from the first half of a walk is asked about the second half, which goes elsewhere.
 HALF_SPLITS = ("first-half", "second-half")
+# A split's every other frame: SPLIT/even from its first frame, SPLIT/odd from its second.
+EVERY_OTHER = ("even", "odd")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,17 @@ class Dataset:
     base_to_camera: np.ndarray | None = field(default=None, repr=False)
 
     def frames(self, split: str = "train") -> list[Frame]:
+        """The frames of ``split``: a name of ``SPLITS`` (or the dataset's own), optionally with
+        ``/even`` or ``/odd`` (every other frame of it, in its order, from the first or the
+        second: frames to add to a map and the ones between them to query, ``scr map --add``)."""
+        base, _, every_other = split.partition("/")
+        if every_other:
+            if every_other not in EVERY_OTHER:
+                raise DatasetError(
+                    f"split {split!r}: after the '/' give {' or '.join(EVERY_OTHER)} (every other frame), "
+                    f"not {every_other!r}"
+                )
+            return self.frames(base)[EVERY_OTHER.index(every_other) :: 2]
         if split == "all":
             seen, out = set(), []
             for frames in self.splits.values():

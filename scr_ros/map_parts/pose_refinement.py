@@ -20,7 +20,9 @@ Both start as the identity and switch on after ``start`` of the training (the he
 learns a coarse scene from the recorded poses). ``focal`` refines one scale of the focal
 lengths as well. The gauge is held by the first frame: every refined pose is moved by the one
 rigid transform that puts the first frame back on its recorded pose, so the map frame stays
-the odometry frame of the recording.
+the odometry frame of the recording. With ``fixed_frames`` N the first N frames keep their
+poses and hold the gauge (a grown map, :mod:`scr_ros.growth`: the frames given with poses stay,
+the registered ones move).
 
 After training, the refined poses replace the recorded ones for everything that follows (the
 keypoint classifier, the map cloud) and are stored with the map (``pose-refinement.refined``,
@@ -78,9 +80,15 @@ class PoseRefiner(nn.Module):
         focal: bool,
         start: float,
         odometry_weight: float = 0.0,
+        fixed_frames: int = 0,
     ) -> None:
         super().__init__()
         self.odometry_weight = odometry_weight
+        # The first fixed_frames keep their recorded poses (a grown map's frames with known
+        # poses) and hold the gauge themselves; otherwise the first frame holds it.
+        self.fixed_frames = min(int(fixed_frames), len(recorded))
+        movable = (torch.arange(len(recorded)) >= self.fixed_frames).float()
+        self.register_buffer("movable", movable.unsqueeze(1), persistent=False)
         recorded = torch.as_tensor(np.asarray(recorded), dtype=torch.float64)
         self.register_buffer("recorded", recorded.clone())
         positions = recorded[:, :3, 3]
@@ -116,15 +124,17 @@ class PoseRefiner(nn.Module):
         R0, t0 = T0[:, :3, :3], T0[:, :3, 3]
         if self.mode == "mlp":
             x = torch.cat([R0.reshape(-1, 9), (t0 - self.centre) / self.extent], dim=1)
-            d = CORRECTION_SCALE * gate * self.mlp(x)
+            d = CORRECTION_SCALE * gate * self.mlp(x) * self.movable[index]
             R = orthonormal(R0 + d[:, :9].reshape(-1, 3, 3))
             t = t0 + d[:, 9:] * self.extent
         else:
-            d = gate * self.delta[index]
+            d = gate * self.delta[index] * self.movable[index]
             R = R0 @ axis_angle_to_rotation_matrix(d[:, :3])
             t = t0 + d[:, 3:] * self.extent
         T = torch.zeros_like(T0)
         T[:, :3, :3], T[:, :3, 3], T[:, 3, 3] = R, t, 1.0
+        if self.fixed_frames:
+            return T[:-1]
         # Gauge: the rigid transform that returns the first frame to its recorded pose.
         G = T0[-1:] @ invert(T[-1:])
         return G @ T[:-1]
@@ -224,6 +234,14 @@ class PoseRefinementPart(MapPart):
         Setting("layers", 3, "mlp: hidden layers", 1, 8),
         Setting("focal", False, "also refine one scale of the focal lengths"),
         Setting(
+            "fixed_frames",
+            0,
+            "the first N mapping frames keep their recorded poses and hold the gauge (a grown map: the frames "
+            "given with poses; scr map --add sets it); 0: every pose moves, the first frame holding the gauge",
+            0,
+            10_000_000,
+        ),
+        Setting(
             "odometry_weight",
             0.0,
             "weight of a prior that keeps each step between consecutive mapping frames near its recorded motion "
@@ -246,12 +264,21 @@ class PoseRefinementPart(MapPart):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed + 1)
             module = PoseRefiner(
-                recorded, s["mode"], s["width"], s["layers"], s["focal"], s["start"], s["odometry_weight"]
+                recorded,
+                s["mode"],
+                s["width"],
+                s["layers"],
+                s["focal"],
+                s["start"],
+                s["odometry_weight"],
+                s["fixed_frames"],
             )
         module = module.to(context.device)
         info = {"mode": s["mode"], "lr": s["lr"], "start": s["start"], "focal": s["focal"]}
         if s["odometry_weight"] > 0:
             info["odometry_weight"] = s["odometry_weight"]
+        if s["fixed_frames"]:
+            info["fixed_frames"] = s["fixed_frames"]
         return cls(module, info)
 
     def settle(self) -> tuple[np.ndarray, float]:
