@@ -23,13 +23,14 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
+from pages import results_page_head
 
 from scr_ros.datasets import open_dataset
 from scr_ros.demo import DEMO
@@ -78,24 +79,14 @@ def outcome(rows: list[dict], max_std: float) -> dict:
     }
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def page(results: dict, command: str) -> str:
-    lines = [
-        "# Fixes a robot can trust: `max_position_std` on real and synthetic scenes",
-        "",
-        f"<!-- written by benchmarks/fix_trust.py; command: {command} -->",
-        f"Command: `{command}`; commit {results['commit']}; machine: {results['machine']}; "
-        f"{results['date']}. Nothing else ran beside it. Maps: preset `cpu` (the demo: its own preset), "
-        "trained here.",
-        "",
+    lines = results_page_head(
+        "Fixes a robot can trust: `max_position_std` on real and synthetic scenes",
+        "fix_trust.py",
+        command,
+        results,
+        "Maps: preset `cpu` (the demo: its own preset), trained here.",
+    ) + [
         f"A fix is *wrong* when it is further off than {WRONG_FIX[0] * 100:.0f} cm or {WRONG_FIX[1]:.0f}° "
         "(rooftop: COLMAP units, not metres). *std*: the largest position standard deviation of the fix's "
         "published covariance, which `max_position_std` compares.",
@@ -140,7 +131,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     given = dict(item.split("=", 1) for item in args.map)
     results = {
-        "commit": commit(),
+        "commit": git_commit(),
         "machine": f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"{platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),

@@ -23,7 +23,8 @@ Cases (P / A / Q):
   path that leaves it / the frames between them;
 - ``rooftop``: ../shared/data/rooftop (real, COLMAP units) first half / second half's even frames
   / its odd ones;
-- ``demo``: the demo scene's mapping path / every other query frame / the rest.
+- ``demo``: the demo scene's mapping path / every other query frame / the rest;
+- ``tiny`` (not run unless named): the test scene, to check the script in minutes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ablation import git_commit  # benchmarks/ is the script's folder, first on the path
+from pages import results_page_head
 
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
@@ -55,6 +58,8 @@ CASES = {
     "robot-away": ("synthetic:robot-away", "train", "test/even", "test/odd"),
     "rooftop": (str(SHARED / "rooftop"), "first-half", "second-half/even", "second-half/odd"),
     "demo": ("synthetic:default", "train", "test/even", "test/odd"),
+    # A smoke run of the script (with --preset test, a few minutes), not a measurement.
+    "tiny": ("synthetic:tiny", "train", "test/even", "test/odd"),
 }
 
 
@@ -124,13 +129,9 @@ def band_cell(report: dict, lo: float, hi: float) -> str:
 
 
 def page(results: dict, command: str) -> str:
-    lines = [
-        "# Growing a map into frames without poses (`scr map --add`)",
-        "",
-        f"<!-- written by benchmarks/growth.py; command: {command} -->",
-        f"Command: `{command}`; commit {results['commit']}; machine: {results['machine']}; {results['date']}. "
-        "Nothing else ran beside it.",
-        "",
+    lines = results_page_head(
+        "Growing a map into frames without poses (`scr map --add`)", "growth.py", command, results
+    ) + [
         "Queries within 5 cm / 5°, overall and 0.4–1 m from the nearest similar view of the posed frames; "
         "*base*: posed frames only; *grown*: grown into the added frames, images only; *given*: the added "
         "frames with their true poses.",
@@ -157,18 +158,15 @@ def page(results: dict, command: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the maps and growth.json")
-    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--cases", default=",".join(c for c in CASES if c != "tiny"))
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--page", default=None, help="also write the results page (docs/results/growth.md)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
     results = {
-        "commit": commit.stdout.strip() or "unknown",
-        "machine": f"{hardware_description(torch.device('cpu'))}, {torch.get_num_threads()} torch threads",
+        "commit": git_commit(),
+        "machine": hardware_description(torch.device("cpu")),
         "date": time.strftime("%Y-%m-%d"),
         "preset": args.preset,
         "cases": {},

@@ -73,3 +73,16 @@ def timed_localization(reloc, frames, pipelined: bool = False, repeat: int = 1) 
         results = localize_frames(reloc, frames, pipelined=pipelined)
         seconds = min(seconds, time.perf_counter() - t0)
     return results, seconds
+
+
+def results_page_head(title: str, script: str, command: str, results: dict, note: str = "") -> list[str]:
+    """The first lines of a docs/results page: its title, the command that wrote it (also as a
+    comment, for whoever regenerates it), the commit, machine and date it was measured on."""
+    return [
+        f"# {title}",
+        "",
+        f"<!-- written by benchmarks/{script}; command: {command} -->",
+        f"Command: `{command}`; commit {results['commit']}; machine: {results['machine']}; {results['date']}. "
+        f"Nothing else ran beside it.{' ' + note if note else ''}",
+        "",
+    ]
