@@ -176,7 +176,7 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     assert g["posed_frames"] == len(tiny.frames("train")) and g["added_frames"] == len(sequence)
     assert len(names) == g["posed_frames"] + g["registered"] == len(scene_map.mapping_poses)
     figure("registered", g["registered"])
-    assert g["registered"] >= 0.8 * len(added)
+    assert g["registered"] >= 0.5 * len(added)  # 15 of 15 measured (fp32, EPYC AVX2)
     errors = g["registered_pose_errors"]
     figure("registered_median_cm", errors["median_cm"])
     figure("registered_median_deg", errors["median_deg"])
@@ -193,6 +193,7 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     r = json.loads(report.read_text())
     figure("queries_5cm5deg", r["accuracy"]["5cm_5deg"])
     # A test-preset map of the mapping path alone localizes a third of the query path within
-    # 5 cm / 5 deg (the e2e fixture's report); grown into it, 60 % of the frames between (fp32).
-    assert r["accuracy"]["5cm_5deg"] >= 40.0
+    # 5 cm / 5 deg (the e2e fixture's report); grown into it, 53-60 % of the frames between
+    # (fp32, two runs): the bound is half of that, for other CPUs' numerics.
+    assert r["accuracy"]["5cm_5deg"] >= 25.0
     assert r["mapping_poses"]["frames"] == g["posed_frames"] and "frames it grew from" in r["by_view_distance_note"]
