@@ -106,7 +106,9 @@ class AddedFrame:
     frame: Frame
     odometry: np.ndarray | None = None
     truth: np.ndarray | None = field(default=None, repr=False)
-    sequence: int = 0  # which added dataset: neighbours and odometry are compared within one only
+    # Which recording: (added dataset, the name's folder part, e.g. a 7-Scenes seq-01 or a
+    # SUN3D fragment); neighbours and odometry are compared within one only.
+    sequence: tuple = (0, "")
 
 
 @dataclass
@@ -122,14 +124,15 @@ def added_frames(
 ) -> list[AddedFrame]:
     """The frames of an ``--add`` (``odometry`` False) or ``--add-odometry`` dataset, in capture
     order: poses hidden (NaN), odometry kept where asked, the dataset's poses kept aside for
-    scoring only with ``keep_truth`` (``--add-truth``)."""
+    scoring only with ``keep_truth`` (``--add-truth``). ``sequence`` numbers the dataset; its
+    recordings (the frame names' folder parts) are sequences of their own."""
     nan = np.full((4, 4), np.nan)
     return [
         AddedFrame(
             dataclasses.replace(f, pose=nan.copy()),
             f.pose.copy() if odometry else None,
             f.pose.copy() if keep_truth else None,
-            sequence,
+            (sequence, f.name.rpartition("/")[0]),
         )
         for f in frames
     ]

@@ -12,7 +12,7 @@ from scr_ros.datasets.base import Frame
 from scr_ros.datasets.posed_folder import write_frame
 from scr_ros.errors import DatasetError, ScrError
 from scr_ros.geometry import PinholeCamera
-from scr_ros.growth import GROWTH_SETTINGS, AddedFrame, Registration, decide, typical_motion
+from scr_ros.growth import GROWTH_SETTINGS, AddedFrame, Registration, added_frames, decide, typical_motion
 from scr_ros.map_parts.pose_refinement import PoseRefiner
 from scr_ros.mapfile import load_map
 from scr_ros.metrics import pose_error
@@ -31,7 +31,7 @@ def pose_at(x: float, yaw_deg: float = 0.0) -> np.ndarray:
     return T
 
 
-def added_line(n: int, odometry: bool = False, sequence=lambda i: 0) -> list[AddedFrame]:
+def added_line(n: int, odometry: bool = False, sequence=lambda i: (0, "")) -> list[AddedFrame]:
     """n added frames 0.1 m apart along x; odometry: the true poses in another world frame
     (a rotation and offset), so only relative motion can agree."""
     offset = pose_at(5.0, 30.0)
@@ -65,7 +65,7 @@ def test_a_fix_its_neighbours_contradict_never_registers():
 
 
 def test_neighbours_are_compared_within_one_added_dataset_only():
-    added = added_line(4, sequence=lambda i: 0 if i < 2 else 1)
+    added = added_line(4, sequence=lambda i: (0, "seq-01" if i < 2 else "seq-02"))
     # Two datasets recorded in different places: frame 2 is far from frame 1, and fine.
     candidates = {0: (pose_at(0.0), 500), 1: (pose_at(0.1), 500), 2: (pose_at(3.0), 500), 3: (pose_at(3.1), 500)}
     new, refused = decide(candidates, {}, added, SETTINGS, STEP, TURN, 1)
@@ -93,6 +93,13 @@ def agrees_pair(added, i, j) -> bool:
     from scr_ros.growth import agrees
 
     return agrees(i, j, added[i].truth, added[j].truth, added, SETTINGS, STEP, TURN)
+
+
+def test_each_recording_of_an_added_dataset_is_a_sequence_of_its_own():
+    frames = [Frame(f"{seq}/frame-{i}", None, np.eye(4), CAMERA) for seq in ("seq-01", "seq-02") for i in range(2)]
+    added = added_frames(frames, odometry=False, sequence=3)
+    assert [a.sequence for a in added] == [(3, "seq-01")] * 2 + [(3, "seq-02")] * 2
+    assert all(np.isnan(a.frame.pose).all() and a.truth is None and a.odometry is None for a in added)
 
 
 def test_typical_motion_sets_the_scale_and_refuses_posed_frames_that_do_not_move():
