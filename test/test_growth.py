@@ -147,22 +147,27 @@ def test_map_add_refuses_bad_input_before_any_work(tiny, tmp_path, capsys, extra
 
 
 def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_localizes(tiny, tmp_path, capsys, figure):
-    """`scr map --add`: the tiny scene's query path (every other frame, images only) grows the
-    map of its mapping path; a mapping frame from across the room planted among them localizes
-    confidently but its neighbours contradict it, so it never becomes a mapping frame."""
+    """`scr map --add A --add-odometry B`: the tiny scene's query path (every other frame; its
+    first half as images only, its second half with its poses as odometry) grows the map of its
+    mapping path. A mapping frame from across the room planted in B, where odometry says the
+    camera was beside its neighbours, localizes confidently but contradicts both its neighbours
+    and the odometry, so it never becomes a mapping frame (nor takes an odometry-carried pose)."""
     test = tiny.frames("test")
     added = test[0::2]
-    middle = added[len(added) // 2]
+    half = len(added) // 2
+    first, second = added[:half], added[half:]
+    middle = second[len(second) // 2]
     planted = max(tiny.frames("train"), key=lambda f: np.linalg.norm(f.pose[:3, 3] - middle.pose[:3, 3]))
     figure("planted_distance_m", float(np.linalg.norm(planted.pose[:3, 3] - middle.pose[:3, 3])))
-    folder = tmp_path / "added"
-    sequence = added[: len(added) // 2] + [planted] + added[len(added) // 2 :]
-    planted_name = f"a{len(added) // 2:03d}"  # the readers list frames by name: this is its place
+    images, odometry = tmp_path / "images", tmp_path / "odometry"
+    for k, f in enumerate(first):
+        write_frame(images, f"a{k:03d}", f.load_image(), f.pose, camera=f.camera)
+    sequence = second[: len(second) // 2] + [planted] + second[len(second) // 2 :]
+    planted_name = f"b{len(second) // 2:03d}"  # the readers list frames by name: this is its place
     for k, f in enumerate(sequence):
-        name = f"a{k:03d}"
-        # The folder's poses are the truth --add-truth scores with (the planted one's: where
-        # its neighbours are, as if it were the frame it replaced); the build never reads them.
-        write_frame(folder, name, f.load_image(), middle.pose if f is planted else f.pose, camera=f.camera)
+        # The poses: the odometry of --add-odometry, and the truth --add-truth scores with (the
+        # planted one's: where its neighbours are, as if it were the frame it replaced).
+        write_frame(odometry, f"b{k:03d}", f.load_image(), middle.pose if f is planted else f.pose, camera=f.camera)
     out = tmp_path / "grown.safetensors"
     args = ["map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu"]
     # The test preset's tiny maps are weaker than real ones (320x240: 1200 patches a frame, ~2000
@@ -171,7 +176,8 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     # One round (the unit tests above cover what the rounds decide): a half-length fit, the
     # registration, the full fit.
     growth = {"early_share": 0.5, "min_inliers": 200, "max_position_std": 0.4, "rounds": 1}
-    assert main([*args, "--add", str(folder), "--add-truth", "--growth-config", json.dumps(growth)]) == 0
+    more = ["--add", str(images), "--add-odometry", str(odometry), "--add-truth", "--growth-config", json.dumps(growth)]
+    assert main([*args, *more]) == 0
     captured = capsys.readouterr()
     printed, rounds = captured.out, [line for line in captured.err.splitlines() if line.startswith("round ")]
     assert "map growth:" in printed and "added frames registered" in printed
@@ -180,7 +186,8 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     g = scene_map.training["growth"]
     names = scene_map.mapping_frames
     assert planted_name not in names[g["posed_frames"] :] and planted_name in g["not_registered"], rounds
-    assert g["posed_frames"] == len(tiny.frames("train")) and g["added_frames"] == len(sequence)
+    assert g["posed_frames"] == len(tiny.frames("train")) and g["added_frames"] == len(first) + len(sequence)
+    assert g["odometry_datasets"] == [str(odometry)] and set(g["how"]) <= {"localized", "odometry"}
     assert len(names) == g["posed_frames"] + g["registered"] == len(scene_map.mapping_poses)
     figure("registered", g["registered"])
     assert g["registered"] >= 0.8 * len(added)
