@@ -39,7 +39,7 @@ import numpy as np
 
 from .datasets.base import Frame
 from .encoders import Encoder
-from .errors import ScrError
+from .errors import MappingCancelled, ScrError
 from .mapfile import SceneMap
 from .mapping import MapBuilder
 from .mapping_config import MappingConfig
@@ -106,7 +106,9 @@ class AddedFrame:
     frame: Frame
     odometry: np.ndarray | None = None
     truth: np.ndarray | None = field(default=None, repr=False)
-    sequence: int = 0  # which added dataset: neighbours and odometry are compared within one only
+    # Which recording: (added dataset, the name's folder part, e.g. a 7-Scenes seq-01 or a
+    # SUN3D fragment); neighbours and odometry are compared within one only.
+    sequence: tuple = (0, "")
 
 
 @dataclass
@@ -122,14 +124,15 @@ def added_frames(
 ) -> list[AddedFrame]:
     """The frames of an ``--add`` (``odometry`` False) or ``--add-odometry`` dataset, in capture
     order: poses hidden (NaN), odometry kept where asked, the dataset's poses kept aside for
-    scoring only with ``keep_truth`` (``--add-truth``)."""
+    scoring only with ``keep_truth`` (``--add-truth``). ``sequence`` numbers the dataset; its
+    recordings (the frame names' folder parts) are sequences of their own."""
     nan = np.full((4, 4), np.nan)
     return [
         AddedFrame(
             dataclasses.replace(f, pose=nan.copy()),
             f.pose.copy() if odometry else None,
             f.pose.copy() if keep_truth else None,
-            sequence,
+            (sequence, f.name.rpartition("/")[0]),
         )
         for f in frames
     ]
@@ -275,14 +278,29 @@ def grow(
     t_start = time.perf_counter()
     registered: dict[int, Registration] = {}
     rounds: list[dict] = []
+    # The whole job's progress, in fits' shares (round 0 and the refits short, the last fit
+    # whole): planned as if every round refits, so it only ever runs ahead at the end.
+    planned = s["early_share"] * s["rounds"] + 1.0
+    done = [0.0]
+
+    def report(share: float):
+        def forward(p: Progress) -> None:
+            if progress is not None:
+                within = p.overall if p.overall is not None else p.fraction
+                overall = min(1.0, (done[0] + share * within) / planned)
+                progress(dataclasses.replace(p, overall=overall))
+
+        return forward
 
     def fit(cfg: MappingConfig, label: str) -> SceneMap:
         frames = list(posed) + [
             dataclasses.replace(added[i].frame, pose=registered[i].pose) for i in sorted(registered)
         ]
         log(f"{label}: fitting on {len(posed)} posed and {len(registered)} registered frames")
-        builder = MapBuilder(encoder, cfg, device=device, progress=progress, cancel=cancel)
+        share = cfg.buffer_size / config.buffer_size
+        builder = MapBuilder(encoder, cfg, device=device, progress=report(share), cancel=cancel)
         scene_map = builder.build(frames, preset_name=preset_name)
+        done[0] += share
         # The refined poses of the registered frames are their estimates from now on.
         for i, T in zip(sorted(registered), scene_map.mapping_poses[len(posed) :]):
             registered[i].pose = np.asarray(T, dtype=np.float64)
@@ -295,7 +313,9 @@ def grow(
     rounds.append({"round": 0, "fit_frames": len(posed), "seconds": round(time.perf_counter() - t0, 3)})
     for number in range(1, s["rounds"] + 1):
         t0 = time.perf_counter()
-        candidates, lost = _localize_unregistered(scene_map, encoder, added, registered, reloc_config, device, progress)
+        candidates, lost = _localize_unregistered(
+            scene_map, encoder, added, registered, reloc_config, device, report(0.0), cancel
+        )
         new, refused = decide(candidates, registered, added, s, step, turn, number)
         registered.update(new)
         how = [r.how for r in new.values()]
@@ -346,6 +366,7 @@ def _localize_unregistered(
     config: RelocalizerConfig,
     device,
     progress,
+    cancel=None,
 ) -> tuple[dict[int, tuple[np.ndarray, int]], int]:
     """The confident fixes of the added frames not yet registered, and how many were lost."""
     reloc = Relocalizer(scene_map, encoder, device=device, config=config)
@@ -353,11 +374,12 @@ def _localize_unregistered(
     out: dict[int, tuple[np.ndarray, int]] = {}
     t0 = time.perf_counter()
     for k, i in enumerate(todo):
+        if cancel is not None and cancel.is_set():
+            raise MappingCancelled("map growth cancelled")
         loc = reloc.localize(added[i].frame.load_image(), added[i].frame.camera)
         if loc.success:
             out[i] = (np.asarray(loc.T_world_cam, dtype=np.float64), int(loc.num_inliers))
-        if progress is not None:
-            progress(Progress("register", k + 1, len(todo), time.perf_counter() - t0))
+        progress(Progress("register", k + 1, len(todo), time.perf_counter() - t0))
     return out, len(todo) - len(out)
 
 

@@ -12,7 +12,7 @@ from scr_ros.datasets.base import Frame
 from scr_ros.datasets.posed_folder import write_frame
 from scr_ros.errors import DatasetError, ScrError
 from scr_ros.geometry import PinholeCamera
-from scr_ros.growth import GROWTH_SETTINGS, AddedFrame, Registration, decide, typical_motion
+from scr_ros.growth import GROWTH_SETTINGS, AddedFrame, Registration, added_frames, decide, typical_motion
 from scr_ros.map_parts.pose_refinement import PoseRefiner
 from scr_ros.mapfile import load_map
 from scr_ros.metrics import pose_error
@@ -31,7 +31,7 @@ def pose_at(x: float, yaw_deg: float = 0.0) -> np.ndarray:
     return T
 
 
-def added_line(n: int, odometry: bool = False, sequence=lambda i: 0) -> list[AddedFrame]:
+def added_line(n: int, odometry: bool = False, sequence=lambda i: (0, "")) -> list[AddedFrame]:
     """n added frames 0.1 m apart along x; odometry: the true poses in another world frame
     (a rotation and offset), so only relative motion can agree."""
     offset = pose_at(5.0, 30.0)
@@ -65,7 +65,7 @@ def test_a_fix_its_neighbours_contradict_never_registers():
 
 
 def test_neighbours_are_compared_within_one_added_dataset_only():
-    added = added_line(4, sequence=lambda i: 0 if i < 2 else 1)
+    added = added_line(4, sequence=lambda i: (0, "seq-01" if i < 2 else "seq-02"))
     # Two datasets recorded in different places: frame 2 is far from frame 1, and fine.
     candidates = {0: (pose_at(0.0), 500), 1: (pose_at(0.1), 500), 2: (pose_at(3.0), 500), 3: (pose_at(3.1), 500)}
     new, refused = decide(candidates, {}, added, SETTINGS, STEP, TURN, 1)
@@ -93,6 +93,13 @@ def agrees_pair(added, i, j) -> bool:
     from scr_ros.growth import agrees
 
     return agrees(i, j, added[i].truth, added[j].truth, added, SETTINGS, STEP, TURN)
+
+
+def test_each_recording_of_an_added_dataset_is_a_sequence_of_its_own():
+    frames = [Frame(f"{seq}/frame-{i}", None, np.eye(4), CAMERA) for seq in ("seq-01", "seq-02") for i in range(2)]
+    added = added_frames(frames, odometry=False, sequence=3)
+    assert [a.sequence for a in added] == [(3, "seq-01")] * 2 + [(3, "seq-02")] * 2
+    assert all(np.isnan(a.frame.pose).all() and a.truth is None and a.odometry is None for a in added)
 
 
 def test_typical_motion_sets_the_scale_and_refuses_posed_frames_that_do_not_move():
@@ -140,22 +147,27 @@ def test_map_add_refuses_bad_input_before_any_work(tiny, tmp_path, capsys, extra
 
 
 def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_localizes(tiny, tmp_path, capsys, figure):
-    """`scr map --add`: the tiny scene's query path (every other frame, images only) grows the
-    map of its mapping path; a mapping frame from across the room planted among them localizes
-    confidently but its neighbours contradict it, so it never becomes a mapping frame."""
+    """`scr map --add A --add-odometry B`: the tiny scene's query path (every other frame; its
+    first half as images only, its second half with its poses as odometry) grows the map of its
+    mapping path. A mapping frame from across the room planted in B, where odometry says the
+    camera was beside its neighbours, localizes confidently but contradicts both its neighbours
+    and the odometry, so it never becomes a mapping frame (nor takes an odometry-carried pose)."""
     test = tiny.frames("test")
     added = test[0::2]
-    middle = added[len(added) // 2]
+    half = len(added) // 2
+    first, second = added[:half], added[half:]
+    middle = second[len(second) // 2]
     planted = max(tiny.frames("train"), key=lambda f: np.linalg.norm(f.pose[:3, 3] - middle.pose[:3, 3]))
     figure("planted_distance_m", float(np.linalg.norm(planted.pose[:3, 3] - middle.pose[:3, 3])))
-    folder = tmp_path / "added"
-    sequence = added[: len(added) // 2] + [planted] + added[len(added) // 2 :]
-    planted_name = f"a{len(added) // 2:03d}"  # the readers list frames by name: this is its place
+    images, odometry = tmp_path / "images", tmp_path / "odometry"
+    for k, f in enumerate(first):
+        write_frame(images, f"a{k:03d}", f.load_image(), f.pose, camera=f.camera)
+    sequence = second[: len(second) // 2] + [planted] + second[len(second) // 2 :]
+    planted_name = f"b{len(second) // 2:03d}"  # the readers list frames by name: this is its place
     for k, f in enumerate(sequence):
-        name = f"a{k:03d}"
-        # The folder's poses are the truth --add-truth scores with (the planted one's: where
-        # its neighbours are, as if it were the frame it replaced); the build never reads them.
-        write_frame(folder, name, f.load_image(), middle.pose if f is planted else f.pose, camera=f.camera)
+        # The poses: the odometry of --add-odometry, and the truth --add-truth scores with (the
+        # planted one's: where its neighbours are, as if it were the frame it replaced).
+        write_frame(odometry, f"b{k:03d}", f.load_image(), middle.pose if f is planted else f.pose, camera=f.camera)
     out = tmp_path / "grown.safetensors"
     args = ["map", "synthetic:tiny", "--out", str(out), "--preset", "test", "--device", "cpu"]
     # The test preset's tiny maps are weaker than real ones (320x240: 1200 patches a frame, ~2000
@@ -164,7 +176,8 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     # One round (the unit tests above cover what the rounds decide): a half-length fit, the
     # registration, the full fit.
     growth = {"early_share": 0.5, "min_inliers": 200, "max_position_std": 0.4, "rounds": 1}
-    assert main([*args, "--add", str(folder), "--add-truth", "--growth-config", json.dumps(growth)]) == 0
+    more = ["--add", str(images), "--add-odometry", str(odometry), "--add-truth", "--growth-config", json.dumps(growth)]
+    assert main([*args, *more]) == 0
     captured = capsys.readouterr()
     printed, rounds = captured.out, [line for line in captured.err.splitlines() if line.startswith("round ")]
     assert "map growth:" in printed and "added frames registered" in printed
@@ -173,7 +186,8 @@ def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_locali
     g = scene_map.training["growth"]
     names = scene_map.mapping_frames
     assert planted_name not in names[g["posed_frames"] :] and planted_name in g["not_registered"], rounds
-    assert g["posed_frames"] == len(tiny.frames("train")) and g["added_frames"] == len(sequence)
+    assert g["posed_frames"] == len(tiny.frames("train")) and g["added_frames"] == len(first) + len(sequence)
+    assert g["odometry_datasets"] == [str(odometry)] and set(g["how"]) <= {"localized", "odometry"}
     assert len(names) == g["posed_frames"] + g["registered"] == len(scene_map.mapping_poses)
     figure("registered", g["registered"])
     assert g["registered"] >= 0.5 * len(added)  # 15 of 15 measured (fp32, EPYC AVX2)

@@ -353,3 +353,50 @@ def test_float_array_parameters_are_checked():
         validate(MAPPING_PARAMS, {"body_to_camera": "0 0 0 0 0 0 1"})
     with pytest.raises(ParameterError, match="NaN"):
         validate(MAPPING_PARAMS, {"body_to_camera": [float("nan")] * 7})
+
+
+def test_extend_mode_grows_the_old_sessions_map_into_the_new_session(tmp_path, image):
+    """mode extend: the build reads the old session with its poses and adds the new one as
+    odometry (scr map OLD --add-odometry NEW); each keyframe says how its pose came about; the
+    set-ups that cannot work are refused before any work."""
+    old = _session(tmp_path, image)
+    calls = []
+
+    def build(dataset, out, **kwargs):
+        calls.append((dataset, kwargs))
+        out.write_bytes(b"map")
+
+    core = MappingCore(
+        {"session_folder": str(tmp_path / "new"), "mode": "extend", "extend_from": str(old), "growth": '{"rounds": 2}'}
+    )
+    core.build_job = MapBuildJob(build)
+    core.start_recording()
+    for i, how in enumerate(("fix", "odometry", "fix")):
+        result = core.add_frame(image, CAM, pose(1.0 + 0.1 * i), i * S, "cam", pose_from=how)
+        assert result.status == "recorded", result.reason
+    core.stop_recording()
+    metas = [json.loads(p.read_text()) for p in sorted((tmp_path / "new" / "meta").glob("*.json"))]
+    assert [m["pose_from"] for m in metas] == ["fix", "odometry", "fix"]
+    message = core.start_build()
+    assert "3 keyframes" in message and "grown into 3 new ones" in message
+    assert core.build_job.wait(5).state == "done", core.build_job.status.message
+    [(dataset, kwargs)] = calls
+    assert dataset == str(old)
+    assert kwargs["add_odometry"] == [str(tmp_path / "new")] and kwargs["add_split"] == "all"
+    assert kwargs["growth"] == {"rounds": 2}
+    # Refused: no extend_from, the session itself as extend_from, an empty new session.
+    core.update_params({"extend_from": ""})
+    with pytest.raises(ScrError, match="needs extend_from"):
+        core.start_build()
+    core.update_params({"extend_from": str(tmp_path / "new")})
+    with pytest.raises(ScrError, match="record the new keyframes into another folder"):
+        core.start_build()
+    empty = MappingCore({"session_folder": str(tmp_path / "empty"), "mode": "extend", "extend_from": str(old)})
+    empty.build_job = MapBuildJob(build)
+    with pytest.raises(ScrError, match="no keyframes to extend the map with"):
+        empty.start_build()
+    # Record mode keeps no pose_from and builds the session alone.
+    plain = MappingCore({"session_folder": str(tmp_path / "plain")})
+    plain.start_recording()
+    plain.add_frame(image, CAM, pose(0.0), 0, "cam")
+    assert "pose_from" not in json.loads(next((tmp_path / "plain" / "meta").glob("*.json")).read_text())

@@ -37,7 +37,7 @@ from ..reports import skipped_frames_line
 from ..trajectory import interpolate_pose
 from .frames import mount_matrix
 from .map_odom import CLOCK_JUMP_NS
-from .params import MAPPING_PARAMS, mapping_methods, validate
+from .params import MAPPING_PARAMS, extend_arguments, mapping_methods, validate
 from .rejections import Rejections
 
 FRAME_NAME = re.compile(r"^frame_(\d{6,})$")
@@ -163,6 +163,7 @@ class SessionRecorder:
         frame_id: str,
         depth: np.ndarray | None = None,
         reason: str = "",
+        pose_from: str | None = None,
     ) -> str:
         name = f"frame_{self.next_index:06d}"
         meta = {
@@ -171,12 +172,18 @@ class SessionRecorder:
             "pose_frame": self.pose_frame,
             "keyframe": reason,
             "depth": depth is not None,
+            # extend mode: "fix" (a confirmed relocalizer fix stood) or "odometry" (carried since)
+            **({"pose_from": pose_from} if pose_from else {}),
         }
         atomic_write_json(self.folder / "meta" / f"{name}.json", meta)
         write_frame(self.folder, name, image, T_world_cam, depth, camera=camera)
         self.next_index += 1
         self.count += 1
         return name
+
+
+def _keyframes_in(folder) -> list:
+    return open_posed_folder(Path(folder)).frames("train") if (Path(folder) / "rgb").is_dir() else []
 
 
 class StampMatcher:
@@ -351,8 +358,10 @@ class MappingCore:
         stamp_ns: int,
         frame_id: str,
         depth: np.ndarray | None = None,
+        pose_from: str | None = None,
     ) -> RecordResult:
-        """Validate a frame and record it if it is a keyframe. Never raises for bad input."""
+        """Validate a frame and record it if it is a keyframe. Never raises for bad input.
+        ``pose_from`` (extend mode): how the pose was obtained, kept in the keyframe's meta file."""
         self.counters["checked"] += 1
         if not self.recording:
             return RecordResult("skipped", "not recording")
@@ -373,7 +382,7 @@ class MappingCore:
         if not reason:
             return RecordResult("skipped", "not a keyframe", clock_jump=jump)
         try:
-            name = self.recorder.add(image, T, camera, stamp_ns, frame_id, depth, reason)
+            name = self.recorder.add(image, T, camera, stamp_ns, frame_id, depth, reason, pose_from)
         except (OSError, ScrError) as exc:
             self.counters["write_errors"] += 1
             return RecordResult("invalid", f"cannot write keyframe to {self.session_folder}: {exc}")
@@ -409,8 +418,16 @@ class MappingCore:
                 f"still recording into {self.session_folder} ({self.recorder.count} keyframes): call "
                 "~/stop_recording first, then ~/build_map"
             )
+        extend = extend_arguments(p)
+        if extend:
+            base = Path(p["extend_from"]).expanduser()
+            if base.resolve() == self.session_folder.resolve():
+                raise ScrError(
+                    f"extend_from is the session folder ({base}): record the new keyframes into another folder"
+                )
+            extend["add_odometry"] = [str(self.session_folder)]
         return self.build_job.start(
-            self.session_folder,
+            base if extend else self.session_folder,
             self.map_path,
             p["preset"],
             p["encoder"] or None,
@@ -419,6 +436,7 @@ class MappingCore:
             on_done,
             head=p["head"],
             **mapping_methods(p),
+            **extend,
         )
 
 
@@ -506,15 +524,24 @@ class MapBuildJob:
         with self._lock:
             if self.running:
                 raise ScrError(f"a build is already running ({self.status.summary()}); cancel it first")
-            frames = open_posed_folder(session).frames("train") if (Path(session) / "rgb").is_dir() else []
+            frames = _keyframes_in(session)
             if len(frames) < 2:
                 raise ScrError(
                     f"{session} holds {len(frames)} keyframe(s); record at least 2 (more than 100 for a useful map) "
                     "before building"
                 )
+            added = [f for folder in methods.get("add_odometry", ()) for f in _keyframes_in(folder)]
+            if methods.get("add_odometry") and not added:
+                raise ScrError(f"{methods['add_odometry'][0]} holds no keyframes to extend the map with; record first")
             self._cancel.clear()
+            grown = f" grown into {len(added)} new ones" if added else ""
             self.status = BuildStatus(
-                "running", "buffer", 0.0, message=f"{len(frames)} keyframes", map_path=str(map_path), frames=len(frames)
+                "running",
+                "buffer",
+                0.0,
+                message=f"{len(frames)} keyframes{grown}",
+                map_path=str(map_path),
+                frames=len(frames) + len(added),
             )
             t0 = time.monotonic()
 
@@ -547,6 +574,11 @@ class MapBuildJob:
                     self.status.state, self.status.percent, self.status.eta_s = "done", 100.0, 0.0
                     took = format_seconds(time.monotonic() - t0)
                     self.status.message = f"map written to {map_path} from {len(frames)} keyframes in {took}"
+                    growth = (getattr(scene_map, "training", {}) or {}).get("growth")
+                    if growth:
+                        self.status.message += (
+                            f"; {growth['registered']} of {growth['added_frames']} new keyframes registered"
+                        )
                     skipped = skipped_frames_line(getattr(scene_map, "training", {}) or {})
                     if skipped:
                         self.status.message += f"; {skipped}"
@@ -561,7 +593,8 @@ class MapBuildJob:
             self._thread = threading.Thread(target=run, name="scr_map_build", daemon=True)
             self._thread.start()
             return (
-                f"building {map_path} from {len(frames)} keyframes in {session} (preset {preset_name}, device {device})"
+                f"building {map_path} from {len(frames)} keyframes in {session}{grown} (preset {preset_name}, "
+                f"device {device})"
             )
 
     def cancel(self) -> str:

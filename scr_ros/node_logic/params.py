@@ -472,6 +472,34 @@ MAPPING_PARAMS: tuple[Setting, ...] = (
         "A part's settings may also be given as its NAME_SETTING parameters.",
     ),
     DEVICE,
+    _p(
+        "mode",
+        "record",
+        "record: the session's keyframes are the map's frames, with their recorded poses. extend: they grow the map "
+        "built from extend_from (scr map EXTEND_FROM --add-odometry SESSION): their poses, from TF pose_frame -> "
+        "camera while the relocalizer publishes map -> odom, are used for the motion between keyframes only, and "
+        "the rounds register them against the map (docs/ros.md, Growing the map).",
+        choices=("record", "extend"),
+    ),
+    _p(
+        "extend_from",
+        "",
+        "extend mode: the session folder the current map was built from; its keyframes keep their poses. Must not "
+        "be session_folder.",
+    ),
+    _p(
+        "relocalizer_status",
+        "/scr_relocalizer/status",
+        "extend mode: the relocalizer's ~/status topic (std_msgs/String, latched); each keyframe records in its meta "
+        "file whether a confirmed fix stood when it was taken (pose_from: fix) or odometry carried the pose since "
+        "the last one (pose_from: odometry).",
+    ),
+    _p(
+        "growth",
+        "",
+        "extend mode: the rounds' settings as a JSON object (scr map --growth-config), e.g. "
+        '{"rounds": 4}; empty: the defaults.',
+    ),
 ) + part_parameters()
 
 
@@ -494,6 +522,16 @@ def _part_values(p: dict, cls: type[MapPart]) -> dict:
         if value != spec.default:
             out[s.name] = s.check(value, f"parameter {spec.name}", ParameterError)
     return out
+
+
+def extend_arguments(p: dict) -> dict:
+    """``build_map`` keywords of the mapping node's extend mode: the map is rebuilt from
+    ``extend_from`` and grown into the session (its poses as odometry); {} in record mode."""
+    if p["mode"] != "extend":
+        return {}
+    if not p["extend_from"]:
+        raise ParameterError("mode extend needs extend_from: the session folder the current map was built from")
+    return {"add_odometry": [p["session_folder"]], "add_split": "all", "growth": _json_object(p, "growth") or {}}
 
 
 def mapping_methods(p: dict) -> dict:

@@ -22,8 +22,9 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from ..errors import ScrError
@@ -87,6 +88,12 @@ class MappingNode(Node):
         self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
         if p["use_depth"]:
             self.create_subscription(Image, "depth", self.on_depth, qos_profile_sensor_data)
+        # extend mode: the relocalizer's state says how each keyframe's pose came about (a
+        # confirmed fix stood, or odometry carried it since); latched, so a late start hears it.
+        self.relocalizer_state = ""
+        if p["mode"] == "extend":
+            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.create_subscription(String, p["relocalizer_status"], self.on_relocalizer_status, latched)
         self.create_service(Trigger, "~/start_recording", self.on_start_recording)
         self.create_service(Trigger, "~/stop_recording", self.on_stop_recording)
         self.create_service(Trigger, "~/build_map", self.on_build_map)
@@ -126,6 +133,15 @@ class MappingNode(Node):
             self.camera_info = decode_camera_info(msg, self.core.params["intrinsics_source"])
         except MessageError as exc:
             self._refuse("camera_info skipped", str(exc))
+
+    def on_relocalizer_status(self, msg) -> None:
+        self.relocalizer_state = msg.data
+
+    def pose_from(self) -> str | None:
+        """extend mode: "fix" while the relocalizer's fixes are confirmed, else "odometry"."""
+        if self.core.params["mode"] != "extend":
+            return None
+        return "fix" if self.relocalizer_state == "localized" else "odometry"
 
     def on_depth(self, msg) -> None:
         try:
@@ -189,7 +205,9 @@ class MappingNode(Node):
             if p["use_depth"] and depth is None:
                 self._note("frame recorded without depth", "no depth image with this image's stamp")
             try:
-                result = self.core.add_frame(image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth)
+                result = self.core.add_frame(
+                    image, self.camera_info.camera, T_world_cam, stamp, frame_id, depth, self.pose_from()
+                )
             except Exception as exc:  # noqa: BLE001 - never let one frame end the recording thread
                 self._note("frame failed", f"{type(exc).__name__}: {exc}", error=True)
                 continue
