@@ -61,6 +61,7 @@ CASES = {
     # A smoke run of the script (with --preset test, a few minutes), not a measurement.
     "tiny": ("synthetic:tiny", "train", "test/even", "test/odd"),
 }
+MAPS = ("base", "grown", "given")
 
 
 def score(map_path: Path, dataset: str, query: str, views: np.ndarray) -> dict:
@@ -77,20 +78,40 @@ def score(map_path: Path, dataset: str, query: str, views: np.ndarray) -> dict:
     }
 
 
-def run_case(name: str, out: Path, preset: str) -> dict:
+def run_case(name: str, out: Path, preset: str, which: list[str]) -> dict:
     dataset, posed_split, added_split, query_split = CASES[name]
     ds = open_dataset(dataset)
     posed, added = ds.frames(posed_split), ds.frames(added_split)
     views = np.stack([f.pose for f in posed])
     row: dict = {"posed": len(posed), "added": len(added), "queries": len(ds.frames(query_split))}
-    maps = {k: out / f"{name}-{k}.safetensors" for k in ("base", "grown", "given")}
-    t0 = time.perf_counter()
-    build_map(dataset, maps["base"], preset_name=preset, device="cpu", split=posed_split, quiet=True)
-    row["base_seconds"] = time.perf_counter() - t0
+    maps = {k: out / f"{name}-{k}.safetensors" for k in MAPS if k in which}
+    if "base" in maps:
+        t0 = time.perf_counter()
+        build_map(dataset, maps["base"], preset_name=preset, device="cpu", split=posed_split, quiet=True)
+        row["base_seconds"] = time.perf_counter() - t0
+    if "grown" in maps:
+        row.update(grow_case(dataset, posed_split, added_split, added, maps["grown"], preset))
+    if "given" in maps:
+        # The same frames with A's true poses: a plain build, the cost growth is compared with.
+        t0 = time.perf_counter()
+        builder = MapBuilder(load_encoder(None), mapping_config(preset), device="cpu")
+        given = builder.build(list(posed) + list(added), preset_name=preset)
+        given.training.update(dataset=dataset, split=posed_split)
+        given.save(maps["given"])
+        row["given_seconds"] = time.perf_counter() - t0
+    if "grown" in maps and "given" in maps:
+        row["cost_ratio"] = row["grown_seconds"] / row["given_seconds"]
+    for k, path in maps.items():
+        row[k] = score(path, dataset, query_split, views)
+    return row
+
+
+def grow_case(dataset: str, posed_split: str, added_split: str, added: list, path: Path, preset: str) -> dict:
+    row: dict = {}
     t0 = time.perf_counter()
     grown = build_map(
         dataset,
-        maps["grown"],
+        path,
         preset_name=preset,
         device="cpu",
         split=posed_split,
@@ -103,16 +124,6 @@ def run_case(name: str, out: Path, preset: str) -> dict:
     g = grown.training["growth"]
     row["growth"] = {k: g[k] for k in ("registered", "rounds", "registered_pose_errors") if k in g}
     row["registered_how"] = {how: g["how"].count(how) for how in set(g["how"])}
-    # The same frames with A's true poses: a plain build, the cost growth is compared with.
-    t0 = time.perf_counter()
-    builder = MapBuilder(load_encoder(None), mapping_config(preset), device="cpu")
-    given = builder.build(list(posed) + list(added), preset_name=preset)
-    given.training.update(dataset=dataset, split=posed_split)
-    given.save(maps["given"])
-    row["given_seconds"] = time.perf_counter() - t0
-    row["cost_ratio"] = row["grown_seconds"] / row["given_seconds"]
-    for k, path in maps.items():
-        row[k] = score(path, dataset, query_split, views)
     # Registered poses against their truth, by frame (for the page's worst case).
     truth = {f.name: f.pose for f in added}
     names = grown.mapping_frames[g["posed_frames"] :]
@@ -141,16 +152,23 @@ def page(results: dict, command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["cases"].items():
-        e = r["growth"].get("registered_pose_errors") or {}
+        g = r.get("growth", {})
+        e = g.get("registered_pose_errors") or {}
+
+        def acc(k: str) -> str:
+            return f"{r[k]['5cm_5deg']:.1f} %" if k in r else "–"
+
         bands = " / ".join(
-            band_cell(r[k], 0.4, 0.7) + " + " + band_cell(r[k], 0.7, 1.0) for k in ("base", "grown", "given")
+            band_cell(r[k], 0.4, 0.7) + " + " + band_cell(r[k], 0.7, 1.0) if k in r else "–" for k in MAPS
         )
+        registered = f"{g['registered']} of {r['added']} {r['registered_how']}" if g else "–"
+        times = " / ".join(f"{r[f'{k}_seconds']:.0f} s" if f"{k}_seconds" in r else "–" for k in ("grown", "given"))
+        if "cost_ratio" in r:
+            times += f" ({r['cost_ratio']:.2f}×)"
         lines.append(
-            f"| {name} | {r['posed']} / {r['added']} / {r['queries']} | {r['base']['5cm_5deg']:.1f} % "
-            f"| {r['grown']['5cm_5deg']:.1f} % | {r['given']['5cm_5deg']:.1f} % | {bands} "
-            f"| {r['growth']['registered']} of {r['added']} {r['registered_how']} "
-            f"| {e.get('median_cm', float('nan')):.1f} cm, {e.get('max_cm', float('nan')):.1f} cm "
-            f"| {r['grown_seconds']:.0f} s / {r['given_seconds']:.0f} s ({r['cost_ratio']:.2f}×) |"
+            f"| {name} | {r['posed']} / {r['added']} / {r['queries']} | {acc('base')} | {acc('grown')} "
+            f"| {acc('given')} | {bands} | {registered} "
+            f"| {e.get('median_cm', float('nan')):.1f} cm, {e.get('max_cm', float('nan')):.1f} cm | {times} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -160,8 +178,15 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="folder for the maps and growth.json")
     ap.add_argument("--cases", default=",".join(c for c in CASES if c != "tiny"))
     ap.add_argument("--preset", default="cpu")
+    ap.add_argument(
+        "--maps",
+        default=",".join(MAPS),
+        help="which of the maps to build and score (a build takes 20-30 min with the cpu preset on two cores)",
+    )
     ap.add_argument("--page", default=None, help="also write the results page (docs/results/growth.md)")
     args = ap.parse_args()
+    if not set(args.maps.split(",")) <= set(MAPS):
+        raise SystemExit(f"--maps: choose from {', '.join(MAPS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -174,7 +199,7 @@ def main() -> int:
     for name in args.cases.split(","):
         if name not in CASES:
             raise SystemExit(f"unknown case {name!r} (known: {', '.join(CASES)})")
-        results["cases"][name] = run_case(name, out, args.preset)
+        results["cases"][name] = run_case(name, out, args.preset, args.maps.split(","))
         print(name, json.dumps({k: v for k, v in results["cases"][name].items() if k != "registered_errors_cm"}))
         atomic_write_text(out / "growth.json", json.dumps(results, indent=1))
     if args.page:
