@@ -87,8 +87,11 @@ def cmd_map(args) -> int:
     if not distributed.is_main():
         return 0  # rank 0 of a torchrun launch writes the map and reports
     tr = scene_map.training
+    growth = tr.get("growth")
+    # A grown map's training record is its last fit's; the rounds before it are in growth_line.
     print(
-        f"mapping time: {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, "
+        ("last fit's mapping time" if growth else "mapping time")
+        + f": {tr['seconds']:.1f} s (buffer {tr['buffer_seconds']:.1f} s, "
         + (f"labels {tr['label_seconds']:.1f} s, " if "label_seconds" in tr else "")
         + f"training {tr['train_seconds']:.1f} s, "
         f"{tr['iterations']} iterations, final loss {tr['final_loss']:.3f}); total {time.perf_counter() - t0:.1f} s"
@@ -100,7 +103,6 @@ def cmd_map(args) -> int:
             f"{'depth' if labels['label_source'] == 'depth' else 'a first ACE-style stage (RGB only)'}, "
             f"{labels['labelled_rows']:.0%} of the training rows, {labels['propagated_rows']:.0%} more by propagation"
         )
-    growth = tr.get("growth")
     if growth:
         print(growth_line(growth))
     poses_line = mapping_poses_line(tr)
