@@ -16,7 +16,6 @@ The launch_testing tests in test/ros/ cover the TF modes on machines with a ROS 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -1138,94 +1137,6 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert hashlib.sha256(map_path.read_bytes()).hexdigest() == digest
     finally:
         restore_map(wire, relocalizer["node"], scene["map"], min_inliers=100)
-        assert node.stop() == 0, node.output()
-
-
-def test_extend_mode_records_fixes_grows_the_map_and_the_relocalizer_swaps_to_it(
-    ros_env, wire, relocalizer, scene, tmp_path, figure
-):
-    """The mapping node in ``mode: extend`` beside the relocalizer: it records the query path's
-    frames (every other one) with the poses the relocalizer fixes for them (``~/pose``, the base
-    in ``map``, composed with the same mount), each keyframe marked with the relocalizer's state;
-    ``~/build_map`` rebuilds the map from ``extend_from`` (the session the relocalizer's map was
-    built from) grown into the new keyframes; the relocalizer takes the new map without stopping
-    and localizes the path's other frames. The relocalizer's ``~/pose`` stands in for TF
-    map -> camera here: tf2_ros is not on PyPI and test/tf2_stub chains no transforms."""
-    base = Path(scene["map"]).parent / "scene" / "train"  # scr demo --quick's mapping frames
-    session, grown = tmp_path / "session", tmp_path / "grown.safetensors"
-    recorded, queries = scene["test"][0::2], scene["test"][1::2]
-    params = {
-        "mode": "extend",
-        "extend_from": str(base),
-        "session_folder": str(session),
-        "map_path": str(grown),
-        "pose_source": "pose",
-        "pose_frame": "map",
-        "body_to_camera": MOUNT,
-        "preset": "test",
-        "device": "cpu",
-        "min_translation": 0.0,
-        "min_rotation_deg": 0.0,
-        "max_interval": 0.0,
-        "tf_timeout": 20.0,  # the pose is the relocalizer's fix of the same image: it comes after a network pass
-        # as test_growth.py's end-to-end build: the test preset's tiny maps need longer early fits
-        "growth": json.dumps({"early_share": 0.5, "min_inliers": 200, "max_position_std": 0.4, "rounds": 1}),
-    }
-    node = NodeProcess(
-        "mapping_node",
-        "scr_extend",
-        params,
-        tmp_path,
-        ros_env,
-        remap_name=True,
-        remaps={"pose": "/scr_relocalizer/pose"},
-    )
-    try:
-        ns = "/scr_extend"
-        progress = wire.collect(DiagnosticStatus, f"{ns}/progress", 10)
-        answer = wire.first_answer(Trigger, f"{ns}/build_map")
-        assert not answer.success and "no keyframes to extend the map with" in answer.message, answer.message
-        assert wire.call(Trigger, f"{ns}/start_recording").success
-        assert wait_until(lambda: relocalizer["image"].get_subscription_count() > 1, 30), node.output()
-        for k, frame in enumerate(recorded):
-            n = len(relocalizer["inliers"])
-            send_frame(wire, relocalizer, frame)
-            assert processed(relocalizer, n), relocalizer["node"].output()
-            wait_until(lambda: len(list((session / "rgb").glob("*.png"))) > k, 20)
-        assert wire.call(Trigger, f"{ns}/stop_recording").success
-        metas = [json.loads(p.read_text()) for p in sorted((session / "meta").glob("*.json"))]
-        figure("extend_keyframes", len(metas))
-        assert len(metas) >= len(recorded) // 2, node.output()  # frames without a fix have no pose: not recorded
-        assert {m["pose_from"] for m in metas} <= {"fix", "odometry"} and "fix" in {m["pose_from"] for m in metas}
-
-        assert wire.call(Trigger, f"{ns}/build_map").success
-
-        def state():
-            return {kv.key: kv.value for kv in progress[-1].values}.get("state") if progress else None
-
-        assert wait_until(lambda: state() in ("done", "failed", "cancelled"), 900, poll=0.5), node.output()
-        assert state() == "done", progress[-1].message
-        assert "new keyframes registered" in progress[-1].message, progress[-1].message
-        g = load_map(grown).training["growth"]
-        figure("extend_registered", g["registered"])
-        assert g["added_frames"] == len(metas) and g["registered"] >= len(metas) // 2, g
-        assert g["odometry_datasets"] == [str(session)]
-
-        # The relocalizer swaps to the grown map and localizes the path's frames between the keyframes.
-        since = len(relocalizer["node"].output())
-        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(grown)}))
-        assert wait_until(lambda: f"loaded map {grown}" in relocalizer["node"].output()[since:], 60)
-        errors = []
-        for frame in queries:
-            stamp = send_frame(wire, relocalizer, frame)
-            if wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in relocalizer["poses"]), 20):
-                [T] = [pose_to_matrix(m.pose) for m in relocalizer["poses"] if stamp_to_ns(m.header.stamp) == stamp]
-                errors.append(pose_error(T, base_pose(frame.pose)))
-        within = sum(dt < 0.1 and dr < 5.0 for dt, dr in errors)
-        figure("extend_queries_within_10cm_5deg", within)
-        assert within >= len(queries) // 2, errors
-    finally:
-        restore_map(wire, relocalizer["node"], scene["map"])
         assert node.stop() == 0, node.output()
 
 
