@@ -10,7 +10,7 @@ robot recorded beyond them (images, and maybe drifting odometry) can extend it, 
    its neighbours in the added sequence support it and do not contradict it (:func:`decide`):
    with odometry, the relative motion to each neighbour with a pose must match the odometry's;
    without, a neighbour k frames away must be within k times the sequence's typical step (times
-   ``neighbour_steps``): the median step per frame between its frames with poses, never below
+   ``neighbour_steps``): the median step between its consecutive frames with poses, never below
    the posed frames' (:func:`sequence_motion`; every other frame of a walk, or a recording at a
    lower frame rate, moves farther per frame than the posed frames do). With odometry, an added
    frame the map cannot localize yet (but that did not localize elsewhere) takes the pose
@@ -158,20 +158,17 @@ def typical_motion(poses: np.ndarray) -> tuple[float, float]:
 
 
 def sequence_motion(
-    posed: dict[int, np.ndarray], added: Sequence[AddedFrame], window: int, step: float, turn_deg: float
+    posed: dict[int, np.ndarray], added: Sequence[AddedFrame], step: float, turn_deg: float
 ) -> dict[tuple, tuple[float, float]]:
-    """Each added sequence's typical step and turn per frame: the medians, over pairs of its
-    frames with poses (``posed``: added index -> pose) at most ``window`` apart, of their distance
-    and turn divided by how many frames apart they are; at least the posed frames' ``step`` /
-    ``turn_deg`` and at most MAX_SEQUENCE_SCALE times them; a sequence with fewer than
-    MIN_SEQUENCE_PAIRS pairs has none. The median holds while most of the fixes are right; where
-    they are not, the neighbour vote fails anyway."""
+    """Each added sequence's typical step and turn per frame: the medians over its consecutive
+    frames that both have poses (``posed``: added index -> pose), at least the posed frames'
+    ``step`` / ``turn_deg`` and at most MAX_SEQUENCE_SCALE times them; a sequence with fewer than
+    MIN_SEQUENCE_PAIRS such pairs has none. Consecutive pairs only: a wrong fix spoils the two
+    pairs it is in, and the median holds while most of them are right."""
     per_frame: dict[tuple, list[tuple[float, float]]] = {}
     for i in sorted(posed):
-        for j in range(i + 1, i + window + 1):
-            if j in posed and added[j].sequence == added[i].sequence:
-                dt, dr = pose_error(posed[i], posed[j])
-                per_frame.setdefault(added[i].sequence, []).append((dt / (j - i), dr / (j - i)))
+        if i + 1 in posed and added[i + 1].sequence == added[i].sequence:
+            per_frame.setdefault(added[i].sequence, []).append(pose_error(posed[i], posed[i + 1]))
     scale = {}
     for seq, rows in per_frame.items():
         if len(rows) < MIN_SEQUENCE_PAIRS:
@@ -236,7 +233,7 @@ def decide(
     n, window = len(added), settings["neighbours"]
     posed = {j: r.pose for j, r in registered.items()}
     posed.update({j: T for j, (T, _) in candidates.items()})
-    scale = sequence_motion(posed, added, window, step, turn_deg)
+    scale = sequence_motion(posed, added, step, turn_deg)
     new: dict[int, Registration] = {}
     refused: dict[int, str] = {}
     unsupported: set[int] = set()
