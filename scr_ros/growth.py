@@ -7,12 +7,14 @@ robot recorded beyond them (images, and maybe drifting odometry) can extend it, 
    preset's buffer, so of its time).
 2. **Register.** The current map localizes every added frame not yet registered. A fix counts
    when it has ``min_inliers`` inliers, its position is constrained (``max_position_std``), and
-   its neighbours in the added sequence support it and do not contradict it (:func:`decide`): with odometry,
-   the relative motion to each neighbour with a pose must match the odometry's; without, a
-   neighbour k frames away must be within k times the posed frames' typical step (times
-   ``neighbour_steps``). With odometry, an added frame the map cannot localize yet (but that
-   did not localize elsewhere) takes the pose odometry carries from a localized frame at most
-   ``odometry_carry_frames`` away.
+   its neighbours in the added sequence support it and do not contradict it (:func:`decide`):
+   with odometry, the relative motion to each neighbour with a pose must match the odometry's;
+   without, a neighbour k frames away must be within k times the sequence's typical step (times
+   ``neighbour_steps``): the median step between its consecutive frames with poses, never below
+   the posed frames' (:func:`sequence_motion`; every other frame of a walk, or a recording at a
+   lower frame rate, moves farther per frame than the posed frames do). With odometry, an added
+   frame the map cannot localize yet (but that did not localize elsewhere) takes the pose
+   odometry carries from a localized frame at most ``odometry_carry_frames`` away.
 3. **Refit** on the posed and all registered frames, the registered frames' poses refined with
    the head (the ``pose-refinement`` part, its ``fixed_frames`` holding the posed frames), again
    short; its refined poses become the registered frames' estimates.
@@ -70,8 +72,9 @@ GROWTH_SETTINGS = (
     Setting(
         "neighbour_steps",
         4.0,
-        "without odometry: a neighbour k frames away may be k times this many typical steps of the posed "
-        "frames away (and k times this many of their typical turns)",
+        "without odometry: a neighbour k frames away may be k times this many typical steps away (and k "
+        "times this many typical turns); typical: the added sequence's median per frame, at least the posed "
+        "frames'",
         1.0,
         100.0,
     ),
@@ -95,6 +98,10 @@ GROWTH_SETTINGS = (
 
 ODOMETRY_ROTATION_TOLERANCE_DEG = 5.0
 MIN_TURN_DEG = 2.0  # the typical turn used for the neighbour check is at least this
+# A sequence's own scale is capped at this many times the posed frames': fixes that are mostly
+# wrong must not stretch the check until they agree with one another.
+MAX_SEQUENCE_SCALE = 10.0
+MIN_SEQUENCE_PAIRS = 3  # fewer pairs than this: a lone wrong fix could set the scale; keep the posed frames'
 
 
 @dataclass
@@ -150,6 +157,30 @@ def typical_motion(poses: np.ndarray) -> tuple[float, float]:
     return step, max(float(np.median(errors[:, 1])), MIN_TURN_DEG)
 
 
+def sequence_motion(
+    posed: dict[int, np.ndarray], added: Sequence[AddedFrame], step: float, turn_deg: float
+) -> dict[tuple, tuple[float, float]]:
+    """Each added sequence's typical step and turn per frame: the medians over its consecutive
+    frames that both have poses (``posed``: added index -> pose), at least the posed frames'
+    ``step`` / ``turn_deg`` and at most MAX_SEQUENCE_SCALE times them; a sequence with fewer than
+    MIN_SEQUENCE_PAIRS such pairs has none. Consecutive pairs only: a wrong fix spoils the two
+    pairs it is in, and the median holds while most of them are right."""
+    per_frame: dict[tuple, list[tuple[float, float]]] = {}
+    for i in sorted(posed):
+        if i + 1 in posed and added[i + 1].sequence == added[i].sequence:
+            per_frame.setdefault(added[i].sequence, []).append(pose_error(posed[i], posed[i + 1]))
+    scale = {}
+    for seq, rows in per_frame.items():
+        if len(rows) < MIN_SEQUENCE_PAIRS:
+            continue
+        dt, dr = np.median(np.asarray(rows), axis=0)
+        scale[seq] = (
+            float(np.clip(dt, step, MAX_SEQUENCE_SCALE * step)),
+            float(np.clip(dr, turn_deg, MAX_SEQUENCE_SCALE * turn_deg)),
+        )
+    return scale
+
+
 def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.inv(a) @ b
 
@@ -165,8 +196,9 @@ def agrees(
     turn_deg: float,
 ) -> bool:
     """Whether frames i and j's poses are consistent: with odometry on both, their relative
-    motion is the odometry's; else they are no further apart than their distance in the
-    sequence allows."""
+    motion is the odometry's (``step``: the posed frames' typical step, slack for noise); else
+    they are no further apart than their distance in the sequence allows (``step``, ``turn_deg``:
+    the sequence's typical motion per frame, :func:`sequence_motion`)."""
     odo_i, odo_j = added[i].odometry, added[j].odometry
     if odo_i is not None and odo_j is not None:
         expected = _relative(odo_i, odo_j)
@@ -201,6 +233,7 @@ def decide(
     n, window = len(added), settings["neighbours"]
     posed = {j: r.pose for j, r in registered.items()}
     posed.update({j: T for j, (T, _) in candidates.items()})
+    scale = sequence_motion(posed, added, step, turn_deg)
     new: dict[int, Registration] = {}
     refused: dict[int, str] = {}
     unsupported: set[int] = set()
@@ -209,7 +242,9 @@ def decide(
         for j in range(max(0, i - window), min(n, i + window + 1)):
             if j == i or j not in posed or added[j].sequence != added[i].sequence:
                 continue
-            if agrees(i, j, T, posed[j], added, settings, step, turn_deg):
+            odometry = added[i].odometry is not None and added[j].odometry is not None
+            s_step, s_turn = (step, turn_deg) if odometry else scale.get(added[i].sequence, (step, turn_deg))
+            if agrees(i, j, T, posed[j], added, settings, s_step, s_turn):
                 agree += 1
             else:
                 disagree += 1

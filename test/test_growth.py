@@ -64,6 +64,23 @@ def test_a_fix_its_neighbours_contradict_never_registers():
     assert 1 not in new and "registered frame f2" in refused[1]
 
 
+def test_without_odometry_the_neighbour_check_takes_the_added_sequences_own_step():
+    """Every other frame of a walk 5 frames' posed steps apart per frame (the synthetic away
+    case's added frames are 0.28 m apart, its posed frames 0.06 m): the check scales with the
+    sequence's median step, so the right fixes register and one 8 m off still does not; two
+    fixes alone are too few to set a scale, and are judged by the posed frames' step."""
+    spacing = 5 * STEP
+    added = [
+        AddedFrame(Frame(f"f{i}", None, np.full((4, 4), np.nan), CAMERA), None, pose_at(spacing * i)) for i in range(8)
+    ]
+    candidates = {i: (pose_at(spacing * i), 500) for i in range(8)}
+    candidates[4] = (pose_at(spacing * 4 + 8.0), 900)
+    new, refused = decide(candidates, {}, added, SETTINGS, STEP, TURN, 1)
+    assert sorted(new) == [0, 1, 2, 3, 5, 6, 7] and "contradicts" in refused[4]
+    new, refused = decide({0: candidates[0], 1: candidates[1]}, {}, added, SETTINGS, STEP, TURN, 1)
+    assert not new and sorted(refused) == [0, 1]
+
+
 def test_neighbours_are_compared_within_one_added_dataset_only():
     added = added_line(4, sequence=lambda i: (0, "seq-01" if i < 2 else "seq-02"))
     # Two datasets recorded in different places: frame 2 is far from frame 1, and fine.

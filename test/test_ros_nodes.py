@@ -16,6 +16,7 @@ The launch_testing tests in test/ros/ cover the TF modes on machines with a ROS 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -1137,6 +1138,109 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
         assert hashlib.sha256(map_path.read_bytes()).hexdigest() == digest
     finally:
         restore_map(wire, relocalizer["node"], scene["map"], min_inliers=100)
+        assert node.stop() == 0, node.output()
+
+
+def test_extend_mode_records_a_new_path_grows_the_map_and_the_relocalizer_swaps_to_it(
+    ros_env, wire, relocalizer, scene, tmp_path, figure
+):
+    """The mapping node in ``mode: extend`` beside the relocalizer: it records the query path's
+    frames (every other one) with the robot's drifting odometry (``pose_source: odometry`` in
+    ``odom``, whose origin is not the map's: the rounds use only the motion between keyframes),
+    each keyframe marked with the relocalizer's state as it fixes the same images;
+    ``~/build_map`` rebuilds the map from ``extend_from`` (the session the relocalizer's map was
+    built from) grown into the new keyframes; the relocalizer takes the new map without stopping
+    and localizes the path's other frames. (With tf2_ros the keyframes' poses would come from TF
+    ``map -> camera``; tf2_ros is not on PyPI and test/tf2_stub chains no transforms.)"""
+    from scr_ros.node_logic.frames import mount_matrix
+
+    base = Path(scene["map"]).parent / "scene" / "train"  # scr demo --quick's mapping frames
+    session, grown = tmp_path / "session", tmp_path / "grown.safetensors"
+    recorded, queries = scene["test"][0::2], scene["test"][1::2]
+    T_odom_map = make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), 0.7), np.array([3.0, -1.0, 0.0]))
+    drifted = drift_poses(np.stack([T_odom_map @ f.pose for f in recorded]), parse_drift("vio"))
+    T_base_cam = mount_matrix(MOUNT, "MOUNT")
+    params = {
+        "mode": "extend",
+        "extend_from": str(base),
+        "session_folder": str(session),
+        "map_path": str(grown),
+        "pose_source": "odometry",
+        "pose_frame": "odom",
+        "body_to_camera": MOUNT,
+        "preset": "test",
+        "device": "cpu",
+        "min_translation": 0.0,
+        "min_rotation_deg": 0.0,
+        "max_interval": 0.0,
+        # As test_growth.py's end-to-end build: the test preset's tiny maps need longer early fits.
+        # Their fixes are 3-9 cm and 1-5 deg off each (measured on this path), so two of them
+        # differ from the odometry's 0.24 m steps by up to 15 cm and 6 deg: the default tolerance
+        # (15 % of the motion plus one posed step) refused half of these right fixes.
+        "growth": json.dumps(
+            {"early_share": 0.5, "min_inliers": 200, "max_position_std": 0.4, "rounds": 1, "odometry_tolerance": 0.5}
+        ),
+    }
+    node = NodeProcess("mapping_node", "scr_extend", params, tmp_path, ros_env, remap_name=True)
+    try:
+        ns = "/scr_extend"
+        # Confirmed from the first fix: the query path's frames are too far apart for the jump
+        # gate's agreement, and each keyframe's pose_from follows the relocalizer's state.
+        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"confirm_fixes": 1}))
+        progress = wire.collect(DiagnosticStatus, f"{ns}/progress", 10)
+        odometry = wire.node.create_publisher(Odometry, "odometry", 10)
+        answer = wire.first_answer(Trigger, f"{ns}/build_map")
+        assert not answer.success and "no keyframes to extend the map with" in answer.message, answer.message
+        assert wire.call(Trigger, f"{ns}/start_recording").success
+        assert wait_until(
+            lambda: relocalizer["image"].get_subscription_count() > 1 and odometry.get_subscription_count() > 0, 30
+        ), node.output()
+        for k, (frame, T_odom_cam) in enumerate(zip(recorded, drifted)):
+            stamp = wire.now()
+            msg = Odometry()
+            pose = make_pose_stamped(wire.f, T_odom_cam @ invert_pose(T_base_cam), stamp, "odom")
+            msg.header, msg.child_frame_id, msg.pose.pose = pose.header, "base_link", pose.pose
+            odometry.publish(msg)
+            n = len(relocalizer["inliers"])
+            send_frame(wire, relocalizer, frame, stamp_ns=stamp)
+            assert processed(relocalizer, n), relocalizer["node"].output()
+            assert wait_until(lambda: len(list((session / "rgb").glob("*.png"))) > k, 20), node.output()
+        assert wire.call(Trigger, f"{ns}/stop_recording").success
+        metas = [json.loads(p.read_text()) for p in sorted((session / "meta").glob("*.json"))]
+        figure("extend_keyframes", len(metas))
+        assert len(metas) == len(recorded), node.output()
+        # The keyframes hold the odometry's camera poses (base_link composed with the mount).
+        np.testing.assert_allclose(np.loadtxt(session / "poses" / "frame_000002.txt"), drifted[2], atol=1e-5)
+        assert {m["pose_from"] for m in metas} <= {"fix", "odometry"} and "fix" in {m["pose_from"] for m in metas}
+
+        assert wire.call(Trigger, f"{ns}/build_map").success
+
+        def state():
+            return {kv.key: kv.value for kv in progress[-1].values}.get("state") if progress else None
+
+        assert wait_until(lambda: state() in ("done", "failed", "cancelled"), 900, poll=0.5), node.output()
+        assert state() == "done", progress[-1].message
+        assert "new keyframes registered" in progress[-1].message, progress[-1].message
+        g = load_map(grown).training["growth"]
+        figure("extend_registered", g["registered"])
+        assert g["added_frames"] == len(metas) and g["registered"] >= len(metas) // 2, g
+        assert g["odometry_datasets"] == [str(session)]
+
+        # The relocalizer swaps to the grown map and localizes the path's frames between the keyframes.
+        since = len(relocalizer["node"].output())
+        assert all(r.successful for r in wire.set_parameters("scr_relocalizer", {"map_path": str(grown)}))
+        assert wait_until(lambda: f"loaded map {grown}" in relocalizer["node"].output()[since:], 60)
+        errors = []
+        for frame in queries:
+            stamp = send_frame(wire, relocalizer, frame)
+            if wait_until(lambda: any(stamp_to_ns(m.header.stamp) == stamp for m in relocalizer["poses"]), 20):
+                [T] = [pose_to_matrix(m.pose) for m in relocalizer["poses"] if stamp_to_ns(m.header.stamp) == stamp]
+                errors.append(pose_error(T, frame.pose))  # ~/pose is the camera's (base_link's is on TF)
+        within = sum(dt < 0.1 and dr < 5.0 for dt, dr in errors)
+        figure("extend_queries_within_10cm_5deg", within)
+        assert within >= len(queries) // 2, errors
+    finally:
+        restore_map(wire, relocalizer["node"], scene["map"], confirm_fixes=3)
         assert node.stop() == 0, node.output()
 
 
