@@ -78,7 +78,7 @@ def score(map_path: Path, dataset: str, query: str, views: np.ndarray) -> dict:
     }
 
 
-def run_case(name: str, out: Path, preset: str, which: list[str]) -> dict:
+def run_case(name: str, out: Path, preset: str, which: list[str], kept: list[str] = ()) -> dict:
     dataset, posed_split, added_split, query_split = CASES[name]
     ds = open_dataset(dataset)
     posed, added = ds.frames(posed_split), ds.frames(added_split)
@@ -101,6 +101,12 @@ def run_case(name: str, out: Path, preset: str, which: list[str]) -> dict:
         row["given_seconds"] = time.perf_counter() - t0
     if "grown" in maps and "given" in maps:
         row["cost_ratio"] = row["grown_seconds"] / row["given_seconds"]
+    for k in kept:
+        # Built by an earlier run into OUT (its build time is in that run's growth.json): scored only.
+        path = out / f"{name}-{k}.safetensors"
+        if not path.is_file():
+            raise SystemExit(f"--keep {k}: {path} does not exist; build it first (--maps {k})")
+        maps[k] = path
     for k, path in maps.items():
         row[k] = score(path, dataset, query_split, views)
     return row
@@ -183,10 +189,16 @@ def main() -> int:
         default=",".join(MAPS),
         help="which of the maps to build and score (a build takes 20-30 min with the cpu preset on two cores)",
     )
+    ap.add_argument(
+        "--keep",
+        default="",
+        help="maps an earlier run built into OUT to score again without rebuilding (e.g. base)",
+    )
     ap.add_argument("--page", default=None, help="also write the results page (docs/results/growth.md)")
     args = ap.parse_args()
-    if not set(args.maps.split(",")) <= set(MAPS):
-        raise SystemExit(f"--maps: choose from {', '.join(MAPS)}")
+    kept = [k for k in args.keep.split(",") if k]
+    if not set(args.maps.split(",")) | set(kept) <= set(MAPS) or set(kept) & set(args.maps.split(",")):
+        raise SystemExit(f"--maps, --keep: choose from {', '.join(MAPS)}, each in one of them")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -199,7 +211,7 @@ def main() -> int:
     for name in args.cases.split(","):
         if name not in CASES:
             raise SystemExit(f"unknown case {name!r} (known: {', '.join(CASES)})")
-        results["cases"][name] = run_case(name, out, args.preset, args.maps.split(","))
+        results["cases"][name] = run_case(name, out, args.preset, args.maps.split(","), kept)
         print(name, json.dumps({k: v for k, v in results["cases"][name].items() if k != "registered_errors_cm"}))
         atomic_write_text(out / "growth.json", json.dumps(results, indent=1))
     if args.page:
