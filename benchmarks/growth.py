@@ -78,7 +78,17 @@ def score(map_path: Path, dataset: str, query: str, views: np.ndarray) -> dict:
     }
 
 
-def run_case(name: str, out: Path, preset: str, which: list[str], kept: list[str] = ()) -> dict:
+# What a kept map's row carries over from the run that built it.
+KEPT_FIELDS = {
+    "base": ("base_seconds",),
+    "grown": ("grown_seconds", "growth", "registered_how", "registered_errors_cm"),
+    "given": ("given_seconds",),
+}
+
+
+def run_case(
+    name: str, out: Path, preset: str, which: list[str], kept: list[str] = (), earlier: dict | None = None
+) -> dict:
     dataset, posed_split, added_split, query_split = CASES[name]
     ds = open_dataset(dataset)
     posed, added = ds.frames(posed_split), ds.frames(added_split)
@@ -99,14 +109,16 @@ def run_case(name: str, out: Path, preset: str, which: list[str], kept: list[str
         given.training.update(dataset=dataset, split=posed_split)
         given.save(maps["given"])
         row["given_seconds"] = time.perf_counter() - t0
-    if "grown" in maps and "given" in maps:
-        row["cost_ratio"] = row["grown_seconds"] / row["given_seconds"]
     for k in kept:
-        # Built by an earlier run into OUT (its build time is in that run's growth.json): scored only.
+        # Built by an earlier run into OUT: scored again, its build figures taken from that run's
+        # growth.json (``earlier``: its row for this case) where they are.
         path = out / f"{name}-{k}.safetensors"
         if not path.is_file():
             raise SystemExit(f"--keep {k}: {path} does not exist; build it first (--maps {k})")
         maps[k] = path
+        row.update({f: earlier[f] for f in KEPT_FIELDS[k] if earlier and f in earlier})
+    if "grown_seconds" in row and "given_seconds" in row:
+        row["cost_ratio"] = row["grown_seconds"] / row["given_seconds"]
     for k, path in maps.items():
         row[k] = score(path, dataset, query_split, views)
     return row
@@ -201,6 +213,7 @@ def main() -> int:
         raise SystemExit(f"--maps, --keep: choose from {', '.join(MAPS)}, each in one of them")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads((out / "growth.json").read_text()) if kept and (out / "growth.json").is_file() else None
     results = {
         "commit": git_commit(),
         "machine": hardware_description(torch.device("cpu")),
@@ -211,7 +224,9 @@ def main() -> int:
     for name in args.cases.split(","):
         if name not in CASES:
             raise SystemExit(f"unknown case {name!r} (known: {', '.join(CASES)})")
-        results["cases"][name] = run_case(name, out, args.preset, args.maps.split(","), kept)
+        results["cases"][name] = run_case(
+            name, out, args.preset, args.maps.split(","), kept, earlier["cases"].get(name) if earlier else None
+        )
         print(name, json.dumps({k: v for k, v in results["cases"][name].items() if k != "registered_errors_cm"}))
         atomic_write_text(out / "growth.json", json.dumps(results, indent=1))
     if args.page:
