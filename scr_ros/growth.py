@@ -60,7 +60,9 @@ GROWTH_SETTINGS = (
         0.05,
         1.0,
     ),
-    Setting("min_inliers", 300, "inliers an added frame's fix needs to register", 10, 100_000),
+    # ACE0's registration threshold (its ``registration_confidence``). On `away` (issue 40) 300
+    # let in three wrong registrations at 301-406 inliers; the right ones had 640-2120.
+    Setting("min_inliers", 500, "inliers an added frame's fix needs to register", 10, 100_000),
     Setting(
         "max_position_std",
         MAX_POSITION_STD,
