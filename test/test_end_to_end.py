@@ -14,7 +14,7 @@ import pytest
 
 from scr_ros.cli import main
 from scr_ros.encoders import load_encoder
-from scr_ros.errors import MappingCancelled
+from scr_ros.errors import MappingCancelled, ScrError
 from scr_ros.mapfile import load_map, read_header
 from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset
@@ -159,6 +159,37 @@ def test_mapping_is_deterministic_and_reports_progress(tiny):
         and a.cloud_rgb.dtype == np.uint8
         and len(a.cloud_rgb) == len(a.cloud_xyz)
     )
+
+
+def test_training_reads_its_loss_every_few_iterations_and_names_the_iteration_it_diverged_at(tiny, monkeypatch):
+    """The loop leaves each loss on the device and reads them in blocks (a read waits for the
+    device); a non-finite loss inside a block is still reported at its own iteration."""
+    from scr_ros.mapping import training
+
+    monkeypatch.setattr(training, "LOSS_READ_EVERY", 3)
+    frames, encoder = tiny.frames("train")[:12], load_encoder("dsift")
+    events = []
+    MapBuilder(encoder, _small(), device="cpu", progress=events.append).build(frames)
+    steps = [e.step for e in events if e.stage == "train"]
+    total = events[-1 - [e.stage for e in reversed(events)].index("train")].total
+    assert total > 6 and steps == [*range(3, total + 1, 3), *([total] if total % 3 else [])]
+
+    real = training.build_loss
+    calls = []
+
+    def poisoned(name, **kw):
+        fn = real(name, **kw)
+
+        def loss(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            calls.append(1)
+            return (out[0] * float("nan"), *out[1:]) if len(calls) == 5 else out
+
+        return loss
+
+    monkeypatch.setattr(training, "build_loss", poisoned)
+    with pytest.raises(ScrError, match=r"training diverged at iteration 4 \(loss nan\).*--precision fp32"):
+        MapBuilder(encoder, _small(), device="cpu").build(frames)
 
 
 def test_mapping_can_be_cancelled(tiny):

@@ -20,22 +20,22 @@ not switched on:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 
 from .. import distributed
-from ..device import autocast, synchronize
+from ..device import autocast
 from ..errors import ScrError
 from ..fit_context import TrainingBuffer
 from ..losses import build_loss
 from ..map_parts import MapPart, append_encoding
 from ..mapping_config import MappingConfig
 from ..progress import Progress
+
+LOSS_READ_EVERY = 100  # iterations between reads of the loss (progress report, divergence check)
 
 
 @dataclass
@@ -227,7 +227,10 @@ def train_head(
     encoding_part = next((part for part in setup.parts if part.gives_global_encoding), None)
     encoding_generator = torch.Generator(device=dev).manual_seed(cfg.seed + 7919 * (1 + distributed.rank()))
     tail = max(1, iterations // 20)
-    recent: list[float] = []
+    # Each iteration's loss stays on the device; the loop reads it every LOSS_READ_EVERY
+    # iterations (ACE's interval), since reading waits for the device to finish the step.
+    losses = torch.empty(iterations, device=dev)
+    loss_read = 0  # iterations whose loss has been read and checked
     t0 = time.perf_counter()
     for it in range(iterations):
         if it % 16 == 0:
@@ -267,22 +270,33 @@ def train_head(
         scaler.step(opt)
         for camera_opt in camera_opts:
             scaler.step(camera_opt)
-        scaler.update()
-        sched.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ScrError(
-                f"training diverged at iteration {it} (loss {value}); try --precision fp32 or a lower lr_max"
-            )
-        recent.append(value)
-        if len(recent) > tail:
-            recent.pop(0)
-        if it % 10 == 0 or it == iterations - 1:
-            synchronize(dev)
+        if scaler.is_enabled():
+            # fp16 on CUDA: the scaler skips the step of a batch whose gradients overflowed (it
+            # lowers its scale); the schedule follows the steps taken. Reading the scale waits for
+            # the device, so only this path pays for it.
+            scale = scaler.get_scale()
+            scaler.update()
+            if scaler.get_scale() >= scale:
+                sched.step()
+        else:
+            sched.step()
+        losses[it] = loss.detach()
+        if (it + 1) % LOSS_READ_EVERY == 0 or it == iterations - 1:
+            read = losses[loss_read : it + 1].cpu()  # waits for the device: the timing below is true
+            bad = torch.nonzero(~torch.isfinite(read))
+            if len(bad):
+                first = loss_read + int(bad[0])
+                raise ScrError(
+                    f"training diverged at iteration {first} (loss {float(read[int(bad[0])])}); "
+                    "try --precision fp32 or a lower lr_max"
+                )
+            loss_read = it + 1
+            window = losses[max(0, it + 1 - tail) : it + 1]
             setup.report(
-                Progress(schedule.stage, it + 1, iterations, time.perf_counter() - t0, loss=sum(recent) / len(recent))
+                Progress(schedule.stage, it + 1, iterations, time.perf_counter() - t0, loss=float(window.mean()))
             )
-    return iterations, distributed.all_sum(float(np.mean(recent))) / distributed.world_size()
+    final = float(losses[iterations - tail :].mean())
+    return iterations, distributed.all_sum(final) / distributed.world_size()
 
 
 class _TrainingOutputs(torch.nn.Module):
