@@ -214,9 +214,43 @@ def _require(d: dict, path: Path, fields: dict, prefix: str = "") -> None:
 
 
 def load_map(path: str | Path) -> SceneMap:
-    """Load and verify a map file; raises :class:`MapFileError` saying what is wrong."""
+    """Load and verify a map file; raises :class:`MapFileError` saying what is wrong.
+
+    The file is untrusted input, checked in the order its parts can be read cheaply: the header
+    (:func:`read_header`, :func:`_header_plan`), then the tensors' shapes against the head and
+    parts the header describes, built on the meta device (:func:`_stored_shapes`), then the
+    tensors themselves (:func:`_read_tensors`), and only then the head and parts with memory
+    (:func:`_assemble`)."""
     path = Path(path)
-    header = read_header(path)
+    plan = _header_plan(path, read_header(path))
+    shapes = _stored_shapes(path, plan)
+    tensors = _read_tensors(path, plan, shapes)
+    return _assemble(path, plan, tensors)
+
+
+@dataclass
+class _Plan:
+    """What a checked header says the file holds: the head, the parts in their order (by key,
+    with their class and header entry) and the parts' modules built on the meta device."""
+
+    header: dict
+    head_type: str
+    head_config: dict
+    part_classes: dict[str, type[MapPart]]
+    part_entries: dict[str, object]
+    meta_parts: dict[str, MapPart]
+
+
+@dataclass
+class _Shapes:
+    """The file's tensor shapes, by kind, after they were compared with the plan."""
+
+    weights: dict[str, tuple]
+    poses: tuple | None
+    cloud: dict[str, tuple]
+
+
+def _header_plan(path: Path, header: dict) -> _Plan:
     head_type, head_config = header["head"]["type"], header["head"]["config"]
     if head_type not in HEADS:
         raise MapFileError(
@@ -228,22 +262,11 @@ def load_map(path: str | Path) -> SceneMap:
     encoder_channels = header["encoder"]["out_channels"]
     if not 1 <= encoder_channels <= MAX_CHANNELS:
         raise MapFileError(f"{path}: encoder.out_channels {encoder_channels} is outside 1..{MAX_CHANNELS}")
-
-    def build_parts() -> tuple[dict[str, MapPart], int]:
+    try:
         # The header is untrusted: its parts are built on the meta device (no memory) until their
         # shapes have been compared with the file's tensors, then again for real.
-        parts, channels = {}, encoder_channels
-        for key, entry in part_entries.items():
-            if not isinstance(entry, dict):
-                raise ValueError(f"entry {key!r} is not an object")
-            parts[key] = part_classes[key].from_header(entry, channels)
-            channels = parts[key].out_channels(channels)
-        # The head reads the local features after the parts' transforms plus any global encoding.
-        return parts, channels + sum(part.encoding_channels() for part in parts.values())
-
-    try:
         with torch.device("meta"):
-            parts, head_in = build_parts()
+            parts, head_in = _build_parts(part_classes, part_entries, encoder_channels)
     except Exception as exc:  # noqa: BLE001 - the header is untrusted input
         entries = " / ".join(cls.header_key() for cls in part_classes.values()) or "part"
         raise MapFileError(f"{path}: map header's {entries} entry is unusable: {exc}") from None
@@ -254,15 +277,35 @@ def load_map(path: str | Path) -> SceneMap:
         )
     if header["weights_dtype"] not in WEIGHT_DTYPES:
         raise MapFileError(f"{path}: unsupported weights dtype {header['weights_dtype']!r}")
+    return _Plan(header, head_type, head_config, part_classes, part_entries, parts)
+
+
+def _build_parts(
+    part_classes: dict[str, type[MapPart]], part_entries: dict[str, object], encoder_channels: int
+) -> tuple[dict[str, MapPart], int]:
+    """The parts a header describes, in order, and the head's input channels after them."""
+    parts, channels = {}, encoder_channels
+    for key, entry in part_entries.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"entry {key!r} is not an object")
+        parts[key] = part_classes[key].from_header(entry, channels)
+        channels = parts[key].out_channels(channels)
+    # The head reads the local features after the parts' transforms plus any global encoding.
+    return parts, channels + sum(part.encoding_channels() for part in parts.values())
+
+
+def _stored_shapes(path: Path, plan: _Plan) -> _Shapes:
+    """The file's tensor shapes (read without the tensors), checked against the head and parts
+    the header describes and against the header's mapping entry."""
+    head_type, head_config = plan.head_type, plan.head_config
     # The header is not covered by the weights checksum, so the head config is untrusted input:
     # build the head on the meta device first (no memory) and compare its shapes with the file's.
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_head(head_type, **head_config).state_dict().items()}
-        for key, part in parts.items():
-            expected.update(
-                {f"{part_classes[key].header_key()}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()}
-            )
+        for key, part in plan.meta_parts.items():
+            prefix = plan.part_classes[key].header_key()
+            expected.update({f"{prefix}.{k}": tuple(v.shape) for k, v in part.module.state_dict().items()})
         with safe_open(str(path), framework="pt") as f:
             stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k not in CLOUD_KEYS and k != POSES_KEY}
             poses_shape = tuple(f.get_slice(POSES_KEY).get_shape()) if POSES_KEY in f.keys() else None
@@ -278,7 +321,7 @@ def load_map(path: str | Path) -> SceneMap:
     for k, shape in stored.items():
         if shape != expected[k]:
             raise MapFileError(f"{path}: tensor {k} has shape {shape}, head expects {expected[k]}")
-    mapping = header.get("mapping")
+    mapping = plan.header.get("mapping")
     if (poses_shape is None) != (mapping is None):
         raise MapFileError(
             f"{path}: the mapping poses and the header's mapping entry come together; this map has only one"
@@ -295,25 +338,32 @@ def load_map(path: str | Path) -> SceneMap:
         n = cloud_shapes.get("cloud.xyz", (-1,))[0]
         if set(cloud_shapes) != set(CLOUD_KEYS) or any(shape != (n, 3) for shape in cloud_shapes.values()):
             raise MapFileError(f"{path}: map cloud tensors are inconsistent: {cloud_shapes}")
+    return _Shapes(stored, poses_shape, cloud_shapes)
+
+
+def _read_tensors(path: Path, plan: _Plan, shapes: _Shapes) -> dict[str, torch.Tensor]:
+    """The file's tensors, checked: the shapes seen before, the header's checksum, the weights'
+    dtype, finite values, the cloud's dtypes."""
+    header = plan.header
     # The tensors are read into memory in one go, not through a memory map: a map file rewritten
     # in place while a node reads it (cp over it) would end the process with SIGBUS.
     try:
         tensors = _st_load(path.read_bytes())
     except Exception as exc:  # noqa: BLE001
         raise MapFileError(f"{path}: cannot read weights ({exc})") from None
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    if shapes != {**stored, **cloud_shapes, **({POSES_KEY: poses_shape} if poses_shape else {})}:
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != {**shapes.weights, **shapes.cloud, **({POSES_KEY: shapes.poses} if shapes.poses else {})}:
         raise MapFileError(f"{path}: the file changed while it was read; load it again")
     if tensors_sha256(tensors) != header["weights_sha256"]:
         raise MapFileError(f"{path}: weights do not match the checksum in the header (file corrupted or modified)")
     wanted = WEIGHT_DTYPES[header["weights_dtype"]]
-    full = {f"{part_classes[key].header_key()}.{k}" for key in parts for k in part_classes[key].full_precision}
+    full = {f"{cls.header_key()}.{k}" for cls in plan.part_classes.values() for k in cls.full_precision}
     for k, v in tensors.items():
         if (
             k not in CLOUD_KEYS
             and k != POSES_KEY
             and k not in full
-            and k not in HEADS[head_type].full_precision
+            and k not in HEADS[plan.head_type].full_precision
             and v.is_floating_point()
             and v.dtype != wanted
         ):
@@ -323,11 +373,18 @@ def load_map(path: str | Path) -> SceneMap:
             )
         if v.is_floating_point() and not torch.isfinite(v.float()).all():
             raise MapFileError(f"{path}: tensor {k} contains NaN or infinite values")
-    if cloud_shapes and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
+    if shapes.cloud and (tensors["cloud.xyz"].dtype != torch.float32 or tensors["cloud.rgb"].dtype != torch.uint8):
         raise MapFileError(
             f"{path}: map cloud should be float32 xyz and uint8 rgb, got {tensors['cloud.xyz'].dtype} and "
             f"{tensors['cloud.rgb'].dtype}"
         )
+    return tensors
+
+
+def _assemble(path: Path, plan: _Plan, tensors: dict[str, torch.Tensor]) -> SceneMap:
+    """The map from checked tensors: mapping poses checked rigid, parts and head built with
+    memory and loaded, the header's mean and image height checked against them."""
+    header, mapping = plan.header, plan.header.get("mapping")
     cloud = {k: tensors.pop(k).numpy() for k in CLOUD_KEYS if k in tensors}
     mapping_poses = tensors.pop(POSES_KEY).double().numpy() if POSES_KEY in tensors else None
     if mapping_poses is not None:
@@ -336,9 +393,9 @@ def load_map(path: str | Path) -> SceneMap:
         orthonormal = np.abs(np.einsum("nji,njk->nik", rotations, rotations) - np.eye(3)).max(initial=0.0) < 1e-3
         if not (orthonormal and np.allclose(mapping_poses[:, 3], [0, 0, 0, 1])):
             raise MapFileError(f"{path}: the mapping poses are not rigid transforms")
-    parts, _ = build_parts()  # shapes checked: now with memory
+    parts, _ = _build_parts(plan.part_classes, plan.part_entries, header["encoder"]["out_channels"])
     for key, part in parts.items():
-        cls = part_classes[key]
+        cls = plan.part_classes[key]
         prefix = cls.header_key() + "."
         state = {}
         for k in [k for k in tensors if k.startswith(prefix)]:
@@ -346,7 +403,7 @@ def load_map(path: str | Path) -> SceneMap:
             state[name] = v if name in cls.full_precision else v.float()
         part.module.load_state_dict(state)
         part.module.eval()
-    head = build_head(head_type, **head_config)
+    head = build_head(plan.head_type, **plan.head_config)
     head.load_state_dict({k: v.float() for k, v in tensors.items()})
     try:
         header_mean = np.asarray(header["mean"], dtype=np.float64)
