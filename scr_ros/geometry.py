@@ -191,7 +191,9 @@ class PinholeCamera:
         return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width, "height": self.height}
 
 
-def project(points_world: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
+def project_world_points(
+    points_world: np.ndarray, T_world_cam: np.ndarray, camera: PinholeCamera
+) -> tuple[np.ndarray, np.ndarray]:
     """Project world points into a camera.
 
     Args:
@@ -291,7 +293,7 @@ def camera_to_world(points_cam: torch.Tensor, T_cam_world: torch.Tensor) -> torc
     return torch.einsum("nji,nj->ni", T_cam_world[:, :, :3], points_cam - T_cam_world[:, :, 3])
 
 
-def project_points(points_cam: torch.Tensor, intrinsics: torch.Tensor, min_depth: float) -> torch.Tensor:
+def project_camera_points(points_cam: torch.Tensor, intrinsics: torch.Tensor, min_depth: float) -> torch.Tensor:
     """Camera-frame points (N, 3) -> pixels (N, 2); depths below ``min_depth`` are clamped to it
     (a finite pixel for points behind the camera, which callers mark invalid by their depth)."""
     fx, fy, cx, cy = intrinsics.unbind(1)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ScrError
-from .geometry import project_points, world_to_camera
+from .geometry import project_camera_points, world_to_camera
 
 
 class KeypointClassifier(nn.Module):
@@ -81,7 +81,7 @@ def inlier_labels(
             coords = head(features[sl].float())
         cam = world_to_camera(coords.float(), T_cam_world[sl])
         z = cam[:, 2]
-        proj = project_points(cam, intrinsics[sl], min_depth=1e-6)
+        proj = project_camera_points(cam, intrinsics[sl], min_depth=1e-6)
         err = torch.hypot(proj[:, 0] - pixels[sl, 0], proj[:, 1] - pixels[sl, 1])
         out[sl] = (z > 0.1) & (err < inlier_px)
     return out

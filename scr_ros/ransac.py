@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
-from .geometry import PinholeCamera, invert_pose, make_pose, project
+from .geometry import PinholeCamera, invert_pose, make_pose, project_world_points
 
 
 @dataclass
@@ -153,7 +153,7 @@ def _poselib_camera(camera: PinholeCamera) -> dict:
 def _reprojection_inliers(
     points2d, points3d, T_world_cam, camera: PinholeCamera, max_reproj_error: float
 ) -> np.ndarray:
-    proj, z = project(points3d, T_world_cam, camera)
+    proj, z = project_world_points(points3d, T_world_cam, camera)
     with np.errstate(invalid="ignore"):
         return (z > 0) & (np.linalg.norm(proj - points2d, axis=1) < max_reproj_error)
 

@@ -69,7 +69,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "scr_ros.mapping_config",
             "scr_ros.mapping",
-            "scr_ros.map_builder",
             "scr_ros.relocalize",
             "scr_ros.growth",
             "scr_ros.evaluate",

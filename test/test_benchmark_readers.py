@@ -23,7 +23,7 @@ from test_datasets import (
 from scr_ros.datasets import LAYOUTS, open_dataset
 from scr_ros.datasets.cambridge import open_cambridge
 from scr_ros.datasets.twelvescenes import open_twelve_scenes
-from scr_ros.geometry import look_at_rotation, project
+from scr_ros.geometry import look_at_rotation, project_world_points
 
 
 def detected(root: Path) -> list[str]:
@@ -43,7 +43,7 @@ def assert_projects_as_expected(pose: np.ndarray, camera, T_true: np.ndarray) ->
     pinhole camera with these intrinsics must put it."""
     right, down, forward, centre = T_true[:3, 0], T_true[:3, 1], T_true[:3, 2], T_true[:3, 3]
     points = np.stack([centre + 5.0 * forward, centre + 5.0 * forward + 0.5 * right - 0.25 * down])
-    px, depth = project(points, pose, camera)
+    px, depth = project_world_points(points, pose, camera)
     np.testing.assert_allclose(depth, [5.0, 5.0], atol=1e-9)
     np.testing.assert_allclose(px[0], [camera.width / 2.0, camera.height / 2.0], atol=1e-9)
     np.testing.assert_allclose(
@@ -109,7 +109,7 @@ def test_twelve_scenes(tmp_path, rng):
         assert (c.fx, c.fy, c.cx, c.cy, c.width, c.height) == (58.5, 57.5, 31.25, 23.75, 64, 48)
     f = ds.frames("train")[0]
     X_cam = np.array([[0.3, -0.2, 2.0]])
-    px, depth = project(poses[f.name][:3, :3] @ X_cam[0] + poses[f.name][:3, 3][None], f.pose, f.camera)
+    px, depth = project_world_points(poses[f.name][:3, :3] @ X_cam[0] + poses[f.name][:3, 3][None], f.pose, f.camera)
     np.testing.assert_allclose(px[0], [58.5 * 0.15 + 31.25, 57.5 * -0.1 + 23.75], atol=1e-9)
     assert f.load_image().shape == (48, 64, 3)
 

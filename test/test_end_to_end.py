@@ -90,7 +90,7 @@ def test_map_header_records_mapping_and_encoder(mapped):
 
 def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny, figure):
     """The stored cloud must lie on the true surfaces: compare with a mapping frame's depth."""
-    from scr_ros.geometry import project
+    from scr_ros.geometry import project_world_points
 
     scene_map = load_map(mapped["map"])
     xyz = scene_map.cloud_xyz.astype(np.float64)
@@ -98,7 +98,7 @@ def test_map_carries_a_reconstruction_on_the_scene_surfaces(mapped, tiny, figure
     assert len(xyz) > 1000 and scene_map.cloud_rgb.shape == xyz.shape
     frame = tiny.frames("train")[0]
     depth = frame.load_depth()
-    px, z = project(xyz, frame.pose, frame.camera)
+    px, z = project_world_points(xyz, frame.pose, frame.camera)
     ok = (z > 0) & np.all(np.isfinite(px), axis=1)
     q = np.round(px[ok]).astype(int)
     seen = (q[:, 0] >= 0) & (q[:, 0] < frame.camera.width) & (q[:, 1] >= 0) & (q[:, 1] < frame.camera.height)

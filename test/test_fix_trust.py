@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from scr_ros.geometry import PinholeCamera, make_pose, project, rotation_about_axis
+from scr_ros.geometry import PinholeCamera, make_pose, project_world_points, rotation_about_axis
 from scr_ros.node_logic.params import ParameterError
 from scr_ros.node_logic.relocalizer_core import CameraFrame, LocalizeRequests, RelocalizerCore
 from scr_ros.relocalize import Localization
@@ -50,7 +50,7 @@ class ScriptedRelocalizer:
         pix = np.stack([self.rng.uniform(0, camera.width, n), self.rng.uniform(0, camera.height, n)], axis=1)
         rays = np.stack([(pix[:, 0] - camera.cx) / camera.fx, (pix[:, 1] - camera.cy) / camera.fy, np.ones(n)], 1)
         X = (rays * depth[:, None]) @ T[:3, :3].T + T[:3, 3]
-        pix = project(X, T, camera)[0] + self.rng.normal(0, 0.5, (n, 2))
+        pix = project_world_points(X, T, camera)[0] + self.rng.normal(0, 0.5, (n, 2))
         return Localization(True, "", T, n, n, pix, X, np.ones(n, bool), {})
 
 

@@ -15,7 +15,7 @@ from scr_ros.geometry import (
     matrix_to_quaternion,
     pose_from_position_quaternion,
     pose_to_position_quaternion,
-    project,
+    project_world_points,
     quaternion_to_matrix,
 )
 
@@ -158,7 +158,7 @@ def test_project_backproject_round_trip(rng):
     X_cam = (np.linalg.inv(cam.K) @ np.c_[px, np.ones(500)].T).T * depth[:, None]
     np.testing.assert_allclose(backproject(px, depth, cam), X_cam, atol=1e-9)
     np.testing.assert_allclose(X_world, X_cam @ T[:3, :3].T + T[:3, 3], atol=1e-9)
-    px2, z = project(X_world, T, cam)
+    px2, z = project_world_points(X_world, T, cam)
     np.testing.assert_allclose(px2, px, atol=1e-7)
     np.testing.assert_allclose(z, depth, atol=1e-9)
 
@@ -167,7 +167,7 @@ def test_project_uses_optical_axes_and_marks_points_behind():
     cam = PinholeCamera(500.0, 500.0, 320.0, 240.0, 640, 480)
     T = np.eye(4)
     pts = np.array([[0.0, 0.0, 2.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, -2.0]])
-    px, z = project(pts, T, cam)
+    px, z = project_world_points(pts, T, cam)
     np.testing.assert_allclose(px[0], [320.0, 240.0])
     np.testing.assert_allclose(px[1], [570.0, 240.0])  # +x is right
     np.testing.assert_allclose(px[2], [320.0, 490.0])  # +y is down
@@ -199,11 +199,11 @@ def test_scaled_intrinsics_follow_cv2_resize(new_size):
     X = backproject(np.array([[x0, y0]]), np.array([3.0]), cam)
     small = cam.scaled(w1, h1)
     assert (small.width, small.height) == (w1, h1)
-    predicted, _ = project(X, np.eye(4), small)
+    predicted, _ = project_world_points(X, np.eye(4), small)
     np.testing.assert_allclose(predicted[0], measured, atol=0.05)
     # A naive cx * s scaling would be off by 0.5 * (s - 1) px: make sure this test could tell.
     naive = PinholeCamera(cam.fx * w1 / w0, cam.fy * h1 / h0, cam.cx * w1 / w0, cam.cy * h1 / h0, w1, h1)
-    naive_px, _ = project(X, np.eye(4), naive)
+    naive_px, _ = project_world_points(X, np.eye(4), naive)
     assert np.abs(naive_px[0] - measured).max() > 0.2
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scr_ros.errors import SettingsError
-from scr_ros.geometry import PinholeCamera, backproject, invert_pose, look_at_rotation, make_pose, project
+from scr_ros.geometry import PinholeCamera, backproject, invert_pose, look_at_rotation, make_pose, project_world_points
 from scr_ros.losses import LOSSES, AceReprojectionLoss, build_loss
 
 CAM = PinholeCamera(500.0, 490.0, 320.0, 240.0, 640, 480)
@@ -24,7 +24,7 @@ def batch(pixels: np.ndarray, coords_world: np.ndarray):
 
 
 def reproj_error(coords_world: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    px, _ = project(coords_world, POSE, CAM)
+    px, _ = project_world_points(coords_world, POSE, CAM)
     return np.abs(px - pixels).sum(axis=1)
 
 

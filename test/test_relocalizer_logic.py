@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scr_ros.errors import ScrError
-from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project, rotation_about_axis
+from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project_world_points, rotation_about_axis
 from scr_ros.metrics import pose_error
 from scr_ros.node_logic.covariance import covariance_of_child, pose_covariance, published_covariance
 from scr_ros.node_logic.frames import map_to_odom, mount_matrix, planar_base_pose, yaw_pitch_roll
@@ -95,7 +95,7 @@ def test_pose_covariance_matches_monte_carlo_pnp(rng):
     T = make_pose(rotation_about_axis(np.array([0.2, 1.0, 0.1]), 0.4), np.array([0.3, -0.2, 0.5]))
     cam_pts = np.column_stack([rng.uniform(-2, 2, 150), rng.uniform(-1.5, 1.5, 150), rng.uniform(2, 6, 150)])
     world = cam_pts @ T[:3, :3].T + T[:3, 3]
-    clean, _ = project(world, T, CAM)
+    clean, _ = project_world_points(world, T, CAM)
     sigma = 1.0
     samples, predicted = [], []
     cfg = RansacConfig(max_reproj_error=8.0, min_iterations=10, max_iterations=100)

@@ -10,7 +10,7 @@ import pytest
 from scr_ros.datasets import open_dataset
 from scr_ros.datasets.synthetic import render_to_folder
 from scr_ros.errors import DatasetError
-from scr_ros.geometry import backproject, make_pose, project, rotation_about_axis
+from scr_ros.geometry import backproject, make_pose, project_world_points, rotation_about_axis
 from scr_ros.renderer import SceneConfig, SyntheticScene
 
 SMALL = SceneConfig(
@@ -43,7 +43,7 @@ def test_depth_and_colour_agree_between_views(scene):
     ys, xs = np.mgrid[4 : cam.height - 4 : 3, 4 : cam.width - 4 : 3]
     px = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
     X = backproject(px, depth_a[ys.ravel(), xs.ravel()], cam, T_a)
-    pb, zb = project(X, T_b, cam)
+    pb, zb = project_world_points(X, T_b, cam)
     ok = (
         np.isfinite(pb).all(1)
         & (pb[:, 0] > 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..geometry import pixel_rays, project_points, world_to_camera
+from ..geometry import pixel_rays, project_camera_points, world_to_camera
 from .base import register_loss
 
 
@@ -48,7 +48,7 @@ class AceReprojectionLoss:
     ) -> tuple[torch.Tensor, dict]:
         cam = world_to_camera(coords.float(), T_cam_world)
         z = cam[:, 2]
-        proj = project_points(cam, intrinsics, min_depth=self.depth_min)
+        proj = project_camera_points(cam, intrinsics, min_depth=self.depth_min)
         err = (proj - pixels).abs().sum(dim=1)
         invalid = (z < self.depth_min) | (z > self.depth_max) | (err > self.hard_clamp)
         valid = ~invalid

@@ -12,7 +12,7 @@ import torch
 
 from ..datasets.base import Frame
 from ..device import autocast
-from ..geometry import project
+from ..geometry import project_world_points
 from ..imaging import apply_affine, inside, invert_affine
 from ..mapping_config import MappingConfig
 from ..progress import Progress
@@ -57,7 +57,7 @@ def reconstruct(
             coords = head(head_input(feats[0].reshape(C, -1).T, int(i)))
         coords = coords.float().cpu().numpy().astype(np.float64)
         px = apply_affine(invert_affine(A), feature_pixels(fh, fw))
-        proj, z = project(coords, frame.pose, frame.camera)
+        proj, z = project_world_points(coords, frame.pose, frame.camera)
         with np.errstate(invalid="ignore"):
             err = np.linalg.norm(proj - px, axis=1)
             good = np.flatnonzero(

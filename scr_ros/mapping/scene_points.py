@@ -17,7 +17,7 @@ import torch
 from .. import distributed
 from ..device import autocast
 from ..fit_context import TrainingBuffer
-from ..geometry import camera_to_world, pixel_rays, project_points, world_to_camera
+from ..geometry import camera_to_world, pixel_rays, project_camera_points, world_to_camera
 from ..heads import SceneHead, build_head
 
 
@@ -50,7 +50,7 @@ def scene_points(
             points[s:e] = head(buffer.features[s:e].float()).float()
     cam = world_to_camera(points, T)
     z = cam[:, 2]
-    proj = project_points(cam, K, min_depth=1e-6)
+    proj = project_camera_points(cam, K, min_depth=1e-6)
     known = (z > 0.1) & ((proj - px).norm(dim=1) < max_error_px)
     return points, known, "triangulated"
 
