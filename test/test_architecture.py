@@ -244,7 +244,8 @@ from scr_ros.encoders import load_encoder
 from scr_ros.errors import ScrError
 from scr_ros.heads import build_head
 from scr_ros.mapfile import SceneMap, load_map
-from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, generated_tables, mapping_methods, validate
+from scr_ros.node_logic.doc_tables import generated_tables
+from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, mapping_methods, validate
 from scr_ros.pipeline import build_map
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.selectors import SELECTORS

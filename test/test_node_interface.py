@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scr_ros.node_logic.doc_tables import parameter_table, write_parameter_tables
 from scr_ros.node_logic.params import (
     MAPPING_PARAMS,
     RELOCALIZER_PARAMS,
     ParameterError,
     load_yaml_parameters,
-    parameter_table,
     part_parameters,
     selector_parameters,
     validate,
-    write_parameter_tables,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +57,7 @@ def test_every_parameter_has_a_description_a_valid_default_and_a_row_in_the_docs
 def test_the_generated_tables_in_the_docs_are_current(page):
     text = (ROOT / "docs" / page).read_text()
     assert write_parameter_tables(text) == text, (
-        f"docs/{page} is stale: run python -m scr_ros.node_logic.params docs/ros.md docs/methods.md"
+        f"docs/{page} is stale: run python -m scr_ros.node_logic.doc_tables docs/ros.md docs/methods.md"
     )
 
 

@@ -12,18 +12,11 @@ from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project_worl
 from scr_ros.metrics import pose_error
 from scr_ros.node_logic.covariance import covariance_of_child, pose_covariance, published_covariance
 from scr_ros.node_logic.frames import map_to_odom, mount_matrix, planar_base_pose, yaw_pitch_roll
+from scr_ros.node_logic.gates import FixConfirmation, InitialPoseTrigger, JumpGate, Limits, RateMeter
 from scr_ros.node_logic.mailbox import LatestSlot
 from scr_ros.node_logic.map_odom import MapOdomBroadcast
 from scr_ros.node_logic.params import ParameterError
-from scr_ros.node_logic.relocalizer_core import (
-    CameraFrame,
-    FixConfirmation,
-    InitialPoseTrigger,
-    JumpGate,
-    Limits,
-    RateMeter,
-    RelocalizerCore,
-)
+from scr_ros.node_logic.relocalizer_core import CameraFrame, RelocalizerCore
 from scr_ros.ransac import RansacConfig, solve_pnp
 
 CAM = PinholeCamera(500.0, 500.0, 319.5, 239.5, 640, 480)

@@ -3,8 +3,8 @@
 Each parameter is a :class:`~scr_ros.settings.Setting`. One table per node serves four readers:
 the node declares each parameter from it (with a ParameterDescriptor carrying the description
 and range), :func:`validate` checks values from YAML / the command line / ``ros2 param set``
-before a node uses them, :func:`parameter_table` writes the tables of docs/ros.md (``python -m
-scr_ros.node_logic.params docs/ros.md docs/methods.md``, which also writes the settings tables
+before a node uses them, (:mod:`~scr_ros.node_logic.doc_tables`) writes the tables of docs/ros.md (``python -m
+scr_ros.node_logic.doc_tables docs/ros.md docs/methods.md``, which also writes the settings tables
 of selectors and map parts), and the tests check ``config/*.yaml`` and those pages against it.
 Choices that name registered parts (presets, heads, selectors) are read from their registries,
 and so are the parameters of their settings: ``SELECTOR_SETTING`` for every selector setting
@@ -17,15 +17,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ScrError
-from ..fileio import atomic_write_text
 from ..heads import HEADS
 from ..map_parts import MAP_PARTS, MapPart
 from ..mapping_config import PRESETS
 from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides, refine_poses_part
 from ..ransac import COVARIANCE_INFLATION, MAX_POSITION_STD, MIN_STD_ROTATION_DEG, MIN_STD_TRANSLATION
 from ..selectors import SELECTORS
-from ..settings import Setting, cell, settings_table
+from ..settings import Setting
 from .basic_params import (  # noqa: F401 - ParameterError is this module's API too
     BASE_TO_CAMERA,
     DEVICE,
@@ -598,19 +596,6 @@ def load_yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
     raise ParameterError(f"{path}: no '/**/{node_name}: ros__parameters:' section")
 
 
-def parameter_table(specs: tuple[Setting, ...]) -> str:
-    """The markdown table of docs/ros.md for one node's parameters."""
-    rows = ["| parameter | default | range / choices | live | description |", "|---|---|---|---|---|"]
-    for s in specs:
-        rows.append(f"| `{s.name}` | {cell(s.default)} | {s.allowed()} | {'yes' if s.dynamic else ''} | {s.help} |")
-    return "\n".join(rows) + "\n"
-
-
-TABLE_BEGIN = "<!-- {what}: written by python -m scr_ros.node_logic.params -->"
-TABLE_END = "<!-- end {what} -->"
-NODE_PARAMS = {"scr_relocalizer": RELOCALIZER_PARAMS, "scr_mapping": MAPPING_PARAMS}
-
-
 # The relocalizer's services and its status topic, declared once: the node creates them under
 # these names (relative to the node), docs/ros.md's interface table is written from here, and
 # test_ros_nodes.py checks the running node offers each.
@@ -635,51 +620,3 @@ RELOCALIZER_INTERFACE: tuple[tuple[str, str, str], ...] = (
         "with on_demand the node localizes only while a call waits",
     ),
 )
-
-
-def interface_table(rows: tuple[tuple[str, str, str], ...]) -> str:
-    lines = ["| name | type | what |", "|---|---|---|"]
-    lines += [f"| `{name}` | {kind} | {what} |" for name, kind, what in rows]
-    return "\n".join(lines) + "\n"
-
-
-def generated_tables() -> dict[str, str]:
-    """Every generated table by its marker name: each node's parameters, and the settings of
-    the registered selectors and map parts."""
-    tables = {f"parameters of {node}": parameter_table(specs) for node, specs in NODE_PARAMS.items()}
-    tables["interface of scr_relocalizer"] = interface_table(RELOCALIZER_INTERFACE)
-    tables["settings of selectors"] = settings_table(
-        ((name, cls.settings) for name, cls in SELECTORS.items() if cls.settings), "selector"
-    )
-    tables["settings of map parts"] = settings_table(
-        ((key, cls.settings) for key, cls in MAP_PARTS.items() if cls.settings), "map part"
-    )
-    return tables
-
-
-def write_parameter_tables(text: str) -> str:
-    """``text`` with the table between each pair of markers it holds replaced by the current one
-    (a page holds the markers of the tables it shows; one without any is refused)."""
-    found = 0
-    for what, table in generated_tables().items():
-        begin, end = TABLE_BEGIN.format(what=what), TABLE_END.format(what=what)
-        if begin not in text or end not in text:
-            continue
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{table}{end}{tail}"
-        found += 1
-    if not found:
-        raise ScrError(
-            f"no generated-table markers; expected e.g. {TABLE_BEGIN.format(what='parameters of scr_relocalizer')!r}"
-        )
-    return text
-
-
-if __name__ == "__main__":
-    import sys
-
-    for name in sys.argv[1:] or ["docs/ros.md", "docs/methods.md"]:
-        page = Path(name)
-        atomic_write_text(page, write_parameter_tables(page.read_text(encoding="utf-8")))
-        print(f"wrote the generated tables of {page}")
