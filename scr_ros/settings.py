@@ -44,10 +44,7 @@ class Setting:
             return self._check_list(value, what, error)
         if t is dict:
             if isinstance(value, str):  # a node parameter or option carries the object as JSON text
-                try:
-                    value = json.loads(value) if value.strip() else {}
-                except json.JSONDecodeError as exc:
-                    raise error(f"{what} is not JSON: {exc}") from None
+                value = json_object(value, what, error)
             if not isinstance(value, dict):
                 raise error(f"{what} must be a JSON object, got {value!r}")
             return dict(value)
@@ -90,6 +87,19 @@ class Setting:
         if self.min is not None or self.max is not None:
             return f"{_number(self.min)} – {_number(self.max)}"
         return ""
+
+
+def json_object(text: str, what: str, error: type[Exception] = SettingsError) -> dict:
+    """``text`` as a JSON object (blank text: an empty one), or ``error`` saying what is wrong
+    with ``what`` (``parameter 'growth'``, ``--part KEY``): the one reader of the settings that
+    options and node parameters carry as JSON."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"{what} must be a JSON object, got {text!r}")
+    return value
 
 
 def _number(x: float | None) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scr_ros.cli import main, make_parser
-from scr_ros.cli.options import method_overrides
+from scr_ros.cli.options import overrides_from_options
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import MapFileError, ScrError
 from scr_ros.heads import build_head
@@ -468,7 +468,7 @@ def test_a_new_map_part_is_switched_on_fitted_stored_and_loaded_without_touching
 ):
     monkeypatch.setitem(MAP_PARTS, "row-counter", _RowCounter)
     args = make_parser().parse_args(["map", "synthetic:tiny", "--out", "m", "--part", 'row-counter={"label": "x"}'])
-    overrides = method_overrides(args)
+    overrides = overrides_from_options(args)
     assert overrides == {"parts": {"row-counter": {"label": "x"}}}
     config = mapping_config("test", buffer_size=4000, samples_per_image=256, epochs=1.0, batch_size=512, **overrides)
     built = MapBuilder(load_encoder("dsift"), config, device="cpu").build(tiny.frames("train")[:6])
@@ -485,21 +485,21 @@ def test_a_new_map_part_is_switched_on_fitted_stored_and_loaded_without_touching
         ("row-counter={", "not JSON"),
     ):
         with pytest.raises(ScrError, match=re.escape(message)):
-            method_overrides(make_parser().parse_args(["map", "d", "--out", "m", "--part", bad]))
+            overrides_from_options(make_parser().parse_args(["map", "d", "--out", "m", "--part", bad]))
     with pytest.raises(ScrError, match="'map_parts' must be a JSON object"):
         mapping_methods(validate(MAPPING_PARAMS, {"map_parts": "[1]"}))
     assert mapping_methods(validate(MAPPING_PARAMS, {"map_parts": '{"row-counter": {}}'}))["parts"] == {
         "row-counter": {}
     }
     # The PCA's own shorthand and --part give the same settings; a contradiction is refused.
-    assert method_overrides(make_parser().parse_args(["map", "d", "--out", "m", "--pca", "32"])) == {
+    assert overrides_from_options(make_parser().parse_args(["map", "d", "--out", "m", "--pca", "32"])) == {
         "parts": {"pca": {"dim": 32}}
     }
-    assert method_overrides(
+    assert overrides_from_options(
         make_parser().parse_args(["map", "d", "--out", "m", "--part", 'pca={"dim": 32, "samples": 5000}'])
     ) == {"parts": {"pca": {"dim": 32, "samples": 5000}}}
     with pytest.raises(ScrError, match="given twice"):
-        method_overrides(
+        overrides_from_options(
             make_parser().parse_args(["map", "d", "--out", "m", "--pca", "16", "--part", 'pca={"dim": 32}'])
         )
 

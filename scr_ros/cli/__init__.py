@@ -48,8 +48,8 @@ from .options import (
     PRECISION_HELP,
     add_method_arguments,
     add_selector_arguments,
-    json_object,
-    method_overrides,
+    json_option,
+    overrides_from_options,
     relocalizer_config,
 )
 
@@ -82,7 +82,7 @@ def cmd_map(args) -> int:
         add_split=args.add_split,
         add_truth=args.add_truth,
         growth=args.growth_config,
-        **method_overrides(args),
+        **overrides_from_options(args),
     )
     if not distributed.is_main():
         return 0  # rank 0 of a torchrun launch writes the map and reports
@@ -319,7 +319,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--growth-config",
-        type=json_object,
+        type=json_option,
         default=None,
         metavar="JSON",
         help="settings of the rounds: " + settings_help(GROWTH_SETTINGS),

@@ -35,7 +35,7 @@ from ..reports import (
     write_report,
 )
 from ..rerun_log import require_rerun, write_replay_recording
-from .options import DEVICES, PRECISION_CHOICES, PRECISION_HELP, add_method_arguments, method_overrides
+from .options import DEVICES, PRECISION_CHOICES, PRECISION_HELP, add_method_arguments, overrides_from_options
 
 
 def _topics(args) -> Topics:
@@ -166,7 +166,7 @@ def cmd_map(args) -> int:
             source=f"{args.bag} ({split})",
             depth=DEPTH_CHOICES[args.depth],
             head_config=args.head_config,
-            **method_overrides(args),
+            **overrides_from_options(args),
         )
     finally:
         if args.session is None:

@@ -4,7 +4,6 @@ and their translation into library settings."""
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 
 from .. import pipeline
@@ -16,7 +15,7 @@ from ..map_parts import MAP_PARTS
 from ..ransac import MAX_POSITION_STD
 from ..relocalize import RelocalizerConfig
 from ..selectors import SELECTORS, build_selector
-from ..settings import Setting, cell, settings_help
+from ..settings import Setting, cell, json_object, settings_help
 
 DEVICES = ["auto", "cpu", "cuda"]
 PRECISION_CHOICES = list(PRECISIONS)
@@ -35,7 +34,7 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     )
     g.add_argument(
         "--head-config",
-        type=json_object,
+        type=json_option,
         default=None,
         metavar="JSON",
         help="head settings on top of the preset's, e.g. '{\"clusters\": 50}' for GLACE's position decoder "
@@ -104,17 +103,12 @@ def add_method_arguments(p: argparse.ArgumentParser, depth: bool = True) -> None
     )
 
 
-def json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text}")
-    return value
+def json_option(text: str) -> dict:
+    """argparse's ``type`` for an option that takes a JSON object."""
+    return json_object(text, "the value", argparse.ArgumentTypeError)
 
 
-def method_overrides(args) -> dict:
+def overrides_from_options(args) -> dict:
     """MappingConfig overrides from :func:`add_method_arguments`' options."""
     return pipeline.method_overrides(
         args.score, args.classifier, args.finetune or 0.0, args.pca or 0, parse_parts(args.part), args.refine_poses
@@ -126,10 +120,7 @@ def parse_parts(specs: list[str]) -> dict:
     parts = {}
     for spec in specs:
         key, _, text = spec.partition("=")
-        try:
-            parts[key] = json.loads(text) if text else {}
-        except json.JSONDecodeError as exc:
-            raise ScrError(f"--part {spec}: the settings are not JSON ({exc})") from None
+        parts[key] = json_object(text, f"--part {spec}: the settings", ScrError)
     return parts
 
 
@@ -151,7 +142,7 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--selector-config",
-        type=json_object,
+        type=json_option,
         default=None,
         metavar="JSON",
         help="selector settings as a JSON object: the chosen selector's, or selector name -> settings (with "
@@ -200,7 +191,7 @@ def _argument_type(setting: Setting) -> dict:
     if setting.type is bool:
         return {"action": argparse.BooleanOptionalAction}
     if setting.type is dict:
-        return {"type": json_object}
+        return {"type": json_option}
     return {"type": setting.type}
 
 

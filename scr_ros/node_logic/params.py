@@ -23,7 +23,7 @@ from ..mapping_config import PRESETS
 from ..pipeline import DEPTH_CHOICES, REFINE_POSES, method_overrides, refine_poses_part
 from ..ransac import COVARIANCE_INFLATION, MAX_POSITION_STD, MIN_STD_ROTATION_DEG, MIN_STD_TRANSLATION
 from ..selectors import SELECTORS
-from ..settings import Setting
+from ..settings import Setting, json_object
 from .basic_params import (  # noqa: F401 - ParameterError is this module's API too
     BASE_TO_CAMERA,
     DEVICE,
@@ -501,16 +501,6 @@ MAPPING_PARAMS: tuple[Setting, ...] = (
 ) + part_parameters()
 
 
-def _json_object(p: dict, name: str) -> dict | None:
-    try:
-        value = json.loads(p[name]) if p[name] else None
-    except json.JSONDecodeError as exc:
-        raise ParameterError(f"parameter {name!r} is not JSON: {exc}") from None
-    if value is not None and not isinstance(value, dict):
-        raise ParameterError(f"parameter {name!r} must be a JSON object, got {p[name]!r}")
-    return value
-
-
 def _part_values(p: dict, cls: type[MapPart]) -> dict:
     """A map part's settings given as parameters other than their defaults."""
     out = {}
@@ -529,7 +519,11 @@ def extend_arguments(p: dict) -> dict:
         return {}
     if not p["extend_from"]:
         raise ParameterError("mode extend needs extend_from: the session folder the current map was built from")
-    return {"add_odometry": [p["session_folder"]], "add_split": "all", "growth": _json_object(p, "growth") or {}}
+    return {
+        "add_odometry": [p["session_folder"]],
+        "add_split": "all",
+        "growth": json_object(p["growth"], "parameter 'growth'", ParameterError),
+    }
 
 
 def mapping_methods(p: dict) -> dict:
@@ -537,7 +531,7 @@ def mapping_methods(p: dict) -> dict:
     depth, the score, and the map parts with their settings, from ``map_parts`` and the parts'
     own parameters (``classifier`` and ``pca_dim`` switch their parts on, as ``scr map
     --classifier`` and ``--pca`` do)."""
-    parts = _json_object(p, "map_parts") or {}
+    parts = json_object(p["map_parts"], "parameter 'map_parts'", ParameterError)
     if p["classifier"]:
         parts.setdefault("classifier", {})
     if p["refine_poses"] != "none":
@@ -558,7 +552,7 @@ def mapping_methods(p: dict) -> dict:
                 f"map part {cls.key}: {clash[0]} is given twice, in map_parts and as a parameter, with different values"
             )
         parts[cls.key] = {**given, **settings}
-    head_config = _json_object(p, "head_config")
+    head_config = json_object(p["head_config"], "parameter 'head_config'", ParameterError)
     return {
         "depth": DEPTH_CHOICES[p["depth_loss"]],
         **({"head_config": head_config} if head_config else {}),
