@@ -17,18 +17,18 @@ import pytest
 import torch
 
 from scr_ros.cli import main
-from scr_ros.covisibility import (
+from scr_ros.datasets.synthetic import SCENES, config_digest
+from scr_ros.errors import MapFileError, ScrError
+from scr_ros.geometry import look_at_rotation, make_pose
+from scr_ros.heads import build_head
+from scr_ros.heads.glace import GlaceHead, kmeans_pp_centres, position_groups
+from scr_ros.map_parts._covisibility import (
     covisibility_graph,
     frustum_overlap,
     neighbour_table,
     node2vec_embeddings,
     node2vec_walks,
 )
-from scr_ros.datasets.synthetic import SCENES, config_digest
-from scr_ros.errors import MapFileError, ScrError
-from scr_ros.geometry import look_at_rotation, make_pose
-from scr_ros.heads import build_head
-from scr_ros.heads.glace import GlaceHead, kmeans_pp_centres, position_groups
 from scr_ros.map_parts.global_encoding import CovisibilityEncodingPart
 from scr_ros.mapfile import SceneMap, load_map
 from scr_ros.node_logic.params import MAPPING_PARAMS, RELOCALIZER_PARAMS, mapping_methods, validate

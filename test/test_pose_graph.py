@@ -1,5 +1,5 @@
 """The pose graph (issue 27): drifting mapping poses corrected by loop closures measured between
-the mapping frames, solved before the head trains (scr_ros.pose_graph, map part pose-graph)."""
+the mapping frames, solved before the head trains (scr_ros.map_parts._pose_graph, map part pose-graph)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ from scr_ros.cli import main
 from scr_ros.drift import DRIFT_LEVELS, drift_poses, drifted_frames
 from scr_ros.errors import ScrError
 from scr_ros.geometry import invert_pose, look_at_rotation, make_pose, rotation_about_axis
-from scr_ros.mapfile import load_map
-from scr_ros.metrics import pose_error
-from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods
-from scr_ros.pipeline import build_map, method_overrides, write_mapping_trajectory
-from scr_ros.pose_graph import (
+from scr_ros.map_parts._pose_graph import (
     Edge,
     GraphSettings,
     build_pose_graph,
@@ -26,6 +22,10 @@ from scr_ros.pose_graph import (
     edge_residuals,
     optimize,
 )
+from scr_ros.mapfile import load_map
+from scr_ros.metrics import pose_error
+from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods
+from scr_ros.pipeline import build_map, method_overrides, write_mapping_trajectory
 from scr_ros.reports import mapping_poses_line
 from scr_ros.rerun_log import write_map_recording
 from scr_ros.trajectory import read_tum, trajectory_errors

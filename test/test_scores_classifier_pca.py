@@ -14,13 +14,13 @@ from scr_ros.cli.options import overrides_from_options
 from scr_ros.encoders import load_encoder
 from scr_ros.errors import MapFileError, ScrError
 from scr_ros.heads import build_head
-from scr_ros.keypoint_classifier import train_classifier
 from scr_ros.losses import build_loss
 from scr_ros.map_parts import MAP_PARTS, KeypointClassifierPart, MapPart
+from scr_ros.map_parts._keypoint_classifier import train_classifier
+from scr_ros.map_parts._pca import PcaProjection
 from scr_ros.mapfile import load_map
 from scr_ros.mapping import MapBuilder
 from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods, validate
-from scr_ros.pca import PcaProjection
 from scr_ros.pipeline import build_map, localize, mapping_config
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.selectors import build_selector

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import torch
 
-from ..keypoint_classifier import KeypointClassifier, inlier_labels, train_classifier
 from ..progress import Progress
 from ..settings import Setting
+from ._keypoint_classifier import KeypointClassifier, inlier_labels, train_classifier
 from .base import FitContext, MapPart, register_map_part
 
 # What train_classifier takes from the settings.

@@ -9,7 +9,7 @@ Two sources, each a registered map part:
   then those of its nearest mapping images as further hypotheses.
 - ``global-covisibility`` (R-SCoRe): Node2Vec embeddings (256-d, p = 0.25, q = 4) of the
   covisibility graph of the mapping images (frustum overlap from their poses,
-  :mod:`scr_ros.covisibility`). Training replaces a row's encoding by that of a random
+  :mod:`scr_ros.map_parts._covisibility`). Training replaces a row's encoding by that of a random
   covisible image with probability 0.5 (covisibility augmentation; the probability is ours).
   A query has no pose, so it borrows the embeddings of the mapping images the descriptor
   retrieves: R-SCoRe's multiple hypotheses, 5 by default (the paper's gains level off past 10).
@@ -29,12 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..covisibility import covisibility_graph, frustum_overlap, neighbour_table, node2vec_embeddings
 from ..errors import DatasetError, ScrError
 from ..geometry import invert_pose
 from ..progress import Progress
 from ..retrieval import DESCRIPTORS, build_descriptor, retrieve
 from ..settings import Setting
+from ._covisibility import covisibility_graph, frustum_overlap, neighbour_table, node2vec_embeddings
 from .base import FitContext, MapPart, register_map_part
 
 # Local feature rows per image, over at most FIT_IMAGES images, for fitting the descriptor.

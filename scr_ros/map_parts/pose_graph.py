@@ -3,7 +3,7 @@
 Odometry drift is what frames recorded far apart in time disagree about. This part measures
 relative poses between overlapping mapping frames from their images (XFeat keypoints, depth,
 PnP-RANSAC) and solves a pose graph of those and the recorded odometry steps
-(:mod:`scr_ros.pose_graph`). The corrected poses then replace the recorded ones for everything
+(:mod:`scr_ros.map_parts._pose_graph`). The corrected poses then replace the recorded ones for everything
 that follows: the training buffer, any other part (``pose-refinement`` included, which then
 refines the graph's poses), the map cloud, the poses stored with the map.
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..pose_graph import GraphSettings, build_pose_graph
 from ..settings import Setting
+from ._pose_graph import GraphSettings, build_pose_graph
 from .base import FitContext, MapPart, register_map_part
 
 _DEFAULTS = GraphSettings()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ScrError
-from ..pca import PcaProjection
 from ..settings import Setting
+from ._pca import PcaProjection
 from .base import FitContext, MapPart, register_map_part
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .errors import ScrError
+from ..errors import ScrError
 
 
 class PcaProjection(nn.Module):

