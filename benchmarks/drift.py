@@ -6,7 +6,7 @@
                                [--json benchmarks/results/drift.json] [--resume]
 
 For each scene, drift level and refinement mode: map the mapping frames from their poses as the
-drift model (scr_ros.drift, seed 0) replays them, relocalize the query frames, and score
+drift model (scr_ros.evaluation.drift, seed 0) replays them, relocalize the query frames, and score
 (scr localize's report): the queries against the truth raw and after the one rigid alignment
 fitted on the mapping frames' poses (as mapped) against their truth, and the mapping poses'
 error before and after refinement. ``--refine`` takes the modes of ``--refine-poses`` and the
@@ -64,7 +64,7 @@ def evo_ate(estimated: np.ndarray, truth: np.ndarray) -> float:
 
 
 def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
-    from scr_ros.evaluate import mapping_truth, recorded_poses
+    from scr_ros.evaluation.localization import mapping_truth, recorded_poses
 
     dataset = SCENES[scene]
     out = tmp / f"{scene}-{drift}-{refine}.safetensors"

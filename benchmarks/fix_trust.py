@@ -35,10 +35,10 @@ from pages import results_page_head
 from scr_ros.datasets import open_dataset
 from scr_ros.demo import DEMO
 from scr_ros.device import cpu_name
-from scr_ros.evaluate import WRONG_FIX
+from scr_ros.evaluation.localization import WRONG_FIX
+from scr_ros.evaluation.metrics import pose_error
 from scr_ros.fileio import atomic_write_text
 from scr_ros.mapfile import load_map
-from scr_ros.metrics import pose_error
 from scr_ros.pipeline import build_map
 from scr_ros.ransac import MAX_POSITION_STD
 from scr_ros.relocalize import Relocalizer

@@ -43,8 +43,8 @@ from ablation import git_commit  # benchmarks/ is the script's folder, first on 
 from pages import measure_missing, write_table
 
 from scr_ros.device import hardware_description
+from scr_ros.evaluation.metrics import accuracy, median
 from scr_ros.mapping_config import PRESETS
-from scr_ros.metrics import accuracy, median
 from scr_ros.pipeline import build_map, localize
 
 HERE = Path(__file__).resolve().parent.parent

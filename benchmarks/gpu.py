@@ -38,7 +38,7 @@ from pages import HeldFrame, timed_localization  # benchmarks/ is the script's f
 from scr_ros import __version__
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description, resolve_device
-from scr_ros.evaluate import summarize
+from scr_ros.evaluation.localization import summarize
 from scr_ros.fileio import atomic_write_json, atomic_write_text, replace_between_markers
 from scr_ros.mapfile import load_map
 from scr_ros.pipeline import build_map, localize

@@ -43,10 +43,10 @@ from pages import results_page_head
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
 from scr_ros.encoders import load_encoder
-from scr_ros.evaluate import nearest_view_distances, summarize, view_distance_report
+from scr_ros.evaluation.localization import nearest_view_distances, summarize, view_distance_report
+from scr_ros.evaluation.metrics import pose_error
 from scr_ros.fileio import atomic_write_text
 from scr_ros.mapping import MapBuilder
-from scr_ros.metrics import pose_error
 from scr_ros.pipeline import build_map, localize, mapping_config
 
 HERE = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ import torch
 from scr_ros.datasets import open_dataset
 from scr_ros.device import autocast_dtype, hardware_description, resolve_device
 from scr_ros.encoders import load_encoder
-from scr_ros.evaluate import STAGES, localize_frames, summarize
+from scr_ros.evaluation.localization import STAGES, localize_frames, summarize
 from scr_ros.fileio import replace_between_markers
 from scr_ros.mapping import MapBuilder
 from scr_ros.mapping_config import preset

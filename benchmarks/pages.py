@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from scr_ros.evaluate import FrameResult, localize_frames
+from scr_ros.evaluation.localization import FrameResult, localize_frames
 from scr_ros.fileio import atomic_write_json, replace_between_markers
 
 

@@ -4,7 +4,7 @@
     python benchmarks/pipelined.py MAP DATASET [--split test]
 
 Localizes the split's frames (images read from disk, as `scr localize` does) sequentially with
-torch on every core, then pipelined (`scr_ros.evaluate.localize_frames(pipelined=True)`: each
+torch on every core, then pipelined (`scr_ros.evaluation.localization.localize_frames(pipelined=True)`: each
 frame's selector and RANSAC in a second thread beside the next frame's encoder and head, torch
 on one core fewer), checks that the poses are identical, and prints frames per second and the
 accuracy of each.
@@ -21,7 +21,7 @@ import torch
 
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
-from scr_ros.evaluate import localize_frames
+from scr_ros.evaluation.localization import localize_frames
 from scr_ros.mapfile import load_map
 from scr_ros.relocalize import Relocalizer
 

@@ -29,7 +29,7 @@ from pages import HeldFrame, publish, timed_localization  # benchmarks/ is the s
 from scr_ros import __version__
 from scr_ros.datasets import open_dataset
 from scr_ros.device import hardware_description
-from scr_ros.evaluate import summarize
+from scr_ros.evaluation.localization import summarize
 from scr_ros.mapfile import load_map
 from scr_ros.ransac import RansacConfig
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from scr_ros.evaluation.reports import format_table, plot_results, write_csv, write_report
 from scr_ros.pipeline import build_map, localize
-from scr_ros.reports import format_table, plot_results, write_csv, write_report
 
 
 def main() -> int:

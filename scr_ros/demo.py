@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .datasets.synthetic import SCENES, render_to_folder
 from .errors import ScrError
+from .evaluation.reports import format_table, plot_results, write_csv, write_poses, write_report
 from .pipeline import build_map, localize
 from .progress import ProgressBar, counter
 from .renderer import RENDERER_VERSION
-from .reports import format_table, plot_results, write_csv, write_poses, write_report
 
 # The default demo: the 640x480 'default' room with the cpu preset, sized to finish in under
 # ten minutes on two CPU cores. --quick: the small 'tiny' room with the test preset.

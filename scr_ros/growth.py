@@ -42,10 +42,10 @@ import numpy as np
 from .datasets.base import Frame
 from .encoders import Encoder
 from .errors import MappingCancelled, ScrError
+from .evaluation.metrics import pose_error
 from .mapfile import SceneMap
 from .mapping import MapBuilder
 from .mapping_config import MappingConfig
-from .metrics import pose_error
 from .progress import Progress
 from .ransac import MAX_POSITION_STD
 from .relocalize import Relocalizer, RelocalizerConfig

@@ -30,10 +30,10 @@ from . import __version__, distributed
 from .datasets import Dataset, open_dataset
 from .datasets.base import check_frames
 from .device import resolve_device
-from .drift import DriftModel, drifted_frames, parse_drift
 from .encoders import load_encoder, load_encoder_for_map
 from .errors import ScrError
-from .evaluate import (
+from .evaluation.drift import DriftModel, drifted_frames, parse_drift
+from .evaluation.localization import (
     SIMILAR_VIEW_DEG,
     localize_frames,
     mapping_truth,
@@ -44,6 +44,7 @@ from .evaluate import (
     summarize,
     view_distance_report,
 )
+from .evaluation.trajectory import trajectory_errors, write_tum
 from .fileio import check_output_file
 from .growth import GROWTH_SETTINGS, added_frames, grow, registration_errors
 from .heads import HEADS
@@ -54,7 +55,6 @@ from .mapping_config import OTHER_HEADS, MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
 from .settings import resolve
-from .trajectory import trajectory_errors, write_tum
 
 
 def mapping_config(
@@ -209,7 +209,7 @@ def build_map(
             datasets' own poses (read for that alone); ``growth``: the rounds' settings
             (``GROWTH_SETTINGS``).
         drift: map from the poses drifting odometry would have recorded instead of the
-            dataset's (:mod:`scr_ros.drift`: ``vio``, ``wheel`` or a spec); the true poses stay
+            dataset's (:mod:`scr_ros.evaluation.drift`: ``vio``, ``wheel`` or a spec); the true poses stay
             the dataset's, for scoring. The map records the model and how far the poses drifted.
 
     Started by ``torchrun --nproc_per_node N`` this is one of N workers training one head with
@@ -301,10 +301,10 @@ def localize(
 ):
     """Localize ``split`` of a dataset in the map at ``map_path``; ``pipelined``: each frame's
     RANSAC overlaps the next frame's encoder and head (the same poses, faster on two cores;
-    :func:`~scr_ros.evaluate.localize_frames`).
+    :func:`~scr_ros.evaluation.localization.localize_frames`).
 
     Returns ``(results, report, dataset, scene_map)``: one
-    :class:`~scr_ros.evaluate.FrameResult` per readable frame, the summary report (accuracy at
+    :class:`~scr_ros.evaluation.localization.FrameResult` per readable frame, the summary report (accuracy at
     the standard thresholds, medians, timings, provenance), the opened dataset and the map.
     An unreadable query image is skipped and listed in the report, not fatal.
     """

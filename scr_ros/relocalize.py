@@ -275,7 +275,7 @@ class Relocalizer:
     @property
     def splits_in_two(self) -> bool:
         """Whether :meth:`localize` is :meth:`front` then :meth:`back`, so the two halves of
-        consecutive frames can overlap (:func:`scr_ros.evaluate.localize_frames`); not for maps
+        consecutive frames can overlap (:func:`scr_ros.evaluation.localization.localize_frames`); not for maps
         that weigh several global-encoding hypotheses, which need RANSAC between them."""
         return self.encoding_part is None
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.registry",
             "scr_ros.settings",
             "scr_ros.geometry",
-            "scr_ros.metrics",
+            "scr_ros.evaluation.metrics",
             "scr_ros.fileio",
             "scr_ros.device",
             "scr_ros.progress",
@@ -41,8 +41,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.messages",
             "scr_ros.datasets",
             "scr_ros.renderer",
-            "scr_ros.trajectory",
-            "scr_ros.drift",
+            "scr_ros.evaluation.trajectory",
+            "scr_ros.evaluation.drift",
         ),
     ),
     (
@@ -67,9 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "scr_ros.mapping",
             "scr_ros.relocalize",
             "scr_ros.growth",
-            "scr_ros.evaluate",
-            "scr_ros.reports",
-            "scr_ros.rerun_log",
+            "scr_ros.evaluation",  # localization, reports, rerun_log (metrics, trajectory, drift: above)
             "scr_ros.pretrain",
         ),
     ),
@@ -85,6 +83,37 @@ def layer_of(module: str) -> int:
         if any(module == p or (p != "scr_ros" and module.startswith(p + ".")) for p in prefixes):
             return index
     raise AssertionError(f"{module} is in no layer; add it to LAYERS and docs/architecture.md")
+
+
+LAYER_LIST_BEGIN = "<!-- layers: written from LAYERS by python test/test_architecture.py -->"
+LAYER_LIST_END = "<!-- end layers -->"
+
+
+def layer_list() -> str:
+    """LAYERS as docs/architecture.md shows them: top layer first, folders with a slash."""
+    lines = ["```"]
+    for name, prefixes in reversed(LAYERS):
+        names = []
+        for prefix in prefixes:
+            if prefix == "scr_ros":
+                continue  # the package's own __init__
+            short = prefix.removeprefix("scr_ros.")
+            names.append(short + "/" if (ROOT / "scr_ros" / short.replace(".", "/")).is_dir() else short)
+        label, row = f" {name:<26}", []
+        for item in names:
+            if row and len(label) + len("  ".join(row + [item])) > 100:
+                lines.append(label + "  ".join(row))
+                label, row = " " * 27, []
+            row.append(item)
+        lines += [label + "  ".join(row), "        │"]
+    lines[-1] = "```"
+    return "\n".join(lines) + "\n"
+
+
+def test_the_architecture_page_lists_the_layers_of_this_test():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    shown = text.split(LAYER_LIST_BEGIN, 1)[1].split(LAYER_LIST_END, 1)[0].lstrip("\n")
+    assert shown == layer_list(), "docs/architecture.md's layer list is stale: run python test/test_architecture.py"
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -388,3 +417,11 @@ def test_the_builder_hands_out_exactly_the_context():
     context = _Context(builder)
     offered = {name for name in dir(context) if not name.startswith("_")}
     assert offered == context_members()
+
+
+if __name__ == "__main__":
+    page = ROOT / "docs" / "architecture.md"
+    text = page.read_text(encoding="utf-8")
+    head, rest = text.split(LAYER_LIST_BEGIN, 1)
+    page.write_text(f"{head}{LAYER_LIST_BEGIN}\n{layer_list()}{LAYER_LIST_END}{rest.split(LAYER_LIST_END, 1)[1]}")
+    print(f"wrote the layer list of {page}")

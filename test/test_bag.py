@@ -15,7 +15,9 @@ from scr_ros.bag.layout import T_BASE_CAMERA, BagError, Topics
 from scr_ros.bag.reader import BagSource
 from scr_ros.bag.tf import PoseSeries, TfBuffer
 from scr_ros.cli import main
-from scr_ros.drift import drift_poses
+from scr_ros.evaluation.drift import drift_poses
+from scr_ros.evaluation.metrics import pose_error
+from scr_ros.evaluation.trajectory import interpolate_pose
 from scr_ros.geometry import invert_pose, rotation_about_axis
 from scr_ros.messages import (
     decode_compressed_image,
@@ -25,8 +27,6 @@ from scr_ros.messages import (
     stamp_to_ns,
     transform_to_matrix,
 )
-from scr_ros.metrics import pose_error
-from scr_ros.trajectory import interpolate_pose
 
 RATE = 10.0
 START = 1_700_000_000 * 10**9
@@ -459,8 +459,8 @@ def test_a_robot_bag_has_drifting_odometry_its_camera_mount_and_the_truth(tmp_pa
     drift as wheel odometry would, each split from its first frame; base_link -> camera is the
     robot's mount; the ground truth is the true camera pose."""
     from scr_ros.datasets import open_dataset
-    from scr_ros.drift import parse_drift
-    from scr_ros.metrics import pose_error
+    from scr_ros.evaluation.drift import parse_drift
+    from scr_ros.evaluation.metrics import pose_error
 
     ds = open_dataset("synthetic:robot-tiny")
     mount = ds.base_to_camera

@@ -134,13 +134,13 @@ def test_unwritable_folders_are_refused_before_the_work(capsys, tmp_path, monkey
 
 
 def test_os_errors_at_the_end_are_one_line_not_a_traceback(capsys, tmp_path, monkeypatch, mapped):
-    import scr_ros.reports
+    import scr_ros.evaluation.reports
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(scr_ros.reports, "atomic_write_bytes", disk_full)
-    monkeypatch.setattr(scr_ros.reports, "atomic_write_json", lambda path, obj: disk_full(path, b""))
+    monkeypatch.setattr(scr_ros.evaluation.reports, "atomic_write_bytes", disk_full)
+    monkeypatch.setattr(scr_ros.evaluation.reports, "atomic_write_json", lambda path, obj: disk_full(path, b""))
     code, err, _ = run_main(
         capsys, "localize", mapped["map"], "synthetic:tiny", "--report", tmp_path / "r.json", "--device", "cpu"
     )

@@ -283,8 +283,8 @@ def test_a_fix_on_far_content_is_refused_with_the_reason_and_a_near_one_kept():
 
 
 def test_reports_count_accepted_and_wrong_fixes_and_refusals_by_reason():
-    from scr_ros.evaluate import FrameResult, summarize
-    from scr_ros.reports import format_table
+    from scr_ros.evaluation.localization import FrameResult, summarize
+    from scr_ros.evaluation.reports import format_table
 
     def result(name, ok, t, reason=""):
         T = np.eye(4) if ok else None

@@ -11,11 +11,11 @@ from scr_ros.cli import main
 from scr_ros.datasets.base import Frame
 from scr_ros.datasets.posed_folder import write_frame
 from scr_ros.errors import DatasetError, ScrError
+from scr_ros.evaluation.metrics import pose_error
 from scr_ros.geometry import PinholeCamera
 from scr_ros.growth import GROWTH_SETTINGS, AddedFrame, Registration, added_frames, decide, typical_motion
 from scr_ros.map_parts.pose_refinement import PoseRefiner
 from scr_ros.mapfile import load_map
-from scr_ros.metrics import pose_error
 from scr_ros.settings import resolve
 
 CAMERA = PinholeCamera(100.0, 100.0, 50.0, 40.0, 100, 80)

@@ -278,8 +278,8 @@ def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
 
 
 def test_pose_buffer_interpolates_between_the_poses_around_the_image_stamp():
+    from scr_ros.evaluation.metrics import pose_error
     from scr_ros.messages import MessageError
-    from scr_ros.metrics import pose_error
 
     T0 = make_pose(np.eye(3), np.array([0.0, 0.0, 0.0]))
     T1 = make_pose(rotation_about_axis(np.array([0.0, 0.0, 1.0]), np.radians(20.0)), np.array([1.0, 0.0, 0.0]))

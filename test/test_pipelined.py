@@ -17,7 +17,7 @@ import torch
 
 from scr_ros.bag.replay import replay
 from scr_ros.errors import DatasetError, ScrError
-from scr_ros.evaluate import localize_frames
+from scr_ros.evaluation.localization import localize_frames
 from scr_ros.mapfile import load_map
 from scr_ros.node_logic.mailbox import Handoff
 from scr_ros.node_logic.params import ParameterError

@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from scr_ros.cli import main
-from scr_ros.drift import DRIFT_LEVELS, drift_poses, drifted_frames
 from scr_ros.errors import ScrError
+from scr_ros.evaluation.drift import DRIFT_LEVELS, drift_poses, drifted_frames
+from scr_ros.evaluation.metrics import pose_error
+from scr_ros.evaluation.reports import mapping_poses_line
+from scr_ros.evaluation.rerun_log import write_map_recording
+from scr_ros.evaluation.trajectory import read_tum, trajectory_errors
 from scr_ros.geometry import invert_pose, look_at_rotation, make_pose, rotation_about_axis
 from scr_ros.map_parts._pose_graph import (
     Edge,
@@ -23,12 +27,8 @@ from scr_ros.map_parts._pose_graph import (
     optimize,
 )
 from scr_ros.mapfile import load_map
-from scr_ros.metrics import pose_error
 from scr_ros.node_logic.params import MAPPING_PARAMS, mapping_methods
 from scr_ros.pipeline import build_map, method_overrides, write_mapping_trajectory
-from scr_ros.reports import mapping_poses_line
-from scr_ros.rerun_log import write_map_recording
-from scr_ros.trajectory import read_tum, trajectory_errors
 
 
 def two_laps(frames_per_lap: int = 40, radius: float = 1.5) -> np.ndarray:

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from scr_ros.cli import main
-from scr_ros.drift import DriftModel, drift_poses
+from scr_ros.evaluation.drift import DriftModel, drift_poses
+from scr_ros.evaluation.metrics import pose_error
+from scr_ros.evaluation.trajectory import read_tum, trajectory_errors
 from scr_ros.geometry import make_pose, rotation_about_axis
 from scr_ros.losses import build_loss
 from scr_ros.map_parts.pose_refinement import PoseRefiner
 from scr_ros.mapfile import load_map
-from scr_ros.metrics import pose_error
-from scr_ros.trajectory import read_tum, trajectory_errors
 
 
 def depth_rows(frames, per_frame: int = 150, seed: int = 0):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from scr_ros.errors import ScrError
+from scr_ros.evaluation.metrics import pose_error
 from scr_ros.geometry import PinholeCamera, invert_pose, make_pose, project_world_points, rotation_about_axis
-from scr_ros.metrics import pose_error
 from scr_ros.node_logic.covariance import covariance_of_child, pose_covariance, published_covariance
 from scr_ros.node_logic.frames import map_to_odom, mount_matrix, planar_base_pose, yaw_pitch_roll
 from scr_ros.node_logic.gates import FixConfirmation, InitialPoseTrigger, JumpGate, Limits, RateMeter

@@ -40,7 +40,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
-from scr_ros.drift import drift_poses, parse_drift
+from scr_ros.evaluation.drift import drift_poses, parse_drift
+from scr_ros.evaluation.metrics import pose_error
 from scr_ros.geometry import invert_pose, make_pose, rotation_about_axis
 from scr_ros.mapfile import load_map
 from scr_ros.messages import (
@@ -53,7 +54,6 @@ from scr_ros.messages import (
     read_point_cloud,
     stamp_to_ns,
 )
-from scr_ros.metrics import pose_error
 from scr_ros.node_logic.params import RELOCALIZER_INTERFACE
 from scr_ros.relocalize import Relocalizer, RelocalizerConfig
 from scr_ros.ros.common import rclpy_factory

@@ -137,7 +137,7 @@ def test_cache_key_changes_with_config_and_renderer_version(monkeypatch):
 
 
 def _band_counts(config: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
-    from scr_ros.evaluate import nearest_view_distances
+    from scr_ros.evaluation.localization import nearest_view_distances
 
     scene = SyntheticScene(config)
     return nearest_view_distances(np.stack(scene.query_poses), np.stack(scene.mapping_poses)), scene

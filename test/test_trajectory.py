@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from scr_ros.datasets import open_dataset
-from scr_ros.drift import DRIFT_LEVELS, DriftModel, drift_poses, parse_drift
 from scr_ros.errors import DatasetError, ScrError
+from scr_ros.evaluation.drift import DRIFT_LEVELS, DriftModel, drift_poses, parse_drift
+from scr_ros.evaluation.trajectory import poses_at, read_tum, rigid_alignment, trajectory_errors, write_tum
 from scr_ros.geometry import look_at_rotation, make_pose, rotation_about_axis
-from scr_ros.trajectory import poses_at, read_tum, rigid_alignment, trajectory_errors, write_tum
 
 
 def walk(n: int = 200, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from scr_ros.evaluate import FrameResult, nearest_view_distances, view_distance_report
+from scr_ros.evaluation.localization import FrameResult, nearest_view_distances, view_distance_report
 from scr_ros.geometry import look_at_rotation, make_pose
 
 

@@ -6,7 +6,7 @@ Per frame, all at the frame's stamp: ``camera_info``, the image (raw rgb8, or JP
 (nav_msgs/Odometry, the same base pose) and ``/ground_truth/pose``. ``/tf_static`` (``base_link ->
 camera_optical_frame``: the dataset's camera mount, e.g. the robot scene's, else the camera at the
 base origin) is written once, transient-local. With ``--simulate-drift`` the odometry drifts as a
-robot's would (:mod:`scr_ros.drift`) and the ground truth stays true. See :mod:`scr_ros.bag.layout`
+robot's would (:mod:`scr_ros.evaluation.drift`) and the ground truth stays true. See :mod:`scr_ros.bag.layout`
 for the frame tree.
 
 Stamps: the dataset's own capture times when every frame has one, else a fixed rate. With
@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..datasets.base import Frame
-from ..drift import DriftModel, drift_poses, up_axis
+from ..evaluation.drift import DriftModel, drift_poses, up_axis
 from ..fileio import atomic_directory
 from ..geometry import invert_pose
 from ..messages import (

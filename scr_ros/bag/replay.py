@@ -19,9 +19,9 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..evaluate import FrameResult, summarize
+from ..evaluation.localization import FrameResult, summarize
+from ..evaluation.metrics import pose_error
 from ..messages import make_point_cloud, make_pose_stamped, make_pose_with_covariance_stamped, make_transform_stamped
-from ..metrics import pose_error
 from ..node_logic.relocalizer_core import CameraFrame, FrameOutcome, RelocalizerCore
 from ..relocalize import ransac_thread
 from .layout import TF_TYPE, BagError, Frames, Topics

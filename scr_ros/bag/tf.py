@@ -12,8 +12,8 @@ import bisect
 
 import numpy as np
 
+from ..evaluation.trajectory import interpolate_pose
 from ..geometry import invert_pose
-from ..trajectory import interpolate_pose
 
 
 class PoseSeries:

@@ -16,16 +16,9 @@ from ..bag.reader import BagSource, describe
 from ..bag.record import record_session
 from ..bag.replay import EstimateBag, replay
 from ..device import cuda_available
-from ..drift import parse_drift
 from ..errors import ScrError
-from ..fileio import check_output_file, check_output_folder, remove_stale_staging
-from ..mapfile import not_a_map
-from ..mapping_config import PRESETS
-from ..node_logic.params import load_yaml_parameters
-from ..node_logic.relocalizer_core import RelocalizerCore
-from ..pipeline import DEPTH_CHOICES, build_map, open_dataset_reporting
-from ..progress import Progress, ProgressBar, counter
-from ..reports import (
+from ..evaluation.drift import parse_drift
+from ..evaluation.reports import (
     format_table,
     plot_error_cdf,
     plot_results,
@@ -34,7 +27,14 @@ from ..reports import (
     write_poses,
     write_report,
 )
-from ..rerun_log import require_rerun, write_replay_recording
+from ..evaluation.rerun_log import require_rerun, write_replay_recording
+from ..fileio import check_output_file, check_output_folder, remove_stale_staging
+from ..mapfile import not_a_map
+from ..mapping_config import PRESETS
+from ..node_logic.params import load_yaml_parameters
+from ..node_logic.relocalizer_core import RelocalizerCore
+from ..pipeline import DEPTH_CHOICES, build_map, open_dataset_reporting
+from ..progress import Progress, ProgressBar, counter
 from .options import DEVICES, PRECISION_CHOICES, PRECISION_HELP, add_method_arguments, overrides_from_options
 
 

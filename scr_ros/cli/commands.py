@@ -14,11 +14,7 @@ from .. import distributed
 from ..datasets import open_dataset
 from ..demo import run_demo
 from ..errors import MappingCancelled, ScrError
-from ..fileio import check_output_file, check_output_folder
-from ..pipeline import build_map, localize, write_mapping_trajectory
-from ..pretrain import PretrainConfig, Pretrainer, command_line, write_model_card
-from ..progress import ProgressBar
-from ..reports import (
+from ..evaluation.reports import (
     format_table,
     growth_line,
     mapping_poses_line,
@@ -28,7 +24,11 @@ from ..reports import (
     write_poses,
     write_report,
 )
-from ..rerun_log import require_rerun, write_localize_recording, write_map_recording
+from ..evaluation.rerun_log import require_rerun, write_localize_recording, write_map_recording
+from ..fileio import check_output_file, check_output_folder
+from ..pipeline import build_map, localize, write_mapping_trajectory
+from ..pretrain import PretrainConfig, Pretrainer, command_line, write_model_card
+from ..progress import ProgressBar
 from .options import (
     overrides_from_options,
     relocalizer_config,

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..evaluation.trajectory import poses_at, read_tum
 from ..geometry import PinholeCamera
-from ..trajectory import poses_at, read_tum
 from .base import Dataset, Frame, image_size, read_numbers, read_text
 
 TRAJECTORY_FILES = ("groundtruth.txt", "trajectory.txt", "poses.txt")

@@ -30,11 +30,11 @@ import numpy as np
 from ..datasets.base import read_pose_file
 from ..datasets.posed_folder import open_posed_folder, write_frame
 from ..errors import MappingCancelled, MessageError, ScrError
+from ..evaluation.reports import skipped_frames_line
+from ..evaluation.trajectory import interpolate_pose
 from ..fileio import atomic_write_json
 from ..geometry import PinholeCamera, camera_for_image, check_transform, rotation_angle_deg
 from ..pipeline import build_map
-from ..reports import skipped_frames_line
-from ..trajectory import interpolate_pose
 from .frames import mount_matrix
 from .map_odom import CLOCK_JUMP_NS
 from .params import MAPPING_PARAMS, extend_arguments, mapping_methods, validate

@@ -43,9 +43,9 @@ from tf2_ros.transform_broadcaster import TransformBroadcaster  # noqa: E402
 
 import launch  # noqa: E402
 from scr_ros.datasets.base import read_pose_file  # noqa: E402
+from scr_ros.evaluation.metrics import pose_error  # noqa: E402
 from scr_ros.mapfile import load_map  # noqa: E402
 from scr_ros.messages import encode_camera_info, encode_image, make_transform_stamped  # noqa: E402
-from scr_ros.metrics import pose_error  # noqa: E402
 from scr_ros.ros.common import rclpy_factory  # noqa: E402
 
 NODE = "/scr_mapping"

@@ -52,6 +52,7 @@ from tf2_ros.transform_broadcaster import TransformBroadcaster  # noqa: E402
 from tf2_ros.transform_listener import TransformListener  # noqa: E402
 
 import launch  # noqa: E402
+from scr_ros.evaluation.metrics import pose_error  # noqa: E402
 from scr_ros.geometry import invert_pose, make_pose, rotation_about_axis  # noqa: E402
 from scr_ros.messages import (  # noqa: E402
     encode_camera_info,
@@ -61,7 +62,6 @@ from scr_ros.messages import (  # noqa: E402
     stamp_to_ns,
     transform_to_matrix,
 )
-from scr_ros.metrics import pose_error  # noqa: E402
 from scr_ros.ros.common import rclpy_factory  # noqa: E402
 
 NODE = "/scr_relocalizer"

@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .datasets.base import Frame
-from .errors import ScrError
-from .geometry import invert_pose, make_pose
+from ..datasets.base import Frame
+from ..errors import ScrError
+from ..geometry import invert_pose, make_pose
 
 
 @dataclass(frozen=True)

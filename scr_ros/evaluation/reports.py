@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import STAGES, FrameResult
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .geometry import pose_to_position_quaternion
+from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..geometry import pose_to_position_quaternion
+from .localization import STAGES, FrameResult
 
 
 def write_report(report: dict, path: str | Path) -> Path:

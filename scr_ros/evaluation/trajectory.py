@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .errors import DatasetError
-from .fileio import atomic_write_text
-from .geometry import check_pose, make_pose, pose_from_position_quaternion, pose_to_position_quaternion
+from ..errors import DatasetError
+from ..fileio import atomic_write_text
+from ..geometry import check_pose, make_pose, pose_from_position_quaternion, pose_to_position_quaternion
 
 
 def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import rotation_angle_deg
+from ..geometry import rotation_angle_deg
 
 # name -> (metres, degrees)
 # The usual indoor thresholds, and 25 cm / 2 deg, the large-scene one (Cambridge, Aachen).

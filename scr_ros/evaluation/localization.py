@@ -1,7 +1,7 @@
 """Relocalize a list of frames against a map and summarize the papers' metrics.
 
 Used by ``scr localize``, ``scr demo``, ``scr bag replay`` and the benchmarks, so every figure
-comes from one code path. :mod:`scr_ros.reports` writes what it finds (JSON report, per-frame
+comes from one code path. :mod:`scr_ros.evaluation.reports` writes what it finds (JSON report, per-frame
 CSV, poses file, plots).
 """
 
@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .datasets.base import Frame
-from .errors import DatasetError
-from .map_parts import ordered
+from ..datasets.base import Frame
+from ..errors import DatasetError
+from ..map_parts import ordered
+from ..relocalize import Relocalizer, ransac_thread
 from .metrics import THRESHOLDS, accuracy, median, pose_error
-from .relocalize import Relocalizer, ransac_thread
 from .trajectory import trajectory_errors
 
 STAGES = ("preprocess", "encoder", "head", "select", "ransac", "refine", "total")

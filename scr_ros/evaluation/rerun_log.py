@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ScrError
-from .evaluate import mapping_truth, recorded_poses
-from .fileio import current_umask
+from ..errors import ScrError
+from ..fileio import current_umask
+from .localization import mapping_truth, recorded_poses
 
 COLOURS = {
     "recorded": (230, 120, 40),
