@@ -162,14 +162,10 @@ def run_row(
         )
         scene_map = load_map(map_path)
     else:
-        scene_map = build_map(
-            dataset, map_path, preset_name=preset, head=head, quiet=True, **kwargs, **(overrides or {})
-        )
+        scene_map = build_map(dataset, map_path, preset_name=preset, head=head, **kwargs, **(overrides or {}))
     out = []
     for sel in selectors:
-        results, r, _, _ = localize(
-            map_path, dataset, "test", "auto", quiet=True, config=RelocalizerConfig(selector=sel)
-        )
+        results, r, _, _ = localize(map_path, dataset, "test", "auto", config=RelocalizerConfig(selector=sel))
         out.append(
             {
                 "label": label,

@@ -42,9 +42,8 @@ def main() -> int:
                 device="cpu",
                 encoder_spec=encoder,
                 loss=loss,
-                quiet=True,
             )
-            _, report, _, _ = localize(map_path, f"synthetic:{args.scene}", "test", "cpu", encoder, quiet=True)
+            _, report, _, _ = localize(map_path, f"synthetic:{args.scene}", "test", "cpu", encoder)
             acc = report["accuracy"]
             t, r = report["median_translation_cm"], report["median_rotation_deg"]
             median = f"{t:.1f} cm, {r:.2f} deg" if t is not None else "n/a (most lost)"

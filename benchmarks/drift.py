@@ -73,7 +73,6 @@ def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
         dataset,
         out,
         preset_name=preset,
-        quiet=True,
         drift=None if drift == "none" else drift,
         **(
             method_overrides(parts={"pose-refinement": RECIPES[refine]})
@@ -81,7 +80,7 @@ def run(scene: str, drift: str, refine: str, preset: str, tmp: Path) -> dict:
             else method_overrides(refine_poses=refine)
         ),
     )
-    results, report, ds, scene_map = localize(out, dataset, "test", quiet=True)
+    results, report, ds, scene_map = localize(out, dataset, "test")
     truth = mapping_truth(scene_map, ds)
     recorded = recorded_poses(scene_map)
     recorded = scene_map.mapping_poses if recorded is None else recorded

@@ -61,10 +61,8 @@ def run_one(
     encoder: str, dataset: str, label: str, preset: str, device: str, tmp: Path, loss: str | None = None
 ) -> dict:
     map_path = tmp / f"{label}-{Path(encoder).stem}.safetensors"
-    scene_map = build_map(
-        dataset, map_path, preset_name=preset, device=device, encoder_spec=encoder, quiet=True, loss=loss
-    )
-    _, report, _, _ = localize(map_path, dataset, "test", device, encoder, quiet=True)
+    scene_map = build_map(dataset, map_path, preset_name=preset, device=device, encoder_spec=encoder, loss=loss)
+    _, report, _, _ = localize(map_path, dataset, "test", device, encoder)
     map_path.unlink()
     timing = report["timing_ms"]
     return {

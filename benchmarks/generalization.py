@@ -119,8 +119,8 @@ def band_figures(results, lo: float, hi: float) -> dict:
 def run(case: str, recipe: str, preset: str, tmp: Path) -> dict:
     dataset, map_split, query_split, own_views = CASES[case]
     out = tmp / f"{case}-{recipe}.safetensors"
-    scene_map = build_map(dataset, out, preset_name=preset, split=map_split, quiet=True, **RECIPES[recipe](preset))
-    results, report, _, _ = localize(out, dataset, query_split, quiet=True)
+    scene_map = build_map(dataset, out, preset_name=preset, split=map_split, **RECIPES[recipe](preset))
+    results, report, _, _ = localize(out, dataset, query_split)
     row = {
         "case": case,
         "recipe": recipe,
@@ -139,7 +139,7 @@ def run(case: str, recipe: str, preset: str, tmp: Path) -> dict:
         "command": "python benchmarks/generalization.py " + " ".join(sys.argv[1:]),
     }
     if own_views:
-        _, own, _, _ = localize(out, dataset, map_split, quiet=True)
+        _, own, _, _ = localize(out, dataset, map_split)
         row["mapping_frames_accuracy"] = own["accuracy"]
     return row
 

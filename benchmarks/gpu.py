@@ -66,9 +66,9 @@ def plan(tiny: bool) -> dict:
 def mapping_row(name: str, dataset: str, preset: str, device: str, out: Path, overrides: dict) -> dict:
     """Map ``dataset`` with ``preset``; the stage times, it/s and the map's accuracy on its test split."""
     t0 = time.perf_counter()
-    scene_map = build_map(dataset, out, preset_name=preset, device=device, quiet=True, **overrides)
+    scene_map = build_map(dataset, out, preset_name=preset, device=device, **overrides)
     wall = time.perf_counter() - t0
-    _, report, _, _ = localize(out, dataset, "test", device, quiet=True)
+    _, report, _, _ = localize(out, dataset, "test", device)
     tr = scene_map.training
     return {
         "step": "mapping",

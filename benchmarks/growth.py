@@ -65,7 +65,7 @@ MAPS = ("base", "grown", "given")
 
 
 def score(map_path: Path, dataset: str, query: str, views: np.ndarray) -> dict:
-    results, report, _, _ = localize(map_path, dataset, split=query, device="cpu", quiet=True)
+    results, report, _, _ = localize(map_path, dataset, split=query, device="cpu")
     for r, d in zip(results, nearest_view_distances(np.stack([r.T_gt for r in results]), views)):
         r.nearest_view_m = float(d)
     report = summarize(results)
@@ -97,7 +97,7 @@ def run_case(
     maps = {k: out / f"{name}-{k}.safetensors" for k in MAPS if k in which}
     if "base" in maps:
         t0 = time.perf_counter()
-        build_map(dataset, maps["base"], preset_name=preset, device="cpu", split=posed_split, quiet=True)
+        build_map(dataset, maps["base"], preset_name=preset, device="cpu", split=posed_split)
         row["base_seconds"] = time.perf_counter() - t0
     if "grown" in maps:
         row.update(grow_case(dataset, posed_split, added_split, added, maps["grown"], preset))
@@ -136,7 +136,6 @@ def grow_case(dataset: str, posed_split: str, added_split: str, added: list, pat
         add=[dataset],
         add_split=added_split,
         add_truth=True,
-        quiet=True,
     )
     row["grown_seconds"] = time.perf_counter() - t0
     g = grown.training["growth"]

@@ -16,7 +16,7 @@ from scr_ros.pipeline import build_map
 
 def main() -> int:
     dataset, out, preset = sys.argv[1:4]
-    build_map(dataset, out, preset_name=preset, quiet=True)
+    build_map(dataset, out, preset_name=preset)
     distributed.shutdown()
     return 0
 

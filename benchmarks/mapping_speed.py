@@ -64,10 +64,10 @@ def run(recipe: str, dataset: str, loss: str | None, tmp: Path) -> dict:
     map_path = tmp / f"{recipe}.safetensors"
     t0 = time.perf_counter()
     scene_map = build_map(
-        dataset, map_path, preset_name="cpu", device="cpu", encoder_spec=encoder, quiet=True, loss=loss, **overrides
+        dataset, map_path, preset_name="cpu", device="cpu", encoder_spec=encoder, loss=loss, **overrides
     )
     wall = time.perf_counter() - t0
-    _, report, _, _ = localize(map_path, dataset, "test", "cpu", quiet=True)
+    _, report, _, _ = localize(map_path, dataset, "test", "cpu")
     map_path.unlink()
     tr = scene_map.training
     return {

@@ -47,11 +47,10 @@ def main() -> int:
             preset_name=args.preset,
             device=args.device,
             encoder_spec=args.encoder,
-            quiet=True,
             loss=args.loss,
             **overrides,
         )
-        results, report, _, _ = localize(map_path, dataset, "test", args.device, args.encoder, quiet=True)
+        results, report, _, _ = localize(map_path, dataset, "test", args.device, args.encoder)
     tr = scene_map.training
     row = {
         "label": args.label,

@@ -101,7 +101,7 @@ def main() -> int:
 
         map_path = work / "soak.safetensors"
         print(f"mapping {args.dataset} with preset {args.preset} ...", file=sys.stderr)
-        build_map(args.dataset, map_path, preset_name=args.preset, device="cpu", quiet=True)
+        build_map(args.dataset, map_path, preset_name=args.preset, device="cpu")
     frames = open_dataset(args.dataset).frames("test")
 
     env = {

@@ -7,13 +7,13 @@ Everything lands in one folder: ``scene/`` (the rendered posed folder), ``map.sa
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
 from .datasets.synthetic import SCENES, render_to_folder
 from .errors import ScrError
-from .evaluation.reports import format_table, plot_results, write_csv, write_poses, write_report
+from .evaluation.reports import plot_results, write_csv, write_poses, write_report
 from .pipeline import build_map, localize
 from .progress import ProgressBar, counter
 from .renderer import RENDERER_VERSION
@@ -23,8 +23,10 @@ from .renderer import RENDERER_VERSION
 DEMO = {"scene": "default", "preset": "cpu"}
 QUICK = {"scene": "tiny", "preset": "test"}
 
+log = logging.getLogger(__name__)
 
-def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool = False) -> dict:
+
+def run_demo(out: Path, quick: bool = False, device: str = "auto") -> dict:
     settings = QUICK if quick else DEMO
     config = SCENES[settings["scene"]]
     out = Path(out)
@@ -41,7 +43,7 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
             raise ScrError(f"{scene_dir} holds a different or incomplete scene; remove it or choose another --out")
         say = f"reusing the rendered scene in {scene_dir}"
     else:
-        bar = ProgressBar(not quiet)
+        bar = ProgressBar()
         t = time.perf_counter()
         render_to_folder(config, scene_dir, counter(bar, "render"))
         bar.close()
@@ -50,14 +52,12 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
             f"rendered {config.mapping_frames} mapping + {config.query_frames} query frames ({size}) "
             f"in {time.perf_counter() - t:.1f} s"
         )
-    if not quiet:
-        print(f"[1/3] scene '{settings['scene']}': {say}", file=sys.stderr)
-        print(f"[2/3] mapping with preset '{settings['preset']}'", file=sys.stderr)
+    log.info(f"[1/3] scene '{settings['scene']}': {say}")
+    log.info(f"[2/3] mapping with preset '{settings['preset']}'")
     map_path = out / "map.safetensors"
-    scene_map = build_map(str(scene_dir), map_path, preset_name=settings["preset"], device=device, quiet=quiet)
-    if not quiet:
-        print(f"[3/3] relocalizing {config.query_frames} query frames", file=sys.stderr)
-    results, report, ds, _ = localize(map_path, str(scene_dir), "test", device, quiet=quiet)
+    scene_map = build_map(str(scene_dir), map_path, preset_name=settings["preset"], device=device)
+    log.info(f"[3/3] relocalizing {config.query_frames} query frames")
+    results, report, ds, _ = localize(map_path, str(scene_dir), "test", device)
     report["mapping_seconds"] = scene_map.training["seconds"]
     report["demo_seconds"] = round(time.perf_counter() - t0, 1)
     report["scene"] = settings["scene"]
@@ -71,8 +71,4 @@ def run_demo(out: Path, quick: bool = False, device: str = "auto", quiet: bool =
         mapping_poses=[f.pose for f in ds.frames("train")],
         title=f"scr demo: scene '{settings['scene']}'",
     )
-    if not quiet:
-        print(format_table(report))
-        print(f"  {'total time'.ljust(16)}  {report['demo_seconds']:.1f} s")
-        print(f"wrote {out}/: report.json, frames.csv, poses.txt, plot.png, map.safetensors, scene/")
     return report

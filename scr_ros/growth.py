@@ -33,6 +33,7 @@ Shapes: poses are camera-to-world (4, 4) float64 in the posed frames' world.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -50,6 +51,8 @@ from .progress import Progress
 from .ransac import MAX_POSITION_STD
 from .relocalize import Relocalizer, RelocalizerConfig
 from .settings import Setting, resolve
+
+log = logging.getLogger(__name__)
 
 GROWTH_SETTINGS = (
     Setting("rounds", 3, "registration rounds at most (each registers, then refits)", 1, 20),
@@ -289,10 +292,9 @@ def grow(
     progress: Callable[[Progress], None] | None = None,
     cancel=None,
     preset_name: str | None = None,
-    log: Callable[[str], None] = lambda line: None,
 ) -> SceneMap:
     """Map ``posed`` and grow the map into ``added`` (module docstring); returns the last map,
-    with ``training["growth"]`` saying what each round did."""
+    with ``training["growth"]`` saying what each round did (and a log line for each round and fit)."""
     s = resolve(GROWTH_SETTINGS, settings, "map growth")
     if not added:
         raise ScrError("no frames to add")
@@ -333,7 +335,7 @@ def grow(
         frames = list(posed) + [
             dataclasses.replace(added[i].frame, pose=registered[i].pose) for i in sorted(registered)
         ]
-        log(f"{label}: fitting on {len(posed)} posed and {len(registered)} registered frames")
+        log.info(f"{label}: fitting on {len(posed)} posed and {len(registered)} registered frames")
         share = cfg.buffer_size / config.buffer_size
         builder = MapBuilder(encoder, cfg, device=device, progress=report(share), cancel=cancel)
         scene_map = builder.build(frames, preset_name=preset_name)
@@ -365,7 +367,7 @@ def grow(
             "not_localized": lost,
             "registered_total": len(registered),
         }
-        log(
+        log.info(
             f"round {number}: {len(new)} added frames registered ({row['localized']} localized, "
             f"{row['odometry']} by odometry), {len(refused)} refused (contradicted), {lost} not localized; "
             f"{len(registered)} of {len(added)} registered"

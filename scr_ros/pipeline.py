@@ -13,13 +13,15 @@ the benchmarks and the tests use::
 head training -> map point cloud) -> map file. ``localize``: map file -> per frame
 :class:`~scr_ros.relocalize.Relocalizer` (encoder -> head -> selector -> PnP-RANSAC) -> pose
 errors and a report. Both check what they can (output paths, dataset files, settings) before
-the long work starts, and show a progress bar on stderr unless ``quiet``.
+the long work starts. What they say goes to :mod:`logging` (the ``scr_ros`` loggers: INFO for
+what is being done, WARNING for what was skipped), and a progress bar shows on stderr when that
+log shows INFO lines (:func:`~scr_ros.progress.console_progress`), as under the ``scr`` command.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -55,6 +57,8 @@ from .mapping_config import OTHER_HEADS, MappingConfig, preset
 from .progress import Progress, ProgressBar, counter
 from .relocalize import Relocalizer, RelocalizerConfig
 from .settings import resolve
+
+log = logging.getLogger(__name__)
 
 
 def mapping_config(
@@ -177,7 +181,6 @@ def build_map(
     split: str = "train",
     seed: int = 0,
     precision: str = "auto",
-    quiet: bool = False,
     loss: str | None = None,
     progress=None,
     cancel=None,
@@ -199,7 +202,7 @@ def build_map(
         preset_name, head, loss, depth, overrides: the training settings (:func:`mapping_config`).
         encoder_spec: a registered encoder name or a weights file (default: the default encoder).
         progress: called with :class:`~scr_ros.progress.Progress` reports (default: a bar on
-            stderr unless ``quiet``).
+            stderr when the log shows INFO lines).
         cancel: anything with ``is_set()``; the build stops with MappingCancelled when it is set.
         source: where the frames came from, for the map header, when ``dataset_spec`` is an
             intermediate folder (``scr bag map``, the mapping node).
@@ -219,8 +222,7 @@ def build_map(
     out = Path(out)
     check_output_file(out, "map", not_a_map)  # before minutes of work, not after
     distributed.init_from_env(resolve_device(device))
-    quiet = quiet or not distributed.is_main()
-    bar = ProgressBar(not quiet and progress is None)
+    bar = ProgressBar(False if progress is not None or not distributed.is_main() else None)
     ds = open_dataset_reporting(dataset_spec, bar)
     frames = ds.frames(split)
     check_frames(frames, f"{split} frames")
@@ -243,17 +245,16 @@ def build_map(
             raise ScrError("growing a map (--add) runs in one process, not under torchrun")
     encoder = load_encoder(encoder_spec)
     builder = MapBuilder(encoder, cfg, device=device, progress=progress or bar, cancel=cancel)
-    if not quiet:
+    if distributed.is_main():
         extras = (["score"] if cfg.score else []) + [f"map part {key}" for key in builder.part_settings]
-        print(
+        log.info(
             f"mapping {len(frames)} frames of {ds.layout} dataset {ds.root} on {builder.device} "
             f"(preset {preset_name}, encoder {encoder.name}, head {cfg.head}, loss "
             f"{cfg.loss}{''.join(', ' + e for e in extras)}"
             f"{', depth from the frames' if builder.uses_depth and frames[0].depth_path else ''}); training buffer: "
             f"{cfg.buffer_size:,} samples, at most "
             f"{cfg.buffer_bytes(builder.row_channels, builder.uses_depth) / 2**30:.2f} GiB"
-            f"{f' over {distributed.world_size()} workers' if distributed.world_size() > 1 else ''}",
-            file=sys.stderr,
+            f"{f' over {distributed.world_size()} workers' if distributed.world_size() > 1 else ''}"
         )
     try:
         if added:
@@ -267,7 +268,6 @@ def build_map(
                 progress=progress or bar,
                 cancel=cancel,
                 preset_name=preset_name,
-                log=(lambda line: None) if quiet else (lambda line: (bar.close(), print(line, file=sys.stderr))),
             )
             scene_map.training["growth"]["added_datasets"] = [*add, *add_odometry]
             scene_map.training["growth"]["odometry_datasets"] = list(add_odometry)
@@ -295,7 +295,6 @@ def localize(
     split: str = "test",
     device: str = "auto",
     encoder_spec: str | None = None,
-    quiet: bool = False,
     config: RelocalizerConfig | None = None,
     pipelined: bool = True,
 ):
@@ -310,7 +309,7 @@ def localize(
     """
     scene_map = load_map(map_path)
     encoder = load_encoder_for_map(scene_map.encoder, override=encoder_spec)
-    bar = ProgressBar(not quiet)
+    bar = ProgressBar()
     ds = open_dataset_reporting(dataset_spec, bar)
     frames = ds.frames(split)
     reloc = Relocalizer(scene_map, encoder, device=device, config=config)
@@ -320,8 +319,7 @@ def localize(
     def skip(name: str, reason: str) -> None:
         # One unreadable query image must not cost the evaluation of all the others.
         skipped.append({"frame": name, "reason": reason})
-        if not quiet:
-            print(f"scr: warning: frame {name} skipped: {reason}", file=sys.stderr)
+        log.warning("frame %s skipped: %s", name, reason)
 
     try:
         results = localize_frames(

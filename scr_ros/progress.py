@@ -8,6 +8,7 @@ function that logs, tests a list's ``append``. ``cancel`` arguments take anythin
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -62,14 +63,21 @@ STAGE_NAMES = {
 }
 
 
+def console_progress() -> bool:
+    """Whether long work shows a progress bar: when the library's log shows INFO lines (the
+    ``scr`` command sets that up; a program using the library decides with :mod:`logging`)."""
+    return logging.getLogger("scr_ros").isEnabledFor(logging.INFO)
+
+
 class ProgressBar:
     """A tqdm bar on stderr that follows :class:`Progress` reports stage by stage.
 
-    ``enabled=False`` makes it a no-op, so callers need not branch on ``quiet``.
+    ``enabled=False`` makes it a no-op, so callers need not branch; by default it is shown when
+    :func:`console_progress` says so.
     """
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = console_progress() if enabled is None else enabled
         self.bar = None
         self.stage = None
         self.last_refresh = 0.0

@@ -129,7 +129,7 @@ def mapped(tiny, tmp_path_factory):
     map; the tests that check a mapping option build their own."""
     out = tmp_path_factory.mktemp("e2e")
     demo = out / "demo"
-    demo_report = run_demo(demo, quick=True, device="cpu", quiet=True)
+    demo_report = run_demo(demo, quick=True, device="cpu")
     map_path, report, poses, csv = demo / "map.safetensors", out / "report.json", out / "poses.txt", out / "frames.csv"
     assert (
         main(

@@ -318,7 +318,7 @@ assert target.default == 1.0 and (target.min, target.max) == (0.01, 100.0)
 assert "| `feature-scale` | `target` | 1.0 | 0.01 – 100 |" in generated_tables()["settings of map parts"]
 methods = mapping_methods(validate(MAPPING_PARAMS, {"map_parts": '{"feature-scale": {}}', "feature_scale_target": 2.0}))
 assert methods["parts"] == {"feature-scale": {"target": 2.0}}, methods
-scene = build_map("synthetic:tiny", "m.safetensors", preset_name="test", device="cpu", quiet=True, encoder_spec="dsift",
+scene = build_map("synthetic:tiny", "m.safetensors", preset_name="test", device="cpu", encoder_spec="dsift",
                   buffer_size=4000, samples_per_image=256, epochs=1.0, batch_size=512, cloud_frames=2, **methods)
 loaded = load_map("m.safetensors")
 part = loaded.parts["feature-scale"]

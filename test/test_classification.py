@@ -417,16 +417,13 @@ def test_relocalizer_node_logic_and_replay_publish_labels(hscnet_map, tiny, tiny
 def test_switches_refuse_what_cannot_work(tmp_path):
     out = str(tmp_path / "m.safetensors")
     with pytest.raises(ScrError, match="unknown settings bogus"):
-        build_map(
-            "synthetic:tiny", out, preset_name="test", device="cpu", quiet=True, parts={"partitions": {"bogus": 1}}
-        )
+        build_map("synthetic:tiny", out, preset_name="test", device="cpu", parts={"partitions": {"bogus": 1}})
     with pytest.raises(ScrError, match="cannot be combined"):
         build_map(
             "synthetic:tiny",
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"classifier": {}, "partitions": {}},
         )
     with pytest.raises(ScrError, match="cannot be combined"):
@@ -435,7 +432,6 @@ def test_switches_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             head="hscnet",
             parts={"global-descriptor": {}},
         )
@@ -445,7 +441,6 @@ def test_switches_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"partitions": {"classifier_layers": 1}},
         )
     assert not (tmp_path / "m.safetensors").exists()

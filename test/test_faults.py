@@ -190,6 +190,8 @@ def test_a_frame_that_fails_to_decode_is_skipped_and_recorded_not_fatal(capsys, 
     # ... and said at the end of mapping, not only recorded in the map.
     frames = load_map(out).training["frames"]
     assert f"scr: warning: skipped 1 of {frames} mapping frames that could not be read: {image.stem} (" in err, err
+    # The library's own warning, when it skipped the frame, through the CLI's log.
+    assert f"scr: warning: mapping frame {image.stem} skipped: " in err, err
 
     # scr localize: one undecodable query image is skipped and counted; the rest are evaluated.
     query = sorted((folder / "test" / "rgb").glob("*.png"))[2]
@@ -199,7 +201,7 @@ def test_a_frame_that_fails_to_decode_is_skipped_and_recorded_not_fatal(capsys, 
     assert code == 0, err
     r = json.loads(report.read_text())
     assert r["frames"] == 5 and r["frames_skipped"] == 1 and r["skipped"][0]["frame"] == query.stem
-    assert f"frame {query.stem} skipped" in err
+    assert f"scr: warning: frame {query.stem} skipped: " in err, err
 
 
 def test_a_binary_split_file_is_a_clear_error(tmp_path):

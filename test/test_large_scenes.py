@@ -389,7 +389,6 @@ def test_global_parts_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"global-covisibility": {"bogus": 1}},
         )
     with pytest.raises(ScrError, match="choose one"):
@@ -398,7 +397,6 @@ def test_global_parts_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"global-covisibility": {}, "global-descriptor": {}},
         )
     with pytest.raises(ScrError, match="cannot be combined"):
@@ -407,7 +405,6 @@ def test_global_parts_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"classifier": {}, "global-descriptor": {}},
         )
     with pytest.raises(ScrError, match="noise"):
@@ -416,7 +413,6 @@ def test_global_parts_refuse_what_cannot_work(tmp_path):
             out,
             preset_name="test",
             device="cpu",
-            quiet=True,
             parts={"global-descriptor": {"noise": -1}},
         )
     assert not Path(out).exists()

@@ -152,7 +152,7 @@ def test_stamp_matcher_pairs_depth_by_stamp():
 def _fake_build(delay=0.0, fail=None):
     """Stands in for cli.build_map: reports progress, honours cancel, writes the output file."""
 
-    def build(session, out, *, preset_name, device, encoder_spec, head, quiet, progress, cancel):
+    def build(session, out, *, preset_name, device, encoder_spec, head, progress, cancel):
         from scr_ros.progress import Progress
 
         for i in range(1, 11):

@@ -75,10 +75,8 @@ def test_a_map_from_novel_views_localizes(tiny, mapped, tmp_path, figure):
     from scr_ros.pipeline import build_map, localize
 
     aug = {**PRESETS["test"]["augmentation"], "novel_views": 1.0, "novel_view_shift_m": 0.4}
-    build_map(
-        "synthetic:tiny", tmp_path / "m.safetensors", preset_name="test", device="cpu", quiet=True, augmentation=aug
-    )
-    _, report, _, scene_map = localize(tmp_path / "m.safetensors", "synthetic:tiny", "test", "cpu", quiet=True)
+    build_map("synthetic:tiny", tmp_path / "m.safetensors", preset_name="test", device="cpu", augmentation=aug)
+    _, report, _, scene_map = localize(tmp_path / "m.safetensors", "synthetic:tiny", "test", "cpu")
     plain = mapped["report"]["accuracy"]["10cm_5deg"]
     figure("novel_views_10cm_5deg", report["accuracy"]["10cm_5deg"])
     figure("plain_10cm_5deg", plain)

@@ -133,7 +133,6 @@ def test_a_map_from_drifted_poses_stores_the_corrected_ones_and_localize_scores_
         out,
         preset_name="test",
         device="cpu",
-        quiet=True,
         drift="wheel",
         epochs=1.0,
         **method_overrides(refine_poses="graph"),

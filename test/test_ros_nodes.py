@@ -1079,6 +1079,10 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
             ),
             10,
         )
+        # One keyframe whose pixels were lost on disk (its header intact): the build skips it,
+        # and the library's warning reaches the node's own log, as a warning.
+        broken = session / "rgb" / "frame_000005.png"
+        broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])
         assert wire.call(Trigger, f"{ns}/build_map").success
 
         def state():
@@ -1086,9 +1090,13 @@ def test_mapping_node_records_from_a_pose_topic_builds_a_map_and_the_relocalizer
 
         assert wait_until(lambda: state() in ("done", "failed", "cancelled"), 600, poll=0.5), node.output()
         assert state() == "done", progress[-1].message
+        warned = [line for line in node.output().splitlines() if "mapping frame frame_000005 skipped" in line]
+        assert warned and "WARN" in warned[0] and "scr_mapping" in warned[0], node.output()
+        assert "skipped 1 of" in progress[-1].message, progress[-1].message
         map_path = session / "map.safetensors"
         built = load_map(map_path)
         assert built.training["frames"] == len(frames)
+        assert list(built.training["unreadable_frames"]) == ["frame_000005"]
         # refine_poses reached the build: the map holds the recorded poses and their refinement,
         # the first keyframe held where it was recorded.
         refinement = built.parts["pose-refinement"]

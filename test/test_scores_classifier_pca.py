@@ -242,9 +242,7 @@ def test_method_map_stores_pca_classifier_and_score_head(method_map, figure):
 def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map, tiny, figure):
     reports = {}
     for sel in ("all", "classifier", "score"):
-        _, r, _, _ = localize(
-            method_map, "synthetic:tiny", "test", "cpu", quiet=True, config=RelocalizerConfig(selector=sel)
-        )
+        _, r, _, _ = localize(method_map, "synthetic:tiny", "test", "cpu", config=RelocalizerConfig(selector=sel))
         reports[sel] = r
         for key in ("median_inliers", "median_correspondences", "median_inlier_ratio"):
             figure(f"{sel}_{key}", r[key])
@@ -268,7 +266,7 @@ def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map,
         < reports["all"]["median_correspondences"] - reports["score"]["median_correspondences"]
         <= 0.01 * reports["all"]["median_correspondences"] + 1
     )
-    _, auto, _, _ = localize(method_map, "synthetic:tiny", "test", "cpu", quiet=True)
+    _, auto, _, _ = localize(method_map, "synthetic:tiny", "test", "cpu")
     assert auto["selector"] == "classifier"
 
 
@@ -316,13 +314,11 @@ def test_map_with_a_tampered_projection_header_is_refused(method_map, tmp_path):
 def test_deep_head_maps_and_localizes(tiny, tmp_path, figure):
     # Fewer epochs than the test preset: the deep head costs ~4x per iteration on a CPU.
     out = tmp_path / "deep.map"
-    m = build_map("synthetic:tiny", out, preset_name="test", device="cpu", head="deep", quiet=True, epochs=8.0)
+    m = build_map("synthetic:tiny", out, preset_name="test", device="cpu", head="deep", epochs=8.0)
     assert load_map(out).head.head_type == "deep" and m.head.config["num_blocks"] == 5
     # max_position_std off: this short-trained map's fixes have published stds above the default
     # (with it, fp32: 4 of 30 accepted, 0 wrong); what is tested is that the deep head maps and localizes.
-    _, r, _, _ = localize(
-        out, "synthetic:tiny", "test", "cpu", quiet=True, config=RelocalizerConfig(max_position_std=0.0)
-    )
+    _, r, _, _ = localize(out, "synthetic:tiny", "test", "cpu", config=RelocalizerConfig(max_position_std=0.0))
     figure("10cm_5deg", r["accuracy"]["10cm_5deg"])
     # Measured: bf16 43 % (Xeon, 2 threads), fp32 33.3 % (EPYC AVX2, 1 and 2 threads).
     assert r["accuracy"]["10cm_5deg"] >= 15.0, r

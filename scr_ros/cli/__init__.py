@@ -11,6 +11,9 @@ status 2; Ctrl-C (or SIGTERM) cancels cleanly with status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import signal
 import sys
 import threading
@@ -225,13 +228,49 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ConsoleLog(logging.Handler):
+    """The library's log on stderr as the command's own lines: INFO as it is, warnings and
+    errors as ``scr: warning: ...``; written above a progress bar, not through it. Under torchrun
+    only the first worker says what it does (INFO); every worker warns."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno < logging.WARNING and os.environ.get("RANK", "0") != "0":
+                return
+            line = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                line = f"scr: {record.levelname.lower()}: {line}"
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)  # sys.stderr now, not at start: tests swap it
+        except Exception:  # noqa: BLE001 - logging must not raise into the work it reports on
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _console_log():
+    """The ``scr_ros`` log on the console (INFO and up) while a command runs; as it was after."""
+    logger = logging.getLogger("scr_ros")
+    saved = (logger.level, logger.propagate)
+    handler = _ConsoleLog()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the command owns the console: no second copy through the root logger
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     previous = _terminate_like_ctrl_c()
     finished = False
     try:
-        status = args.func(args)
+        with _console_log():
+            status = args.func(args)
         finished = True
         return status
     except MappingCancelled as exc:

@@ -137,7 +137,11 @@ def cmd_localize(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    run_demo(check_output_folder(args.out, "demo output folder"), quick=args.quick, device=args.device)
+    out = check_output_folder(args.out, "demo output folder")
+    report = run_demo(out, quick=args.quick, device=args.device)
+    print(format_table(report))
+    print(f"  {'total time'.ljust(16)}  {report['demo_seconds']:.1f} s")
+    print(f"wrote {out}/: report.json, frames.csv, poses.txt, plot.png, map.safetensors, scene/")
     return 0
 
 

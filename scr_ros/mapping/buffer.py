@@ -10,6 +10,7 @@ small per-frame pose table.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -30,6 +31,8 @@ from ..imaging import apply_affine, apply_homography, augment, inside, invert_af
 from ..mapping_config import MappingConfig
 from ..progress import Progress
 from .novel_views import novel_view
+
+log = logging.getLogger(__name__)
 
 
 class BufferFiller:
@@ -165,6 +168,7 @@ class BufferFiller:
                         # A file that passed the checks at open but does not decode: skipped and
                         # recorded in the map (training.unreadable_frames), not fatal.
                         self.unreadable[frames[fi].name] = str(exc)
+                        log.warning("mapping frame %s skipped: %s", frames[fi].name, exc)
                     else:
                         with torch.no_grad(), autocast(dev, self.amp_dtype):
                             feats = self.encoder(torch.from_numpy(img)[None, None].to(dev))

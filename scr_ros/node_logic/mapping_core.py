@@ -566,7 +566,6 @@ class MapBuildJob:
                         device=device,
                         encoder_spec=encoder,
                         head=head,
-                        quiet=True,
                         progress=progress,
                         cancel=self._cancel,
                         **methods,

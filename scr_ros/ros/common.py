@@ -9,7 +9,9 @@ is imported by :func:`import_tf2` only, when a mode that uses TF is configured, 
 from __future__ import annotations
 
 import array
+import contextlib
 import importlib
+import logging
 import sys
 import threading
 
@@ -250,6 +252,45 @@ def lookup(buffer, target: str, source: str, stamp_ns: int | None, timeout_s: fl
         raise LookupError(str(exc)) from None
 
 
+class _RclpyLog(logging.Handler):
+    """The library's log (the ``scr_ros`` loggers) in the node's own log, level for level, so a
+    robot's log has the library's warnings beside the node's."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node_log = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                self.node_log.error(line)
+            elif record.levelno >= logging.WARNING:
+                self.node_log.warning(line)
+            elif record.levelno >= logging.INFO:
+                self.node_log.info(line)
+            else:
+                self.node_log.debug(line)
+        except Exception:  # noqa: BLE001 - logging must not raise into the work it reports on
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def library_log_to(node: Node):
+    """Route the ``scr_ros`` log (INFO and up) to ``node``'s logger while the node runs."""
+    logger = logging.getLogger("scr_ros")
+    saved = (logger.level, logger.propagate)
+    handler = _RclpyLog(node)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # one copy, in the node's log
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
+
+
 def spin(make_node, args=None) -> None:
     """Run one node until Ctrl-C or shutdown; its own worker threads stop in destroy_node().
 
@@ -263,7 +304,8 @@ def spin(make_node, args=None) -> None:
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        with library_log_to(node):
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
