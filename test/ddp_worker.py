@@ -1,4 +1,4 @@
-"""Run by test_large_scenes under ``torchrun --nproc_per_node 2`` (and in-process as the one-worker
+"""Run by test_global_encodings under ``torchrun --nproc_per_node 2`` (and in-process as the one-worker
 reference): fill a small training buffer of the tiny scene and train ACE's head for a few
 iterations in fp32, then save the whole buffer (gathered from the workers in buffer order) and
 the head's weights from rank 0."""

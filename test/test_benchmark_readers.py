@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transforms3d.quaternions as tq
-from test_datasets import (
+from dataset_folders import (
     make_ace_scene,
     make_fragments,
     make_posed_set,
