@@ -36,6 +36,32 @@ def pytest_configure(config):
         os.environ[CPU_PRECISION_ENV] = forced
 
 
+# The quick loop, ``pytest -m "not slow"``, leaves out what takes minutes: a test marked slow
+# (it builds a map, trains an encoder or starts ROS nodes), and every test that needs one of these
+# shared fixtures (they build the shared maps and bags, or bring up ROS; the first test to ask
+# pays for them, the others only look fast).
+SLOW_FIXTURES = frozenset(
+    {
+        "mapped",
+        "tiny_bag",
+        "small_bag",
+        "method_map",
+        "hscnet_map",
+        "partition_map",
+        "glace_map",
+        "trained",
+        "xfeat_trained",
+        "ros_env",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def suite_threads():
     """Every test starts with the suite's thread count: one that changes it (the in-process

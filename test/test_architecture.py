@@ -255,6 +255,7 @@ def _examples() -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_part_with_a_setting_is_one_file(tmp_path):
     """The worked examples of docs/architecture.md, dropped into a copy of the package as the one
     file each says it is: the registries, the CLI's help, the node parameters, the docs tables,

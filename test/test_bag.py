@@ -418,7 +418,7 @@ def test_replay_skips_malformed_images_and_counts_them(mapped, tiny, tmp_path):
     assert "step 7 is smaller than width" in reason
 
 
-@pytest.mark.accuracy
+@pytest.mark.slow
 def test_bag_map_and_replay_match_folder_map_and_localize(mapped, tiny_bag, tmp_path, figure):
     """The issue's acceptance check: bag path vs folder path, within training noise."""
     map_path, report = tmp_path / "bag.safetensors", tmp_path / "bag.json"
@@ -454,6 +454,7 @@ def test_jpeg_files_go_into_compressed_bags_unchanged(small, tmp_path):
     assert bytes(msg.data) == jpg.read_bytes()  # no second lossy step
 
 
+@pytest.mark.slow
 def test_a_robot_bag_has_drifting_odometry_its_camera_mount_and_the_truth(tmp_path):
     """scr bag convert synthetic:robot-tiny --simulate-drift wheel: /odom and odom -> base_link
     drift as wheel odometry would, each split from its first frame; base_link -> camera is the

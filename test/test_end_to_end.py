@@ -21,7 +21,7 @@ from scr_ros.mapping_config import preset
 from scr_ros.relocalize import Relocalizer
 
 
-@pytest.mark.accuracy
+@pytest.mark.slow
 def test_tiny_scene_is_relocalized_accurately(mapped, tiny, figure):
     report = mapped["report"]
     figure("10cm_5deg", report["accuracy"]["10cm_5deg"])

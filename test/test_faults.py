@@ -177,6 +177,7 @@ def test_broken_images_are_found_before_mapping(capsys, tmp_path, small_folder):
         assert seconds < 30 and not (tmp_path / f"{label}.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_frame_that_fails_to_decode_is_skipped_and_recorded_not_fatal(capsys, tmp_path, small_folder):
     folder = copy_folder(small_folder, tmp_path / "room")
     image = sorted((folder / "train" / "rgb").glob("*.png"))[3]
@@ -323,6 +324,7 @@ def test_killing_scr_map_keeps_the_previous_map_and_leaves_nothing(tmp_path, map
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_killing_bag_convert_leaves_no_staging_and_the_next_run_cleans_up(tmp_path, cache):
     bag = tmp_path / "tiny_bag"
     proc = _start(["bag", "convert", "synthetic:tiny", "--out", bag], tmp_path)
@@ -372,6 +374,7 @@ def test_killing_bag_map_keeps_the_previous_map_and_no_session_outlives_the_next
     assert not list(tmp_path.glob(".m.safetensors.session-*"))  # ...so the next run removes what it left
 
 
+@pytest.mark.slow
 def test_sigkill_during_bag_convert_is_cleaned_up_by_the_next_run(tmp_path, cache):
     bag = tmp_path / "b"
     proc = _start(["bag", "convert", "synthetic:tiny", "--out", bag], tmp_path)

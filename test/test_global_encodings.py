@@ -455,6 +455,7 @@ def _torchrun(args: list[str], timeout: int = 900) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow
 def test_two_gloo_workers_hold_the_one_worker_buffer_and_take_its_steps(tiny, tmp_path):
     """The workers' buffer shares, put together, are exactly the one-worker buffer, and a few
     training steps give the one-worker weights up to float rounding (fp32)."""

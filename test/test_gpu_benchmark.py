@@ -25,6 +25,7 @@ def gpu_benchmark():
         sys.path.remove(str(BENCHMARKS))
 
 
+@pytest.mark.slow
 def test_tiny_run_measures_every_step(gpu_benchmark, tmp_path, capsys):
     out = tmp_path / "gpu"
     assert gpu_benchmark.main(["--tiny", "--device", "cpu", "--out-dir", str(out), "--frames", "8"]) == 0

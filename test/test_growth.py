@@ -163,6 +163,7 @@ def test_map_add_refuses_bad_input_before_any_work(tiny, tmp_path, capsys, extra
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_grown_map_registers_the_added_frames_refuses_a_planted_one_and_localizes(tiny, tmp_path, capsys, figure):
     """`scr map --add A --add-odometry B`: the tiny scene's query path (every other frame; its
     first half as images only, its second half with its poses as odometry) grows the map of its

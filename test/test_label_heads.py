@@ -290,6 +290,7 @@ def partition_map(tiny, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_rgb_only_scene_points_come_from_a_first_ace_stage(tiny, figure):
     from scr_ros.encoders import load_encoder
     from scr_ros.mapping import MapBuilder

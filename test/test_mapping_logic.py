@@ -234,6 +234,7 @@ def test_build_job_reports_failures_and_refuses_empty_sessions(tmp_path, image):
     assert st.state == "failed" and "CUDA out of memory" in st.message
 
 
+@pytest.mark.slow
 def test_build_job_builds_a_real_map_from_a_recorded_session(tmp_path, tiny):
     """Record the tiny scene through the core as the node would, then build with the real builder
     (GLACE's head with a global encoding: the node's head, head_config and map_parts reach it)."""

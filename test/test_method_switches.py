@@ -233,7 +233,7 @@ def test_method_map_stores_pca_classifier_and_score_head(method_map, figure):
     assert m.head.stem[0].weight.shape[1] == 32
 
 
-@pytest.mark.accuracy
+@pytest.mark.slow
 def test_method_map_localizes_and_classifier_raises_the_inlier_ratio(method_map, tiny, figure):
     reports = {}
     for sel in ("all", "classifier", "score"):
@@ -305,7 +305,7 @@ def test_map_with_a_tampered_projection_header_is_refused(method_map, tmp_path):
         load_map(bad)
 
 
-@pytest.mark.accuracy
+@pytest.mark.slow
 def test_deep_head_maps_and_localizes(tiny, tmp_path, figure):
     # Fewer epochs than the test preset: the deep head costs ~4x per iteration on a CPU.
     out = tmp_path / "deep.map"

@@ -90,6 +90,7 @@ def test_a_false_loop_closure_is_dropped():
     assert edge_residuals(result.poses, [bad])[0] > s.reject_sigma
 
 
+@pytest.mark.slow
 def test_the_graph_corrects_a_drifted_recording_of_the_tiny_scene_from_its_images(tiny, figure):
     frames = tiny.frames("train")
     truth = np.stack([f.pose for f in frames])
@@ -121,6 +122,7 @@ def test_the_graph_is_refused_without_depth_and_with_settings_out_of_range(tiny,
     assert not (tmp_path / "m.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_map_from_drifted_poses_stores_the_corrected_ones_and_localize_scores_both(
     tiny, tmp_path, rerun_entities, figure
 ):

@@ -55,6 +55,7 @@ def planted(frames, every: int = 6, shift: float = 0.08, turn_deg: float = 3.0) 
 
 
 @pytest.mark.parametrize("mode", ["free", "mlp", "free+odometry"])
+@pytest.mark.slow
 def test_the_refiner_finds_the_true_poses_when_the_scene_is_known(tiny, mode, figure):
     """With the true scene coordinates fixed, minimizing the reprojection loss over the corrections
     moves the planted errors back; the first frame (the gauge) does not move at all. A correction
@@ -126,6 +127,7 @@ def test_the_odometry_prior_is_zero_on_the_recorded_path_and_counts_a_torn_step_
     assert refiner.delta.grad[10, 3:].norm() > 100 * refiner.delta.grad[20].norm()
 
 
+@pytest.mark.slow
 def test_a_drifted_map_refines_its_poses_keeps_the_gauge_and_stores_them(tiny, tmp_path, figure, rerun_entities):
     frames = tiny.frames("train")
     truth = np.stack([f.pose for f in frames])

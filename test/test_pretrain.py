@@ -73,6 +73,7 @@ def _pool_error(t: Pretrainer) -> float:
     return float(torch.stack(errors).mean())
 
 
+@pytest.mark.slow
 def test_training_lowers_the_error_on_the_training_scenes(figure):
     t = Pretrainer(PretrainConfig(steps=60, **{**SMALL, "frames_per_scene": 4, "windows_per_scene": 4}), "cpu")
     from scr_ros.pretrain import build_pool
@@ -86,6 +87,7 @@ def test_training_lowers_the_error_on_the_training_scenes(figure):
     assert after < 0.75 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_resume_is_exact(tmp_path, trained):
     full, _ = trained
     ckpt = tmp_path / "run.ckpt.safetensors"
@@ -195,6 +197,7 @@ def test_cli_refuses_to_resume_with_other_settings(tmp_path, capsys):
         Pretrainer.from_checkpoint(tmp_path / "bad.ckpt.safetensors", "cpu")
 
 
+@pytest.mark.slow
 def test_cli_writes_weights_card_and_checkpoint(tmp_path, capsys):
     out = tmp_path / "w.safetensors"
     code = scr_main(
@@ -268,6 +271,7 @@ def test_xfeat_init_trains_the_whole_backbone_with_frozen_statistics(xfeat_train
     assert t.encoder.checksum() != base.checksum()
 
 
+@pytest.mark.slow
 def test_xfeat_weights_load_with_their_card_and_resume_is_exact(tmp_path, xfeat_trained):
     from scr_ros.encoders import XFeatEncoder
 

@@ -160,6 +160,7 @@ def test_away_queries_leave_the_mapped_path(path):
         assert not any(box.contains(T[:3, 3], 0.3).any() for box in scene.boxes)
 
 
+@pytest.mark.slow
 def test_rooftop_scene_has_sky_far_buildings_and_a_close_railing(tmp_path):
     cfg = dataclasses.replace(
         SMALL, path="rooftop", room_size=(60.0, 50.0, 22.0), mapping_frames=24, query_frames=6, num_objects=0

@@ -70,6 +70,7 @@ def _match_score(enc, gray, M, offset):
     return float(F.cosine_similarity(fa.reshape(64, -1)[:, ok], sampled, dim=0).mean())
 
 
+@pytest.mark.slow
 def test_xfeat_alignment_is_the_cell_centre(xfeat, textured):
     """Feature (i, j) describes pixel (8j + 3.5, 8i + 3.5): under rotations and scalings of the
     image, descriptors agree best when matched through that point, not through (8j, 8i)."""
