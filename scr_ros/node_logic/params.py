@@ -3,7 +3,7 @@
 Each parameter is a :class:`~scr_ros.settings.Setting`. One table per node serves four readers:
 the node declares each parameter from it (with a ParameterDescriptor carrying the description
 and range), :func:`validate` checks values from YAML / the command line / ``ros2 param set``
-before a node uses them, (:mod:`~scr_ros.node_logic.doc_tables`) writes the tables of docs/ros.md (``python -m
+before a node uses them, :mod:`~scr_ros.node_logic.doc_tables` writes the tables of docs/ros.md (``python -m
 scr_ros.node_logic.doc_tables docs/ros.md docs/methods.md``, which also writes the settings tables
 of selectors and map parts), and the tests check ``config/*.yaml`` and those pages against it.
 Choices that name registered parts (presets, heads, selectors) are read from their registries,
